@@ -1,0 +1,74 @@
+"""Calling a model with example inputs given as a tensor, a tuple or a dict of keywords."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeAlias
+
+import torch
+from torch import nn
+
+from netsculpt.errors import ExampleInputsError
+
+ExampleInputs: TypeAlias = torch.Tensor | tuple[Any, ...] | list[Any] | Mapping[str, Any]
+
+
+def split_inputs(example_inputs: ExampleInputs) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Return ``(args, kwargs)`` for ``model(*args, **kwargs)``."""
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,), {}
+    if isinstance(example_inputs, Mapping):
+        return (), dict(example_inputs)
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(example_inputs), {}
+    raise ExampleInputsError(
+        f"example_inputs must be a tensor, a tuple of tensors or a dict of keyword inputs, "
+        f"got {type(example_inputs).__name__}; wrap a single tensor x as x, several as (x, y), "
+        f"keywords as {{'input_ids': ids}}"
+    )
+
+
+def call_model(model: nn.Module, example_inputs: ExampleInputs) -> Any:
+    """Call ``model`` with ``example_inputs``; a failure becomes an :class:`ExampleInputsError`."""
+    args, kwargs = split_inputs(example_inputs)
+    try:
+        return model(*args, **kwargs)
+    except Exception as exc:  # the user's model raised: say so, keep the cause
+        raise ExampleInputsError(
+            f"the model {type(model).__name__} could not be called with the example inputs "
+            f"({describe_inputs(example_inputs)}): {type(exc).__name__}: {exc}; pass inputs the "
+            f"model accepts, e.g. the batch you would give it at inference"
+        ) from exc
+
+
+def describe_inputs(example_inputs: ExampleInputs) -> str:
+    """A short human description of the example inputs (shapes and dtypes)."""
+
+    def one(x: Any) -> str:
+        if isinstance(x, torch.Tensor):
+            return f"tensor{tuple(x.shape)} {str(x.dtype).removeprefix('torch.')}"
+        return type(x).__name__
+
+    if isinstance(example_inputs, torch.Tensor):
+        return one(example_inputs)
+    if isinstance(example_inputs, Mapping):
+        return "{" + ", ".join(f"{k}: {one(v)}" for k, v in example_inputs.items()) + "}"
+    if isinstance(example_inputs, (tuple, list)):
+        return "(" + ", ".join(one(v) for v in example_inputs) + ")"
+    return type(example_inputs).__name__
+
+
+def flatten_outputs(outputs: Any) -> list[torch.Tensor]:
+    """All tensors in a model's outputs (tensor, tuple, dict, transformers ModelOutput), in order."""
+    leaves, _ = torch.utils._pytree.tree_flatten(outputs)
+    found = [x for x in leaves if isinstance(x, torch.Tensor)]
+    if not found and hasattr(outputs, "to_tuple"):
+        found = flatten_outputs(outputs.to_tuple())
+    return found
+
+
+def inputs_to(example_inputs: ExampleInputs, device: torch.device | str) -> ExampleInputs:
+    """Move every tensor in the example inputs to ``device``."""
+    return torch.utils._pytree.tree_map(
+        lambda x: x.to(device) if isinstance(x, torch.Tensor) else x, example_inputs
+    )
