@@ -1,0 +1,291 @@
+"""``ns.analyze``: the dependency groups of a model, read-only.
+
+A *group* is a set of channels that must be removed together: the output channels of a
+convolution with the batch-norm after it and the input channels of the next convolution;
+the neurons of a transformer feed-forward layer (up, gate and down projections); the
+attention heads of a layer (query, key, value and output projections; with grouped-query
+attention, whole key/value groups with the query heads that share them).
+
+>>> graph = ns.analyze(model, example_inputs)                  # doctest: +SKIP
+>>> [(g.name, g.kind, g.size) for g in graph.prunable_groups]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from netsculpt._inputs import ExampleInputs
+from netsculpt.graph.capture import capture
+from netsculpt.graph.propagate import GroupsSite, Propagator, ShapeSite, Skipped
+from netsculpt.graph.spaces import Space, SpaceTable
+
+__all__ = ["Graph", "Group", "Slot", "analyze", "match_names"]
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One dimension of one parameter or buffer that a group touches."""
+
+    tensor: str  # parameter or buffer name, e.g. "layer1.0.conv1.weight"
+    dim: int
+    is_buffer: bool = False
+
+
+@dataclass(frozen=True)
+class Group:
+    """Channels that are removed together.
+
+    ``size`` is the number of prunable units (channels, neurons, heads or key/value
+    groups); ``width`` is the size of the largest tensor dimension the group lives in
+    (for heads: heads times head dimension).
+    """
+
+    name: str
+    kind: str  # "channels", "neurons" or "heads"
+    size: int
+    prunable: bool
+    reason: str
+    stage: str
+    module: str
+    params: tuple[str, ...]
+    slots: tuple[Slot, ...] = field(repr=False)
+    unit_width: int = 1
+    note: str = ""
+    uid: int = field(default=0, repr=False, compare=False)
+
+
+@dataclass
+class Graph:
+    """The result of :func:`analyze`: groups, skipped operations and capture statistics."""
+
+    model_name: str
+    groups: list[Group]
+    skipped: list[Skipped]
+    capture_seconds: float
+    n_nodes: int
+    blocks: list[str] = field(default_factory=list)
+    # internals used by the planner
+    table: SpaceTable = field(default=None, repr=False)  # type: ignore[assignment]
+    slot_spaces: dict[tuple[str, int], Space] = field(default_factory=dict, repr=False)
+    shape_sites: list[ShapeSite] = field(default_factory=list, repr=False)
+    groups_sites: list[GroupsSite] = field(default_factory=list, repr=False)
+    buffers: set[str] = field(default_factory=set, repr=False)
+    output_shapes: list[tuple[int, ...]] = field(default_factory=list, repr=False)
+
+    @property
+    def prunable_groups(self) -> list[Group]:
+        return [g for g in self.groups if g.prunable]
+
+    def group(self, name: str) -> Group:
+        for g in self.groups:
+            if g.name == name:
+                return g
+        raise KeyError(name)
+
+    def index_map(self, tensor: str, dim: int) -> dict[int, tuple[Space, np.ndarray]]:
+        return self.table.index_map(self.slot_spaces[(tensor, dim)])
+
+    def summary(self) -> str:
+        lines = [
+            f"{self.model_name}: {len(self.prunable_groups)} prunable groups, "
+            f"{len(self.groups) - len(self.prunable_groups)} protected, "
+            f"captured in {self.capture_seconds:.2f} s ({self.n_nodes} nodes)"
+        ]
+        for g in self.groups:
+            state = "prunable" if g.prunable else f"protected: {g.reason}"
+            lines.append(f"  {g.name:<48} {g.kind:<8} {g.size:>6}  {state}")
+        return "\n".join(lines)
+
+
+def match_names(patterns: Iterable[str], name: str) -> bool:
+    """True when ``name`` equals a pattern, lies under it (``"layer1"``), or matches ``re:``."""
+    for pat in patterns:
+        if pat.startswith("re:"):
+            if re.fullmatch(pat[3:], name):
+                return True
+        elif name == pat or name.startswith(pat + "."):
+            return True
+    return False
+
+
+def analyze(
+    model: nn.Module,
+    example_inputs: ExampleInputs,
+    *,
+    exclude: Sequence[str] = (),
+    protect_outputs: bool = True,
+    on_unsupported: str = "skip",
+    timeout_s: float | None = 120.0,
+) -> Graph:
+    """Capture ``model`` and find its dependency groups.
+
+    Args:
+        model: any ``torch.nn.Module``; it is not modified.
+        example_inputs: a tensor, a tuple of tensors, or a dict of keyword inputs.
+        exclude: module names (or ``"re:"`` patterns) whose parameters must keep their size.
+        protect_outputs: keep every model output's shape (default). ``False`` lets hidden
+            sizes that feed outputs be pruned too.
+        on_unsupported: ``"skip"`` (channels reaching an unknown op are protected and listed
+            in ``graph.skipped``) or ``"error"`` (raise :class:`UnsupportedOperationError`).
+        timeout_s: bound on the capture time.
+    """
+    from netsculpt.errors import InputError
+
+    if on_unsupported not in ("skip", "error"):
+        raise InputError(
+            f"on_unsupported must be 'skip' or 'error', got {on_unsupported!r}"
+        )
+    program, seconds = capture(model, example_inputs, timeout_s=timeout_s)
+    prop = Propagator(program, on_unsupported=on_unsupported, protect_outputs=protect_outputs)
+    prop.run()
+    table = prop.table
+
+    slot_spaces: dict[tuple[str, int], Space] = {}
+    for name, desc in prop.param_slots.items():
+        for d, s in enumerate(desc):
+            slot_spaces[(name, d)] = s
+    for name, desc in prop.buffer_slots.items():
+        for d, s in enumerate(desc):
+            slot_spaces[(name, d)] = s
+
+    # exclusions: every dimension of an excluded module's parameters keeps its size
+    if exclude:
+        for (name, _d), s in slot_spaces.items():
+            module = name.rsplit(".", 1)[0] if "." in name else ""
+            if match_names(exclude, module) or match_names(exclude, name):
+                table.taint(s, "excluded by the user")
+    # a buffer that no op reads (or only reads trivially) keeps its slots untouched
+    groups = _collect_groups(prop, table, slot_spaces, set(prop.buffer_slots))
+    return Graph(
+        model_name=type(model).__name__,
+        groups=groups,
+        skipped=prop.skipped,
+        capture_seconds=seconds,
+        n_nodes=len(program.graph.nodes),
+        blocks=[],
+        table=table,
+        slot_spaces=slot_spaces,
+        shape_sites=prop.shape_sites,
+        groups_sites=prop.groups_sites,
+        buffers=set(prop.buffer_slots),
+        output_shapes=_output_shapes(program),
+    )
+
+
+def _output_shapes(program: torch.export.ExportedProgram) -> list[tuple[int, ...]]:
+    out: list[tuple[int, ...]] = []
+    for node in program.graph.nodes:
+        if node.op == "output":
+            leaves, _ = torch.utils._pytree.tree_flatten(node.args[0])
+            for leaf in leaves:
+                val = leaf.meta.get("val") if hasattr(leaf, "meta") else None
+                if isinstance(val, torch.Tensor):
+                    out.append(tuple(int(s) for s in val.shape))
+    return out
+
+
+def _collect_groups(
+    prop: Propagator,
+    table: SpaceTable,
+    slot_spaces: dict[tuple[str, int], Space],
+    buffers: set[str],
+) -> list[Group]:
+    # leaf uid -> [(slot, stride)]
+    occurrences: dict[int, list[tuple[Slot, int]]] = {}
+    leaves: dict[int, Space] = {}
+    param_ndim: dict[str, int] = {}
+    for (name, dim), space in slot_spaces.items():
+        param_ndim[name] = max(param_ndim.get(name, 0), dim + 1)
+    for (name, dim), space in slot_spaces.items():
+        for uid, (leaf, _arr) in table.index_map(space).items():
+            if leaf.size <= 1:
+                continue
+            leaves[uid] = leaf
+            stride = table.stride_of(space, uid)
+            occurrences.setdefault(uid, []).append((Slot(name, dim, name in buffers), stride))
+
+    groups: list[Group] = []
+    used_names: set[str] = set()
+    order = {name: i for i, name in enumerate(prop.param_slots)}
+    for uid, occ in occurrences.items():
+        leaf = table.find(leaves[uid])
+        params = [s for s, _ in occ if not s.is_buffer]
+        if not params:
+            continue
+        # the producer: the first weight whose output dimension holds the group
+        producers = [(s, st) for s, st in occ if (s.tensor, s.dim) in prop.output_slots]
+        if not producers:
+            producers = [
+                (s, st) for s, st in occ
+                if not s.is_buffer and s.dim == 0 and param_ndim.get(s.tensor, 0) >= 2
+            ]
+        if not producers:
+            if leaf.taint:
+                continue  # e.g. kernel dimensions, head dimensions: not a group
+            producers = [(s, st) for s, st in occ if not s.is_buffer]
+        producers.sort(key=lambda x: order.get(x[0].tensor, 1 << 30))
+        prod_slot, _ = producers[0]
+        if leaf.taint and (
+            any(w in leaf.taint for w in ("kernel", "embedding table", "inner factor", "head dim"))
+            or min(st for _, st in occ) > 1
+        ):
+            continue
+        module = prod_slot.tensor.rsplit(".", 1)[0] if "." in prod_slot.tensor else ""
+        weight_strides = [st for s, st in occ if not s.is_buffer and param_ndim.get(s.tensor, 0) >= 2]
+        max_stride = max(weight_strides, default=1)
+        min_stride = min(weight_strides, default=1)
+        is_conv = any(param_ndim.get(s.tensor, 0) >= 3 for s, _ in occ)
+        if max_stride > 1 and not is_conv:
+            kind = "heads"
+            name = module.rsplit(".", 1)[0] if "." in module else module
+        else:
+            kind = "channels" if is_conv else "neurons"
+            name = module
+        note = ""
+        if kind == "heads" and max_stride != min_stride and min_stride:
+            # GQA: a unit is a key/value group spanning several query heads
+            note = (
+                f"grouped-query attention: each unit is one key/value head with "
+                f"{max_stride // min_stride} query heads"
+            )
+        base = name or "<top>"
+        name = base
+        k = 2
+        while name in used_names:
+            name = f"{base}#{k}"
+            k += 1
+        used_names.add(name)
+        tensors = tuple(dict.fromkeys(s.tensor for s, _ in occ if not s.is_buffer))
+        groups.append(
+            Group(
+                name=name,
+                kind=kind,
+                size=leaf.size,
+                prunable=not leaf.taint,
+                reason=leaf.taint,
+                stage=_stage_of(module),
+                module=module,
+                params=tensors,
+                slots=tuple(s for s, _ in occ),
+                unit_width=min_stride if kind == "heads" else 1,
+                note=note,
+                uid=uid,
+            )
+        )
+    groups.sort(key=lambda g: order.get(g.params[0], 1 << 30) if g.params else 1 << 30)
+    return groups
+
+
+def _stage_of(module: str) -> str:
+    """Module-path prefix before the first numeric component: "layer1.0.conv1" -> "layer1"."""
+    parts = module.split(".")
+    for i, part in enumerate(parts):
+        if part.isdigit():
+            return ".".join(parts[:i]) or parts[0]
+    return ".".join(parts[:-1]) if len(parts) > 1 else module

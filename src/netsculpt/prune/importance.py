@@ -1,0 +1,263 @@
+"""Importance criteria: one callable ``(group, context) -> scores`` each.
+
+Scores are one number per prunable unit of the group (channel, neuron, head); higher
+means more important. Every criterion scores the *whole coupled group*: all parameter
+slices that a unit owns, in every layer it touches.
+
+Built in: ``magnitude`` (L2 norms), ``l1``, ``taylor`` (first order, |w * dL/dw| summed
+over the unit; needs calibration batches), ``activation`` (Wanda-style: the norm of
+each input column scaled by the mean absolute activation feeding it; needs calibration
+batches), ``random`` and ``lamp`` (layer-adaptive magnitude, for global ranking). Add
+one with :func:`register_importance`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from netsculpt._inputs import ExampleInputs, call_model, flatten_outputs
+from netsculpt.errors import InputError, UnknownNameError
+from netsculpt.graph.analysis import Graph, Group
+
+__all__ = ["IMPORTANCE", "ImportanceContext", "register_importance"]
+
+
+@dataclass
+class ImportanceContext:
+    """What a criterion may look at."""
+
+    model: nn.Module
+    graph: Graph
+    calib: Sequence[ExampleInputs] | None = None
+    loss_fn: Callable[[Any, ExampleInputs], torch.Tensor] | None = None
+    seed: int = 0
+    grads: dict[str, torch.Tensor] | None = None
+    activations: dict[str, torch.Tensor] | None = None
+    _tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def tensor(self, name: str) -> torch.Tensor:
+        if name not in self._tensors:
+            try:
+                t = self.model.get_parameter(name)
+            except AttributeError:
+                t = self.model.get_buffer(name)
+            self._tensors[name] = t.detach()
+        return self._tensors[name]
+
+
+Importance = Callable[[Group, ImportanceContext], np.ndarray]
+IMPORTANCE: dict[str, Importance] = {}
+
+
+def register_importance(name: str) -> Callable[[Importance], Importance]:
+    """Register an importance criterion under ``name`` (usable as ``importance=name``)."""
+
+    def deco(fn: Importance) -> Importance:
+        IMPORTANCE[name] = fn
+        return fn
+
+    return deco
+
+
+def get_importance(name: str | Importance) -> Importance:
+    if callable(name):
+        return name
+    if name not in IMPORTANCE:
+        raise UnknownNameError(
+            f"unknown importance {name!r}; choose one of {sorted(IMPORTANCE)} or register "
+            f"your own with netsculpt.register_importance"
+        )
+    return IMPORTANCE[name]
+
+
+def _per_position(t: torch.Tensor, dim: int, how: str) -> np.ndarray:
+    """Reduce ``t`` over every dimension but ``dim``: sum of squares or of abs values."""
+    x = t.detach().float().movedim(dim, 0).reshape(t.shape[dim], -1)
+    if how == "l1":
+        v = x.abs().sum(1)
+    else:
+        v = x.pow(2).sum(1)
+    return v.numpy().astype(np.float64)
+
+
+def _bins(graph: Graph, group: Group, tensor: str, dim: int, values: np.ndarray) -> np.ndarray:
+    _leaf, arr = graph.index_map(tensor, dim)[group.uid]
+    ok = arr >= 0
+    return np.bincount(arr[ok], weights=values[ok], minlength=group.size)[: group.size]
+
+
+def _weight_slots(group: Group) -> list[tuple[str, int]]:
+    return [(s.tensor, s.dim) for s in group.slots if not s.is_buffer]
+
+
+def _norm_scores(group: Group, ctx: ImportanceContext, how: str = "l2") -> np.ndarray:
+    total = np.zeros(group.size)
+    for tensor, dim in _weight_slots(group):
+        per = _per_position(ctx.tensor(tensor), dim, how)
+        binned = _bins(ctx.graph, group, tensor, dim, per)
+        total += np.sqrt(binned) if how != "l1" else binned
+    return total
+
+
+@register_importance("magnitude")
+def magnitude(group: Group, ctx: ImportanceContext) -> np.ndarray:
+    """L2 norm of every slice a unit owns, summed over the coupled group."""
+    return _norm_scores(group, ctx, "l2")
+
+
+@register_importance("l1")
+def l1(group: Group, ctx: ImportanceContext) -> np.ndarray:
+    """L1 norm of every slice a unit owns, summed over the coupled group."""
+    return _norm_scores(group, ctx, "l1")
+
+
+@register_importance("random")
+def random(group: Group, ctx: ImportanceContext) -> np.ndarray:
+    """Uniform random scores, seeded by the context's seed and the group's name."""
+    seed = (ctx.seed * 1_000_003 + sum(ord(c) for c in group.name)) % (2**32)
+    return np.random.default_rng(seed).random(group.size)
+
+
+@register_importance("lamp")
+def lamp(group: Group, ctx: ImportanceContext) -> np.ndarray:
+    """LAMP (Lee et al., 2021): squared magnitude over the sum of the larger ones.
+
+    Scores become comparable across groups, so a global ranking gives each group its own
+    (layer-adaptive) ratio.
+    """
+    s = magnitude(group, ctx) ** 2
+    order = np.argsort(s)
+    sorted_s = s[order]
+    tail = np.cumsum(sorted_s[::-1])[::-1]
+    out = np.empty_like(s)
+    out[order] = sorted_s / np.maximum(tail, 1e-30)
+    return out
+
+
+def _default_loss(outputs: Any, batch: ExampleInputs) -> torch.Tensor:
+    tensors = [t for t in flatten_outputs(outputs) if t.is_floating_point()]
+    if not tensors:
+        raise InputError(
+            "the model returned no floating-point output to build a loss from; pass "
+            "loss_fn=lambda outputs, batch: ... to ns.plan"
+        )
+    return tensors[0].float().pow(2).mean()
+
+
+def compute_grads(ctx: ImportanceContext) -> dict[str, torch.Tensor]:
+    """Sum of parameter gradients of the loss over the calibration batches."""
+    if not ctx.calib:
+        raise InputError(
+            "importance 'taylor' needs calibration batches: pass calib=[batch, ...] (each "
+            "batch shaped like example_inputs) and optionally loss_fn=(outputs, batch)->loss"
+        )
+    model = ctx.model
+    loss_fn = ctx.loss_fn or _default_loss
+    params = dict(model.named_parameters())
+    saved = {n: (p.grad.clone() if p.grad is not None else None) for n, p in params.items()}
+    flags = {n: p.requires_grad for n, p in params.items()}
+    was_training = model.training
+    model.eval()
+    grads: dict[str, torch.Tensor] = {}
+    try:
+        for p in params.values():
+            p.grad = None
+            p.requires_grad_(True)
+        with torch.enable_grad():
+            for batch in ctx.calib:
+                loss = loss_fn(call_model(model, batch), batch)
+                loss.backward()
+        for n, p in params.items():
+            if p.grad is not None:
+                grads[n] = p.grad.detach().clone()
+    finally:
+        for n, p in params.items():
+            p.grad = saved[n]
+            p.requires_grad_(flags[n])
+        model.train(was_training)
+    return grads
+
+
+@register_importance("taylor")
+def taylor(group: Group, ctx: ImportanceContext) -> np.ndarray:
+    """First-order Taylor: sum over a unit's weights of |w * dL/dw| (calibration batches)."""
+    if ctx.grads is None:
+        ctx.grads = compute_grads(ctx)
+    total = np.zeros(group.size)
+    for tensor, dim in _weight_slots(group):
+        g = ctx.grads.get(tensor)
+        if g is None:
+            continue
+        w = ctx.tensor(tensor)
+        per = _per_position(w * g, dim, "l1")
+        total += _bins(ctx.graph, group, tensor, dim, per)
+    return total
+
+
+def compute_activations(ctx: ImportanceContext) -> dict[str, torch.Tensor]:
+    """Mean |input| per input channel of every Linear/Conv module over calibration batches."""
+    if not ctx.calib:
+        raise InputError(
+            "importance 'activation' needs calibration batches: pass calib=[batch, ...], "
+            "each shaped like example_inputs"
+        )
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    hooks = []
+
+    def make_hook(name: str, channel_dim: int) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            if not args or not isinstance(args[0], torch.Tensor):
+                return
+            x = args[0].detach().float()
+            cd = channel_dim if channel_dim >= 0 else x.ndim + channel_dim
+            if x.ndim <= cd:
+                return
+            v = x.abs().movedim(cd, 0).reshape(x.shape[cd], -1).mean(1)
+            sums[name] = sums.get(name, 0) + v  # type: ignore[operator]
+            counts[name] = counts.get(name, 0) + 1
+
+        return hook
+
+    for name, module in ctx.model.named_modules():
+        if isinstance(module, nn.Linear):
+            hooks.append(module.register_forward_hook(make_hook(name, -1)))
+        elif isinstance(module, nn.modules.conv._ConvNd):
+            hooks.append(module.register_forward_hook(make_hook(name, 1)))
+    was_training = ctx.model.training
+    ctx.model.eval()
+    try:
+        with torch.no_grad():
+            for batch in ctx.calib:
+                call_model(ctx.model, batch)
+    finally:
+        for h in hooks:
+            h.remove()
+        ctx.model.train(was_training)
+    return {n: sums[n] / counts[n] for n in sums}
+
+
+@register_importance("activation")
+def activation(group: Group, ctx: ImportanceContext) -> np.ndarray:
+    """Wanda-style: input-column norms scaled by the mean |activation| feeding them."""
+    if ctx.activations is None:
+        ctx.activations = compute_activations(ctx)
+    total = np.zeros(group.size)
+    for tensor, dim in _weight_slots(group):
+        w = ctx.tensor(tensor)
+        module = tensor.rsplit(".", 1)[0] if "." in tensor else ""
+        per = _per_position(w, dim, "l2")
+        act = ctx.activations.get(module)
+        # input columns of a Linear/Conv: scale by the activation (grouped convolutions,
+        # whose columns are per group, keep the plain weight norm)
+        if act is not None and dim == 1 and w.ndim >= 2 and act.numel() == w.shape[1]:
+            per = per * act.numpy().astype(np.float64) ** 2
+        total += np.sqrt(_bins(ctx.graph, group, tensor, dim, per))
+    return total
+

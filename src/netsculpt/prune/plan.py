@@ -1,0 +1,153 @@
+"""``ns.Plan``: a frozen, JSON-serialisable description of what to cut.
+
+A plan names, for every parameter and buffer it changes, the indices kept along each
+dimension; the module attributes that must follow (a grouped convolution's ``groups``,
+an attention module's split size); and, for people, the decision per group. It holds no
+module objects and no pickles, so it can be written down, searched over, diffed and
+replayed on a freshly built model by :func:`netsculpt.apply`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from netsculpt.errors import PlanError
+
+FORMAT = "netsculpt.plan/1"
+
+__all__ = ["GroupDecision", "Plan"]
+
+
+def encode_indices(indices: Sequence[int]) -> list[list[int]]:
+    """Compress sorted indices into ``[start, stop)`` runs."""
+    runs: list[list[int]] = []
+    for i in indices:
+        if runs and runs[-1][1] == i:
+            runs[-1][1] = i + 1
+        else:
+            runs.append([int(i), int(i) + 1])
+    return runs
+
+
+def decode_indices(runs: Sequence[Sequence[int]]) -> tuple[int, ...]:
+    out: list[int] = []
+    for start, stop in runs:
+        out.extend(range(int(start), int(stop)))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class GroupDecision:
+    """What the plan does to one group."""
+
+    name: str
+    kind: str
+    size: int
+    kept: tuple[int, ...]
+
+    @property
+    def n_kept(self) -> int:
+        return len(self.kept)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to cut, as plain data. Build one with :func:`netsculpt.plan`.
+
+    Attributes:
+        tensors: parameter or buffer name -> {dimension: kept indices}.
+        shapes: original shape of every tensor in ``tensors`` (checked when applying).
+        attrs: ``(module, attribute, new value)`` to set on the pruned copy.
+        groups: the decision per group (for reports and search).
+        removed: modules replaced by a zero branch (whole residual branches removed).
+        meta: how the plan was made (ratio, importance, round_to, model class).
+    """
+
+    tensors: Mapping[str, Mapping[int, tuple[int, ...]]]
+    shapes: Mapping[str, tuple[int, ...]]
+    attrs: tuple[tuple[str, str, Any], ...] = ()
+    groups: tuple[GroupDecision, ...] = ()
+    removed: tuple[tuple[str, str], ...] = ()
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def widths(self) -> dict[str, tuple[int, int]]:
+        """Group name -> (original units, kept units)."""
+        return {g.name: (g.size, g.n_kept) for g in self.groups}
+
+    @property
+    def is_identity(self) -> bool:
+        return not self.removed and all(
+            len(idx) == self.shapes[name][dim]
+            for name, dims in self.tensors.items()
+            for dim, idx in dims.items()
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "meta": dict(self.meta),
+            "tensors": {
+                name: {str(d): encode_indices(idx) for d, idx in dims.items()}
+                for name, dims in self.tensors.items()
+            },
+            "shapes": {name: list(s) for name, s in self.shapes.items()},
+            "attrs": [list(a) for a in self.attrs],
+            "groups": [
+                {"name": g.name, "kind": g.kind, "size": g.size, "kept": encode_indices(g.kept)}
+                for g in self.groups
+            ],
+            "removed": [list(r) for r in self.removed],
+        }
+
+    def to_json(self, *, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Plan:
+        if not isinstance(data, Mapping) or data.get("format") != FORMAT:
+            found = data.get("format") if isinstance(data, Mapping) else type(data).__name__
+            raise PlanError(
+                f"not a netsculpt plan (format {found!r}, expected {FORMAT!r}); pass the "
+                f"plan.json written by netsculpt.save or Plan.to_json"
+            )
+        try:
+            return cls(
+                tensors={
+                    name: {int(d): decode_indices(runs) for d, runs in dims.items()}
+                    for name, dims in data["tensors"].items()
+                },
+                shapes={name: tuple(int(x) for x in s) for name, s in data["shapes"].items()},
+                attrs=tuple((str(m), str(a), v) for m, a, v in data.get("attrs", [])),
+                groups=tuple(
+                    GroupDecision(
+                        name=g["name"], kind=g["kind"], size=int(g["size"]),
+                        kept=decode_indices(g["kept"]),
+                    )
+                    for g in data.get("groups", [])
+                ),
+                removed=tuple((str(m), str(k)) for m, k in data.get("removed", [])),
+                meta=dict(data.get("meta", {})),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PlanError(f"plan data is incomplete or malformed: {exc!r}") from exc
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PlanError(f"plan is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+    def describe(self) -> str:
+        lines = [f"plan ({self.meta.get('importance', '?')}, ratio {self.meta.get('ratio')})"]
+        for g in self.groups:
+            if g.n_kept != g.size:
+                lines.append(f"  {g.name:<48} {g.kind:<8} {g.size:>6} -> {g.n_kept}")
+        for module, how in self.removed:
+            lines.append(f"  {module:<48} removed ({how})")
+        return "\n".join(lines)

@@ -1,0 +1,344 @@
+"""``ns.plan`` and ``ns.prune``: decide what to cut, by which importance."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from netsculpt._inputs import ExampleInputs, call_model, flatten_outputs
+from netsculpt.errors import InputError, InvalidRatioError, NothingToPruneError, PlanError
+from netsculpt.graph.analysis import Graph, Group, analyze, match_names
+from netsculpt.prune.apply import apply
+from netsculpt.prune.importance import ImportanceContext, get_importance
+from netsculpt.prune.plan import GroupDecision, Plan
+
+__all__ = ["plan", "prune"]
+
+Ratio = float | Mapping[str, float]
+
+_ATTR_NAME = re.compile(r"(head|size|dim|num|width|channel|feature|embed|split|inner|hidden)",
+                        re.IGNORECASE)
+_ATTR_SKIP = re.compile(r"(idx|index|layer_id|layer_num|seed|vocab|max_position|position)",
+                        re.IGNORECASE)
+
+
+def _check_ratio(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < 1):
+        raise InvalidRatioError(
+            f"{where} must be a number in [0, 1) (the fraction of width removed), got "
+            f"{value!r}; for example ratio=0.3 removes 30% of every prunable group"
+        )
+    return float(value)
+
+
+def _resolve_ratios(ratio: Ratio, groups: Sequence[Group]) -> dict[str, float]:
+    if not isinstance(ratio, Mapping):
+        r = _check_ratio(ratio, "ratio")
+        return {g.name: r for g in groups}
+    default = _check_ratio(ratio["*"], "ratio['*']") if "*" in ratio else 0.0
+    out = {g.name: default for g in groups}
+    for key, value in ratio.items():
+        if key == "*":
+            continue
+        r = _check_ratio(value, f"ratio[{key!r}]")
+        hits = [g for g in groups if match_names([key], g.name) or match_names([key], g.module)]
+        if not hits:
+            names = ", ".join(g.name for g in groups[:6])
+            raise InputError(
+                f"ratio key {key!r} matches no prunable group; group names look like "
+                f"{names}{', ...' if len(groups) > 6 else ''} (ns.analyze lists them all); "
+                f"use an exact name or a 're:' pattern"
+            )
+        for g in hits:
+            out[g.name] = r
+    return out
+
+
+def _granularity(group: Group, round_to: int) -> int:
+    if round_to <= 1:
+        return 1
+    return max(1, round_to // math.gcd(round_to, max(1, group.unit_width)))
+
+
+def _round_keep(keep: int, size: int, m: int) -> int:
+    if m <= 1:
+        return max(1, min(size, keep))
+    if size <= m:
+        return size
+    k = int(round(keep / m)) * m
+    return max(m, min(k, size))
+
+
+def plan(
+    model: nn.Module,
+    example_inputs: ExampleInputs,
+    *,
+    ratio: Ratio = 0.3,
+    importance: str | Callable[..., np.ndarray] = "magnitude",
+    exclude: Sequence[str] = (),
+    round_to: int = 1,
+    calib: Sequence[ExampleInputs] | None = None,
+    loss_fn: Callable[[Any, ExampleInputs], torch.Tensor] | None = None,
+    global_ranking: bool | None = None,
+    protect_outputs: bool = True,
+    graph: Graph | None = None,
+    seed: int = 0,
+    verify: bool = True,
+) -> Plan:
+    """Decide which channels, neurons and heads to remove.
+
+    Args:
+        model: the model to prune; it is not modified.
+        example_inputs: a tensor, a tuple of tensors, or a dict of keyword inputs.
+        ratio: fraction of each group's width removed, in [0, 1); or a mapping from group
+            name (or ``"re:"`` pattern, or ``"*"`` for the rest) to a ratio.
+        importance: ``"magnitude"``, ``"l1"``, ``"taylor"``, ``"activation"``, ``"random"``,
+            ``"lamp"``, a registered name, or a callable ``(group, context) -> scores``.
+        exclude: module names or ``"re:"`` patterns that keep their size.
+        round_to: keep widths at multiples of this (8, 16, 64 suit most kernels).
+        calib: calibration batches for ``taylor`` and ``activation``.
+        loss_fn: ``(outputs, batch) -> loss`` for ``taylor`` (default: mean squared output).
+        global_ranking: rank units of all groups together (default: only for ``lamp``),
+            so that groups get different ratios; the overall ratio is kept.
+        protect_outputs: keep every model output's shape (default).
+        graph: a graph from :func:`netsculpt.analyze`, to skip capturing again.
+        seed: seed for ``random``.
+        verify: run the pruned copy once on ``example_inputs`` and check its output shapes.
+    """
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+        raise InputError(f"round_to must be a positive integer (1, 8, 16, 64), got {round_to!r}")
+    score_fn = get_importance(importance)
+    if not isinstance(ratio, Mapping):
+        _check_ratio(ratio, "ratio")
+    if graph is None:
+        graph = analyze(model, example_inputs, exclude=exclude, protect_outputs=protect_outputs)
+    groups = [
+        g for g in graph.prunable_groups
+        if not (exclude and (match_names(exclude, g.module) or match_names(exclude, g.name)))
+    ]
+    if not groups:
+        reasons = sorted({g.reason for g in graph.groups if g.reason})[:3]
+        raise NothingToPruneError(
+            f"model {graph.model_name} has no prunable group"
+            + (f" (protected because: {'; '.join(reasons)})" if reasons else "")
+            + "; check exclude=..., pass protect_outputs=False to allow output widths to "
+            "change, or see ns.analyze(model, inputs).summary()"
+        )
+    ratios = _resolve_ratios(ratio, groups)
+    if global_ranking is None:
+        global_ranking = importance == "lamp"
+    ctx = ImportanceContext(model=model, graph=graph, calib=calib, loss_fn=loss_fn, seed=seed)
+    active = [g for g in groups if ratios[g.name] > 0]
+    scores = {g.name: np.asarray(score_fn(g, ctx), dtype=np.float64) for g in active}
+    for g in active:
+        if scores[g.name].shape != (g.size,):
+            raise InputError(
+                f"importance {importance!r} returned scores of shape {scores[g.name].shape} "
+                f"for group {g.name!r} of {g.size} units; return one score per unit"
+            )
+    keep_counts = _keep_counts(active, ratios, scores, round_to, bool(global_ranking))
+
+    decisions: dict[int, np.ndarray] = {}
+    decided: list[GroupDecision] = []
+    for g in groups:
+        if g.name in keep_counts:
+            k = keep_counts[g.name]
+            order = np.argsort(-scores[g.name], kind="stable")
+            kept = np.sort(order[:k])
+        else:
+            kept = np.arange(g.size)
+        mask = np.zeros(g.size, dtype=bool)
+        mask[kept] = True
+        decisions[g.uid] = mask
+        decided.append(GroupDecision(g.name, g.kind, g.size, tuple(int(i) for i in kept)))
+
+    tensors, shapes = _slice_tensors(model, graph, decisions)
+    group_attrs, shape_attrs = _attribute_updates(model, graph, decisions)
+    meta = {
+        "ratio": dict(ratio) if isinstance(ratio, Mapping) else ratio,
+        "importance": importance if isinstance(importance, str) else getattr(importance, "__name__", "custom"),
+        "round_to": round_to,
+        "global_ranking": bool(global_ranking),
+        "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "exclude": list(exclude),
+    }
+    result = Plan(tensors=tensors, shapes=shapes, attrs=tuple(group_attrs),
+                  groups=tuple(decided), meta=meta)
+    if verify and not result.is_identity:
+        result = _verify(model, example_inputs, graph, result, shape_attrs)
+    return result
+
+
+def _keep_counts(
+    groups: Sequence[Group],
+    ratios: Mapping[str, float],
+    scores: Mapping[str, np.ndarray],
+    round_to: int,
+    global_ranking: bool,
+) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    if not global_ranking:
+        for g in groups:
+            m = _granularity(g, round_to)
+            keep = g.size - int(math.floor(g.size * ratios[g.name] + 1e-9))
+            counts[g.name] = _round_keep(keep, g.size, m)
+        return counts
+    # global: normalise within each group, remove the lowest units overall
+    target = sum(int(math.floor(g.size * ratios[g.name] + 1e-9)) for g in groups)
+    entries: list[tuple[float, str]] = []
+    for g in groups:
+        s = scores[g.name]
+        norm = s / max(float(s.sum()), 1e-30) * g.size
+        entries.extend((float(v), g.name) for v in norm)
+    entries.sort(key=lambda e: e[0])
+    removed = {g.name: 0 for g in groups}
+    limit = {g.name: g.size - max(1, _granularity(g, round_to)) for g in groups}
+    done = 0
+    for _value, name in entries:
+        if done >= target:
+            break
+        if removed[name] < limit[name]:
+            removed[name] += 1
+            done += 1
+    for g in groups:
+        counts[g.name] = _round_keep(g.size - removed[g.name], g.size, _granularity(g, round_to))
+    return counts
+
+
+def _kept_positions(graph: Graph, tensor: str, dim: int, decisions: Mapping[int, np.ndarray]) -> np.ndarray | None:
+    imap = graph.index_map(tensor, dim)
+    mask: np.ndarray | None = None
+    for uid, (_leaf, arr) in imap.items():
+        keep = decisions.get(uid)
+        if keep is None or keep.all():
+            continue
+        ok = np.ones(arr.shape[0], dtype=bool)
+        present = arr >= 0
+        ok[present] = keep[arr[present]]
+        mask = ok if mask is None else (mask & ok)
+    return mask
+
+
+def _slice_tensors(
+    model: nn.Module, graph: Graph, decisions: Mapping[int, np.ndarray]
+) -> tuple[dict[str, dict[int, tuple[int, ...]]], dict[str, tuple[int, ...]]]:
+    tensors: dict[str, dict[int, tuple[int, ...]]] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    sizes: dict[str, tuple[int, ...]] = {}
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        sizes[name] = tuple(t.shape)
+    for (tensor, dim), _space in graph.slot_spaces.items():
+        mask = _kept_positions(graph, tensor, dim, decisions)
+        if mask is None or mask.all():
+            continue
+        tensors.setdefault(tensor, {})[dim] = tuple(int(i) for i in np.nonzero(mask)[0])
+        shapes[tensor] = sizes.get(tensor, ())
+    return tensors, shapes
+
+
+def _space_kept(graph: Graph, space: Any, decisions: Mapping[int, np.ndarray]) -> int:
+    imap = graph.table.index_map(space)
+    n = graph.table.find(space).size
+    mask = np.ones(n, dtype=bool)
+    for uid, (_leaf, arr) in imap.items():
+        keep = decisions.get(uid)
+        if keep is None:
+            continue
+        present = arr >= 0
+        ok = np.ones(n, dtype=bool)
+        ok[present] = keep[arr[present]]
+        mask &= ok
+    return int(mask.sum())
+
+
+def _attribute_updates(
+    model: nn.Module, graph: Graph, decisions: Mapping[int, np.ndarray]
+) -> tuple[list[tuple[str, str, Any]], list[tuple[str, str, Any]]]:
+    group_attrs: list[tuple[str, str, Any]] = []
+    for site in graph.groups_sites:
+        new = _space_kept(graph, site.space, decisions)
+        if new != graph.table.find(site.space).size:
+            group_attrs.append((site.module, site.attr, new))
+    # literal sizes in reshapes and splits: module attributes that may have produced them
+    candidates: dict[tuple[str, str], Any] = {}
+    conflicts: set[tuple[str, str]] = set()
+    for site in graph.shape_sites:
+        old = site.literal
+        if graph.table.find(site.space).size != old:
+            continue
+        new = _space_kept(graph, site.space, decisions)
+        if new == old:
+            continue
+        for path in reversed(site.module_stack[-3:]):
+            try:
+                module = model.get_submodule(path)
+            except AttributeError:
+                continue
+            for attr, value in vars(module).items():
+                if attr.startswith("_") or isinstance(value, bool) or not isinstance(value, int):
+                    continue
+                if value != old or not _ATTR_NAME.search(attr) or _ATTR_SKIP.search(attr):
+                    continue
+                key = (path, attr)
+                if key in candidates and candidates[key] != new:
+                    conflicts.add(key)
+                candidates[key] = new
+    shape_attrs = [(m, a, v) for (m, a), v in candidates.items() if (m, a) not in conflicts]
+    return group_attrs, shape_attrs
+
+
+def _output_shapes(outputs: Any) -> list[tuple[int, ...]]:
+    return sorted(tuple(t.shape) for t in flatten_outputs(outputs))
+
+
+def _verify(
+    model: nn.Module,
+    example_inputs: ExampleInputs,
+    graph: Graph,
+    result: Plan,
+    shape_attrs: list[tuple[str, str, Any]],
+) -> Plan:
+    """Run the pruned copy once; add attribute updates if the module code needs them."""
+    expected = sorted(graph.output_shapes)
+    errors: list[str] = []
+    attempts = [result]
+    if shape_attrs:
+        attempts.append(
+            Plan(tensors=result.tensors, shapes=result.shapes,
+                 attrs=result.attrs + tuple(shape_attrs), groups=result.groups,
+                 removed=result.removed, meta=result.meta)
+        )
+    for candidate in attempts:
+        small = apply(model, candidate)
+        try:
+            with torch.no_grad():
+                got = _output_shapes(call_model(small, example_inputs))
+        except Exception as exc:  # a failure here is reported below with every attempt
+            cause = exc.__cause__ or exc
+            errors.append(f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}")
+            continue
+        finally:
+            del small
+        if got == expected:
+            return candidate
+        errors.append(f"output shapes changed from {expected} to {got}")
+    raise PlanError(
+        f"the pruned {graph.model_name} does not run like the original ("
+        + "; ".join(errors)
+        + "); its code probably hard-codes a size netsculpt removed: exclude the module "
+        "named in the error with exclude=[...], or report the model to netsculpt"
+    )
+
+
+def prune(model: nn.Module, example_inputs: ExampleInputs, **options: Any) -> nn.Module:
+    """Plan and apply in one call: returns a physically smaller copy of ``model``.
+
+    Takes the same keyword options as :func:`plan`.
+    """
+    return apply(model, plan(model, example_inputs, **options))

@@ -1,0 +1,479 @@
+"""Recover accuracy after pruning: ``ns.finetune`` (task loss) and ``ns.distill`` (teacher).
+
+Both train the model they are given **in place** and return that same object, so
+``small = ns.finetune(small, task, "2m")`` and ``ns.finetune(small, task, "2m")`` do the
+same thing. Training is deterministic for a given ``seed`` (the data order comes from
+``task.train_batches(seed=seed)`` and the random state, e.g. for dropout, from
+``torch.manual_seed(seed)`` inside a forked RNG, so the caller's random state is left as
+it was). When the loss becomes NaN or infinite the model's weights are restored to what
+they were before training and :class:`~netsculpt.errors.DivergenceError` is raised; any
+other error during training (a ``KeyboardInterrupt`` included) restores them too.
+
+>>> small = ns.finetune(small, task, "30s", lr=1e-3)                 # doctest: +SKIP
+>>> small = ns.distill(small, teacher, task, 500, temperature=2.0)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from netsculpt._inputs import ExampleInputs, inputs_to, split_inputs
+from netsculpt.errors import DivergenceError, InputError, TrainingError
+from netsculpt.recover._distill import distill_loss, hidden_states_of, wants_hidden_kwarg
+from netsculpt.recover.budget import Budget, BudgetLike
+from netsculpt.recover.callbacks import call_hooks
+from netsculpt.tasks.base import Task
+
+__all__ = ["distill", "finetune"]
+
+OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
+# (step, inputs, targets) -> loss; called in training mode with gradients enabled
+StepLoss = Callable[[int, ExampleInputs, Any], torch.Tensor]
+
+
+def finetune(
+    model: nn.Module,
+    task: Task,
+    budget: BudgetLike,
+    *,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    batch_size: int = 64,
+    seed: int = 0,
+    early_stop_patience: int | None = None,
+    eval_every: int | None = None,
+    progress: bool = True,
+    callbacks: Sequence[Any] = (),
+    optimizer: OptimizerFactory | None = None,
+) -> nn.Module:
+    """Train ``model`` in place on ``task.train_batches`` with ``task.loss``; return it.
+
+    Args:
+        model: the model to train (changed in place).
+        task: supplies ``train_batches``, ``loss`` and ``validation_score``.
+        budget: steps (``200``), time (``"30s"``, ``"2m"``) or a :class:`Budget`.
+        lr, weight_decay: of the default AdamW optimiser.
+        batch_size: passed to ``task.train_batches``.
+        seed: fixes the data order and torch's random state: same seed, same weights.
+        early_stop_patience: stop after this many validation scores without improvement,
+            then restore the weights with the best score (the score before training
+            counts). ``None`` trains for the whole budget.
+        eval_every: steps between validation scores; by default a tenth of a step budget
+            (or every 50 steps) when ``early_stop_patience`` is set, else never.
+        progress: show a rich progress bar (only when stderr is a terminal).
+        callbacks: objects with any of the hooks of :class:`~netsculpt.recover.Callback`.
+        optimizer: ``params -> torch.optim.Optimizer`` replacing AdamW (then ``lr`` and
+            ``weight_decay`` are not used).
+
+    Raises:
+        DivergenceError: the loss became NaN or infinite; the weights were restored.
+        TrainingError: the task has no training data, or the model no trainable weights.
+        InputError: a bad budget or option.
+    """
+    task_loss = task.loss
+
+    def step_loss(step: int, inputs: ExampleInputs, targets: Any) -> torch.Tensor:
+        return task_loss(_call(model, inputs), targets)
+
+    return _train(
+        model,
+        task,
+        budget,
+        step_loss,
+        lr=lr,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+        seed=seed,
+        early_stop_patience=early_stop_patience,
+        eval_every=eval_every,
+        progress=progress,
+        callbacks=callbacks,
+        optimizer=optimizer,
+        label="finetune",
+    )
+
+
+def distill(
+    student: nn.Module,
+    teacher: nn.Module,
+    task: Task,
+    budget: BudgetLike,
+    *,
+    temperature: float = 2.0,
+    alpha: float = 0.5,
+    hidden_weight: float = 0.0,
+    output_kind: Literal["auto", "logits", "embeddings"] = "auto",
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    batch_size: int = 64,
+    seed: int = 0,
+    early_stop_patience: int | None = None,
+    eval_every: int | None = None,
+    progress: bool = True,
+    callbacks: Sequence[Any] = (),
+    optimizer: OptimizerFactory | None = None,
+) -> nn.Module:
+    """Train ``student`` in place to match ``teacher`` on ``task``'s batches; return it.
+
+    The loss is ``alpha * match + (1 - alpha) * task.loss`` (just ``match`` when the task
+    yields no targets), plus ``hidden_weight * hidden`` when ``hidden_weight > 0``:
+
+    * ``match`` for logits: KL divergence of the temperature-softened distributions, times
+      ``temperature**2``; for embeddings (transformers outputs with ``last_hidden_state``
+      and no ``logits``): ``1 - cosine`` plus mean squared error per token, over the
+      attention mask when the inputs carry one. ``output_kind`` overrides the guess.
+    * ``hidden``: mean squared error between hidden states whose shapes match. For
+      transformers models these are ``output_hidden_states`` (student layer ``i`` is
+      paired with the teacher layer at the same relative depth); for other models, the
+      outputs of top-level child modules with the same name.
+
+    The teacher runs in eval mode without gradients and is not changed. The other options
+    are those of :func:`finetune`.
+
+    Raises:
+        TrainingError: the teacher's output shape differs from the student's (both are
+            named), or the teacher is the student.
+        DivergenceError: the loss became NaN or infinite; the weights were restored.
+    """
+    if teacher is student:
+        raise TrainingError(
+            "distill got the same module as student and teacher; pass a frozen copy as the "
+            "teacher, e.g. teacher=copy.deepcopy(model) taken before pruning"
+        )
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise InputError(f"distill temperature must be positive, got {temperature}; try 2.0")
+    if not 0.0 <= alpha <= 1.0:
+        raise InputError(f"distill alpha must be in [0, 1], got {alpha}; try 0.5")
+    if not (math.isfinite(hidden_weight) and hidden_weight >= 0):
+        raise InputError(f"distill hidden_weight must be >= 0, got {hidden_weight}")
+    if output_kind not in ("auto", "logits", "embeddings"):
+        raise InputError(
+            f"distill output_kind must be 'auto', 'logits' or 'embeddings', got {output_kind!r}"
+        )
+    teacher_device = _device_of(teacher)
+    student_device = _device_of(student)
+    task_loss = task.loss
+    hf_kwargs = hidden_weight > 0 and wants_hidden_kwarg(student) and wants_hidden_kwarg(teacher)
+    extra = {"output_hidden_states": True} if hf_kwargs else {}
+
+    def step_loss(step: int, inputs: ExampleInputs, targets: Any) -> torch.Tensor:
+        with torch.no_grad():
+            with hidden_states_of(teacher, hidden_weight > 0 and not hf_kwargs) as t_tap:
+                t_out = _call(teacher, inputs_to(inputs, teacher_device), extra)
+            t_out = _to_device(t_out, student_device)
+            t_hidden = _to_device(t_tap.collect(t_out), student_device)
+        with hidden_states_of(student, hidden_weight > 0 and not hf_kwargs) as s_tap:
+            s_out = _call(student, inputs, extra)
+        s_hidden = s_tap.collect(s_out)
+        return distill_loss(
+            s_out,
+            t_out,
+            inputs=inputs,
+            targets=targets,
+            task_loss=task_loss,
+            kind=output_kind,
+            temperature=temperature,
+            alpha=alpha,
+            hidden_weight=hidden_weight,
+            student_hidden=s_hidden,
+            teacher_hidden=t_hidden,
+        )
+
+    was_training = teacher.training
+    teacher.eval()
+    try:
+        return _train(
+            student,
+            task,
+            budget,
+            step_loss,
+            lr=lr,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            seed=seed,
+            early_stop_patience=early_stop_patience,
+            eval_every=eval_every,
+            progress=progress,
+            callbacks=callbacks,
+            optimizer=optimizer,
+            label="distill",
+        )
+    finally:
+        teacher.train(was_training)
+
+
+# -- the shared loop -----------------------------------------------------------------------
+
+
+def _train(
+    model: nn.Module,
+    task: Task,
+    budget: BudgetLike,
+    step_loss: StepLoss,
+    *,
+    lr: float,
+    weight_decay: float,
+    batch_size: int,
+    seed: int,
+    early_stop_patience: int | None,
+    eval_every: int | None,
+    progress: bool,
+    callbacks: Sequence[Any],
+    optimizer: OptimizerFactory | None,
+    label: str,
+) -> nn.Module:
+    limit = Budget.parse(budget)
+    _check_options(lr, weight_decay, batch_size, early_stop_patience, eval_every)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise TrainingError(
+            f"{label}: {type(model).__name__} has no trainable parameters (all have "
+            f"requires_grad=False); unfreeze the ones to train"
+        )
+    if eval_every is None and early_stop_patience is not None:
+        eval_every = max(1, limit.steps // 10) if limit.steps is not None else 50
+    callbacks = tuple(callbacks)
+    validation = getattr(task, "validation_score", task.evaluate)
+    device = _device_of(model)
+    batches = task.train_batches(batch_size=batch_size, seed=seed)
+    before = _Snapshot(model)
+    was_training = model.training
+    cuda = sorted({p.device.index or 0 for p in params if p.device.type == "cuda"})
+    try:
+        with torch.random.fork_rng(devices=cuda), _progress_bar(progress, label, limit) as bar:
+            torch.manual_seed(seed)
+            opt = (
+                optimizer(params)
+                if optimizer is not None
+                else torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+            )
+            stopper = _EarlyStopper(model, early_stop_patience)
+            if early_stop_patience is not None:
+                stopper.update(_score(validation, model))
+            call_hooks(callbacks, "on_train_start", model, limit.steps)
+            start = time.perf_counter()
+            step = 0
+            while not _spent(limit, step, time.perf_counter() - start):
+                inputs, targets = _next_batch(batches, task)
+                inputs, targets = inputs_to(inputs, device), _targets_to(targets, device)
+                model.train()
+                call_hooks(callbacks, "on_step_start", step, model)
+                opt.zero_grad(set_to_none=True)
+                loss = step_loss(step, inputs, targets)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise _diverged(label, step, value, lr if optimizer is None else None)
+                loss.backward()
+                call_hooks(callbacks, "after_backward", step, model)
+                opt.step()
+                call_hooks(callbacks, "on_step_end", step, model)
+                step += 1
+                bar.advance(step, time.perf_counter() - start, value)
+                if eval_every is not None and step % eval_every == 0:
+                    score = _score(validation, model)
+                    call_hooks(callbacks, "on_evaluate", step, model, score)
+                    if stopper.update(score):
+                        break
+            _check_finite_weights(model, label, step)
+            if early_stop_patience is not None:
+                if eval_every is None or step % eval_every:
+                    score = _score(validation, model)
+                    call_hooks(callbacks, "on_evaluate", step, model, score)
+                    stopper.update(score)
+                stopper.restore_best()
+    except BaseException:
+        before.restore()
+        model.train(was_training)
+        raise
+    model.train(was_training)
+    call_hooks(callbacks, "on_train_end", model)
+    return model
+
+
+def _check_options(
+    lr: float,
+    weight_decay: float,
+    batch_size: int,
+    early_stop_patience: int | None,
+    eval_every: int | None,
+) -> None:
+    if not (math.isfinite(lr) and lr > 0):
+        raise InputError(f"lr must be a positive number, got {lr}; try 1e-3")
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise InputError(f"weight_decay must be >= 0, got {weight_decay}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive int, got {batch_size!r}; try 64")
+    if early_stop_patience is not None and early_stop_patience < 1:
+        raise InputError(
+            f"early_stop_patience must be >= 1 or None, got {early_stop_patience}; try 3"
+        )
+    if eval_every is not None and eval_every < 1:
+        raise InputError(f"eval_every must be >= 1 or None, got {eval_every}; try 50")
+
+
+def _spent(limit: Budget, step: int, elapsed: float) -> bool:
+    if limit.steps is not None and step >= limit.steps:
+        return True
+    return limit.seconds is not None and elapsed >= limit.seconds
+
+
+def _next_batch(batches: Iterator[Any], task: Task) -> tuple[Any, Any]:
+    try:
+        batch = next(batches)
+    except StopIteration:
+        raise TrainingError(
+            f"task {getattr(task, 'name', type(task).__name__)!r}: train_batches() ran out of "
+            f"batches; it must yield (inputs, targets) forever (loop over epochs)"
+        ) from None
+    if not (isinstance(batch, tuple) and len(batch) == 2):
+        raise TrainingError(
+            f"task {getattr(task, 'name', type(task).__name__)!r}: train_batches() must yield "
+            f"(inputs, targets) pairs, got {type(batch).__name__}"
+        )
+    return batch
+
+
+def _targets_to(targets: Any, device: torch.device) -> Any:
+    if targets is None:
+        return None
+    return inputs_to(targets, device)
+
+
+def _call(model: nn.Module, inputs: ExampleInputs, extra: dict[str, Any] | None = None) -> Any:
+    args, kwargs = split_inputs(inputs)
+    return model(*args, **kwargs, **(extra or {}))
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    return torch.utils._pytree.tree_map(
+        lambda x: x.to(device) if isinstance(x, torch.Tensor) else x, value
+    )
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _score(validation: Callable[[nn.Module], float], model: nn.Module) -> float:
+    was_training = model.training
+    try:
+        return float(validation(model))
+    finally:
+        model.train(was_training)
+
+
+def _diverged(label: str, step: int, value: float, lr: float | None) -> DivergenceError:
+    hint = f"lower lr (it was {lr:g}; try {lr / 10:g})" if lr is not None else "lower the lr"
+    return DivergenceError(
+        f"{label}: the loss became {value} at step {step}; the model's weights were restored "
+        f"to what they were before training; {hint}, or check the inputs and targets for "
+        f"NaN/inf"
+    )
+
+
+def _check_finite_weights(model: nn.Module, label: str, step: int) -> None:
+    for name, param in model.named_parameters():
+        if not bool(torch.isfinite(param).all()):
+            raise DivergenceError(
+                f"{label}: parameter {name!r} became NaN or infinite by step {step}; the "
+                f"model's weights were restored to what they were before training; lower lr"
+            )
+
+
+class _Snapshot:
+    """Copies of a model's parameters and buffers, restorable into the same tensors.
+
+    Restoring copies into the original tensor objects (not by state-dict key), so it still
+    works when a callback wrapped a weight in a parametrization during training.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}
+        self._saved = [(t, t.detach().clone()) for t in tensors.values()]
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for tensor, saved in self._saved:
+                tensor.copy_(saved)
+
+
+class _EarlyStopper:
+    """Keeps the best validation score and its weights; says when patience runs out."""
+
+    def __init__(self, model: nn.Module, patience: int | None) -> None:
+        self.model = model
+        self.patience = patience
+        self.best = -math.inf
+        self.best_weights: _Snapshot | None = None
+        self.bad = 0
+
+    def update(self, score: float) -> bool:
+        """Record ``score``; True when training should stop."""
+        if self.patience is None:
+            return False
+        if score > self.best:
+            self.best, self.bad = score, 0
+            self.best_weights = _Snapshot(self.model)
+            return False
+        self.bad += 1
+        return self.bad >= self.patience
+
+    def restore_best(self) -> None:
+        if self.best_weights is not None:
+            self.best_weights.restore()
+
+
+class _Bar:
+    def __init__(self, progress: Any, task_id: Any, limit: Budget) -> None:
+        self.progress, self.task_id, self.limit = progress, task_id, limit
+
+    def advance(self, step: int, elapsed: float, loss: float) -> None:
+        if self.progress is None:
+            return
+        done = step if self.limit.steps is not None else min(elapsed, self.limit.seconds or 0)
+        self.progress.update(self.task_id, completed=done, loss=loss, step=step)
+
+
+class _progress_bar:  # noqa: N801 - used like a function in a with statement
+    """A rich progress bar over steps (or seconds for a time-only budget), or nothing."""
+
+    def __init__(self, enabled: bool, label: str, limit: Budget) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.label, self.limit = label, limit
+        self.progress: Any = None
+
+    def __enter__(self) -> _Bar:
+        if not self.enabled:
+            return _Bar(None, None, self.limit)
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("step {task.fields[step]}"),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self.progress.__enter__()
+        total = self.limit.steps if self.limit.steps is not None else self.limit.seconds
+        task_id = self.progress.add_task(self.label, total=total, loss=float("nan"), step=0)
+        return _Bar(self.progress, task_id, self.limit)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+

@@ -1,0 +1,460 @@
+"""``ns.search``: the Pareto front of sub-networks of a model, by an Optuna study.
+
+>>> import netsculpt as ns
+>>> task = ns.get_task("digits")                                          # doctest: +SKIP
+>>> model = task.pretrained_model()                                       # doctest: +SKIP
+>>> front = ns.search(model, task.example_inputs(), task=task, n_trials=60)  # doctest: +SKIP
+>>> front.pick(max_latency_ms=0.5).model                                  # doctest: +SKIP
+
+The study is a plain Optuna study (``optuna-dashboard sqlite:///netsculpt.db`` opens it);
+running the same call again resumes it: finished trials are kept, trials cut off by a
+crash or ``kill -9`` are evaluated again, and the search stops once ``n_trials`` trials
+are done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.samplers import BaseSampler
+from optuna.storages import BaseStorage
+from optuna.trial import TrialState
+from torch import nn
+
+from netsculpt._inputs import ExampleInputs
+from netsculpt.errors import InputError, SearchError, StudyMismatchError, UnknownNameError
+from netsculpt.search._resume import n_done, recover_interrupted
+from netsculpt.search.front import STUDY_ATTR, Front
+from netsculpt.search.objective import DEFAULT_MEASURE, Evaluator, TrialFailed, check_objectives
+from netsculpt.search.predictor import Predictor, ScreeningSampler
+from netsculpt.search.samplers import (
+    SAMPLERS,
+    check_constraints,
+    make_sampler,
+    population_size_for,
+)
+from netsculpt.search.space import BoundSpace, SearchSpace, build_space
+from netsculpt.search.storage import StorageSpec, open_storage, resolve_storage
+
+__all__ = ["load_study", "search"]
+
+#: study settings that must match when a study is resumed
+_MUST_MATCH = ("objectives", "signature", "space", "backend", "constraints", "recover_budget")
+
+
+def search(
+    model: nn.Module | str,
+    example_inputs: ExampleInputs | None = None,
+    *,
+    task: Any,
+    n_trials: int = 100,
+    objectives: Sequence[str] = ("score", "latency_ms", "params"),
+    storage: str | os.PathLike[str] | BaseStorage | None = None,
+    study_name: str | None = None,
+    sampler: str | BaseSampler = "nsga2",
+    workers: int = 1,
+    space: SearchSpace | None = None,
+    constraints: Mapping[str, float] | None = None,
+    predictor: bool | Predictor = False,
+    backend: str = "torch",
+    seed: int | None = 0,
+    recover_budget: Any = None,
+    timeout: float | None = None,
+    progress: bool = True,
+    measure_options: Mapping[str, Any] | None = None,
+) -> Front:
+    """Search the sub-networks of ``model`` for the Pareto front of ``objectives``.
+
+    Args:
+        model: the trained model, or a ``"package.module:factory"`` string (a function
+            returning ``(model, example_inputs)``) or a built-in name (``"digits"``,
+            ``"minilm"``); a string lets worker processes and ``Front.load`` rebuild it.
+        example_inputs: the batch the model is called with (latency is measured on it);
+            None takes it from the factory or ``task.example_inputs()``.
+        task: an ``ns.Task`` (or a registered task name) that scores a model, higher is
+            better; its ``calib_batches`` feed data-driven importance criteria and its
+            ``finetune`` runs recovery when ``recover_budget`` is set.
+        n_trials: the number of trials the study should hold once done (finished trials
+            of an earlier run of the same study count; failed evaluations count too).
+        objectives: some of ``"score"`` (maximised), ``"latency_ms"``, ``"latency_p90_ms"``,
+            ``"params"``, ``"macs"`` (minimised).
+        storage: None for ``sqlite:///netsculpt.db`` in the working folder (a journal file
+            ``netsculpt.journal`` when ``workers > 1``), an RDB URL such as
+            ``postgresql://user:pw@host/db`` (workers on many machines each run the same
+            call), a journal file path, or an Optuna storage object.
+        study_name: the study; None derives a stable name from the model class and graph,
+            so running the same call again resumes.
+        sampler: ``"nsga2"`` (default), ``"tpe"``, ``"random"``, or an Optuna sampler.
+        workers: worker processes on this machine (spawned; each optimises a share).
+        space: the :class:`SearchSpace` (keep-ratio tying, ranges, importance criteria,
+            ``round_to`` choices, block removal); None for the defaults.
+        constraints: limits the samplers aim for, any of ``max_latency_ms``,
+            ``max_latency_p90_ms``, ``max_params``, ``max_macs``, ``min_score``; trials
+            that break them stay in the study but are not on the front.
+        predictor: True (or a :class:`Predictor`) to screen candidates with a surrogate
+            trained on finished trials, evaluating only the most promising one per trial.
+        backend: the latency backend of ``ns.measure`` (``"torch"`` or ``"onnxruntime"``).
+        seed: seeds the sampler (each worker gets its own stream); None for no seed.
+        recover_budget: when set, each sub-network is recovered with
+            ``task.finetune(small, teacher=model, budget=recover_budget)`` before scoring.
+        timeout: stop starting new trials after this many seconds (per worker).
+        progress: show a live display (trials done, front size, best score per latency
+            band).
+        measure_options: options of ``ns.measure`` in the loop (default
+            ``{"warmup": 3, "repeats": 20, "memory": False}``).
+
+    Returns:
+        The :class:`Front` of the study.
+
+    Raises:
+        UnknownNameError: an unknown sampler, objective, constraint or task.
+        StorageError: the storage cannot be opened (the message names it and the fix).
+        StudyMismatchError: ``study_name`` exists with other objectives or settings.
+        NothingToPruneError: the model has nothing to search over.
+    """
+    objectives = check_objectives(objectives)
+    if isinstance(sampler, str) and sampler not in SAMPLERS:
+        raise UnknownNameError(
+            f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)} or pass an "
+            f"optuna.samplers.BaseSampler instance"
+        )
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InputError(f"workers must be an int >= 1, got {workers!r}")
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+        raise InputError(f"n_trials must be an int >= 1, got {n_trials!r}")
+    limits = check_constraints(constraints)
+    space = space if space is not None else SearchSpace()
+    if not isinstance(space, SearchSpace):
+        raise InputError(
+            f"space must be a netsculpt SearchSpace, got {type(space).__name__}; e.g. "
+            f"space=SearchSpace(tie='stage', min_keep=0.3)"
+        )
+    screening = _predictor(predictor)
+    options = {**DEFAULT_MEASURE, **dict(measure_options or {})}
+
+    model_spec = model if isinstance(model, str) else None
+    task_name = task if isinstance(task, str) else None
+    if isinstance(task, str):
+        from netsculpt.tasks.registry import get_task
+
+        task = get_task(task)
+    if isinstance(model, str):
+        from netsculpt.search.cli_commands import resolve_model
+
+        model, spec_inputs = resolve_model(model)
+        example_inputs = example_inputs if example_inputs is not None else spec_inputs
+    if example_inputs is None:
+        example_inputs = task.example_inputs()
+
+    from netsculpt.graph.analysis import analyze
+
+    graph = analyze(model, example_inputs)
+    bound = build_space(graph, space)
+    if isinstance(sampler, BaseSampler) and workers > 1:
+        raise InputError(
+            "a sampler instance cannot be shared by worker processes; pass its name "
+            "(sampler='nsga2'|'tpe'|'random') with workers > 1"
+        )
+
+    spec = storage if isinstance(storage, BaseStorage) else resolve_storage(storage, workers=workers)
+    opened = spec if isinstance(spec, BaseStorage) else open_storage(spec)
+    if isinstance(spec, BaseStorage) and workers > 1:
+        raise InputError(
+            "workers > 1 need a storage the worker processes can reopen; pass a journal path "
+            "or an RDB URL string instead of a storage object"
+        )
+    name = study_name or f"netsculpt-{type(model).__name__.lower()}-{bound.signature[:8]}"
+    settings = {
+        "objectives": list(objectives),
+        "signature": bound.signature,
+        "space": space.to_dict(),
+        "backend": backend,
+        "constraints": limits,
+        "recover_budget": _jsonable(recover_budget),
+    }
+    extra = {"model_spec": model_spec, "task": task_name or getattr(task, "name", None)}
+    study = _open_study(opened, name, objectives, settings, extra)
+
+    evaluator = Evaluator(
+        model=model,
+        example_inputs=example_inputs,
+        task=task,
+        bound=bound,
+        objectives=objectives,
+        backend=backend,
+        measure_options=options,
+        recover_budget=recover_budget,
+        constraints=limits,
+        graph=graph,
+    )
+    _check_importance(evaluator)
+
+    with _quiet_optuna():
+        recover_interrupted(study)
+        if STUDY_ATTR + "baseline" not in study.user_attrs:
+            study.set_user_attr(STUDY_ATTR + "baseline", evaluator.baseline())
+        done = n_done(study.get_trials(deepcopy=False))
+        remaining = n_trials - done
+        if remaining > 0:
+            job = _Job(
+                model_spec=model_spec,
+                task_name=task_name,
+                storage=None if isinstance(spec, BaseStorage) else spec,
+                study_name=name,
+                objectives=objectives,
+                n_trials=n_trials,
+                sampler=sampler if isinstance(sampler, str) else "custom",
+                predictor=screening,
+                seed=seed,
+                backend=backend,
+                measure_options=options,
+                recover_budget=recover_budget,
+                constraints=limits,
+                space=space,
+                timeout=timeout,
+                n_existing=len(study.trials),
+            )
+            if workers == 1:
+                sampler_obj = (
+                    sampler if isinstance(sampler, BaseSampler)
+                    else build_sampler(job, bound, worker=0)
+                )
+                study.sampler = sampler_obj
+                run_trials(study, evaluator, remaining, job, progress=progress)
+            else:
+                from netsculpt.search._workers import run_workers
+
+                run_workers(
+                    job, model=model, example_inputs=example_inputs, task=task,
+                    workers=workers, remaining=remaining, study=study, progress=progress,
+                )
+    study = optuna.load_study(study_name=name, storage=opened)
+    return Front(study, model=model, task=task)
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+class _Job:
+    """Everything a worker process needs besides the model and the task."""
+
+    def __init__(self, **fields: Any) -> None:
+        self.__dict__.update(fields)
+
+    model_spec: str | None
+    task_name: str | None
+    storage: StorageSpec | None
+    study_name: str
+    objectives: tuple[str, ...]
+    n_trials: int
+    sampler: str
+    predictor: Predictor | None
+    seed: int | None
+    backend: str
+    measure_options: dict[str, Any]
+    recover_budget: Any
+    constraints: dict[str, float]
+    space: SearchSpace
+    timeout: float | None
+    n_existing: int
+
+
+def build_sampler(job: _Job, bound: BoundSpace, *, worker: int) -> BaseSampler:
+    """The sampler of one process: seeded per worker and per resume, maybe screened."""
+    seed = None
+    if job.seed is not None:
+        seed = int(np.random.SeedSequence([job.seed, worker, job.n_existing]).generate_state(1)[0])
+    base = make_sampler(
+        job.sampler,
+        seed=seed,
+        n_constraints=len(job.constraints),
+        population_size=population_size_for(job.n_trials),
+    )
+    if job.predictor is None:
+        return base
+    from netsculpt.search.objective import OBJECTIVES
+
+    return ScreeningSampler(
+        base,
+        distributions=bound.distributions,
+        encode=bound.encode,
+        maximize=[OBJECTIVES[o] for o in job.objectives],
+        config=job.predictor,
+        seed=seed,
+    )
+
+
+class _StopWhenDone:
+    """Optuna callback: stop once the study holds ``n_trials`` done trials (all workers)."""
+
+    def __init__(self, n_trials: int) -> None:
+        self.n_trials = n_trials
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if n_done(study.get_trials(deepcopy=False)) >= self.n_trials:
+            study.stop()
+
+
+def run_trials(
+    study: optuna.Study,
+    evaluator: Evaluator,
+    share: int,
+    job: _Job,
+    *,
+    progress: bool = False,
+    callbacks: Sequence[Any] = (),
+) -> None:
+    """Optimise ``share`` trials in this process (stops early once the study is done)."""
+    from netsculpt.search.progress import SearchProgress
+
+    cbs = [_StopWhenDone(job.n_trials), *callbacks]
+    display = SearchProgress(study, job.n_trials, enabled=progress)
+    with display:
+        cbs.append(display.callback)
+        study.optimize(
+            evaluator,
+            n_trials=share,
+            timeout=job.timeout,
+            catch=(TrialFailed,),
+            callbacks=cbs,
+        )
+
+
+def load_study(storage: str | os.PathLike[str] | BaseStorage | None, study_name: str) -> optuna.Study:
+    """Open an existing study; a missing one raises SearchError listing those stored."""
+    opened = storage if isinstance(storage, BaseStorage) else open_storage(
+        resolve_storage(storage), heartbeat=False
+    )
+    try:
+        return optuna.load_study(study_name=study_name, storage=opened)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
+        raise SearchError(
+            f"storage {_display(storage)!r} has no study {study_name!r}; stored studies: "
+            f"{', '.join(names) or 'none'}"
+        ) from None
+
+
+def _display(storage: Any) -> str:
+    if isinstance(storage, BaseStorage):
+        return type(storage).__name__
+    return resolve_storage(storage).display
+
+
+def _open_study(
+    storage: BaseStorage,
+    name: str,
+    objectives: tuple[str, ...],
+    settings: dict[str, Any],
+    extra: dict[str, Any],
+) -> optuna.Study:
+    from netsculpt.search.objective import OBJECTIVES
+
+    directions = ["maximize" if OBJECTIVES[o] else "minimize" for o in objectives]
+    try:
+        storage.get_study_id_from_name(name)
+        exists = True
+    except KeyError:
+        exists = False
+    if exists:
+        study = optuna.load_study(study_name=name, storage=storage)
+        stored = study.user_attrs
+        if STUDY_ATTR + "objectives" not in stored:
+            raise StudyMismatchError(
+                f"study {name!r} exists in this storage but was not created by netsculpt "
+                f"(directions {[d.name.lower() for d in study.directions]}); pick another "
+                f"study_name"
+            )
+        diffs = []
+        for key in _MUST_MATCH:
+            old = stored.get(STUDY_ATTR + key)
+            if _canon(old) != _canon(settings[key]):
+                diffs.append(f"{key}: stored {old!r}, now {settings[key]!r}")
+        if diffs:
+            raise StudyMismatchError(
+                f"study {name!r} exists with other settings ({'; '.join(diffs)}); resume it "
+                f"with the same settings, or pass another study_name to start a new study"
+            )
+        return study
+    study = optuna.create_study(
+        storage=storage, study_name=name, directions=directions, load_if_exists=True
+    )
+    if STUDY_ATTR + "objectives" in study.user_attrs:  # another worker created it just now
+        return _open_study(storage, name, objectives, settings, extra)
+    for key, value in {**settings, **extra}.items():
+        study.set_user_attr(STUDY_ATTR + key, value)
+    import netsculpt
+
+    study.set_user_attr(STUDY_ATTR + "version", netsculpt.__version__)
+    return study
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        return repr(value)
+
+
+def _predictor(value: bool | Predictor | None) -> Predictor | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return Predictor()
+    if isinstance(value, Predictor):
+        return value
+    raise InputError(
+        f"predictor must be True, False or a netsculpt Predictor(...), got {value!r}"
+    )
+
+
+def _check_importance(evaluator: Evaluator) -> None:
+    """Fail fast on an importance name ``ns.plan`` does not know (instead of every trial)."""
+    from netsculpt.errors import InputError as _InputError
+
+    from optuna.distributions import FloatDistribution
+
+    bound = evaluator.bound
+    for criterion in bound.space.importance:
+        params: dict[str, Any] = {
+            k: d.low if isinstance(d, FloatDistribution) else d.choices[0]  # type: ignore[attr-defined]
+            for k, d in bound.distributions.items()
+        }
+        params["importance"] = criterion
+        try:
+            bound.to_plan(
+                evaluator.model, evaluator.example_inputs, params, graph=evaluator.graph,
+                calib=evaluator._calib_batches(params),
+            )
+        except _InputError:
+            raise
+        except Exception:  # other failures are recorded per trial
+            pass
+
+
+@contextlib.contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """Hide Optuna's per-trial INFO lines (the progress display shows them); keep warnings."""
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(previous)
+
+
+def finished_numbers(study: optuna.Study) -> list[int]:
+    """Numbers of the COMPLETE trials of ``study`` (used by tests and the CLI)."""
+    return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]

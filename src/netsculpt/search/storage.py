@@ -1,0 +1,160 @@
+"""Where a study lives: SQLite by default, a journal file for local workers, any RDB URL.
+
+``storage`` strings are read as follows:
+
+* ``None``: ``sqlite:///netsculpt.db`` in the working folder (one worker), or the journal
+  file ``netsculpt.journal`` there when ``workers > 1`` (SQLite is not made for several
+  writers);
+* a URL with ``://`` (``sqlite:///x.db``, ``postgresql://user:pw@host/db``, ...): an Optuna
+  ``RDBStorage`` with heartbeats, so trials of a worker that died are retried by the others;
+* a path ending in ``.db``, ``.sqlite`` or ``.sqlite3``: that SQLite file;
+* any other path: an Optuna journal file (``JournalFileBackend``), safe for several worker
+  processes on one machine.
+
+An ``optuna.storages.BaseStorage`` instance is used unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage
+
+from netsculpt.errors import StorageError
+
+__all__ = ["DEFAULT_JOURNAL", "DEFAULT_SQLITE", "StorageSpec", "open_storage", "resolve_storage"]
+
+DEFAULT_SQLITE = "sqlite:///netsculpt.db"
+DEFAULT_JOURNAL = "netsculpt.journal"
+#: Seconds between heartbeats of a running trial (RDB storages).
+HEARTBEAT_INTERVAL = 5
+#: Seconds without a heartbeat after which another worker fails and retries a trial.
+GRACE_PERIOD = 30
+#: How many times a trial whose worker died is retried.
+MAX_RETRY = 3
+_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    """A resolved storage: ``kind`` is ``"rdb"``, ``"journal"`` or ``"object"``.
+
+    ``url`` is what a worker process needs to open the same storage again (the RDB URL or
+    the absolute journal path); ``display`` is the same with any password hidden.
+    """
+
+    kind: str
+    url: str
+    display: str
+
+
+def resolve_storage(storage: str | os.PathLike[str] | None, *, workers: int = 1) -> StorageSpec:
+    """Read a storage argument (see the module docstring) without opening it."""
+    if storage is None:
+        if workers > 1:
+            path = str(Path(DEFAULT_JOURNAL).absolute())
+            return StorageSpec("journal", path, path)
+        storage = DEFAULT_SQLITE
+    text = os.fspath(storage)
+    if "://" in text:
+        if text.startswith("sqlite:///") and workers > 1:
+            raise StorageError(
+                f"storage {text!r} is an SQLite file, which cannot take {workers} worker "
+                f"processes writing at once; use a journal file (storage='netsculpt.journal') "
+                f"for workers on one machine, or a postgresql:// URL for workers on many"
+            )
+        return StorageSpec("rdb", text, _hide_password(text))
+    if text.lower().endswith(_SQLITE_SUFFIXES):
+        return resolve_storage("sqlite:///" + str(Path(text).absolute()), workers=workers)
+    path = str(Path(text).absolute())
+    return StorageSpec("journal", path, path)
+
+
+def _hide_password(url: str) -> str:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy understands: show it as given
+        return url
+
+
+def open_storage(spec: StorageSpec, *, heartbeat: bool = True) -> BaseStorage:
+    """Open the storage ``spec`` describes; a storage that cannot be reached raises StorageError.
+
+    RDB storages get heartbeats (``HEARTBEAT_INTERVAL`` / ``GRACE_PERIOD``) and Optuna's
+    ``RetryHeartbeatStaleTrialCallback``, so a trial whose worker died on another machine is
+    failed and queued again by the workers still running.
+    """
+    if spec.kind == "journal":
+        return _open_journal(spec)
+    if spec.kind != "rdb":
+        raise StorageError(f"cannot reopen storage {spec.display!r} of kind {spec.kind!r}")
+    url = spec.url
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        engine_kwargs["connect_args"] = {"timeout": 60}
+        _check_sqlite_folder(url, spec.display)
+    elif url.startswith(("postgresql", "postgres")):
+        engine_kwargs["connect_args"] = {"connect_timeout": 5}
+        engine_kwargs["pool_pre_ping"] = True
+    elif url.startswith("mysql"):
+        engine_kwargs["pool_pre_ping"] = True
+    kwargs: dict[str, Any] = {}
+    if heartbeat:
+        kwargs = dict(
+            heartbeat_interval=HEARTBEAT_INTERVAL,
+            grace_period=GRACE_PERIOD,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=MAX_RETRY
+            ),
+        )
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+    except Exception as exc:  # SQLAlchemy / driver errors: say which URL and what to do
+        raise StorageError(
+            f"cannot open the study storage {spec.display!r}: {type(exc).__name__}: "
+            f"{_first_line(exc)}; check that the database server is running and reachable "
+            f"at that address with these credentials (and that its driver, e.g. psycopg2 for "
+            f"postgresql://, is installed), or leave storage=None for a local SQLite file "
+            f"'netsculpt.db'"
+        ) from exc
+
+
+def _open_journal(spec: StorageSpec) -> BaseStorage:
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    path = Path(spec.url)
+    if not path.parent.is_dir():
+        raise StorageError(
+            f"cannot open the journal file {spec.display!r}: folder {str(path.parent)!r} does "
+            f"not exist; create it first or pass a journal path in an existing folder"
+        )
+    try:
+        return JournalStorage(JournalFileBackend(str(path)))
+    except Exception as exc:
+        raise StorageError(
+            f"cannot open the journal file {spec.display!r}: {type(exc).__name__}: "
+            f"{_first_line(exc)}; check that the file is writable and was written by Optuna"
+        ) from exc
+
+
+def _check_sqlite_folder(url: str, display: str) -> None:
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url == "sqlite:///:memory:":
+        return
+    path = Path(url[len(prefix) :].split("?")[0])
+    if str(path) and not path.parent.is_dir():
+        raise StorageError(
+            f"cannot open the study storage {display!r}: folder {str(path.parent)!r} does not "
+            f"exist; create it first or point the URL at an existing folder"
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else ""

@@ -1,0 +1,153 @@
+"""Query/document pairs built from the docstrings of Python's standard library.
+
+Each public function, class and method with a long enough docstring in a fixed list of
+standard-library modules gives one pair: the **query** is the docstring's first sentence
+and the **document** is the rest. Pairs are deduplicated (one pair per object, per query
+text and per document text) and assigned to one of three parts by a hash of the query
+text, so the parts never overlap and a pair that exists in two Python versions lands in
+the same part in both:
+
+* ``"eval"`` (about 50%): what :meth:`MiniLMTask.evaluate` reports on,
+* ``"val"`` (about 10%): early stopping (:meth:`MiniLMTask.validation_score`),
+* ``"train"`` (about 40%): calibration batches, example inputs and training batches.
+
+Within a part, pairs are ordered by that hash (a fixed pseudo-random order). The pairs
+depend only on the running Python's standard library, so they are identical from run to
+run and machine to machine for one Python version.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import inspect
+import re
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = ["STDLIB_MODULES", "TextPair", "docstring_pairs"]
+
+Part = Literal["eval", "val", "train"]
+
+#: The standard-library modules whose docstrings make the pairs, walked in this order.
+STDLIB_MODULES: tuple[str, ...] = (
+    "abc", "argparse", "array", "ast", "asyncio", "base64", "bisect", "bz2", "calendar",
+    "cmath", "codecs", "collections", "colorsys", "concurrent.futures", "configparser",
+    "contextlib", "copy", "csv", "dataclasses", "datetime", "decimal", "difflib", "dis",
+    "email.message", "email.utils", "enum", "filecmp", "fnmatch", "fractions", "ftplib",
+    "functools", "gc", "getopt", "gettext", "glob", "gzip", "hashlib", "heapq", "hmac",
+    "html", "html.parser", "http.client", "http.cookiejar", "http.server", "imaplib",
+    "inspect", "io", "ipaddress", "itertools", "json", "keyword", "linecache", "locale",
+    "logging", "logging.handlers", "lzma", "mailbox", "math", "mimetypes", "multiprocessing",
+    "numbers", "operator", "os", "os.path", "pathlib", "pdb", "pickle", "pickletools",
+    "pkgutil", "platform", "plistlib", "poplib", "pprint", "queue", "quopri", "random", "re",
+    "reprlib", "sched", "secrets", "selectors", "shelve", "shlex", "shutil", "signal",
+    "smtplib", "socket", "socketserver", "sqlite3", "ssl", "stat", "statistics", "string",
+    "struct", "subprocess", "symtable", "sys", "sysconfig", "tabnanny", "tarfile",
+    "tempfile", "textwrap", "threading", "time", "timeit", "token", "tokenize", "trace",
+    "traceback", "tracemalloc", "types", "typing", "unicodedata", "unittest", "urllib.parse",
+    "urllib.request", "uuid", "warnings", "wave", "weakref", "webbrowser",
+    "xml.dom.minidom", "xml.etree.ElementTree", "xml.sax", "zipfile", "zlib", "zoneinfo",
+)  # fmt: skip
+
+_MIN_QUERY = 24
+_MAX_QUERY = 300
+_MIN_DOCUMENT = 80
+_MAX_DOCUMENT = 1000
+# "name(args)" or "name(args) -> result": a signature line that some C docstrings start with
+_SIGNATURE = re.compile(r"^[\w.]+\(.*\)(\s*->\s*.+)?$", re.DOTALL)
+# a sentence end: . ! or ? then whitespace, then something that starts a new sentence
+_SENTENCE_END = re.compile(r"[.!?](?=\s+[A-Z0-9(`'\"])")
+
+
+@dataclass(frozen=True)
+class TextPair:
+    """One retrieval pair: ``query`` should retrieve ``document``; ``name`` is the source."""
+
+    name: str
+    query: str
+    document: str
+    part: Part
+
+
+def _members(module_name: str) -> Iterator[tuple[str, Any]]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = importlib.import_module(module_name)
+    except ImportError:  # absent from this Python build (e.g. no _ssl): fewer pairs
+        return
+    for attr, obj in sorted(vars(module).items()):
+        if attr.startswith("_") or not (inspect.isclass(obj) or callable(obj)):
+            continue
+        yield f"{module_name}.{attr}", obj
+        if inspect.isclass(obj):
+            for member_name, member in sorted(vars(obj).items()):
+                if member_name.startswith("_"):
+                    continue
+                if isinstance(member, (staticmethod, classmethod)):
+                    member = member.__func__
+                if callable(member) or isinstance(member, property):
+                    yield f"{module_name}.{attr}.{member_name}", member
+
+
+def _split(doc: str) -> tuple[str, str] | None:
+    """``(first sentence, rest)`` of a docstring, or ``None`` when it does not make a pair."""
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", inspect.cleandoc(doc)) if p.strip()]
+    while paragraphs and _SIGNATURE.match(paragraphs[0]):
+        paragraphs.pop(0)
+    if not paragraphs:
+        return None
+    summary = " ".join(paragraphs[0].split())
+    if len(paragraphs) > 1 and _SENTENCE_END.search(summary) is None:
+        # a PEP 257 summary paragraph, with or without a final full stop
+        query, document = summary, " ".join(" ".join(paragraphs[1:]).split())
+    else:
+        text = " ".join(" ".join(paragraphs).split())
+        end = _SENTENCE_END.search(text, _MIN_QUERY - 1)
+        if end is None:
+            return None
+        query, document = text[: end.end()], text[end.end() :].strip()
+    if len(query) < _MIN_QUERY:
+        return None
+    if len(query) > _MAX_QUERY or len(document) < _MIN_DOCUMENT:
+        return None
+    return query, document[:_MAX_DOCUMENT]
+
+
+def _key(query: str) -> int:
+    return int.from_bytes(hashlib.sha256(query.encode()).digest()[:8], "big")
+
+
+def _part(key: int) -> Part:
+    fraction = key / 2**64
+    return "eval" if fraction < 0.5 else "val" if fraction < 0.6 else "train"
+
+
+@functools.cache
+def docstring_pairs() -> tuple[TextPair, ...]:
+    """All pairs, deduplicated, ordered by part (eval, val, train) then by query hash."""
+    seen_objects: set[int] = set()
+    seen_texts: set[str] = set()
+    found: list[tuple[int, TextPair]] = []
+    for module_name in STDLIB_MODULES:
+        for name, obj in _members(module_name):
+            doc = getattr(obj, "__doc__", None)
+            if id(obj) in seen_objects or not isinstance(doc, str):
+                continue
+            seen_objects.add(id(obj))
+            pair = _split(doc)
+            if pair is None:
+                continue
+            query, document = pair
+            if query.lower() in seen_texts or document.lower() in seen_texts:
+                continue
+            seen_texts.update((query.lower(), document.lower()))
+            key = _key(query)
+            found.append((key, TextPair(name, query, document, _part(key))))
+    order = {"eval": 0, "val": 1, "train": 2}
+    found.sort(key=lambda item: (order[item[1].part], item[0]))
+    return tuple(pair for _, pair in found)

@@ -1,0 +1,104 @@
+"""Task registry: built-in tasks by name, user tasks by decorator or import string.
+
+>>> import netsculpt as ns
+>>> task = ns.get_task("digits")                  # doctest: +SKIP
+>>> @register_task("my-task")
+... class MyTask(ns.Task):
+...     def evaluate(self, model):
+...         return 1.0
+>>> get_task("my-task").name
+'my-task'
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+from netsculpt.errors import FactoryError, UnknownNameError
+from netsculpt.tasks.base import Task
+
+__all__ = ["available_tasks", "get_task", "register_task"]
+
+TaskFactory = Callable[..., Task]
+F = TypeVar("F", bound=TaskFactory)
+
+# name -> factory, or "module:attribute" for built-ins imported on first use (keeps
+# scikit-learn and transformers out of ``import netsculpt``).
+_TASKS: dict[str, TaskFactory | str] = {
+    "digits": "netsculpt.tasks.digits:DigitsTask",
+    "minilm": "netsculpt.tasks.minilm:MiniLMTask",
+}
+
+
+@overload
+def register_task(name: str) -> Callable[[F], F]: ...
+@overload
+def register_task(name: F) -> F: ...
+def register_task(name: str | F) -> Callable[[F], F] | F:
+    """Register a task class or factory under ``name`` so :func:`get_task` can build it.
+
+    Use as ``@register_task("name")``, or bare ``@register_task`` on a Task subclass to
+    register it under its ``name`` attribute. A later registration replaces an earlier one.
+    """
+
+    def decorate(factory: F, key: str) -> F:
+        if isinstance(factory, type) and issubclass(factory, Task) and factory.name == "task":
+            factory.name = key
+        _TASKS[key] = factory
+        return factory
+
+    if isinstance(name, str):
+        return lambda factory: decorate(factory, name)
+    return decorate(name, str(getattr(name, "name", getattr(name, "__name__", name))))
+
+
+def available_tasks() -> list[str]:
+    """Names :func:`get_task` accepts (besides ``"package.module:factory"`` strings)."""
+    return sorted(_TASKS)
+
+
+def get_task(name: str, **options: Any) -> Task:
+    """Build the task registered as ``name``, passing ``options`` to its constructor.
+
+    ``name`` is a registered name (``"digits"``, ``"minilm"``, or one added with
+    :func:`register_task`) or an import string ``"package.module:factory"``.
+    """
+    entry: TaskFactory | str | None = _TASKS.get(name)
+    if entry is None and ":" in name:
+        entry = name
+    if entry is None:
+        raise UnknownNameError(
+            f"unknown task {name!r}; choose one of {', '.join(available_tasks())}, pass "
+            f"'package.module:factory', or register your own with @netsculpt.tasks.register_task"
+        )
+    factory = _resolve(entry) if isinstance(entry, str) else entry
+    task = factory(**options)
+    if not isinstance(task, Task):
+        raise FactoryError(
+            f"task factory {name!r} returned {type(task).__name__}, not a netsculpt.Task; "
+            f"make it return an instance of a Task subclass"
+        )
+    return task
+
+
+def _resolve(spec: str) -> TaskFactory:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise FactoryError(
+            f"task factory {spec!r}: module {module_name!r} could not be imported ({exc}); "
+            f"check the spelling and that the package is installed"
+        ) from exc
+    try:
+        factory = getattr(module, attr)
+    except AttributeError as exc:
+        raise FactoryError(
+            f"task factory {spec!r}: module {module_name!r} has no attribute {attr!r}; "
+            f"write it as 'package.module:factory'"
+        ) from exc
+    if not callable(factory):
+        raise FactoryError(f"task factory {spec!r} is not callable; point it at a Task class")
+    return factory

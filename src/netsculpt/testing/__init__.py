@@ -1,0 +1,1 @@
+"""Model zoo and random architectures for testing netsculpt and any layer handler added to it."""
