@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import onnx
 import pytest
@@ -64,13 +66,22 @@ def run_onnx(path, example_inputs) -> list[np.ndarray]:
     return session.run(None, onnx_feeds(example_inputs, [i.name for i in session.get_inputs()]))
 
 
-def test_cnn_with_batchnorm_and_residual_round_trips(tmp_path) -> None:
+@pytest.fixture(scope="module")
+def cnn_export(tmp_path_factory):
+    """A CNN (BatchNorm, residual, two outputs) exported once for several tests."""
     torch.manual_seed(0)
     x = torch.randn(2, 3, 16, 16)
     model = trained_bn(TwoHeads(), x)  # left in training mode on purpose
-    path = export_onnx(model, x, tmp_path / "sub" / "cnn.onnx")
-    assert path == tmp_path / "sub" / "cnn.onnx" and path.is_file()
+    folder = tmp_path_factory.mktemp("cnn")
+    path = export_onnx(model, x, folder / "sub" / "cnn.onnx")
+    assert path == folder / "sub" / "cnn.onnx" and path.is_file()
     assert model.training
+    return model, x, path
+
+
+def test_cnn_with_batchnorm_and_residual_round_trips(cnn_export) -> None:
+    model, x, path = cnn_export
+    model = copy.deepcopy(model)
     proto = onnx.load(str(path))
     assert {p.key: p.value for p in proto.metadata_props}["netsculpt.exporter"] == "dynamo"
     assert [i.name for i in proto.graph.input] == ["input"]
@@ -131,11 +142,9 @@ def test_tuple_inputs_are_named_by_position(tmp_path) -> None:
                                rtol=1e-6)
 
 
-def test_check_onnx_names_the_output_that_differs(tmp_path) -> None:
-    torch.manual_seed(0)
-    x = torch.randn(2, 3, 8, 8)
-    model = TwoHeads().eval()
-    path = export_onnx(model, x, tmp_path / "cnn.onnx")
+def test_check_onnx_names_the_output_that_differs(cnn_export) -> None:
+    model, x, path = cnn_export
+    model = copy.deepcopy(model)
     with torch.no_grad():
         model.reg.bias += 0.5  # only the second output moves
     with pytest.raises(ExportError) as info:

@@ -146,6 +146,18 @@ def analyze(
     prop.run()
     table = prop.table
 
+    # tied weights: every name of one tensor shares its spaces
+    by_id: dict[int, list[str]] = {}
+    for name, t in [*model.named_parameters(remove_duplicate=False),
+                    *model.named_buffers(remove_duplicate=False)]:
+        by_id.setdefault(id(t), []).append(name)
+    for names in by_id.values():
+        known = [n for n in names if n in prop.param_slots or n in prop.buffer_slots]
+        for other in known[1:]:
+            a = prop.param_slots.get(known[0]) or prop.buffer_slots.get(known[0]) or []
+            b = prop.param_slots.get(other) or prop.buffer_slots.get(other) or []
+            for x, y in zip(a, b, strict=False):
+                table.unify(x, y)
     slot_spaces: dict[tuple[str, int], Space] = {}
     for name, desc in prop.param_slots.items():
         for d, s in enumerate(desc):

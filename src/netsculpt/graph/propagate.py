@@ -196,7 +196,14 @@ class Propagator:
                         self.taint_desc(self.desc(leaf), "feeds a model output")
             else:  # get_attr (submodules of higher-order ops)
                 self.values[node] = None
-        # channels read by an op netsculpt skipped are recorded; remember consumers
+        # a parameter or buffer the graph never reads (for example the second name of a
+        # tied weight) keeps its size
+        for node in self.program.graph.nodes:
+            if node.op == "placeholder" and not node.users and node.name in {
+                **params, **buffers
+            }:
+                self.taint_desc(self.desc(node), "not read by the captured graph")
+        # remember which ops read each parameter
         for node in self.program.graph.nodes:
             if node.op != "call_function":
                 continue
@@ -215,7 +222,15 @@ class Propagator:
             handler = HANDLERS["add"]
         if handler is None:
             return self.unsupported(node, name)
-        return handler(self, node)
+        try:
+            return handler(self, node)
+        except UnsupportedOperationError:
+            raise
+        except Exception as exc:  # an unexpected argument form: be conservative, say why
+            return self.unsupported(
+                node, name, why=f"reaches '{name}' in module '{self.module_of(node) or '<top>'}'"
+                f" with arguments netsculpt does not understand ({type(exc).__name__}: {exc})"
+            )
 
     def unsupported(self, node: fx.Node, name: str, why: str = "") -> Any:
         module = self.module_of(node)
@@ -754,6 +769,8 @@ def _reduce(p: Propagator, node: fx.Node) -> Any:
     name = op_name(node.target)
     if d is None:
         return p.fresh_like(node, "")
+    if len(node.args) > 1 and isinstance(node.args[1], fx.Node):
+        return _pointwise(p, node)  # max(a, b), min(a, b): elementwise
     ndim = len(d)
     dims_arg: Any = None
     keepdim = False
@@ -981,6 +998,7 @@ def _conv(p: Propagator, node: fx.Node) -> Any:
     module = p.module_of(node)
     for s in w[2:]:
         p.table.taint(s, "a convolution kernel dimension")
+    p.taint_desc(x[2:] if len(x) == len(w) else x[1:], "a spatial dimension")
     out_shape = p.out_shape(node)
     batched = len(x) == len(w)
     xc = x[1] if batched else x[0]
@@ -1100,6 +1118,7 @@ def _spatial(p: Propagator, node: fx.Node) -> Any:
         return p.fresh_like(node, "")
     val = node.meta.get("val")
     shape = tuple(val[0].shape) if isinstance(val, (list, tuple)) else p.out_shape(node)  # type: ignore[index]
+    p.taint_desc(d[2:], "a spatial dimension")
     out: Desc = []
     for i, size in enumerate(shape):
         if i < 2 and i < len(d) and d[i].size == size:

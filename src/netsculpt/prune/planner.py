@@ -275,11 +275,13 @@ def _attribute_updates(
         new = _space_kept(graph, site.space, decisions)
         if new == old:
             continue
+        # the innermost module holding a matching attribute is the one that made the literal
         for path in reversed(site.module_stack[-3:]):
             try:
                 module = model.get_submodule(path)
             except AttributeError:
                 continue
+            found = False
             for attr, value in vars(module).items():
                 if attr.startswith("_") or isinstance(value, bool) or not isinstance(value, int):
                     continue
@@ -289,6 +291,9 @@ def _attribute_updates(
                 if key in candidates and candidates[key] != new:
                     conflicts.add(key)
                 candidates[key] = new
+                found = True
+            if found:
+                break
     shape_attrs = [(m, a, v) for (m, a), v in candidates.items() if (m, a) not in conflicts]
     return group_attrs, shape_attrs
 
@@ -314,20 +319,38 @@ def _verify(
                  attrs=result.attrs + tuple(shape_attrs), groups=result.groups,
                  removed=result.removed, meta=result.meta)
         )
-    for candidate in attempts:
+
+    def runs(candidate: Plan) -> str:
         small = apply(model, candidate)
         try:
             with torch.no_grad():
                 got = _output_shapes(call_model(small, example_inputs))
         except Exception as exc:  # a failure here is reported below with every attempt
             cause = exc.__cause__ or exc
-            errors.append(f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}")
-            continue
+            first = str(cause).splitlines()[0] if str(cause) else ""
+            return f"{type(cause).__name__}: {first}"
         finally:
             del small
-        if got == expected:
+        return "" if got == expected else f"output shapes changed from {expected} to {got}"
+
+    for i, candidate in enumerate(attempts):
+        error = runs(candidate)
+        if error:
+            errors.append(error)
+            continue
+        if i == 0:
             return candidate
-        errors.append(f"output shapes changed from {expected} to {got}")
+        # keep only the attribute updates the model needs: drop one attribute name at a time
+        needed = list(shape_attrs)
+        for attr_name in sorted({a for _m, a, _v in shape_attrs}):
+            trial = [x for x in needed if x[1] != attr_name]
+            smaller = Plan(tensors=result.tensors, shapes=result.shapes,
+                           attrs=result.attrs + tuple(trial), groups=result.groups,
+                           removed=result.removed, meta=result.meta)
+            if not runs(smaller):
+                needed = trial
+                candidate = smaller
+        return candidate
     raise PlanError(
         f"the pruned {graph.model_name} does not run like the original ("
         + "; ".join(errors)

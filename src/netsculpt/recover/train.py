@@ -5,7 +5,7 @@ Both train the model they are given **in place** and return that same object, so
 same thing. Training is deterministic for a given ``seed`` (the data order comes from
 ``task.train_batches(seed=seed)`` and the random state, e.g. for dropout, from
 ``torch.manual_seed(seed)`` inside a forked RNG, so the caller's random state is left as
-it was). When the loss becomes NaN or infinite the model's weights are restored to what
+it was). When the loss becomes NaN or infinite (or explodes) the model's weights are restored to what
 they were before training and :class:`~netsculpt.errors.DivergenceError` is raised; any
 other error during training (a ``KeyboardInterrupt`` included) restores them too.
 
@@ -36,6 +36,8 @@ __all__ = ["distill", "finetune"]
 OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
 # (step, inputs, targets) -> loss; called in training mode with gradients enabled
 StepLoss = Callable[[int, ExampleInputs, Any], torch.Tensor]
+# a loss this many times the first step's (or above it, when the first is below 1) diverged
+_EXPLODE = 1e6
 
 
 def finetune(
@@ -73,7 +75,9 @@ def finetune(
             ``weight_decay`` are not used).
 
     Raises:
-        DivergenceError: the loss became NaN or infinite; the weights were restored.
+        DivergenceError: the loss became NaN or infinite, or exploded to more than a
+            million times the first step's loss (more than 1e6 when that was below 1);
+            the weights were restored.
         TrainingError: the task has no training data, or the model no trainable weights.
         InputError: a bad budget or option.
     """
@@ -260,6 +264,7 @@ def _train(
             call_hooks(callbacks, "on_train_start", model, limit.steps)
             start = time.perf_counter()
             step = 0
+            explode_at = math.inf
             while not _spent(limit, step, time.perf_counter() - start):
                 inputs, targets = _next_batch(batches, task)
                 inputs, targets = inputs_to(inputs, device), _targets_to(targets, device)
@@ -268,7 +273,9 @@ def _train(
                 opt.zero_grad(set_to_none=True)
                 loss = step_loss(step, inputs, targets)
                 value = float(loss.detach())
-                if not math.isfinite(value):
+                if step == 0:
+                    explode_at = _EXPLODE * max(abs(value), 1.0)
+                if not math.isfinite(value) or value > explode_at:
                     raise _diverged(label, step, value, lr if optimizer is None else None)
                 loss.backward()
                 call_hooks(callbacks, "after_backward", step, model)
@@ -375,8 +382,9 @@ def _score(validation: Callable[[nn.Module], float], model: nn.Module) -> float:
 
 def _diverged(label: str, step: int, value: float, lr: float | None) -> DivergenceError:
     hint = f"lower lr (it was {lr:g}; try {lr / 10:g})" if lr is not None else "lower the lr"
+    what = f"became {value}" if not math.isfinite(value) else f"exploded to {value:.3g}"
     return DivergenceError(
-        f"{label}: the loss became {value} at step {step}; the model's weights were restored "
+        f"{label}: the loss {what} at step {step}; the model's weights were restored "
         f"to what they were before training; {hint}, or check the inputs and targets for "
         f"NaN/inf"
     )

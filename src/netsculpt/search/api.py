@@ -108,7 +108,7 @@ def search(
         progress: show a live display (trials done, front size, best score per latency
             band).
         measure_options: options of ``ns.measure`` in the loop (default
-            ``{"warmup": 3, "repeats": 20, "memory": False}``).
+            ``{"warmup": 5, "repeats": 30, "memory": False}``).
 
     Returns:
         The :class:`Front` of the study.
@@ -180,7 +180,8 @@ def search(
         "recover_budget": _jsonable(recover_budget),
     }
     extra = {"model_spec": model_spec, "task": task_name or getattr(task, "name", None)}
-    study = _open_study(opened, name, objectives, settings, extra)
+    with _quiet_optuna():
+        study = _open_study(opened, name, objectives, settings, extra)
 
     evaluator = Evaluator(
         model=model,
@@ -401,6 +402,8 @@ def _canon(value: Any) -> str:
 
 
 def _jsonable(value: Any) -> Any:
+    if hasattr(value, "steps") and hasattr(value, "seconds"):  # a recovery Budget
+        return {"steps": value.steps, "seconds": value.seconds}
     try:
         json.dumps(value)
         return value

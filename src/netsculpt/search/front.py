@@ -56,6 +56,10 @@ class _Materialiser:
     ) -> None:
         self._model = model
         self._task = task
+        if isinstance(recover_budget, dict):  # stored as {"steps": ..., "seconds": ...}
+            from netsculpt.recover.budget import Budget
+
+            recover_budget = Budget(**recover_budget)
         self.recover_budget = recover_budget
         self.model_spec = model_spec
         self.task_name = task_name
@@ -398,7 +402,3 @@ def _short_list(numbers: list[int]) -> str:
     if len(numbers) <= 12:
         return ", ".join(map(str, numbers)) or "none"
     return ", ".join(map(str, numbers[:12])) + f", ... ({len(numbers)} in all)"
-
-
-def _finite(x: float) -> bool:
-    return math.isfinite(x)

@@ -51,7 +51,7 @@ OBJECTIVES: dict[str, bool] = {
 #: every metric a trial records
 METRICS = ("score", "latency_ms", "latency_p90_ms", "params", "macs")
 #: default options of ns.measure inside the search loop
-DEFAULT_MEASURE = {"warmup": 3, "repeats": 20, "memory": False}
+DEFAULT_MEASURE = {"warmup": 5, "repeats": 30, "memory": False}
 
 
 class TrialFailed(Exception):

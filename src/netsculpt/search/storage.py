@@ -17,6 +17,7 @@ An ``optuna.storages.BaseStorage`` instance is used unchanged.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,10 @@ def open_storage(spec: StorageSpec, *, heartbeat: bool = True) -> BaseStorage:
         engine_kwargs["pool_pre_ping"] = True
     kwargs: dict[str, Any] = {}
     if heartbeat:
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning,
+                                module="optuna")
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning,
+                                module=__name__)
         kwargs = dict(
             heartbeat_interval=HEARTBEAT_INTERVAL,
             grace_period=GRACE_PERIOD,

@@ -144,6 +144,8 @@ def stored_tensor(model: nn.Module, name: str) -> torch.Tensor:
 class MaskParametrization(nn.Module):
     """``weight -> weight * mask``: the parametrisation :meth:`Masks.attach` registers."""
 
+    mask: torch.Tensor
+
     def __init__(self, mask: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("mask", mask.detach().clone().to(torch.bool))
@@ -306,7 +308,7 @@ def fold(model: nn.Module) -> nn.Module:
     for module in list(model.modules()):
         if not parametrize.is_parametrized(module):
             continue
-        for attr in list(module.parametrizations.keys()):  # type: ignore[union-attr]
+        for attr in list(module.parametrizations.keys()):  # type: ignore[union-attr,operator]
             chain = module.parametrizations[attr]  # type: ignore[index]
             if any(isinstance(p, MaskParametrization) for p in chain):
                 parametrize.remove_parametrizations(module, attr, leave_parametrized=True)

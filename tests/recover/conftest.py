@@ -1,0 +1,32 @@
+"""Fixtures for the recovery tests: a fast synthetic task, the digits task and its CNN."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from recover_helpers import BlobsTask
+from torch import nn
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def blobs() -> BlobsTask:
+    return BlobsTask()
+
+
+@pytest.fixture(scope="session")
+def digits_task():  # type: ignore[no-untyped-def]
+    from netsculpt.tasks.digits import DigitsTask
+
+    return DigitsTask()
+
+
+@pytest.fixture(scope="session")
+def digits_cnn(tmp_path_factory: pytest.TempPathFactory) -> nn.Module:
+    from netsculpt.tasks.digits import pretrained_digits_cnn
+
+    return pretrained_digits_cnn(cache_dir=tmp_path_factory.mktemp("netsculpt-cache"))

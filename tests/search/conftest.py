@@ -1,0 +1,22 @@
+"""Fixtures of the search tests: one thread, a tiny model and a fake task."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from search_helpers import WidthTask, tiny_mlp
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def tiny():  # type: ignore[no-untyped-def]
+    return tiny_mlp()
+
+
+@pytest.fixture
+def task() -> WidthTask:
+    return WidthTask()

