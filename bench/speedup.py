@@ -277,16 +277,22 @@ def markdown(rows: list[Row], *, threads: int, quick: bool, seconds: float) -> s
     lines = [
         "# Speedup of pruned models (bench/speedup.py)",
         "",
-        f"Pruned to about {1 / TARGET_MACS_FRACTION:.0f}x fewer MACs by bisecting a uniform "
-        "ratio; latency medians from `compare_latency` (base and pruned interleaved). "
-        f"Target: speedup / MACs reduction >= {TARGET_EFFICIENCY}.",
+        (
+            f"Pruned to about {1 / TARGET_MACS_FRACTION:.0f}x fewer MACs by bisecting a uniform "
+            "ratio; latency medians from `compare_latency` (base and pruned interleaved). "
+            f"Target: speedup / MACs reduction >= {TARGET_EFFICIENCY}."
+        ),
         "",
-        f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
-        f"{platform.processor() or platform.machine()}, {threads} threads"
-        f"{', --quick' if quick else ''}; {seconds:.0f} s in all.",
+        (
+            f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
+            f"{platform.processor() or platform.machine()}, {threads} threads"
+            f"{', --quick' if quick else ''}; {seconds:.0f} s in all."
+        ),
         "",
-        "| model | batch | backend | ratio | params (M) | GMACs | MACs red. | base ms | "
-        "pruned ms | speedup | speedup / MACs red. | runs |",
+        (
+            "| model | batch | backend | ratio | params (M) | GMACs | MACs red. | base ms | "
+            "pruned ms | speedup | speedup / MACs red. | runs |"
+        ),
         "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in rows:

@@ -12,7 +12,12 @@ from torch import nn
 
 from netsculpt.errors import ExportError, UnknownNameError
 from netsculpt.export import onnx as ns_onnx
-from netsculpt.export.onnx import check_onnx, export_onnx, onnx_feeds, onnxruntime_session
+from netsculpt.export.onnx import (
+    check_onnx,
+    export_onnx,
+    onnx_feeds,
+    onnxruntime_session,
+)
 
 
 @pytest.fixture(autouse=True)

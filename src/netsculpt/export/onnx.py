@@ -280,7 +280,7 @@ def export_onnx(
                         n_outputs=n_outputs,
                         external_data=param_bytes > _EXTERNAL_DATA_BYTES,
                     )
-            except Exception as exc:  # the exporter's own errors are many and unrelated
+            except Exception as exc:  # noqa: BLE001 -- the exporters raise many unrelated types
                 first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 failures.append(f"{kind} exporter: {type(exc).__name__}: {first_line}")
                 logger.info("ONNX %s export of %s failed: %s", kind, type(model).__name__, exc)

@@ -70,6 +70,7 @@ class Graph:
     capture_seconds: float
     n_nodes: int
     blocks: list[str] = field(default_factory=list)
+    block_kinds: dict[str, str] = field(default_factory=dict)
     # internals used by the planner
     table: SpaceTable = field(default=None, repr=False)  # type: ignore[assignment]
     slot_spaces: dict[tuple[str, int], Space] = field(default_factory=dict, repr=False)
@@ -174,13 +175,16 @@ def analyze(
                 table.taint(s, "excluded by the user")
     # a buffer that no op reads (or only reads trivially) keeps its slots untouched
     groups = _collect_groups(prop, table, slot_spaces, set(prop.buffer_slots))
+    block_kinds: dict[str, str] = {}
+    blocks = _removable_blocks(model, program, prop, block_kinds)
     return Graph(
         model_name=type(model).__name__,
         groups=groups,
         skipped=prop.skipped,
         capture_seconds=seconds,
         n_nodes=len(program.graph.nodes),
-        blocks=[],
+        blocks=blocks,
+        block_kinds=block_kinds,
         table=table,
         slot_spaces=slot_spaces,
         shape_sites=prop.shape_sites,
@@ -188,6 +192,83 @@ def analyze(
         buffers=set(prop.buffer_slots),
         output_shapes=_output_shapes(program),
     )
+
+
+_IDENTITY_OPS = {"dropout", "clone", "contiguous", "alias", "to", "_to_copy", "detach"}
+_ADD_OPS = {"add", "add_"}
+
+
+def _removable_blocks(
+    model: nn.Module,
+    program: torch.export.ExportedProgram,
+    prop: Propagator,
+    kinds: dict[str, str],
+) -> list[str]:
+    """Modules that can be removed whole.
+
+    A *branch* (an attention or feed-forward sub-layer) whose only output is added to a
+    residual stream is replaced by zeros; a *block* whose output has its input's shape and
+    that adds its input back inside is replaced by the identity. Only modules holding at
+    least two parametrised layers count, so single linear layers are not offered.
+    """
+    from netsculpt.graph.propagate import op_name
+
+    stacks: dict[str, list[str]] = {}
+    for node in program.graph.nodes:
+        if node.op == "call_function":
+            stacks[node.name] = prop.module_stack(node)
+    inside: dict[str, set[str]] = {}
+    for name, stack in stacks.items():
+        for path in stack:
+            if path:
+                inside.setdefault(path, set()).add(name)
+    params_inside = set(prop.param_nodes)
+    out: list[str] = []
+    for path, names in inside.items():
+        try:
+            module = model.get_submodule(path)
+        except AttributeError:
+            continue
+        layers = [m for m in module.modules() if any(True for _ in m.parameters(recurse=False))]
+        if len(layers) < 2:
+            continue
+        nodes = [n for n in program.graph.nodes if n.name in names]
+        outputs = [n for n in nodes if any(u.name not in names for u in n.users)]
+        outputs = [n for n in outputs if isinstance(n.meta.get("val"), torch.Tensor)]
+        if len(outputs) != 1:
+            continue
+        result = outputs[0]
+        inputs = []
+        for n in nodes:
+            for a in n.args:
+                if (isinstance(a, torch.fx.Node) and a.name not in names
+                        and a.name not in params_inside and a.op != "get_attr"
+                        and isinstance(a.meta.get("val"), torch.Tensor)):
+                    inputs.append(a)
+        if not inputs:
+            continue
+        shape = tuple(result.meta["val"].shape)
+        users = [u for u in result.users if u.name not in names]
+
+        def skip_identity(u: torch.fx.Node) -> list[torch.fx.Node]:
+            if op_name(u.target) in _IDENTITY_OPS:
+                return [w for v in u.users for w in skip_identity(v)]
+            return [u]
+
+        final_users = [w for u in users for w in skip_identity(u)]
+        if final_users and all(op_name(u.target) in _ADD_OPS for u in final_users) and any(
+            tuple(i.meta["val"].shape) == shape for i in inputs
+        ):
+            out.append(path)
+            kinds[path] = "zeros"
+            continue
+        first = inputs[0]
+        if tuple(first.meta["val"].shape) == shape and any(
+            op_name(n.target) in _ADD_OPS and first in n.args for n in nodes
+        ):
+            out.append(path)
+            kinds[path] = "identity"
+    return sorted(set(out), key=lambda p: prop.node_order.get(next(iter(inside[p])), 0))
 
 
 def _output_shapes(program: torch.export.ExportedProgram) -> list[tuple[int, ...]]:

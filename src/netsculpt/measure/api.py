@@ -113,7 +113,7 @@ def count_params(model: nn.Module) -> int:
             continue
         seen_ids.add(id(param))
         if param.device.type != "meta" and param.data_ptr():
-            where = (param.data_ptr(), param.storage_offset(), tuple(param.shape))
+            where = (param.data_ptr(), int(param.storage_offset()), tuple(param.shape))
             if where in seen_memory:  # two Parameter objects over the same memory
                 continue
             seen_memory.add(where)

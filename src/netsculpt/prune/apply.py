@@ -17,18 +17,28 @@ _PLAN_ATTR = "_netsculpt_plan"
 
 
 class Removed(nn.Module):
-    """Stands in for a removed residual branch: returns zeros shaped like its input."""
+    """Stands in for a removed sub-layer or block.
 
-    def __init__(self, kind: str = "tensor") -> None:
+    ``how="zeros"`` (a residual branch: its contribution becomes zero) or ``"identity"``
+    (a whole block: its input passes through). ``arity`` > 1 pads a tuple output with
+    ``None`` the way attention modules return ``(output, weights)``.
+    """
+
+    def __init__(self, how: str = "zeros", arity: int = 1) -> None:
         super().__init__()
-        self.kind = kind
+        self.how = how
+        self.arity = arity
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        x = args[0] if args else next(v for v in kwargs.values() if isinstance(v, torch.Tensor))
-        zeros = torch.zeros_like(x)
-        if self.kind == "tuple2":
-            return zeros, None
-        return zeros
+        tensors = [a for a in [*args, *kwargs.values()] if isinstance(a, torch.Tensor)]
+        x = tensors[0]
+        y = torch.zeros_like(x) if self.how == "zeros" else x
+        if self.arity > 1:
+            return (y,) + (None,) * (self.arity - 1)
+        return y
+
+    def extra_repr(self) -> str:
+        return f"how={self.how!r}, arity={self.arity}"
 
 
 def plan_of(model: nn.Module) -> Plan | None:
@@ -128,9 +138,10 @@ def apply(model: nn.Module, plan: Plan, *, inplace: bool = False) -> nn.Module:
             ) from exc
         setattr(module, attr, value)
     for module_path, kind in plan.removed:
+        how, _, arity = kind.partition(":")
         parent_path, _, child = module_path.rpartition(".")
         parent = new.get_submodule(parent_path)
-        setattr(parent, child, Removed(kind))
+        setattr(parent, child, Removed(how, int(arity or 1)))
     _fix_module_attributes(new)
     setattr(new, _PLAN_ATTR, plan)
     return new

@@ -88,6 +88,7 @@ def plan(
     global_ranking: bool | None = None,
     protect_outputs: bool = True,
     graph: Graph | None = None,
+    remove_blocks: Sequence[str] = (),
     seed: int = 0,
     verify: bool = True,
 ) -> Plan:
@@ -108,6 +109,8 @@ def plan(
             so that groups get different ratios; the overall ratio is kept.
         protect_outputs: keep every model output's shape (default).
         graph: a graph from :func:`netsculpt.analyze`, to skip capturing again.
+        remove_blocks: names from ``graph.blocks`` to remove whole (an attention or
+            feed-forward sub-layer becomes zero; a residual block becomes the identity).
         seed: seed for ``random``.
         verify: run the pruned copy once on ``example_inputs`` and check its output shapes.
     """
@@ -122,7 +125,8 @@ def plan(
         g for g in graph.prunable_groups
         if not (exclude and (match_names(exclude, g.module) or match_names(exclude, g.name)))
     ]
-    if not groups:
+    removed = _removed_blocks(model, example_inputs, graph, remove_blocks)
+    if not groups and not removed:
         reasons = sorted({g.reason for g in graph.groups if g.reason})[:3]
         raise NothingToPruneError(
             f"model {graph.model_name} has no prunable group"
@@ -168,11 +172,55 @@ def plan(
         "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
         "exclude": list(exclude),
     }
+    meta["remove_blocks"] = [m for m, _ in removed]
     result = Plan(tensors=tensors, shapes=shapes, attrs=tuple(group_attrs),
-                  groups=tuple(decided), meta=meta)
+                  groups=tuple(decided), removed=tuple(removed), meta=meta)
     if verify and not result.is_identity:
         result = _verify(model, example_inputs, graph, result, shape_attrs)
     return result
+
+
+def _removed_blocks(
+    model: nn.Module, example_inputs: ExampleInputs, graph: Graph, names: Sequence[str]
+) -> list[tuple[str, str]]:
+    if not names:
+        return []
+    if isinstance(names, str):
+        names = [names]
+    unknown = [n for n in names if n not in graph.block_kinds]
+    if unknown:
+        some = ", ".join(graph.blocks[:6]) or "none"
+        raise InputError(
+            f"remove_blocks names {unknown}, which are not removable blocks of "
+            f"{graph.model_name}; removable ones: {some}{', ...' if len(graph.blocks) > 6 else ''}"
+            f" (see ns.analyze(model, inputs).blocks)"
+        )
+    arity: dict[str, int] = {}
+    hooks = []
+    for name in names:
+        def hook(module: nn.Module, args: Any, output: Any, name: str = name) -> None:
+            if isinstance(output, torch.Tensor):
+                arity[name] = 1
+            elif isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
+                arity[name] = len(output)
+            else:
+                arity[name] = -1
+        hooks.append(model.get_submodule(name).register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            call_model(model, example_inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    out: list[tuple[str, str]] = []
+    for name in names:
+        if arity.get(name, -1) < 1:
+            raise InputError(
+                f"module {name!r} returns neither a tensor nor a tuple of tensors, so "
+                f"netsculpt cannot stand in for it; remove a module inside it instead"
+            )
+        out.append((name, f"{graph.block_kinds[name]}:{arity[name]}"))
+    return out
 
 
 def _keep_counts(

@@ -163,7 +163,11 @@ class Evaluator:
         for name in ("score", "latency_ms", "latency_p90_ms", "params", "macs"):
             trial.set_user_attr(name, metrics[name])
         if self.constraints:
-            trial.set_user_attr("constraints", constraint_values(self.constraints, metrics))
+            values = constraint_values(self.constraints, metrics)
+            trial.set_user_attr("constraints", values)
+            if hasattr(trial, "set_constraint"):  # Optuna >= 5: samplers read these
+                for key, value in zip(self.constraints, values):
+                    trial.set_constraint(key, value)
         return tuple(float(metrics[name]) for name in self.objectives)
 
     def _evaluate(self, trial: optuna.Trial, plan: Any) -> dict[str, Any]:

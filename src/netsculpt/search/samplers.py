@@ -1,13 +1,14 @@
 """Optuna samplers by name: ``"nsga2"`` (default), ``"tpe"`` and ``"random"``, seeded.
 
-Constraints (``max_latency_ms=...``) reach NSGA-II and TPE through Optuna's
-``constraints_func``; every trial stores its constraint values (``<= 0`` is feasible) as
-the user attr ``"constraints"``.
+Constraints (``max_latency_ms=...``) reach NSGA-II and TPE through Optuna's constraint
+support (``Trial.set_constraint`` in Optuna 5, ``constraints_func`` before); every trial
+also stores its constraint values (``<= 0`` is feasible) as the user attr ``"constraints"``.
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -75,18 +76,20 @@ def make_sampler(
     """Build the Optuna sampler ``name`` with ``seed`` (a sampler instance is returned as is)."""
     if isinstance(name, BaseSampler):
         return name
-    constraints_func: Any = (
-        functools.partial(_constraints_from_trial, n_constraints) if n_constraints else None
-    )
+    constraints_func: Any = None
+    if n_constraints and not hasattr(optuna.trial.Trial, "set_constraint"):
+        # Optuna 4 reads constraints through constraints_func; Optuna 5 from the trial
+        constraints_func = functools.partial(_constraints_from_trial, n_constraints)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(
             seed=seed, population_size=population_size or 50, constraints_func=constraints_func
         )
     if name == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, constraints_func=constraints_func,
-            warn_independent_sampling=False,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(
+                seed=seed, multivariate=True, constraints_func=constraints_func
+            )
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise UnknownNameError(

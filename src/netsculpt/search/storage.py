@@ -119,7 +119,10 @@ def open_storage(spec: StorageSpec, *, heartbeat: bool = True) -> BaseStorage:
             ),
         )
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        if url.startswith("sqlite:///") and ":memory:" not in url:
+            _sqlite_wal(storage)
+        return storage
     except Exception as exc:  # SQLAlchemy / driver errors: say which URL and what to do
         raise StorageError(
             f"cannot open the study storage {spec.display!r}: {type(exc).__name__}: "
@@ -128,6 +131,24 @@ def open_storage(spec: StorageSpec, *, heartbeat: bool = True) -> BaseStorage:
             f"postgresql://, is installed), or leave storage=None for a local SQLite file "
             f"'netsculpt.db'"
         ) from exc
+
+
+def _sqlite_wal(storage: optuna.storages.RDBStorage) -> None:
+    """Write-ahead logging with ``synchronous=NORMAL``: ~10x faster commits.
+
+    A commit is still safe when the process is killed (``kill -9``); only an operating
+    system crash may lose the last commits. Readers do not block the writer.
+    """
+    import sqlalchemy
+
+    def pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    sqlalchemy.event.listen(storage.engine, "connect", pragmas)
+    storage.engine.dispose()  # connections opened so far reconnect with the pragmas
 
 
 def _open_journal(spec: StorageSpec) -> BaseStorage:
