@@ -51,7 +51,6 @@ from netsculpt.sparsity import (
 from netsculpt.tasks.digits import DigitsCNN, DigitsTask
 
 console = Console()
-LR = 1e-3
 
 
 # -- the second dataset: MNIST-1D, generated locally ----------------------------------------
@@ -113,6 +112,7 @@ class MNIST1DTask(ns.Task):
 
 
 def mlp(n_in: int, seed: int, hidden: int = 256) -> nn.Module:
+    """``n_in -> hidden -> hidden -> 10`` with ReLUs (flattening its input)."""
     torch.manual_seed(seed)
     return nn.Sequential(
         nn.Flatten(), nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
@@ -120,26 +120,42 @@ def mlp(n_in: int, seed: int, hidden: int = 256) -> nn.Module:
     )
 
 
+def cnn1d(seed: int, width: int = 32) -> nn.Module:
+    """A small 1D CNN for MNIST-1D: three convolutions (two with stride 2), a linear head."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 40)),
+        nn.Conv1d(1, width, 5, padding=2), nn.ReLU(),
+        nn.Conv1d(width, width, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv1d(width, width, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(width * 10, 10),
+    )
+
+
+def digits_cnn(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return DigitsCNN()
+
+
 @dataclass
 class Dataset:
     name: str
     task: ns.Task
-    make_mlp: Callable[[int], nn.Module]
+    make: Callable[[int], nn.Module]  # fresh model for claims 1-4
+    model_name: str
     make_structured: Callable[[int], nn.Module]  # fresh model for claim 5
     structured_name: str
+    lr: float
 
 
 def datasets(selected: list[str]) -> list[Dataset]:
     out = []
     if "digits" in selected:
-        def digits_cnn(seed: int) -> nn.Module:
-            torch.manual_seed(seed)
-            return DigitsCNN()
-
-        out.append(Dataset("digits", DigitsTask(), lambda s: mlp(64, s), digits_cnn, "DigitsCNN"))
+        out.append(Dataset("digits", DigitsTask(), lambda s: mlp(64, s), "MLP 64-256-256-10",
+                           digits_cnn, "DigitsCNN", 1e-3))
     if "mnist1d" in selected:
-        out.append(Dataset("mnist1d", MNIST1DTask(), lambda s: mlp(40, s), lambda s: mlp(40, s),
-                           "MLP 40-256-256-10"))
+        out.append(Dataset("mnist1d", MNIST1DTask(), cnn1d, "1D CNN (3 conv, 32 channels)",
+                           cnn1d, "1D CNN (3 conv, 32 channels)", 3e-3))
     return out
 
 
@@ -191,10 +207,11 @@ class Claim:
         return self.rows.setdefault(label, Row(label))
 
 
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
+def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    """``fn(*args, **kwargs)`` and the CPU seconds it took (steady under a shared machine)."""
+    start = time.process_time()
+    out = fn(*args, **kwargs)
+    return out, time.process_time() - start
 
 
 def sparsity_of(model: nn.Module) -> float:
@@ -217,100 +234,108 @@ class Budgets:
     rounds: int
 
 
-def pretrain(ds: Dataset, seed: int, steps: int) -> nn.Module:
-    model = ds.make_mlp(seed)
-    return ns.finetune(model, ds.task, steps, lr=LR, seed=seed, progress=False)
+@dataclass(frozen=True)
+class Bench:
+    """One dataset and seed: the shared training settings of every method."""
+
+    ds: Dataset
+    seed: int
+    b: Budgets
+
+    def train(self, model: nn.Module, steps: int) -> nn.Module:
+        return ns.finetune(model, self.ds.task, steps, lr=self.ds.lr, seed=self.seed,
+                           progress=False)
+
+    def sparsify(self, model: nn.Module, config: Any, steps: int | None) -> Any:
+        return ns.sparsify(model, config, task=self.ds.task if steps else None, budget=steps,
+                           lr=self.ds.lr, seed=self.seed)
+
+    def score(self, model: nn.Module) -> float:
+        return self.ds.task.evaluate(model)
 
 
-def claim_gmp(ds: Dataset, dense: nn.Module, seed: int, b: Budgets, claim: Claim) -> None:
-    task = ds.task
+def claim_gmp(run: Bench, dense: nn.Module, claim: Claim) -> None:
+    steps = run.b.recover
     for s in (0.9, 0.97):
-        one, t = timed(lambda: ns.sparsify(dense, MagnitudeConfig(sparsity=s), task=task,
-                                            budget=b.recover, lr=LR, seed=seed))
-        claim.row(f"one-shot magnitude {s:.0%} + fine-tune").add(task.evaluate(one.model), t,
+        one, t = timed(run.sparsify, dense, MagnitudeConfig(sparsity=s), steps)
+        claim.row(f"one-shot magnitude {s:.0%} + fine-tune").add(run.score(one.model), t,
                                                                  one.sparsity)
-        no_ft = ns.sparsify(dense, MagnitudeConfig(sparsity=s))
-        claim.row(f"one-shot magnitude {s:.0%}, no fine-tune").add(task.evaluate(no_ft.model), 0,
+        no_ft = run.sparsify(dense, MagnitudeConfig(sparsity=s), None)
+        claim.row(f"one-shot magnitude {s:.0%}, no fine-tune").add(run.score(no_ft.model), 0,
                                                                    no_ft.sparsity)
-        config = GradualConfig(sparsity=s, frequency=max(1, b.recover // 60))
-        gmp, t = timed(lambda: ns.sparsify(dense, config, task=task, budget=b.recover, lr=LR,
-                                            seed=seed))
-        claim.row(f"gradual (cubic) {s:.0%}").add(task.evaluate(gmp.model), t, gmp.sparsity)
+        config = GradualConfig(sparsity=s, frequency=max(1, steps // 60))
+        gmp, t = timed(run.sparsify, dense, config, steps)
+        claim.row(f"gradual (cubic) {s:.0%}").add(run.score(gmp.model), t, gmp.sparsity)
 
 
-def claim_lottery(ds: Dataset, seed: int, b: Budgets, claim: Claim) -> None:
-    task = ds.task
-    init = ds.make_mlp(seed + 100)
-    dense, t = timed(lambda: ns.finetune(copy.deepcopy(init), task, b.lottery, lr=LR, seed=seed,
-                                        progress=False))
-    claim.row("dense (same steps)").add(task.evaluate(dense), t, 0.0)
-    k = max(1, b.lottery // 20)
+def claim_lottery(run: Bench, claim: Claim) -> None:
+    steps = run.b.lottery
+    init = run.ds.make(run.seed + 100)
+    dense, t = timed(run.train, copy.deepcopy(init), steps)
+    claim.row("dense (same steps)").add(run.score(dense), t, 0.0)
+    k = max(1, steps // 20)
     for s in (0.8, 0.9):
-        config = LotteryTicketConfig(sparsity=s, rounds=b.rounds, rewind_step=k, control=True)
-        lt, t = timed(lambda: ns.sparsify(init, config, task=task, budget=b.lottery, lr=LR,
-                                           seed=seed))
-        claim.row(f"ticket {s:.0%}, rewound to step {k}").add(task.evaluate(lt.model), t,
-                                                               lt.sparsity)
+        config = LotteryTicketConfig(sparsity=s, rounds=run.b.rounds, rewind_step=k, control=True)
+        lt, t = timed(run.sparsify, init, config, steps)
+        claim.row(f"ticket {s:.0%}, rewound to step {k}").add(run.score(lt.model), t, lt.sparsity)
         assert lt.control is not None
-        claim.row(f"same mask {s:.0%}, fresh random init").add(task.evaluate(lt.control), 0,
+        claim.row(f"same mask {s:.0%}, fresh random init").add(run.score(lt.control), 0,
                                                                 lt.sparsity)
-    config = LotteryTicketConfig(sparsity=0.9, rounds=b.rounds, rewind_step=0)
-    lt0, t = timed(lambda: ns.sparsify(init, config, task=task, budget=b.lottery, lr=LR,
-                                        seed=seed))
-    claim.row("ticket 90%, rewound to init (step 0)").add(task.evaluate(lt0.model), t,
-                                                          lt0.sparsity)
+    config = LotteryTicketConfig(sparsity=0.9, rounds=run.b.rounds, rewind_step=0)
+    lt0, t = timed(run.sparsify, init, config, steps)
+    claim.row("ticket 90%, rewound to init (step 0)").add(run.score(lt0.model), t, lt0.sparsity)
 
 
-def claim_random(ds: Dataset, dense: nn.Module, seed: int, b: Budgets, claim: Claim) -> None:
-    task = ds.task
+def claim_random(run: Bench, dense: nn.Module, claim: Claim) -> None:
     for s in (0.5, 0.9):
         for label, config in (
             (f"magnitude (global) {s:.0%}", MagnitudeConfig(sparsity=s)),
             (f"random ERK {s:.0%}", RandomConfig(sparsity=s, distribution="erk")),
             (f"random uniform {s:.0%}", RandomConfig(sparsity=s, distribution="uniform")),
         ):
-            r, t = timed(lambda: ns.sparsify(dense, config, task=task, budget=b.recover, lr=LR,
-                                              seed=seed))
-            claim.row(label + " + fine-tune").add(task.evaluate(r.model), t, r.sparsity)
+            r, t = timed(run.sparsify, dense, config, run.b.recover)
+            claim.row(label + " + fine-tune").add(run.score(r.model), t, r.sparsity)
 
 
-def claim_nm(ds: Dataset, dense: nn.Module, seed: int, b: Budgets, claim: Claim) -> None:
-    task = ds.task
-    one = ns.sparsify(dense, NMConfig(n=2, m=4))
-    claim.row("2:4 one-shot magnitude, no fine-tune").add(task.evaluate(one.model), 0,
-                                                          one.sparsity)
-    ft, t = timed(lambda: ns.sparsify(dense, NMConfig(n=2, m=4), task=task, budget=b.recover,
-                                       lr=LR, seed=seed))
-    claim.row("2:4 one-shot magnitude + fine-tune").add(task.evaluate(ft.model), t, ft.sparsity)
-    for decay, label in ((0.0, "2:4 STE (no refinement)"), (2e-4, "2:4 SR-STE (λ=2e-4)")):
+def claim_nm(run: Bench, dense: nn.Module, claim: Claim) -> None:
+    one = run.sparsify(dense, NMConfig(n=2, m=4), None)
+    claim.row("2:4 one-shot magnitude, no fine-tune").add(run.score(one.model), 0, one.sparsity)
+    if one.skipped:
+        claim.row("2:4 one-shot magnitude, no fine-tune").note = "left dense: " + ", ".join(
+            f"{k} ({v})" for k, v in one.skipped.items())
+    ft, t = timed(run.sparsify, dense, NMConfig(n=2, m=4), run.b.recover)
+    claim.row("2:4 one-shot magnitude + fine-tune").add(run.score(ft.model), t, ft.sparsity)
+    for decay, label in ((0.0, "2:4 STE (λ=0, no refinement)"), (2e-4, "2:4 SR-STE (λ=2e-4)")):
         config = NMConfig(n=2, m=4, method="sr-ste", decay=decay)
-        sr, t = timed(lambda: ns.sparsify(dense, config, task=task, budget=b.recover, lr=LR,
-                                           seed=seed))
-        claim.row(label).add(task.evaluate(sr.model), t, sr.sparsity)
+        sr, t = timed(run.sparsify, dense, config, run.b.recover)
+        claim.row(label).add(run.score(sr.model), t, sr.sparsity)
+    total = run.b.pretrain + run.b.recover
+    config = NMConfig(n=2, m=4, method="sr-ste")
+    scratch, t = timed(run.sparsify, run.ds.make(run.seed), config, total)
+    claim.row(f"2:4 SR-STE from scratch, {total} steps").add(run.score(scratch.model), t,
+                                                               scratch.sparsity)
 
 
-def claim_structured(ds: Dataset, seed: int, b: Budgets, claim: Claim, ratio: float) -> None:
-    task = ds.task
-    teacher = ns.finetune(ds.make_structured(seed), task, b.pretrain, lr=LR, seed=seed,
-                          progress=False).eval()
-    claim.row("dense teacher").add(task.evaluate(teacher), 0)
+def claim_structured(run: Bench, claim: Claim, ratio: float) -> None:
+    task, b = run.ds.task, run.b
+    teacher = run.train(run.ds.make_structured(run.seed), b.pretrain).eval()
+    claim.row("dense teacher").add(run.score(teacher), 0)
     small = ns.prune(teacher, task.example_inputs(), ratio=ratio, importance="magnitude")
     kept = ns.count_params(small) / ns.count_params(teacher)
-    claim.row("pruned, no recovery").add(task.evaluate(small), 0)
+    claim.row("pruned, no recovery").add(run.score(small), 0)
     claim.row("pruned, no recovery").note = f"{kept:.0%} of the parameters"
-    ft, t = timed(lambda: ns.finetune(copy.deepcopy(small), task, b.recover, lr=LR, seed=seed,
-                                     progress=False))
-    claim.row("pruned + fine-tune").add(task.evaluate(ft), t)
-    kd, t = timed(lambda: ns.distill(copy.deepcopy(small), teacher, task, b.recover, lr=LR,
-                                    seed=seed, progress=False))
-    claim.row("pruned + distill (T=2, α=0.5)").add(task.evaluate(kd), t)
-    fresh = reinitialize(copy.deepcopy(small), seed=seed + 7)
-    sc, t = timed(lambda: ns.finetune(fresh, task, b.recover, lr=LR, seed=seed, progress=False))
-    claim.row("pruned architecture from scratch, same budget").add(task.evaluate(sc), t)
-    fresh = reinitialize(copy.deepcopy(small), seed=seed + 7)
-    sc2, t = timed(lambda: ns.finetune(fresh, task, b.pretrain, lr=LR, seed=seed,
-                                      progress=False))
-    claim.row("pruned architecture from scratch, teacher's budget").add(task.evaluate(sc2), t)
+    ft, t = timed(run.train, copy.deepcopy(small), b.recover)
+    claim.row("pruned + fine-tune").add(run.score(ft), t)
+    kd, t = timed(ns.distill, copy.deepcopy(small), teacher, task, b.recover, lr=run.ds.lr,
+                  seed=run.seed, progress=False)
+    claim.row("pruned + distill (T=2, α=0.5)").add(run.score(kd), t)
+    fresh = reinitialize(copy.deepcopy(small), seed=run.seed + 7)
+    sc, t = timed(run.train, fresh, b.recover)
+    claim.row("pruned architecture from scratch, same budget").add(run.score(sc), t)
+    fresh = reinitialize(copy.deepcopy(small), seed=run.seed + 7)
+    sc2, t = timed(run.train, fresh, b.pretrain + b.recover)
+    claim.row("pruned architecture from scratch, teacher's + recovery budget").add(
+        run.score(sc2), t)
 
 
 # -- verdicts -----------------------------------------------------------------------------
@@ -362,9 +387,13 @@ def verdict_random(c: Claim) -> str:
 def verdict_nm(c: Claim) -> str:
     n = len(c.rows["dense (pretrained)"].accs)
     d, sd = _gap(c, "2:4 SR-STE (λ=2e-4)", "2:4 one-shot magnitude + fine-tune")
+    scratch = next(k for k in c.rows if k.startswith("2:4 SR-STE from scratch"))
+    d1, sd1 = _gap(c, scratch, "2:4 one-shot magnitude + fine-tune")
     d0, sd0 = _gap(c, "2:4 SR-STE (λ=2e-4)", "2:4 one-shot magnitude, no fine-tune")
-    return (_say(d > 0, "SR-STE minus one-shot+fine-tune:", d, sd, n)
-            + f"; SR-STE minus one-shot without fine-tuning: {d0:+.2f} ± {sd0:.2f}")
+    return (_say(d > 0, "SR-STE (from the pretrained model) minus one-shot + fine-tune:", d, sd, n)
+            + f"; SR-STE from scratch (same total steps as pretraining + fine-tuning) minus "
+            f"one-shot + fine-tune: {d1:+.2f} ± {sd1:.2f}; SR-STE minus one-shot without "
+            f"fine-tuning: {d0:+.2f} ± {sd0:.2f}")
 
 
 def verdict_structured(c: Claim) -> str:
@@ -378,60 +407,108 @@ def verdict_structured(c: Claim) -> str:
 # -- latency ------------------------------------------------------------------------------
 
 
+class _CSRStack(nn.Module):
+    """The 90% model with its weights stored as CSR tensors and run by ``torch.sparse.mm``."""
+
+    def __init__(self, model: nn.Sequential) -> None:
+        super().__init__()
+        self.weights = [lin.weight.detach().to_sparse_csr() for lin in model]
+        self.biases = [lin.bias.detach() for lin in model]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for w, b in zip(self.weights, self.biases):
+            x = torch.sparse.mm(w, x.t()).t() + b
+        return x
+
+
+def _interleaved_ms(models: dict[str, Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor,
+                    repeats: int) -> dict[str, float]:
+    """Median ms per model, timed round-robin so that load from other processes hits all."""
+    times: dict[str, list[float]] = {k: [] for k in models}
+    with torch.inference_mode():
+        for fn in models.values():
+            for _ in range(3):
+                fn(x)
+        for _ in range(repeats):
+            for key, fn in models.items():
+                start = time.perf_counter()
+                fn(x)
+                times[key].append(1000 * (time.perf_counter() - start))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def latency(quick: bool) -> tuple[list[tuple[str, str, str]], list[str]]:
     """Median forward latency (ms) of a 4-layer 1024-wide linear stack, batch 64, 1 thread."""
+    import warnings
+
     from netsculpt.sparsity import nm_masks, select_parameters
 
     torch.manual_seed(0)
     width, batch = 1024, 64
     dense = nn.Sequential(*[nn.Linear(width, width) for _ in range(4)]).eval()
-    names = select_parameters(dense)
     two_four = copy.deepcopy(dense)
-    nm_masks(two_four, names, 2, 4)[0].apply(two_four)
+    nm_masks(two_four, select_parameters(dense), 2, 4)[0].apply(two_four)
     ninety = ns.sparsify(dense, MagnitudeConfig(sparsity=0.9, scope="layer")).model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+        csr = _CSRStack(ninety)
     x = torch.randn(batch, width)
-    repeats = 30 if quick else 100
-    rows: list[tuple[str, str, str]] = []
-    notes: list[str] = []
-    for label, model in (("dense", dense), ("2:4 masked (50% zeros)", two_four),
-                         ("90% masked (unstructured)", ninety)):
-        for backend in ("torch", "onnxruntime"):
-            try:
-                m = ns.measure(model, x, backend=backend, repeats=repeats, threads=1,
-                               memory=False)
-                rows.append((label, backend, f"{m.latency_ms_median:.3f}"))
-            except Exception as exc:  # report, do not hide
-                rows.append((label, backend, f"failed: {type(exc).__name__}"))
-    # torch's CPU sparse kernels, for completeness
-    csr = [lin.weight.detach().to_sparse_csr() for lin in ninety]
-    bias = [lin.bias.detach() for lin in ninety]
-
-    def run_csr() -> torch.Tensor:
-        h = x
-        for w, b in zip(csr, bias):
-            h = torch.sparse.mm(w, h.t()).t() + b
-        return h
-
-    torch.set_num_threads(1)
     with torch.inference_mode():
-        torch.testing.assert_close(run_csr(), ninety(x), rtol=1e-4, atol=1e-4)
-        for _ in range(5):
-            run_csr()
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            run_csr()
-            times.append(1000 * (time.perf_counter() - t))
-    rows.append(("90% as torch CSR (torch.sparse.mm)", "torch", f"{statistics.median(times):.3f}"))
+        torch.testing.assert_close(csr(x), ninety(x), rtol=1e-4, atol=1e-4)
+    repeats = 30 if quick else 100
+    labels = {"dense": dense, "2:4 masked (50% zeros)": two_four,
+              "90% masked (unstructured)": ninety}
+    torch.set_num_threads(1)
+    torch_ms = _interleaved_ms({**labels, "90% as CSR, torch.sparse.mm": csr}, x, repeats)
+    rows = [(label, "torch (dense kernels)" if "CSR" not in label else "torch (sparse kernel)",
+             f"{ms:.3f}") for label, ms in torch_ms.items()]
+    ort_ms: dict[str, float] = {}
+    for label, model in labels.items():
+        try:
+            m = ns.measure(model, x, backend="onnxruntime", repeats=repeats, threads=1,
+                           memory=False)
+            ort_ms[label] = m.latency_ms_median
+            rows.append((label, "onnxruntime (ns.measure)", f"{m.latency_ms_median:.3f}"))
+        except ns.NetsculptError as exc:  # report the failure in the table, do not hide it
+            rows.append((label, "onnxruntime (ns.measure)", f"failed: {exc}"[:160]))
+    notes: list[str] = []
+    for backend, ms in (("torch", torch_ms), ("onnxruntime", ort_ms)):
+        if "dense" in ms:
+            notes.append(f"{backend}: time relative to dense: " + ", ".join(
+                f"{k} {v / ms['dense']:.2f}x" for k, v in ms.items() if k != "dense"))
+    sizes = {label: _compressed_kib(model) for label, model in labels.items()}
+    notes.append("Weights as safetensors, zlib-compressed: " + ", ".join(
+        f"{k} {v:.0f} KiB" for k, v in sizes.items()) + ".")
     try:
         from torch.sparse import to_sparse_semi_structured
 
         to_sparse_semi_structured(two_four[0].weight.detach())
         notes.append("torch.sparse.to_sparse_semi_structured accepted a CPU tensor.")
-    except Exception as exc:
-        notes.append(f"torch 2:4 semi-structured kernels on this CPU: not available "
-                     f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
+    except (RuntimeError, ImportError) as exc:
+        notes.append(f"torch's 2:4 semi-structured kernels are not available on a CPU "
+                     f"({type(exc).__name__}: {str(exc).splitlines()[0][:100]})")
     return rows, notes
+
+
+_LATENCY_READING = (
+    "Reading: masked weights are dense tensors holding zeros, and dense kernels (PyTorch, "
+    "onnxruntime) multiply zeros like any other number, so a masked model runs at dense "
+    "speed on a CPU whatever its sparsity or N:M pattern. Zeros pay off on a CPU only when "
+    "the weights are stored in a sparse format and run by a sparse kernel at high sparsity "
+    "(the CSR row), which netsculpt does not do for you; the dependable CPU speed-up is "
+    "structured pruning (`ns.prune`). 2:4 weights can run on the sparse tensor cores of "
+    "NVIDIA Ampere-or-newer GPUs (`torch.sparse.to_sparse_semi_structured`; NVIDIA quotes up "
+    "to 2x on the matmuls); this run had no GPU, so that was not measured."
+)
+
+
+def _compressed_kib(model: nn.Module) -> float:
+    import zlib
+
+    from safetensors.torch import save
+
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    return len(zlib.compress(save(state), 6)) / 1024
 
 
 # -- output -------------------------------------------------------------------------------
@@ -459,93 +536,106 @@ def markdown(claims: list[Claim], lat: tuple[list[tuple[str, str, str]], list[st
         lines += ["", f"**Verdict:** {c.verdict}", ""]
     if lat is not None:
         rows, notes = lat
-        lines += ["### Latency: zeros are not speed on a CPU", "",
-                  "Four `Linear(1024, 1024)` layers, batch 64, one thread, median of the timed "
-                  "runs (`ns.measure`).", "",
+        intro = ("Four `Linear(1024, 1024)` layers, batch 64, one thread, median ms; the torch "
+                 "rows are timed round-robin (so load from other processes hits each alike), "
+                 "the onnxruntime rows by `ns.measure(backend='onnxruntime')`.")
+        lines += ["### Latency and size: zeros are not speed on a CPU", "", intro, "",
                   "| weights | backend | median ms |", "|---|---|---:|"]
         lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
-        lines += [""] + [f"- {n}" for n in notes] + [
-            "- Masked weights are dense tensors holding zeros: dense CPU kernels (PyTorch, "
-            "onnxruntime) multiply them like any other number, so unstructured and 2:4 "
-            "sparsity give no speed-up here; the gain is in compressed size. On NVIDIA "
-            "Ampere-or-newer GPUs, 2:4 weights can run on sparse tensor cores "
-            "(`torch.sparse.to_sparse_semi_structured`), which NVIDIA quotes at up to 2x "
-            "for the matmuls; this run had no GPU, so that was not measured. For speed on a "
-            "CPU, use structured pruning (`ns.prune`).", ""]
+        lines += ["", *[f"- {n}" for n in notes], "", _LATENCY_READING, ""]
     return "\n".join(lines)
+    return "\n".join(lines)
+
+
+def claims_for(ds: Dataset, b: Budgets, ratio: float) -> dict[str, Claim]:
+    every = max(1, b.recover // 60)
+    model = ds.model_name
+    return {
+        "1": Claim("1", "gradual vs one-shot magnitude pruning", ds.name, setup=(
+            f"{model} pretrained {b.pretrain} steps (AdamW, lr {ds.lr:g}, batch 64); then "
+            f"{b.recover} steps for every method: one-shot global magnitude + fine-tuning with "
+            f"the mask fixed, or GMP (cubic schedule from 0 to the target over the first 75% "
+            f"of the steps, mask updated every {every} steps).")),
+        "2": Claim("2", "lottery tickets with early rewinding", ds.name, setup=(
+            f"{model} from a fresh init; dense training {b.lottery} steps; IMP with "
+            f"{b.rounds} rounds of global magnitude pruning, rewinding the kept weights to step "
+            f"{max(1, b.lottery // 20)} (5% of training) or 0, each round trained up to step "
+            f"{b.lottery}; control: the final mask on a fresh random init, trained "
+            f"{b.lottery} steps.")),
+        "3": Claim("3", "random ERK vs magnitude pruning", ds.name, setup=(
+            f"Pretrained {model} pruned once (global magnitude, or random masks with ERK or "
+            f"uniform layer ratios), then {b.recover} fine-tuning steps with the mask fixed.")),
+        "4": Claim("4", "2:4 with SR-STE vs one-shot 2:4", ds.name, setup=(
+            f"Pretrained {model}; 2:4 along the input dimension of every layer whose input "
+            f"width is a multiple of 4; one-shot magnitude 2:4 (then {b.recover} fine-tuning "
+            f"steps), or {b.recover} steps of STE / SR-STE from the pretrained weights (mask "
+            f"recomputed each step from the dense weights), or SR-STE from a fresh init for "
+            f"the whole {b.pretrain + b.recover} steps.")),
+        "5": Claim("5", "structured pruning: distillation vs fine-tuning vs scratch", ds.name,
+                   setup=(
+            f"{ds.structured_name} trained {b.pretrain} steps; `ns.prune(model, inputs, "
+            f"ratio={ratio}, importance='magnitude')`; then {b.recover} steps of fine-tuning, "
+            f"of distillation from the dense model (`ns.distill`, logits, T=2, α=0.5), or of "
+            f"training the pruned architecture from a fresh init; and from scratch for "
+            f"{b.pretrain + b.recover} steps, the total the pruned model had.")),
+    }
+
+
+_JUDGES: dict[str, Callable[[Claim], str]] = {
+    "1": verdict_gmp, "2": verdict_lottery, "3": verdict_random, "4": verdict_nm,
+    "5": verdict_structured,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 seeds, short budgets")
-    parser.add_argument("--seeds", type=int, default=None, help="number of seeds")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3)")
     parser.add_argument("--datasets", default="digits,mnist1d")
     parser.add_argument("--claims", default="1,2,3,4,5,L")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "methods.md"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    seeds = args.seeds or (2 if args.quick else 5)
+    seeds = args.seeds or (2 if args.quick else 3)
     which = set(args.claims.split(","))
-    started = time.perf_counter()
-    claims: list[Claim] = []
-    for ds in datasets(args.datasets.split(",")):
-        b = (Budgets(pretrain=400, recover=150, lottery=300, rounds=2) if args.quick else
-             Budgets(pretrain=1500, recover=500, lottery=1000, rounds=3))
-        ratio = 0.5
-        c1 = Claim("1", "gradual vs one-shot magnitude pruning", ds.name, setup=(
-            f"MLP pretrained {b.pretrain} steps (AdamW, lr {LR}, batch 64); then "
-            f"{b.recover} steps for every method: one-shot global magnitude + fine-tuning "
-            f"with the mask fixed, or GMP (cubic schedule from 0 to the target over the first "
-            f"75% of the steps, mask updated every {max(1, b.recover // 60)} steps)."))
-        c2 = Claim("2", "lottery tickets with early rewinding", ds.name, setup=(
-            f"MLP from a fresh init; dense training {b.lottery} steps; IMP with {b.rounds} "
-            f"rounds of global magnitude pruning, rewinding kept weights to step "
-            f"{max(1, b.lottery // 20)} (5%) or 0, each round trained to step {b.lottery}; "
-            f"control: the final mask on a fresh random init trained {b.lottery} steps."))
-        c3 = Claim("3", "random ERK vs magnitude pruning", ds.name, setup=(
-            f"Pretrained MLP pruned once (global magnitude, or random masks with ERK or "
-            f"uniform layer ratios), then {b.recover} fine-tuning steps with the mask fixed."))
-        c4 = Claim("4", "2:4 with SR-STE vs one-shot 2:4", ds.name, setup=(
-            f"Pretrained MLP; 2:4 along the input dimension of every Linear; one-shot magnitude "
-            f"2:4 (then {b.recover} fine-tuning steps), or {b.recover} steps of SR-STE "
-            f"(mask recomputed each step from the dense weights)."))
-        c5 = Claim("5", "structured pruning: distillation vs fine-tuning vs scratch", ds.name,
-                   setup=(f"{ds.structured_name} trained {b.pretrain} steps; `ns.prune(ratio="
-                          f"{ratio}, importance='magnitude')`; then {b.recover} steps of "
-                          f"fine-tuning, of distillation from the dense model, or of training "
-                          f"the pruned architecture from a fresh init (and from scratch for "
-                          f"the teacher's {b.pretrain} steps)."))
-        for c in (c1, c3, c4):
-            c.row("dense (pretrained)")  # first in the table
+    b = (Budgets(pretrain=400, recover=150, lottery=300, rounds=2) if args.quick else
+         Budgets(pretrain=1500, recover=500, lottery=800, rounds=3))
+    started, cpu_started = time.perf_counter(), time.process_time()
+    done: list[Claim] = []
+    trained = which & {"1", "2", "3", "4", "5"}
+    for ds in datasets(args.datasets.split(",") if trained else []):
+        claims = {k: c for k, c in claims_for(ds, b, ratio=0.5).items() if k in which}
+        for key in ("1", "3", "4"):
+            if key in claims:
+                claims[key].row("dense (pretrained)")  # first in the table
         for seed in range(seeds):
             console.log(f"{ds.name}: seed {seed + 1}/{seeds}")
-            need_dense = bool(which & {"1", "3", "4"})
-            dense = pretrain(ds, seed, b.pretrain) if need_dense else None
-            if "1" in which:
-                claim_gmp(ds, dense, seed, b, c1)
-            if "2" in which:
-                claim_lottery(ds, seed, b, c2)
-            if "3" in which:
-                claim_random(ds, dense, seed, b, c3)
-            if "4" in which:
-                claim_nm(ds, dense, seed, b, c4)
-            if "5" in which:
-                claim_structured(ds, seed, b, c5, ratio)
+            run = Bench(ds, seed, b)
+            dense = run.train(ds.make(seed), b.pretrain) if which & {"1", "3", "4"} else None
             if dense is not None:
-                for c in (c1, c3, c4):
-                    c.row("dense (pretrained)").add(ds.task.evaluate(dense), 0, 0.0)
-        for c, key, judge in ((c1, "1", verdict_gmp), (c2, "2", verdict_lottery),
-                              (c3, "3", verdict_random), (c4, "4", verdict_nm),
-                              (c5, "5", verdict_structured)):
-            if key in which:
-                c.verdict = judge(c)
-                claims.append(c)
-                console.print(table_of(c))
-                console.print(f"[bold]verdict[/bold]: {c.verdict}\n")
+                for key in ("1", "3", "4"):
+                    if key in claims:
+                        claims[key].row("dense (pretrained)").add(run.score(dense), 0, 0.0)
+            if "1" in claims:
+                claim_gmp(run, dense, claims["1"])
+            if "2" in claims:
+                claim_lottery(run, claims["2"])
+            if "3" in claims:
+                claim_random(run, dense, claims["3"])
+            if "4" in claims:
+                claim_nm(run, dense, claims["4"])
+            if "5" in claims:
+                claim_structured(run, claims["5"], ratio=0.5)
+        for key, claim in claims.items():
+            claim.verdict = _JUDGES[key](claim)
+            done.append(claim)
+            console.print(table_of(claim))
+            console.print(f"[bold]verdict[/bold]: {claim.verdict}\n")
     lat = None
     if "L" in which:
         lat = latency(args.quick)
-        table = Table(title="[L] CPU latency, 4 x Linear(1024, 1024), batch 64, 1 thread")
+        table = Table(title="[L] CPU latency, 4 x Linear(1024, 1024), batch 64, 1 thread, "
+                      "median ms", title_justify="left")
         for col in ("weights", "backend", "median ms"):
             table.add_column(col)
         for r in lat[0]:
@@ -553,16 +643,19 @@ def main(argv: list[str] | None = None) -> int:
         console.print(table)
         for n in lat[1]:
             console.print(f"- {n}")
-    wall = time.perf_counter() - started
+        console.print(_LATENCY_READING)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     header = (f"## Sparsity methods: each claim on our benchmarks\n\n"
               f"Generated by `python bench/methods.py{' --quick' if args.quick else ''}` "
-              f"({seeds} seeds, torch {torch.__version__}, 1 thread, wall time "
-              f"{wall / 60:.1f} min). Accuracies are test accuracy in %, mean ± standard "
-              f"deviation over seeds; verdict gaps are paired differences per seed.")
+              f"({seeds} seeds; torch {torch.__version__}, one thread; {wall / 60:.1f} min wall "
+              f"time, {cpu / 60:.1f} min CPU time on a shared 2-core machine). Accuracies are "
+              f"test accuracy in %, mean ± standard deviation over seeds; the gaps in the "
+              f"verdicts are means ± standard deviations of the per-seed differences. "
+              f"'seconds / run' is CPU time of one run.")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown(claims, lat, header))
-    console.print(f"wrote {out} ({wall / 60:.1f} min)")
+    out.write_text(markdown(done, lat, header))
+    console.print(f"wrote {out} ({wall / 60:.1f} min wall, {cpu / 60:.1f} min CPU)")
     return 0
 
 

@@ -11,6 +11,8 @@ Public names are imported lazily so that ``import netsculpt`` stays fast; every 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 from netsculpt.errors import *  # noqa: F403
@@ -66,3 +68,20 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return __all__
+
+
+# ``ns.prune``, ``ns.measure``, ``ns.search`` and ``ns.report`` are functions that share their
+# names with the subpackages of their pipeline stage. Importing a subpackage would normally
+# bind it on this module and hide the function; keep the function name public instead (the
+# subpackages remain importable as ``netsculpt.prune.planner`` and so on via sys.modules).
+_SHADOWED = {"prune", "measure", "search", "report"}
+
+
+class _PublicModule(types.ModuleType):
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _SHADOWED and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _PublicModule

@@ -8,7 +8,12 @@ import pytest
 from sparsity_helpers import mlp
 
 import netsculpt as ns
-from netsculpt.errors import InputError, InvalidRatioError, NetsculptError, SparsityError
+from netsculpt.errors import (
+    InputError,
+    InvalidRatioError,
+    NetsculptError,
+    SparsityError,
+)
 from netsculpt.sparsity import (
     GradualConfig,
     GraNetConfig,

@@ -9,7 +9,14 @@ from sparsity_helpers import TinyConvNet, mlp
 
 import netsculpt as ns
 from netsculpt.errors import SaveLoadError
-from netsculpt.sparsity import MagnitudeConfig, Masks, NMConfig, load_sparse, read_sparsity, save_sparse
+from netsculpt.sparsity import (
+    MagnitudeConfig,
+    Masks,
+    NMConfig,
+    load_sparse,
+    read_sparsity,
+    save_sparse,
+)
 from netsculpt.sparsity.masks import weight_sparsity
 
 
@@ -76,3 +83,11 @@ def test_masks_keyed_by_name_survive_a_round_trip_of_the_model(tmp_path) -> None
     again = load_sparse(mlp(seed=9), tmp_path / "a.safetensors")
     read = Masks.from_model(again)
     assert all(torch.equal(read[n], result.masks[n]) for n in result.masks)
+
+
+def test_ns_measure_reports_the_sparsity_of_a_sparsified_model() -> None:
+    result = ns.sparsify(mlp(), MagnitudeConfig(sparsity=0.75, scope="layer"))
+    m = ns.measure(result.model, torch.randn(4, 16), repeats=1, warmup=0, memory=False)
+    for name, s in result.layer_sparsity().items():
+        assert m.sparsity[name] == pytest.approx(s)
+    assert m.sparsity["*"] == pytest.approx(result.sparsity)

@@ -9,7 +9,13 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from netsculpt.errors import SparsityError, UnknownNameError
-from netsculpt.sparsity import MaskCallback, Masks, fold, magnitude_masks, select_parameters
+from netsculpt.sparsity import (
+    MaskCallback,
+    Masks,
+    fold,
+    magnitude_masks,
+    select_parameters,
+)
 from netsculpt.sparsity.masks import weight_sparsity
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from netsculpt.sparsity import cosine_fraction, cubic_sparsity, update_steps
@@ -30,7 +32,7 @@ def test_cubic_from_a_nonzero_start_and_is_monotone() -> None:
     assert values[0] == 0.5
     assert values[50] == pytest.approx(0.95 + (0.5 - 0.95) * 0.125)
     assert values[-1] == pytest.approx(0.95)
-    assert all(b >= a for a, b in zip(values, values[1:]))
+    assert all(b >= a for a, b in itertools.pairwise(values))
     # the cubic rises fastest at the start
     assert values[10] - values[0] > values[100] - values[90]
 

@@ -16,8 +16,10 @@ An ``optuna.storages.BaseStorage`` instance is used unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,23 @@ def resolve_storage(storage: str | os.PathLike[str] | None, *, workers: int = 1)
     return StorageSpec("journal", path, path)
 
 
+def _driver_url(url: str) -> str:
+    """Pick an installed PostgreSQL driver for a bare ``postgresql://`` URL.
+
+    SQLAlchemy 2.1 maps ``postgresql://`` to psycopg 3; where only psycopg2 is installed,
+    the URL is pointed at it (``postgresql+psycopg2://``). ``postgres://`` is accepted as
+    an alias of ``postgresql://``.
+    """
+    import importlib.util
+
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("postgresql", "postgres"):
+        return url
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
+        return "postgresql+psycopg2" + sep + rest
+    return "postgresql" + sep + rest
+
+
 def _hide_password(url: str) -> str:
     try:
         from sqlalchemy.engine import make_url
@@ -95,7 +114,7 @@ def open_storage(spec: StorageSpec, *, heartbeat: bool = True) -> BaseStorage:
         return _open_journal(spec)
     if spec.kind != "rdb":
         raise StorageError(f"cannot reopen storage {spec.display!r} of kind {spec.kind!r}")
-    url = spec.url
+    url = _driver_url(spec.url)
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": 60}
@@ -118,10 +137,14 @@ def open_storage(spec: StorageSpec, *, heartbeat: bool = True) -> BaseStorage:
                 max_retry=MAX_RETRY
             ),
         )
+    sqlite_file = url.startswith("sqlite:///") and ":memory:" not in url
     try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
-        if url.startswith("sqlite:///") and ":memory:" not in url:
-            _sqlite_wal(storage)
+        with _sqlite_pragmas_while_opening(sqlite_file):
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        if sqlite_file:
+            import sqlalchemy
+
+            sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
         return storage
     except Exception as exc:  # SQLAlchemy / driver errors: say which URL and what to do
         raise StorageError(
@@ -133,22 +156,34 @@ def open_storage(spec: StorageSpec, *, heartbeat: bool = True) -> BaseStorage:
         ) from exc
 
 
-def _sqlite_wal(storage: optuna.storages.RDBStorage) -> None:
-    """Write-ahead logging with ``synchronous=NORMAL``: ~10x faster commits.
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    """Write-ahead logging with ``synchronous=NORMAL`` on an SQLite connection.
 
-    A commit is still safe when the process is killed (``kill -9``); only an operating
-    system crash may lose the last commits. Readers do not block the writer.
+    Commits get ~10x faster; a commit is still safe when the process is killed
+    (``kill -9``), only an operating-system crash may lose the last ones. Readers no
+    longer block the writer.
     """
+    if type(dbapi_conn).__module__.split(".")[0] not in ("sqlite3", "pysqlite2"):
+        return
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+@contextlib.contextmanager
+def _sqlite_pragmas_while_opening(enabled: bool) -> Iterator[None]:
+    """Apply :func:`_sqlite_pragmas` to the connections Optuna opens while creating tables."""
+    if not enabled:
+        yield
+        return
     import sqlalchemy
 
-    def pragmas(dbapi_conn: Any, _record: Any) -> None:
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    sqlalchemy.event.listen(storage.engine, "connect", pragmas)
-    storage.engine.dispose()  # connections opened so far reconnect with the pragmas
+    sqlalchemy.event.listen(sqlalchemy.pool.Pool, "connect", _sqlite_pragmas)
+    try:
+        yield
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.pool.Pool, "connect", _sqlite_pragmas)
 
 
 def _open_journal(spec: StorageSpec) -> BaseStorage:

@@ -19,7 +19,12 @@ on recent NVIDIA GPUs.
 """
 
 from netsculpt.sparsity.api import SparseResult, sparsify
-from netsculpt.sparsity.callbacks import SRSTE, GradualPruning, RewindCapture, RigLUpdates
+from netsculpt.sparsity.callbacks import (
+    SRSTE,
+    GradualPruning,
+    RewindCapture,
+    RigLUpdates,
+)
 from netsculpt.sparsity.config import (
     GradualConfig,
     GraNetConfig,
@@ -53,9 +58,9 @@ from netsculpt.sparsity.schedules import cosine_fraction, cubic_sparsity, update
 
 __all__ = [
     "SRSTE",
+    "GraNetConfig",
     "GradualConfig",
     "GradualPruning",
-    "GraNetConfig",
     "LotteryTicketConfig",
     "MagnitudeConfig",
     "MaskCallback",

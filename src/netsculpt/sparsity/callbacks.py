@@ -7,6 +7,10 @@ counts from 0. Masks are kept in place (weights multiplied by their mask after e
 step, gradients of masked weights zeroed), so the state dict keeps its usual keys and the
 zeros are real zeros in the weights at every step.
 
+Schedules that change the mask (gradual pruning, regrowth) should not be combined with early
+stopping that restores the best weights: those may predate the final mask. Re-apply
+``callback.masks.apply(model)`` after such a run (:func:`netsculpt.sparsify` does).
+
 >>> # ns.finetune(model, task, 2000, lr=1e-3, callbacks=[GradualPruning(masks, final=0.9,
 >>> #             start=0, end=1500, frequency=10)])
 """
@@ -23,7 +27,7 @@ from netsculpt.sparsity.criteria import magnitude_masks, nm_mask, regrow
 from netsculpt.sparsity.masks import MaskCallback, Masks, stored_tensor
 from netsculpt.sparsity.schedules import cosine_fraction, cubic_sparsity, update_steps
 
-__all__ = ["GradualPruning", "RewindCapture", "RigLUpdates", "SRSTE"]
+__all__ = ["SRSTE", "GradualPruning", "RewindCapture", "RigLUpdates"]
 
 
 def _grads(model: nn.Module, masks: Masks) -> dict[str, torch.Tensor]:
@@ -75,6 +79,7 @@ class GradualPruning(MaskCallback):
             if grads is not None and fraction > 0:
                 masks = regrow(model, masks, fraction, grads)
             self.masks = masks
+            self._on_device(model)
             self.masks.apply(model)
             self.history.append((step, self.masks.sparsity))
         self.masks.mask_gradients(model)
@@ -113,6 +118,7 @@ class RigLUpdates(MaskCallback):
             moved = sum(int((new[n] & ~self.masks[n].cpu()).sum()) for n in new)
             # grown weights start from zero: they are zero already, being masked until now
             self.masks = new
+            self._on_device(model)
             self.masks.apply(model)
             self.history.append((step, moved))
         self.masks.mask_gradients(model)

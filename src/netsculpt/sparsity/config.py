@@ -21,8 +21,8 @@ from typing import Any, ClassVar, Literal
 from netsculpt.errors import InvalidRatioError, SparsityError, UnknownNameError
 
 __all__ = [
-    "GradualConfig",
     "GraNetConfig",
+    "GradualConfig",
     "LotteryTicketConfig",
     "MagnitudeConfig",
     "NMConfig",

@@ -210,6 +210,13 @@ class Masks(Mapping[str, torch.Tensor]):
             merged[name] = mask
         return Masks(merged)
 
+    def to(self, device: torch.device | str) -> Masks:
+        """The same masks on ``device`` (returns ``self`` when they are there already)."""
+        device = torch.device(device)
+        if all(m.device == device for m in self._masks.values()):
+            return self
+        return Masks({n: m.to(device) for n, m in self._masks.items()})
+
     # -- statistics ---------------------------------------------------------------------
     def numel(self) -> int:
         """Number of weights covered by the masks."""
@@ -247,7 +254,7 @@ class Masks(Mapping[str, torch.Tensor]):
             tensor = stored_tensor(model, name)
             if tensor.shape != mask.shape:
                 self.check(model)  # raises the explanatory error
-            tensor.mul_(mask.to(device=tensor.device, dtype=tensor.dtype))
+            tensor.mul_(mask.to(tensor.device))
             module, attr = _resolve(model, name)
             if parametrize.is_parametrized(module, attr):
                 for p in module.parametrizations[attr]:  # type: ignore[index,union-attr]
@@ -261,7 +268,7 @@ class Masks(Mapping[str, torch.Tensor]):
         for name, mask in self._masks.items():
             grad = stored_tensor(model, name).grad
             if grad is not None:
-                grad.mul_(mask.to(device=grad.device, dtype=grad.dtype))
+                grad.mul_(mask.to(grad.device))
 
     def attach(self, model: nn.Module) -> nn.Module:
         """Register a parametrisation that multiplies each weight by its mask in every forward.
@@ -340,8 +347,14 @@ class MaskCallback:
     def __init__(self, masks: Masks) -> None:
         self.masks = masks
 
+    def _on_device(self, model: nn.Module) -> None:
+        """Move the masks to the model's device once, not at every step."""
+        if self.masks:
+            self.masks = self.masks.to(stored_tensor(model, next(iter(self.masks))).device)
+
     def on_step_start(self, step: int, model: nn.Module) -> None:
         if step == 0:
+            self._on_device(model)
             self.masks.apply(model)
 
     def after_backward(self, step: int, model: nn.Module) -> None:
