@@ -27,11 +27,12 @@ from netsculpt.errors import ChecksumError, FactoryError, SaveLoadError
 from netsculpt.prune.apply import apply, plan_of
 from netsculpt.prune.plan import Plan
 
-__all__ = ["base_reference", "load", "resolve_factory", "save"]
+__all__ = ["base_reference", "load", "load_inputs", "resolve_factory", "save"]
 
 MANIFEST = "netsculpt.json"
 PLAN = "plan.json"
 WEIGHTS = "model.safetensors"
+INPUTS = "inputs.safetensors"
 FORMAT = "netsculpt.save/1"
 
 
@@ -110,8 +111,55 @@ def _rebuild(ref: dict[str, Any]) -> nn.Module:
     )
 
 
+def _inputs_layout(example_inputs: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors of the example inputs by key, and how to put them back together."""
+    if isinstance(example_inputs, torch.Tensor):
+        return {"0": example_inputs}, {"kind": "tensor"}
+    if isinstance(example_inputs, (tuple, list)):
+        tensors = {str(i): x for i, x in enumerate(example_inputs) if isinstance(x, torch.Tensor)}
+        if len(tensors) != len(example_inputs):
+            raise SaveLoadError("example inputs given as a tuple must hold only tensors to be saved")
+        return tensors, {"kind": "tuple", "n": len(example_inputs)}
+    if isinstance(example_inputs, dict):
+        tensors = {k: v for k, v in example_inputs.items() if isinstance(v, torch.Tensor)}
+        constants = {k: v for k, v in example_inputs.items() if not isinstance(v, torch.Tensor)}
+        try:
+            json.dumps(constants)
+        except TypeError as exc:
+            raise SaveLoadError(
+                f"example input values must be tensors or JSON values to be saved: {exc}"
+            ) from exc
+        return tensors, {"kind": "dict", "keys": list(example_inputs), "constants": constants}
+    raise SaveLoadError(f"cannot save example inputs of type {type(example_inputs).__name__}")
+
+
+def load_inputs(path: str | Path) -> Any:
+    """The example inputs saved beside a model (None when none were saved)."""
+    from safetensors.torch import load_file
+
+    folder = Path(path)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    layout = manifest.get("inputs")
+    if not layout:
+        return None
+    file = folder / INPUTS
+    if _sha256(file) != manifest["files"].get(INPUTS):
+        raise ChecksumError(f"{str(file)!r} changed after it was saved; refusing to load it")
+    tensors = load_file(str(file))
+    if layout["kind"] == "tensor":
+        return tensors["0"]
+    if layout["kind"] == "tuple":
+        return tuple(tensors[str(i)] for i in range(layout["n"]))
+    return {k: tensors[k] if k in tensors else layout["constants"][k] for k in layout["keys"]}
+
+
 def save(
-    model: nn.Module, path: str | Path, *, base_factory: str | None = None, plan: Plan | None = None
+    model: nn.Module,
+    path: str | Path,
+    *,
+    base_factory: str | None = None,
+    plan: Plan | None = None,
+    example_inputs: Any = None,
 ) -> Path:
     """Write ``model`` (pruned by netsculpt or not) to the folder ``path``.
 
@@ -122,6 +170,8 @@ def save(
             so that ``netsculpt.load(path)`` needs no ``base``. Models built from a
             transformers config are rebuilt from the saved config without it.
         plan: the plan, when the model does not carry one.
+        example_inputs: optionally saved beside the model (safetensors), so that the
+            command line can measure and export the folder without a factory.
     """
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
@@ -131,10 +181,19 @@ def save(
     plan_path.write_text(the_plan.to_json(indent=1))
     weights_path = folder / WEIGHTS
     save_model(model, str(weights_path))
+    files = {PLAN: _sha256(plan_path), WEIGHTS: _sha256(weights_path)}
+    layout: dict[str, Any] | None = None
+    if example_inputs is not None:
+        from safetensors.torch import save_file
+
+        tensors, layout = _inputs_layout(example_inputs)
+        save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(folder / INPUTS))
+        files[INPUTS] = _sha256(folder / INPUTS)
     manifest = {
         "format": FORMAT,
         "base": ref,
-        "files": {PLAN: _sha256(plan_path), WEIGHTS: _sha256(weights_path)},
+        "files": files,
+        "inputs": layout,
         "torch": torch.__version__,
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))

@@ -140,6 +140,36 @@ def search(
     screening = _predictor(predictor)
     options = {**DEFAULT_MEASURE, **dict(measure_options or {})}
 
+    with _gc_frozen():
+        return _search(
+            model, example_inputs, task=task, n_trials=n_trials, objectives=objectives,
+            storage=storage, study_name=study_name, sampler=sampler, workers=workers,
+            space=space, limits=limits, screening=screening, backend=backend, seed=seed,
+            recover_budget=recover_budget, timeout=timeout, progress=progress, options=options,
+        )
+
+
+def _search(
+    model: nn.Module | str,
+    example_inputs: ExampleInputs | None,
+    *,
+    task: Any,
+    n_trials: int,
+    objectives: tuple[str, ...],
+    storage: str | os.PathLike[str] | BaseStorage | None,
+    study_name: str | None,
+    sampler: str | BaseSampler,
+    workers: int,
+    space: SearchSpace,
+    limits: dict[str, float],
+    screening: Predictor | None,
+    backend: str,
+    seed: int | None,
+    recover_budget: Any,
+    timeout: float | None,
+    progress: bool,
+    options: dict[str, Any],
+) -> Front:
     model_spec = model if isinstance(model, str) else None
     task_name = task if isinstance(task, str) else None
     if isinstance(task, str):
@@ -318,7 +348,7 @@ def run_trials(
 
     cbs = [_StopWhenDone(job.n_trials), *callbacks]
     display = SearchProgress(study, job.n_trials, enabled=progress)
-    with display, _gc_frozen():
+    with display:
         cbs.append(display.callback)
         study.optimize(
             evaluator,
@@ -456,7 +486,6 @@ def _gc_frozen() -> Iterator[None]:
     imported, a full collection walks millions of objects (~0.5 s). Frozen objects are not
     walked, and are handed back to the collector when the search ends.
     """
-    gc.collect()
     gc.freeze()
     try:
         yield

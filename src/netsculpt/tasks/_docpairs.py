@@ -12,8 +12,10 @@ the same part in both:
 * ``"train"`` (about 40%): calibration batches, example inputs and training batches.
 
 Within a part, pairs are ordered by that hash (a fixed pseudo-random order). The pairs
-depend only on the running Python's standard library, so they are identical from run to
-run and machine to machine for one Python version.
+depend only on the running Python's standard library (aliases, objects that other
+packages patch into it and modules whose hooks are swapped at run time, such as ``sys``
+and ``warnings``, are left out), so they are identical from run to run and machine to machine for
+one Python version.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ import hashlib
 import importlib
 import inspect
 import re
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Literal
 
 __all__ = ["STDLIB_MODULES", "TextPair", "docstring_pairs"]
@@ -46,10 +50,10 @@ STDLIB_MODULES: tuple[str, ...] = (
     "pkgutil", "platform", "plistlib", "poplib", "pprint", "queue", "quopri", "random", "re",
     "reprlib", "sched", "secrets", "selectors", "shelve", "shlex", "shutil", "signal",
     "smtplib", "socket", "socketserver", "sqlite3", "ssl", "stat", "statistics", "string",
-    "struct", "subprocess", "symtable", "sys", "sysconfig", "tabnanny", "tarfile",
+    "struct", "subprocess", "symtable", "sysconfig", "tabnanny", "tarfile",
     "tempfile", "textwrap", "threading", "time", "timeit", "token", "tokenize", "trace",
     "traceback", "tracemalloc", "types", "typing", "unicodedata", "unittest", "urllib.parse",
-    "urllib.request", "uuid", "warnings", "wave", "weakref", "webbrowser",
+    "urllib.request", "uuid", "wave", "weakref", "webbrowser",
     "xml.dom.minidom", "xml.etree.ElementTree", "xml.sax", "zipfile", "zlib", "zoneinfo",
 )  # fmt: skip
 
@@ -73,15 +77,42 @@ class TextPair:
     part: Part
 
 
+def _from_stdlib(obj: Any) -> bool:
+    """False for objects that another package added to a stdlib namespace (a monkeypatch)."""
+    target = obj.fget if isinstance(obj, property) else obj
+    module = getattr(target, "__module__", None)
+    return not isinstance(module, str) or module.partition(".")[0] in sys.stdlib_module_names
+
+
+def _defined_here(module: ModuleType, attr: str, obj: Any) -> bool:
+    """Whether ``module.attr`` is the object's own definition, not an alias or a replacement.
+
+    Keeps ``json.dumps``, ``heapq.heappush`` (defined in ``_heapq``) and
+    ``asyncio.sleep`` (defined in ``asyncio.tasks``), skips aliases such
+    as ``uuid.int_`` and hooks that frameworks swap at run time (``threading.excepthook``).
+    """
+    if getattr(obj, "__name__", None) != attr:
+        return False
+    owner = getattr(obj, "__module__", None)
+    if not isinstance(owner, str):
+        return True
+    name = module.__name__
+    return (
+        owner == name
+        or owner.startswith(name + ".")  # a package re-exporting its submodules' names
+        or owner.lstrip("_") == name.rpartition(".")[2]  # a C accelerator such as _heapq
+    )
+
+
 def _members(module_name: str) -> Iterator[tuple[str, Any]]:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            module = importlib.import_module(module_name)
+        module = importlib.import_module(module_name)
     except ImportError:  # absent from this Python build (e.g. no _ssl): fewer pairs
         return
     for attr, obj in sorted(vars(module).items()):
         if attr.startswith("_") or not (inspect.isclass(obj) or callable(obj)):
+            continue
+        if not _defined_here(module, attr, obj):
             continue
         yield f"{module_name}.{attr}", obj
         if inspect.isclass(obj):
@@ -90,7 +121,9 @@ def _members(module_name: str) -> Iterator[tuple[str, Any]]:
                     continue
                 if isinstance(member, (staticmethod, classmethod)):
                     member = member.__func__
-                if callable(member) or isinstance(member, property):
+                if not (callable(member) or isinstance(member, property)):
+                    continue
+                if _from_stdlib(member) and getattr(member, "__name__", member_name) == member_name:
                     yield f"{module_name}.{attr}.{member_name}", member
 
 
@@ -133,21 +166,26 @@ def docstring_pairs() -> tuple[TextPair, ...]:
     seen_objects: set[int] = set()
     seen_texts: set[str] = set()
     found: list[tuple[int, TextPair]] = []
-    for module_name in STDLIB_MODULES:
-        for name, obj in _members(module_name):
-            doc = getattr(obj, "__doc__", None)
-            if id(obj) in seen_objects or not isinstance(doc, str):
-                continue
-            seen_objects.add(id(obj))
-            pair = _split(doc)
-            if pair is None:
-                continue
-            query, document = pair
-            if query.lower() in seen_texts or document.lower() in seen_texts:
-                continue
-            seen_texts.update((query.lower(), document.lower()))
-            key = _key(query)
-            found.append((key, TextPair(name, query, document, _part(key))))
+    with warnings.catch_warnings():  # importing / reading deprecated names warns
+        warnings.simplefilter("ignore")
+        members = [
+            (name, obj, getattr(obj, "__doc__", None))
+            for module_name in STDLIB_MODULES
+            for name, obj in _members(module_name)
+        ]
+    for name, obj, doc in members:
+        if id(obj) in seen_objects or not isinstance(doc, str):
+            continue
+        seen_objects.add(id(obj))
+        pair = _split(doc)
+        if pair is None:
+            continue
+        query, document = pair
+        if query.lower() in seen_texts or document.lower() in seen_texts:
+            continue
+        seen_texts.update((query.lower(), document.lower()))
+        key = _key(query)
+        found.append((key, TextPair(name, query, document, _part(key))))
     order = {"eval": 0, "val": 1, "train": 2}
     found.sort(key=lambda item: (order[item[1].part], item[0]))
     return tuple(pair for _, pair in found)
