@@ -29,4 +29,7 @@ def digits_task():  # type: ignore[no-untyped-def]
 def digits_cnn(tmp_path_factory: pytest.TempPathFactory) -> nn.Module:
     from netsculpt.tasks.digits import pretrained_digits_cnn
 
-    return pretrained_digits_cnn(cache_dir=tmp_path_factory.mktemp("netsculpt-cache"))
+    # the same folder as tests/tasks uses, so one session trains the CNN once
+    cache = tmp_path_factory.getbasetemp() / "netsculpt-cache"
+    cache.mkdir(exist_ok=True)
+    return pretrained_digits_cnn(cache_dir=cache)

@@ -27,14 +27,17 @@ def test_parse(value: object, expected: Budget) -> None:
     assert Budget.parse(value) == expected  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("value", [0, -5, "0", "0s", "-3s", "abc", "3 parsecs", "1.5 steps", 1.5, True, None])
+@pytest.mark.parametrize(
+    "value", [0, -5, "0", "0s", "-3s", "abc", "3 parsecs", "1.5 steps", 1.5, True, None]
+)
 def test_bad_budget_is_an_input_error(value: object) -> None:
     with pytest.raises(ns.InputError, match="budget|Budget"):
         Budget.parse(value)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{}, {"steps": 0}, {"steps": -1}, {"seconds": 0.0}, {"seconds": float("inf")}, {"steps": 2.0}]
+    "kwargs",
+    [{}, {"steps": 0}, {"steps": -1}, {"seconds": 0.0}, {"seconds": float("inf")}, {"steps": 2.0}],
 )
 def test_budget_validates_on_construction(kwargs: dict[str, object]) -> None:
     with pytest.raises(ns.InputError, match="Budget"):
@@ -75,5 +78,7 @@ def test_time_budget_stops_on_time(blobs) -> None:
 
 def test_steps_and_seconds_stop_at_whichever_comes_first(blobs) -> None:
     counter = StepCounter()
-    ns.finetune(blobs_mlp(), blobs, Budget(steps=7, seconds=60), progress=False, callbacks=[counter])
+    ns.finetune(
+        blobs_mlp(), blobs, Budget(steps=7, seconds=60), progress=False, callbacks=[counter]
+    )
     assert counter.steps == 7

@@ -59,7 +59,10 @@ def test_distill_is_deterministic(digits_task, digits_cnn) -> None:
 def test_teacher_shape_mismatch_names_both_shapes(digits_task, digits_cnn) -> None:
     student = DigitsCNN(width=8, num_classes=5)
     before = state(student)
-    with pytest.raises(ns.TrainingError, match=r"teacher's output has shape \(64, 10\).*student's has shape \(64, 5\)"):
+    with pytest.raises(
+        ns.TrainingError,
+        match=r"teacher's output has shape \(64, 10\).*student's has shape \(64, 5\)",
+    ):
         ns.distill(student, digits_cnn, digits_task, 5, progress=False)
     assert same_state(before, state(student))
 
@@ -72,7 +75,13 @@ def test_teacher_cannot_be_the_student(blobs) -> None:
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("temperature", 0.0), ("alpha", 1.5), ("alpha", -0.1), ("hidden_weight", -1.0), ("output_kind", "probs")],
+    [
+        ("temperature", 0.0),
+        ("alpha", 1.5),
+        ("alpha", -0.1),
+        ("hidden_weight", -1.0),
+        ("output_kind", "probs"),
+    ],
 )
 def test_bad_distill_options(blobs, option: str, value: Any) -> None:
     with pytest.raises(ns.InputError, match=option):
@@ -83,14 +92,29 @@ def test_distill_divergence_restores_the_student(blobs) -> None:
     student = blobs_mlp()
     before = state(student)
     with pytest.raises(ns.DivergenceError, match="distill: .* at step"):
-        ns.distill(student, blobs_mlp(1), blobs, 20, lr=1e10, optimizer=lambda p: torch.optim.SGD(p, lr=1e10), progress=False)
+        ns.distill(
+            student,
+            blobs_mlp(1),
+            blobs,
+            20,
+            lr=1e10,
+            optimizer=lambda p: torch.optim.SGD(p, lr=1e10),
+            progress=False,
+        )
     assert same_state(before, state(student))
 
 
 def test_distill_loss_terms() -> None:
     logits = torch.randn(4, 10)
-    ce = lambda out, y: F.cross_entropy(out, y)  # noqa: E731
-    common = dict(task_loss=ce, kind="auto", temperature=2.0, hidden_weight=0.0, student_hidden={}, teacher_hidden={})
+    ce = F.cross_entropy
+    common: dict[str, Any] = {
+        "task_loss": ce,
+        "kind": "auto",
+        "temperature": 2.0,
+        "hidden_weight": 0.0,
+        "student_hidden": {},
+        "teacher_hidden": {},
+    }
     same = distill_loss(logits, logits, inputs=logits, targets=None, alpha=0.5, **common)
     assert float(same) == pytest.approx(0.0, abs=1e-6)
     y = torch.tensor([0, 1, 2, 3])
@@ -98,7 +122,9 @@ def test_distill_loss_terms() -> None:
     assert float(mixed) == pytest.approx(0.75 * float(ce(logits, y)), rel=1e-5)
     other = torch.randn(4, 10)
     kd = distill_loss(other, logits, inputs=logits, targets=None, alpha=0.5, **common)
-    expected = 4.0 * F.kl_div(F.log_softmax(other / 2, -1), F.softmax(logits / 2, -1), reduction="batchmean")
+    expected = 4.0 * F.kl_div(
+        F.log_softmax(other / 2, -1), F.softmax(logits / 2, -1), reduction="batchmean"
+    )
     assert float(kd) == pytest.approx(float(expected), rel=1e-5)
 
 
@@ -110,12 +136,32 @@ def test_embedding_loss_ignores_padding() -> None:
     teacher = torch.randn(2, 3, 8)
     student = teacher.clone()
     student[mask == 0] = torch.randn(3, 8)  # differs only where padded
-    common = dict(task_loss=None, kind="auto", temperature=1.0, alpha=1.0, hidden_weight=0.0, student_hidden={}, teacher_hidden={})
+    common: dict[str, Any] = {
+        "task_loss": None,
+        "kind": "auto",
+        "temperature": 1.0,
+        "alpha": 1.0,
+        "hidden_weight": 0.0,
+        "student_hidden": {},
+        "teacher_hidden": {},
+    }
     inputs = {"input_ids": torch.zeros(2, 3, dtype=torch.long), "attention_mask": mask}
-    loss = distill_loss(Out(last_hidden_state=student), Out(last_hidden_state=teacher), inputs=inputs, targets=None, **common)
+    loss = distill_loss(
+        Out(last_hidden_state=student),
+        Out(last_hidden_state=teacher),
+        inputs=inputs,
+        targets=None,
+        **common,
+    )
     assert float(loss) == pytest.approx(0.0, abs=1e-6)
     student[0, 0] += 1.0
-    loss = distill_loss(Out(last_hidden_state=student), Out(last_hidden_state=teacher), inputs=inputs, targets=None, **common)
+    loss = distill_loss(
+        Out(last_hidden_state=student),
+        Out(last_hidden_state=teacher),
+        inputs=inputs,
+        targets=None,
+        **common,
+    )
     assert float(loss) > 0.01
 
 
@@ -155,5 +201,7 @@ def test_distill_a_transformers_encoder_with_hidden_states() -> None:
         return float((1 - F.cosine_similarity(s, t, dim=-1))[batch["attention_mask"] == 1].mean())
 
     before = gap()
-    ns.distill(student, teacher, task, 25, batch_size=16, hidden_weight=1.0, lr=3e-3, progress=False)
+    ns.distill(
+        student, teacher, task, 25, batch_size=16, hidden_weight=1.0, lr=3e-3, progress=False
+    )
     assert gap() < 0.5 * before

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -221,7 +222,9 @@ def test_early_stopping_stops_and_restores_the_best_weights() -> None:
     # before training 0.5; after steps 2, 4, 6, 8: 0.9 (best), 0.6, 0.7, 0.4 -> stop at 8
     task = ScriptedScores([0.5, 0.9, 0.6, 0.7, 0.4, 0.99, 0.99])
     model, snaps = blobs_mlp(), Snapshots()
-    ns.finetune(model, task, 100, early_stop_patience=3, eval_every=2, progress=False, callbacks=[snaps])
+    ns.finetune(
+        model, task, 100, early_stop_patience=3, eval_every=2, progress=False, callbacks=[snaps]
+    )
     assert snaps.steps == 8
     assert sorted(snaps.at) == [2, 4, 6, 8]
     assert same_state(state(model), snaps.at[2])
@@ -257,7 +260,14 @@ def test_finite_stream_is_a_training_error(blobs) -> None:
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("lr", 0.0), ("lr", float("nan")), ("batch_size", 0), ("early_stop_patience", 0), ("eval_every", 0), ("weight_decay", -1.0)],
+    [
+        ("lr", 0.0),
+        ("lr", float("nan")),
+        ("batch_size", 0),
+        ("early_stop_patience", 0),
+        ("eval_every", 0),
+        ("weight_decay", -1.0),
+    ],
 )
 def test_bad_options(blobs, option: str, value: Any) -> None:
     with pytest.raises(ns.InputError, match=option):
@@ -277,3 +287,15 @@ def test_custom_optimizer(blobs) -> None:
     assert all(torch.equal(before[k], v) for k, v in model.named_parameters())
     ns.finetune(model, blobs, 5, progress=False, optimizer=lambda p: torch.optim.SGD(p, lr=0.1))
     assert not all(torch.equal(before[k], v) for k, v in model.named_parameters())
+
+
+def test_progress_bar_on_a_terminal(
+    blobs: BlobsTask, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    model = blobs_mlp()
+    before = state(model)
+    ns.finetune(model, blobs, 5, progress=True)
+    ns.finetune(model, blobs, "0.2s", progress=True)  # a time budget drives the bar by seconds
+    assert "finetune" in capsys.readouterr().err
+    assert not same_state(before, state(model))

@@ -201,7 +201,8 @@ def test_existing_study_with_other_objectives_is_refused(tiny, tmp_path) -> None
     assert "study_name" in str(info.value)
     # a plain Optuna study of that name is not taken over either
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    optuna.create_study(storage=storage, study_name="foreign")
+    foreign = optuna.create_study(storage=storage, study_name="foreign")
+    foreign.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
     with pytest.raises(StudyMismatchError, match="not created by netsculpt"):
         run(model, x, WidthTask(), tmp_path, study_name="foreign")
 

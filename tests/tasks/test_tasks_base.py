@@ -86,7 +86,9 @@ def test_defaults_from_training_data() -> None:
     logits = torch.randn(5, 2)
     targets = torch.tensor([0, 1, 1, 0, 1])
     torch.testing.assert_close(task.loss(logits, targets), F.cross_entropy(logits, targets))
-    torch.testing.assert_close(task.loss((logits, torch.zeros(1)), targets), F.cross_entropy(logits, targets))
+    torch.testing.assert_close(
+        task.loss((logits, torch.zeros(1)), targets), F.cross_entropy(logits, targets)
+    )
     with pytest.raises(ns.TrainingError, match="no targets"):
         task.loss(logits, None)
     with pytest.raises(ns.InputError, match="n >= 1"):
@@ -108,7 +110,8 @@ def test_default_finetune_hook_distills_or_finetunes(monkeypatch: pytest.MonkeyP
     before = agreement()
     out = task.finetune(student, teacher, 300)
     assert out is student
-    assert before < 0.6 < 0.85 < agreement()  # the student learned the teacher's decisions
+    assert before < 0.6
+    assert agreement() > 0.85  # the student learned the teacher's decisions
 
     from netsculpt.recover import train
 

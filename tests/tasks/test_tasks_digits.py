@@ -53,7 +53,7 @@ def test_pretrained_accuracy(digits_cnn: nn.Module) -> None:
 
 def test_cache_is_safetensors_in_netsculpt_cache(digits_cnn: nn.Module, digits_cache: Path) -> None:
     files = sorted(p.name for p in digits_cache.iterdir())
-    assert files == ["digits_cnn-v1-seed0.safetensors"]
+    assert files == [f"digits_cnn-v{digits._WEIGHTS_VERSION}-seed0.safetensors"]
     from safetensors.torch import load_file
 
     weights = load_file(digits_cache / files[0])
@@ -74,7 +74,9 @@ def test_cache_reload_reproduces_outputs_exactly(
 
 
 def test_corrupt_cache_says_what_to_delete(tmp_path: Path) -> None:
-    (tmp_path / "digits_cnn-v1-seed0.safetensors").write_bytes(b"not safetensors")
+    (tmp_path / f"digits_cnn-v{digits._WEIGHTS_VERSION}-seed0.safetensors").write_bytes(
+        b"not safetensors"
+    )
     with pytest.raises(ns.SaveLoadError, match="delete the file"):
         pretrained_digits_cnn(cache_dir=tmp_path)
 

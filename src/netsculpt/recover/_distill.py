@@ -127,7 +127,9 @@ def _hidden_loss(
             continue
         squared = (s.float() - t.float()).pow(2)
         mask = _mask_of(inputs, s)
-        terms.append(_masked_mean(squared.mean(dim=-1), mask) if mask is not None else squared.mean())
+        terms.append(
+            _masked_mean(squared.mean(dim=-1), mask) if mask is not None else squared.mean()
+        )
     return torch.stack(terms).mean() if terms else None
 
 

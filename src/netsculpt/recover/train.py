@@ -15,6 +15,7 @@ other error during training (a ``KeyboardInterrupt`` included) restores them too
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 import time
@@ -251,7 +252,7 @@ def _train(
     was_training = model.training
     cuda = sorted({p.device.index or 0 for p in params if p.device.type == "cuda"})
     try:
-        with torch.random.fork_rng(devices=cuda), _progress_bar(progress, label, limit) as bar:
+        with torch.random.fork_rng(devices=cuda), _ProgressBar(progress, label, limit) as bar:
             torch.manual_seed(seed)
             opt = (
                 optimizer(params)
@@ -365,9 +366,8 @@ def _to_device(value: Any, device: torch.device) -> Any:
 
 
 def _device_of(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
+    """The device of the model's first parameter (or buffer); CPU for an empty model."""
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
         return tensor.device
     return torch.device("cpu")
 
@@ -453,7 +453,7 @@ class _Bar:
         self.progress.update(self.task_id, completed=done, loss=loss, step=step)
 
 
-class _progress_bar:  # noqa: N801 - used like a function in a with statement
+class _ProgressBar:
     """A rich progress bar over steps (or seconds for a time-only budget), or nothing."""
 
     def __init__(self, enabled: bool, label: str, limit: Budget) -> None:
@@ -484,4 +484,3 @@ class _progress_bar:  # noqa: N801 - used like a function in a with statement
     def __exit__(self, *exc: object) -> None:
         if self.progress is not None:
             self.progress.__exit__(*exc)
-

@@ -69,13 +69,23 @@ def front_figure(front: Any, *, highlight: int | None = None) -> go.Figure:
         )
     trials = sorted(front.trials, key=lambda t: t.latency_ms)
     if trials:
+        line = front.score_latency_front()
+        fig.add_trace(
+            go.Scatter(
+                x=[t.latency_ms for t in line],
+                y=[t.score for t in line],
+                mode="lines",
+                name="score/latency front",
+                line=dict(color="#1f77b4", width=1.5, shape="hv"),
+                hoverinfo="skip",
+            )
+        )
         fig.add_trace(
             go.Scatter(
                 x=[t.latency_ms for t in trials],
                 y=[t.score for t in trials],
-                mode="lines+markers",
-                name="Pareto front",
-                line=dict(color="#1f77b4", width=1.5, shape="hv"),
+                mode="markers",
+                name=f"Pareto front ({', '.join(front.objectives)}); size: params",
                 marker=dict(
                     size=[_size(t.params, lo, hi) for t in trials],
                     color="#1f77b4",

@@ -1,8 +1,9 @@
 """Worker processes on one machine: spawn N, each loads the study and runs its share.
 
-The model and the task travel to the workers in a file written with ``torch.save`` (or,
-when the search was started from a ``"package.module:factory"`` string and a task name,
-as those strings, and each worker rebuilds them). Each worker opens the same storage,
+The model, the task and the analysed graph travel to the workers in a file written with
+``torch.save``, so every worker prunes the very same weights; when they do not pickle and
+the search was started from a ``"package.module:factory"`` string and a task name, each
+worker rebuilds them from those names (the factory must then be deterministic). Each worker opens the same storage,
 gets its own sampler seed, and runs ``remaining // N`` trials (the first ones one more).
 The parent shows progress by reading the study, and on Ctrl-C stops the workers; the
 trials they were running are retried on the next start (see ``_resume``).
@@ -32,6 +33,7 @@ def run_workers(
     model: Any,
     example_inputs: Any,
     task: Any,
+    graph: Any,
     workers: int,
     remaining: int,
     study: optuna.Study,
@@ -44,20 +46,7 @@ def run_workers(
     shares = [s for s in shares if s > 0]
     with tempfile.TemporaryDirectory(prefix="netsculpt-workers-") as tmp:
         payload = Path(tmp) / "job.pt"
-        content = {
-            "job": job,
-            "model": None if job.model_spec else model,
-            "example_inputs": example_inputs,
-            "task": None if job.task_name else task,
-        }
-        try:
-            torch.save(content, payload)
-        except Exception as exc:
-            raise SearchError(
-                f"the model or the task cannot be sent to worker processes ({type(exc).__name__}: "
-                f"{exc}); pass the model as a 'package.module:factory' string and the task by "
-                f"its registered name so each worker builds its own, or use workers=1"
-            ) from exc
+        _write_payload(payload, job, model, example_inputs, task, graph)
         ctx = mp.get_context("spawn")
         threads = max(1, (os.cpu_count() or 1) // len(shares))
         procs = []
@@ -98,6 +87,36 @@ def run_workers(
             )
 
 
+def _write_payload(
+    path: Path, job: Any, model: Any, example_inputs: Any, task: Any, graph: Any
+) -> None:
+    """Save what the workers need; objects that do not pickle travel by name instead."""
+    attempts = [
+        {"model": model, "task": task, "graph": graph},
+        {"model": model, "task": task, "graph": None},
+    ]
+    if job.model_spec or job.task_name:  # rebuilt by name in each worker
+        attempts.append(
+            {
+                "model": None if job.model_spec else model,
+                "task": None if job.task_name else task,
+                "graph": None,
+            }
+        )
+    error: Exception | None = None
+    for objects in attempts:
+        try:
+            torch.save({"job": job, "example_inputs": example_inputs, **objects}, path)
+            return
+        except Exception as exc:
+            error = exc
+    raise SearchError(
+        f"the model or the task cannot be sent to worker processes ({type(error).__name__}: "
+        f"{error}); pass the model as a 'package.module:factory' string and the task by "
+        f"its registered name so each worker builds its own, or use workers=1"
+    ) from error
+
+
 def worker_main(payload: str, index: int, share: int, threads: int, error_path: str) -> None:
     """Entry point of a spawned worker: rebuild everything, then optimise ``share`` trials."""
     try:
@@ -105,15 +124,16 @@ def worker_main(payload: str, index: int, share: int, threads: int, error_path: 
         content = torch.load(payload, weights_only=False)
         job = content["job"]
         model, example_inputs, task = content["model"], content["example_inputs"], content["task"]
-        if job.model_spec:
+        if model is None:
             from netsculpt.search.cli_commands import resolve_model
 
             model, _ = resolve_model(job.model_spec)
-        if job.task_name:
+        if task is None:
             from netsculpt.tasks.registry import get_task
 
             task = get_task(job.task_name)
         run_worker(job, model=model, example_inputs=example_inputs, task=task,
+                   graph=content["graph"],
                    index=index, share=share)
     except BaseException:
         Path(error_path).write_text(traceback.format_exc())
@@ -121,7 +141,14 @@ def worker_main(payload: str, index: int, share: int, threads: int, error_path: 
 
 
 def run_worker(
-    job: Any, *, model: Any, example_inputs: Any, task: Any, index: int, share: int
+    job: Any,
+    *,
+    model: Any,
+    example_inputs: Any,
+    task: Any,
+    graph: Any = None,
+    index: int,
+    share: int,
 ) -> None:
     """Open the study, build this worker's sampler and evaluator, and run ``share`` trials."""
     from netsculpt.graph.analysis import analyze
@@ -130,7 +157,8 @@ def run_worker(
     from netsculpt.search.space import build_space
     from netsculpt.search.storage import open_storage
 
-    graph = analyze(model, example_inputs)
+    if graph is None:
+        graph = analyze(model, example_inputs)
     bound = build_space(graph, job.space)
     storage = open_storage(job.storage)
     with _quiet_optuna():

@@ -19,6 +19,7 @@ import gc
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -252,6 +253,7 @@ def _search(
                 space=space,
                 timeout=timeout,
                 n_existing=len(study.trials),
+                salt=_machine_salt(spec),
             )
             if workers == 1:
                 sampler_obj = (
@@ -264,7 +266,7 @@ def _search(
                 from netsculpt.search._workers import run_workers
 
                 run_workers(
-                    job, model=model, example_inputs=example_inputs, task=task,
+                    job, model=model, example_inputs=example_inputs, task=task, graph=graph,
                     workers=workers, remaining=remaining, study=study, progress=progress,
                 )
     study = optuna.load_study(study_name=name, storage=opened)
@@ -296,13 +298,15 @@ class _Job:
     space: SearchSpace
     timeout: float | None
     n_existing: int
+    salt: int
 
 
 def build_sampler(job: _Job, bound: BoundSpace, *, worker: int) -> BaseSampler:
     """The sampler of one process: seeded per worker and per resume, maybe screened."""
     seed = None
     if job.seed is not None:
-        seed = int(np.random.SeedSequence([job.seed, worker, job.n_existing]).generate_state(1)[0])
+        entropy = [job.seed, worker, job.n_existing, job.salt]
+        seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
     base = make_sampler(
         job.sampler,
         seed=seed,
@@ -387,45 +391,77 @@ def _open_study(
     settings: dict[str, Any],
     extra: dict[str, Any],
 ) -> optuna.Study:
+    """Create the study, or open it and check that its settings match.
+
+    Settings are written one user attr at a time, ``objectives`` last: a worker that finds
+    a study being created by another (``netsculpt:creating`` set, ``objectives`` not yet)
+    waits for it.
+    """
     from netsculpt.search.objective import OBJECTIVES
 
     directions = ["maximize" if OBJECTIVES[o] else "minimize" for o in objectives]
     try:
         storage.get_study_id_from_name(name)
-        exists = True
     except KeyError:
-        exists = False
-    if exists:
-        study = optuna.load_study(study_name=name, storage=storage)
-        stored = study.user_attrs
-        if STUDY_ATTR + "objectives" not in stored:
-            raise StudyMismatchError(
-                f"study {name!r} exists in this storage but was not created by netsculpt "
-                f"(directions {[d.name.lower() for d in study.directions]}); pick another "
-                f"study_name"
-            )
-        diffs = []
-        for key in _MUST_MATCH:
-            old = stored.get(STUDY_ATTR + key)
-            if _canon(old) != _canon(settings[key]):
-                diffs.append(f"{key}: stored {old!r}, now {settings[key]!r}")
-        if diffs:
-            raise StudyMismatchError(
-                f"study {name!r} exists with other settings ({'; '.join(diffs)}); resume it "
-                f"with the same settings, or pass another study_name to start a new study"
-            )
-        return study
-    study = optuna.create_study(
-        storage=storage, study_name=name, directions=directions, load_if_exists=True
-    )
-    if STUDY_ATTR + "objectives" in study.user_attrs:  # another worker created it just now
-        return _open_study(storage, name, objectives, settings, extra)
-    for key, value in {**settings, **extra}.items():
-        study.set_user_attr(STUDY_ATTR + key, value)
-    import netsculpt
+        study = optuna.create_study(
+            storage=storage, study_name=name, directions=directions, load_if_exists=True
+        )
+        if not study.user_attrs and not study.trials:
+            import netsculpt
 
-    study.set_user_attr(STUDY_ATTR + "version", netsculpt.__version__)
+            study.set_user_attr(STUDY_ATTR + "creating", time.time())
+            for key, value in {**settings, **extra}.items():
+                if key != "objectives":
+                    study.set_user_attr(STUDY_ATTR + key, value)
+            study.set_user_attr(STUDY_ATTR + "version", netsculpt.__version__)
+            study.set_user_attr(STUDY_ATTR + "objectives", settings["objectives"])
+            return study
+    study = optuna.load_study(study_name=name, storage=storage)
+    stored = _wait_for_settings(study)
+    if STUDY_ATTR + "objectives" not in stored:
+        raise StudyMismatchError(
+            f"study {name!r} exists in this storage but was not created by netsculpt "
+            f"(directions {[d.name.lower() for d in study.directions]}); pick another "
+            f"study_name"
+        )
+    diffs = []
+    for key in _MUST_MATCH:
+        old = stored.get(STUDY_ATTR + key)
+        if _canon(old) != _canon(settings[key]):
+            diffs.append(f"{key}: stored {old!r}, now {settings[key]!r}")
+    if diffs:
+        raise StudyMismatchError(
+            f"study {name!r} exists with other settings ({'; '.join(diffs)}); resume it "
+            f"with the same settings, or pass another study_name to start a new study"
+        )
     return study
+
+
+def _wait_for_settings(study: optuna.Study, timeout: float = 30.0) -> dict[str, Any]:
+    """The study's user attrs, once another worker has finished writing the settings."""
+    deadline = time.monotonic() + timeout
+    grace = time.monotonic() + 2.0  # an empty study may be one created a moment ago
+    while True:
+        stored = study.user_attrs
+        if STUDY_ATTR + "objectives" in stored:
+            return stored
+        creating = STUDY_ATTR + "creating" in stored
+        empty = not stored and not study.trials
+        now = time.monotonic()
+        if now > deadline or not (creating or (empty and now < grace)):
+            return stored
+        time.sleep(0.2)
+
+
+def _machine_salt(spec: Any) -> int:
+    """0, except on a database server shared by machines: there each process must draw
+    its own trials, so its host and process id join the seed."""
+    if isinstance(spec, StorageSpec) and spec.kind == "rdb" and not spec.url.startswith("sqlite"):
+        import socket
+        import zlib
+
+        return zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
+    return 0
 
 
 def _canon(value: Any) -> str:

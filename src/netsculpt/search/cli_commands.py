@@ -41,6 +41,9 @@ __all__ = [
 
 #: built-in model names: each is the pretrained model of the task of the same name
 BUILTIN_MODELS = ("digits", "minilm")
+# how a save folder of a built-in model rebuilds its unpruned architecture (transformers
+# models are rebuilt from their saved config)
+_BASE_FACTORIES = {"digits": "netsculpt.tasks.digits:DigitsCNN"}
 
 app = typer.Typer(help="Search sub-networks, inspect the front, export and report.",
                   no_args_is_help=True)
@@ -268,14 +271,16 @@ def export_command(
         small = chosen.model
         from netsculpt.export.save import save
 
-        save(small, out)
+        spec = front.model_spec
+        inputs = front.example_inputs() if spec else None
+        factory = (_BASE_FACTORIES.get(spec) or (spec if ":" in spec else None)) if spec else None
+        save(small, out, base_factory=factory, example_inputs=inputs)
         written = [str(out)]
         if onnx:
             from netsculpt.export.onnx import export_onnx
-            from netsculpt.search.cli_commands import resolve_model
 
-            inputs = _example_inputs(front, resolve_model)
-            written.append(str(export_onnx(small, inputs, Path(out) / "model.onnx")))
+            written.append(str(export_onnx(small, front.example_inputs(),
+                                           Path(out) / "model.onnx")))
     except NetsculptError as exc:
         _fail(exc)
         return
@@ -327,14 +332,3 @@ def _budget(text: str | None) -> Any:
         return float(text)
     except ValueError:
         return text
-
-
-def _example_inputs(front: Any, resolver: Any) -> Any:
-    spec = front.study.user_attrs.get("netsculpt:model_spec")
-    if not spec:
-        raise FactoryError(
-            f"study {front.study_name!r} was not started from a model spec, so its example "
-            f"inputs are unknown here; export to ONNX from Python with ns.export_onnx"
-        )
-    _, inputs = resolver(spec)
-    return inputs

@@ -55,6 +55,7 @@ class _Materialiser:
         task_name: str | None,
     ) -> None:
         self._model = model
+        self._inputs: Any = None
         self._task = task
         if isinstance(recover_budget, dict):  # stored as {"steps": ..., "seconds": ...}
             from netsculpt.recover.budget import Budget
@@ -76,8 +77,23 @@ class _Materialiser:
                     )
                 from netsculpt.search.cli_commands import resolve_model
 
-                self._model, _ = resolve_model(self.model_spec)
+                self._model, self._inputs = resolve_model(self.model_spec)
             return self._model
+
+    def example_inputs(self) -> Any:
+        self.base_model()
+        with self._lock:
+            if self._inputs is None and self.model_spec:
+                from netsculpt.search.cli_commands import resolve_model
+
+                _, self._inputs = resolve_model(self.model_spec)
+            if self._inputs is None:
+                raise SearchError(
+                    "the example inputs of this study are unknown here (it was not started "
+                    "from a 'package.module:factory' or built-in model name); export from "
+                    "Python, e.g. ns.export_onnx(front.pick(...).model, inputs, path)"
+                )
+            return self._inputs
 
     def task(self) -> Any:
         with self._lock:
@@ -259,6 +275,15 @@ class Front:
             f"{len(self.trials)} on the front of {len(self.completed)} completed trials)"
         )
 
+    def example_inputs(self) -> Any:
+        """The example inputs of the model spec the search was started from."""
+        return self._materialiser.example_inputs()
+
+    @property
+    def model_spec(self) -> str | None:
+        """The ``"package.module:factory"`` or built-in name the search started from."""
+        return self._materialiser.model_spec
+
     def trial(self, number: int) -> FrontTrial:
         """The completed trial ``number`` (on the front or not)."""
         try:
@@ -334,12 +359,18 @@ class Front:
         )
 
     def knee(self) -> FrontTrial:
-        """The knee of the score/latency front: closest to the ideal point once normalised."""
+        """The knee of the score/latency front: the best trade-off between the extremes.
+
+        On the score-vs-latency front (scaled to [0, 1] both ways), the knee is the trial
+        farthest above the straight line from the fastest to the best-scoring trial, i.e.
+        the one that gives up the least score for the most speed; when no trial lies above
+        that line, the trial closest to the ideal point (best score, lowest latency).
+        """
         if not self.trials:
             raise ConstraintError(
                 f"study {self.study_name!r} has no completed feasible trial yet; run the search"
             )
-        two_d = _pareto(list(self.trials), ("score", "latency_ms")) or list(self.trials)
+        two_d = self.score_latency_front()
         scores = np.array([t.score for t in two_d])
         lat = np.array([t.latency_ms for t in two_d])
 
@@ -347,8 +378,17 @@ class Front:
             span = x.max() - x.min()
             return (x - x.min()) / span if span > 0 else np.zeros_like(x)
 
-        dist = np.hypot(1.0 - scale(scores), scale(lat))
-        return two_d[int(np.argmin(dist))]
+        s_n, l_n = scale(scores), scale(lat)
+        above = s_n - l_n  # the chord from (fastest) to (best score) is s_n == l_n
+        if len(two_d) > 2 and above.max() > 1e-9:
+            return two_d[int(np.argmax(above))]
+        return two_d[int(np.argmin(np.hypot(1.0 - s_n, l_n)))]
+
+    def score_latency_front(self) -> list[FrontTrial]:
+        """The trials of the front that no other feasible trial beats on score and latency,
+        fastest first."""
+        two_d = _pareto(list(self.trials), ("score", "latency_ms")) or list(self.trials)
+        return sorted(two_d, key=lambda t: t.latency_ms)
 
     def rows(self, trials: Sequence[FrontTrial] | None = None) -> list[dict[str, Any]]:
         """Plain dicts for tables: number, score, latency, p90, params, MACs, speedup."""

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from netsculpt.errors import InputError
+from netsculpt.errors import InputError, SparsityError
 from netsculpt.sparsity._training import train
 from netsculpt.sparsity.callbacks import SRSTE, GradualPruning, RigLUpdates
 from netsculpt.sparsity.config import (
@@ -145,7 +145,8 @@ def sparsify(
             (gradual, GraNet, lottery, RigL, SR-STE) and to fine-tune after a one-shot mask.
         budget: optimiser steps. One-shot methods fine-tune for ``budget`` steps with the mask
             fixed (``None``: no training); training methods lay their schedule out over it
-            (the lottery ticket trains ``budget`` steps per round).
+            (a lottery ticket trains densely for ``budget`` steps, then ``budget -
+            rewind_step`` steps per round, so ``result.steps`` counts more).
         lr: learning rate passed to :func:`netsculpt.finetune`.
         seed: seeds random masks, data order and re-initialisation.
         progress: show progress bars while training.
@@ -215,8 +216,6 @@ def _nm(model: nn.Module, config: NMConfig, run: _Run) -> SparseResult:
 
 
 def _schedule_end(config: GradualConfig, budget: int) -> int:
-    from netsculpt.errors import SparsityError
-
     end = config.end_step if config.end_step is not None else max(1, (3 * budget) // 4)
     if end <= config.start_step or end >= budget:
         raise SparsityError(

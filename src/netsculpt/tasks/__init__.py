@@ -20,7 +20,17 @@ _LAZY = {
     "pretrained_minilm": "netsculpt.tasks.minilm",
 }
 
-__all__ = sorted(["Task", "available_tasks", "get_task", "register_task", *_LAZY])
+__all__ = [
+    "DigitsCNN",
+    "DigitsTask",
+    "MiniLMTask",
+    "Task",
+    "available_tasks",
+    "get_task",
+    "pretrained_digits_cnn",
+    "pretrained_minilm",
+    "register_task",
+]
 
 
 def __getattr__(name: str) -> Any:

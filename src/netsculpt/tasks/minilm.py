@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from netsculpt._inputs import call_model, flatten_outputs
+from netsculpt._inputs import ExampleInputs, call_model, flatten_outputs
 from netsculpt.errors import InputError, NetsculptError, TrainingError
 from netsculpt.tasks._docpairs import TextPair, docstring_pairs
 from netsculpt.tasks.base import Task
@@ -207,19 +207,20 @@ class MiniLMTask(Task):
     # -- inputs --------------------------------------------------------------------------
     def example_inputs(self) -> dict[str, torch.Tensor]:
         """``{"input_ids", "attention_mask"}`` of ``batch_size`` x ``seq_len`` training texts."""
-        return self.calib_batches(1)[0]
+        return self._calib(1)[0]
 
-    def calib_batches(self, n: int = 4) -> list[dict[str, torch.Tensor]]:
+    def calib_batches(self, n: int = 4) -> list[ExampleInputs]:
         """``n`` batches shaped like :meth:`example_inputs`, from the train part's texts."""
         if n < 1:
             raise InputError(f"calib_batches needs n >= 1, got n={n}; ask for at least one batch")
+        return list(self._calib(n))
+
+    def _calib(self, n: int) -> list[dict[str, torch.Tensor]]:
         texts = [t for p in self.train_pairs for t in (p.document, p.query)]
         needed = itertools.islice(itertools.cycle(texts), n * self.batch_size)
         ids = self._token_ids(list(needed))
         size = self.batch_size
-        return [
-            self._pad(ids[i * size : (i + 1) * size], length=self.seq_len) for i in range(n)
-        ]
+        return [self._pad(ids[i * size : (i + 1) * size], length=self.seq_len) for i in range(n)]
 
     def train_batches(
         self, *, batch_size: int = 64, seed: int = 0

@@ -245,7 +245,8 @@ def _draw_op(draw: st.DrawFn, shapes: list[Shape], uneven_splits: bool) -> Op:
     width = st.one_of(st.just(x.channels), st.integers(2, 16))
     if kind == "conv":
         cout = draw(width)
-        groups = [g for g in _divisors(x.channels) if cout % g == 0 and g <= 8 or g == x.channels == cout]
+        # grouped (up to 8 groups) or depthwise
+        groups = [g for g in _divisors(x.channels) if (cout % g == 0 and g <= 8) or g == x.channels == cout]
         opts = {
             "cout": cout,
             "kernel": draw(st.sampled_from([1, 3])),
@@ -292,6 +293,7 @@ def random_specs(
 
     Options as in :func:`random_architectures`.
     """
+    _check_options(max_ops, domains)
     # images are drawn twice as often: they carry the most op kinds
     domain = draw(st.sampled_from([d for d in domains for _ in range(2 if d == "image" else 1)]))
     if domain == "image":
@@ -305,6 +307,16 @@ def random_specs(
         ops.append(op)
         shapes.extend(_out_shapes(op, [shapes[i] for i in op.inputs]))
     return ArchSpec(input=shape, ops=tuple(ops), seed=draw(st.integers(0, 2**16)))
+
+
+def _check_options(max_ops: int, domains: tuple[str, ...]) -> None:
+    unknown = [d for d in domains if d not in DOMAINS]
+    if unknown or not domains:
+        raise UnknownNameError(
+            f"unknown input domain(s) {unknown or list(domains)!r}; choose from {', '.join(DOMAINS)}"
+        )
+    if max_ops < 1:
+        raise InputError(f"max_ops={max_ops} draws no operation; pass max_ops >= 1")
 
 
 def random_architectures(
@@ -321,11 +333,5 @@ def random_architectures(
     model's code: a pruner cannot rewrite those sizes, so it must keep the split input's
     width (``x.chunk(2)``, drawn either way, adapts to any even width).
     """
-    unknown = [d for d in domains if d not in DOMAINS]
-    if unknown or not domains:
-        raise UnknownNameError(
-            f"unknown input domain(s) {unknown or list(domains)!r}; choose from {', '.join(DOMAINS)}"
-        )
-    if max_ops < 1:
-        raise InputError(f"max_ops={max_ops} draws no operation; pass max_ops >= 1")
+    _check_options(max_ops, domains)
     return random_specs(max_ops=max_ops, domains=domains, uneven_splits=uneven_splits).map(build_arch)
