@@ -78,6 +78,9 @@ class Graph:
     groups_sites: list[GroupsSite] = field(default_factory=list, repr=False)
     buffers: set[str] = field(default_factory=set, repr=False)
     output_shapes: list[tuple[int, ...]] = field(default_factory=list, repr=False)
+    _index_cache: dict[tuple[str, int], dict[int, tuple[Space, np.ndarray]]] = field(
+        default_factory=dict, repr=False
+    )
 
     @property
     def prunable_groups(self) -> list[Group]:
@@ -90,7 +93,13 @@ class Graph:
         raise KeyError(name)
 
     def index_map(self, tensor: str, dim: int) -> dict[int, tuple[Space, np.ndarray]]:
-        return self.table.index_map(self.slot_spaces[(tensor, dim)])
+        """For each leaf in a tensor dimension: the leaf's index at every position (-1: absent)."""
+        key = (tensor, dim)
+        cached = self._index_cache.get(key)
+        if cached is None:
+            cached = self.table.index_map(self.slot_spaces[key])
+            self._index_cache[key] = cached
+        return cached
 
     def summary(self) -> str:
         lines = [

@@ -127,7 +127,12 @@ def apply(model: nn.Module, plan: Plan, *, inplace: bool = False) -> nn.Module:
                 module._parameters[attr] = replacement  # type: ignore[assignment]
             else:
                 module._buffers[attr] = replacement
-            done.add(f"{module_path}.{attr}" if module_path else attr)
+            full = f"{module_path}.{attr}" if module_path else attr
+            done.add(full)
+            if inplace:  # let the original tensor go as soon as it is replaced
+                params.pop(full, None)
+                buffers.pop(full, None)
+        del orig, t
     for module_path, attr, value in plan.attrs:
         try:
             module = new.get_submodule(module_path)

@@ -529,15 +529,34 @@ def _gc_frozen() -> Iterator[None]:
         gc.unfreeze()
 
 
+class _NoTracebackForFailedTrials(logging.Filter):
+    """Optuna logs a trial that failed in the task with its traceback; the reason is enough
+    (it names the exception and where it was raised, and is kept as ``fail_reason``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], TrialFailed):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 @contextlib.contextmanager
 def _quiet_optuna() -> Iterator[None]:
     """Hide Optuna's per-trial INFO lines (the progress display shows them); keep warnings."""
     previous = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(logging.WARNING)
+    logger = logging.getLogger("optuna")
+    quiet = _NoTracebackForFailedTrials()
+    logger.addFilter(quiet)
+    for handler in logger.handlers:
+        handler.addFilter(quiet)
     try:
         yield
     finally:
         optuna.logging.set_verbosity(previous)
+        logger.removeFilter(quiet)
+        for handler in logger.handlers:
+            handler.removeFilter(quiet)
 
 
 def finished_numbers(study: optuna.Study) -> list[int]:
