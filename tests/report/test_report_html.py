@@ -83,10 +83,14 @@ def test_report_renders_in_headless_chromium(front, tmp_path) -> None:  # type: 
     ).stdout
     # plotly drew both figures as SVG: the front's scatter points and the width bars
     assert dom.count('class="main-svg"') >= 4  # two per figure (plot + hover layers)
-    assert "scatterlayer" in dom and 'class="point"' in dom
-    assert 'class="bars"' in dom
     front_div = dom[dom.index('id="netsculpt-front"'):dom.index('id="netsculpt-widths"')]
-    assert front_div.count('class="point"') >= len(front.completed) + 1  # + the dense star
+    widths_div = dom[dom.index('id="netsculpt-widths"'):]
+    assert "scatterlayer" in front_div
+    # one point per completed trial, the dense star and the ring around the shown trial
+    assert front_div.count('class="point"') >= len(front.completed) + 2
+    knee = front.knee()
+    assert widths_div.count('class="trace bars"') == 2  # original and kept
+    assert widths_div.count('class="point"') == 2 * len(knee.plan.widths)
     shot = tmp_path / "report.png"
     subprocess.run([*flags, f"--screenshot={shot}", url], capture_output=True, timeout=120,
                    check=True)
