@@ -8,8 +8,9 @@ built from a ``transformers.BertConfig`` of MiniLM shape (hidden 384, 12 heads, 
    ``ns.plan(model, inputs, ratio=r, round_to=16, graph=graph)`` until ``ns.count_macs`` of
    the applied plan is half the original's (within 2 %). Widths are kept at multiples of 16
    because CPU convolution kernels work in blocks of 16 channels (AVX-512): on this bench's
-   machine a 3x3 convolution with 40 channels takes as long as one with 48, so a pruned CNN
-   with ``round_to=8`` gained only about 0.7x of its MACs reduction, with 16 about 0.9x.
+   machine a 3x3 convolution with 40 channels takes as long as one with 48, so the pruned
+   CNN with ``round_to=8`` gained only 0.65-0.70x of its MACs reduction on either backend,
+   and with ``round_to=16`` 0.93-0.96x on onnxruntime.
 2. At batch 1 and batch 32, time the original and the pruned copy with the ``torch`` and
    ``onnxruntime`` backends through :func:`netsculpt.measure.api.compare_latency`, which
    interleaves their runs round-robin so that both see the same machine noise, and report
@@ -260,7 +261,7 @@ def _verdict(row: Row) -> str:
 
 def render_table(rows: list[Row], threads: int) -> Table:
     table = Table(title=f"Pruned to ~{1 / TARGET_MACS_FRACTION:.0f}x fewer MACs: measured "
-                        f"speedup ({threads} threads, interleaved medians)")
+                        f"speedup ({threads} thread(s), interleaved medians)")
     for column in ("model", "batch", "backend", "params (M)", "GMACs", "MACs red.",
                    "base ms", "pruned ms", "speedup", "speedup / MACs red."):
         table.add_column(column, justify="left" if column in ("model", "backend") else "right")
@@ -290,7 +291,7 @@ def markdown(rows: list[Row], *, threads: int, quick: bool, seconds: float) -> s
         "",
         (
             f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
-            f"{platform.processor() or platform.machine()}, {threads} threads"
+            f"{platform.processor() or platform.machine()}, {threads} thread(s)"
             f"{', --quick' if quick else ''}; {seconds:.0f} s in all."
         ),
         "",

@@ -41,6 +41,8 @@ _LAZY: dict[str, str] = {
     "Measurement": "netsculpt.measure.api",
     "count_params": "netsculpt.measure.api",
     "count_macs": "netsculpt.measure.api",
+    "compare_latency": "netsculpt.measure.api",
+    "register_backend": "netsculpt.measure.backends",
     # tasks and recovery
     "Task": "netsculpt.tasks.base",
     "get_task": "netsculpt.tasks.registry",

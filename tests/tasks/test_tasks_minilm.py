@@ -145,18 +145,25 @@ def test_missing_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) ->
 
 
 @pytest.mark.slow
-def test_full_eval_and_distillation(minilm_model: nn.Module) -> None:
+def test_distillation_repairs_a_damaged_encoder(minilm_model: nn.Module) -> None:
     import copy
 
     from netsculpt.tasks.minilm import MiniLMTask
 
-    task = MiniLMTask()  # 256 eval pairs, 128 tokens
+    task = MiniLMTask(n_eval=128, seq_len=64)
     dense = task.evaluate(minilm_model)
-    assert dense > 0.5
     student = copy.deepcopy(minilm_model)
     with torch.no_grad():
         for layer in student.encoder.layer[3:]:
             layer.output.dense.weight.mul_(0.5)
     damaged = task.evaluate(student)
-    ns.distill(student, minilm_model, task, 30, batch_size=16, lr=1e-4, progress=False)
+    assert damaged < dense
+    ns.distill(student, minilm_model, task, 15, batch_size=16, lr=1e-4, progress=False)
     assert task.evaluate(student) > damaged
+
+
+@pytest.mark.slow
+def test_default_evaluation(minilm_model: nn.Module) -> None:
+    from netsculpt.tasks.minilm import MiniLMTask
+
+    assert MiniLMTask().evaluate(minilm_model) > 0.5  # 256 pairs, 128 tokens; chance 1/256

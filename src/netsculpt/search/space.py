@@ -50,8 +50,9 @@ class SearchSpace:
 
     Attributes:
         tie: how keep ratios are shared between prunable groups: ``"stage"`` (one ratio
-            per stage, e.g. ``layer2`` or ``encoder.layer.3``), ``"layer"`` (one per group)
-            or ``"uniform"`` (one for the whole model).
+            per stage, the ``Group.stage`` of ``ns.analyze``, e.g. ``layer2``; a stage with
+            several kinds of groups, such as attention heads and MLP neurons, gets one ratio
+            per kind), ``"layer"`` (one per group) or ``"uniform"`` (one for the model).
         min_keep: smallest fraction of a group's units a trial may keep, in ``(0, 1]``.
         max_keep: largest fraction, in ``[min_keep, 1]``; ``1.0`` lets a stage stay whole.
         step: grid of the keep ratios (``min_keep, min_keep + step, ...``).
@@ -249,12 +250,18 @@ def build_space(graph: Any, space: SearchSpace) -> BoundSpace:
             f"exclude={list(space.exclude)}); check ns.analyze(model, inputs).groups for the "
             f"reasons, or loosen the exclusions"
         )
+    kinds_per_stage: dict[str, set[str]] = {}
+    for g in groups:
+        kinds_per_stage.setdefault(g.stage or "<root>", set()).add(g.kind)
     keep_groups: dict[str, list[str]] = {}
     for g in groups:
         if space.tie == "uniform":
             key = KEEP
         elif space.tie == "stage":
-            key = f"{KEEP}:{g.stage or '<root>'}"
+            stage = g.stage or "<root>"
+            # a stage holding several kinds (attention heads and MLP neurons) gets one
+            # ratio per kind: cutting heads and cutting neurons are different trade-offs
+            key = f"{KEEP}:{stage}" + (f":{g.kind}" if len(kinds_per_stage[stage]) > 1 else "")
         else:
             key = f"{KEEP}:{g.name}"
         keep_groups.setdefault(key, []).append(g.name)

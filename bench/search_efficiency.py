@@ -1,0 +1,260 @@
+"""How fast does each search find a good front? Hypervolume against evaluated trials.
+
+On the built-in ``digits`` task (the small CNN trained on scikit-learn's digits), three
+searches run on the same search space (keep ratio per stage, importance criterion,
+``round_to``), each trial recovered by a short distillation (``--recover`` steps) before it
+is scored:
+
+* ``random``: Optuna's RandomSampler, ``--trials`` trials;
+* ``nsga2``: NSGA-II (netsculpt's default), ``--trials`` trials;
+* ``nsga2+predictor``: NSGA-II whose candidates are screened by a random-forest surrogate
+  trained on the finished trials (``ns.search(predictor=True)``), ``--predictor-trials``.
+
+The objectives are held-out accuracy (maximised) and MACs (minimised). MACs rather than
+measured latency keep the comparison about the optimisers: on a machine shared with other
+jobs, timing noise would move the fronts more than the samplers do. The hypervolume is the
+area dominated by the front in the plane (MACs / dense MACs, accuracy), bounded by the
+reference point (dense MACs, accuracy 0); 1.0 would be a perfect model at zero cost.
+
+The target: NSGA-II with the predictor reaches, within 50 trials, the hypervolume random
+search reaches after 200 (mean over ``--seeds`` seeds).
+
+Run ``python bench/search_efficiency.py`` (about 40 minutes on two busy cores) or
+``--quick`` (1 seed, 30/30/20 trials, a smoke test). The table is printed and written to
+``bench/results/search_efficiency.md`` (+ ``.json`` and, when plotly can render offline,
+``search_efficiency.png``).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import netsculpt as ns
+from netsculpt.search import Predictor
+from netsculpt.search._pareto import hypervolume
+
+RESULTS = Path(__file__).parent / "results"
+TARGET_TRIALS = 50
+BASELINE_TRIALS = 200
+METHODS = ("random", "nsga2", "nsga2+predictor")
+console = Console()
+app = typer.Typer(add_completion=False)
+
+
+def hv_curve(trials: list[Any], dense_macs: int, checkpoints: list[int]) -> dict[int, float]:
+    """Hypervolume of the first k trials (by number) for each checkpoint k."""
+    ordered = sorted(trials, key=lambda t: t.number)
+    points = []
+    for t in ordered:
+        if t.state.name == "COMPLETE" and "score" in t.user_attrs:
+            points.append((-float(t.user_attrs["score"]), float(t.user_attrs["macs"]) / dense_macs))
+        else:
+            points.append(None)
+    curve = {}
+    for k in checkpoints:
+        pts = [p for p in points[:k] if p is not None]
+        curve[k] = hypervolume(np.array(pts), np.array([0.0, 1.0])) if pts else 0.0
+    return curve
+
+
+def run_one(
+    method: str, seed: int, n_trials: int, recover: int, folder: Path, model: Any, x: Any,
+    task: Any,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    front = ns.search(
+        model, x, task=task, n_trials=n_trials, objectives=("score", "macs"),
+        storage=f"sqlite:///{folder / f'{method}-{seed}.db'}", study_name=f"{method}-{seed}",
+        sampler="random" if method == "random" else "nsga2",
+        predictor=Predictor() if method.endswith("predictor") else False,
+        seed=seed, recover_budget=recover, progress=False,
+        measure_options={"warmup": 0, "repeats": 1, "memory": False},
+    )
+    seconds = time.perf_counter() - started
+    assert front.baseline is not None
+    checkpoints = sorted({k for k in (10, 20, 30, 40, 50, 75, 100, 150, 200, n_trials)
+                          if k <= n_trials})
+    curve = hv_curve(front.study.trials, front.baseline.macs, list(range(1, n_trials + 1)))
+    return {
+        "method": method, "seed": seed, "n_trials": n_trials, "seconds": seconds,
+        "curve": {str(k): curve[k] for k in curve},
+        "checkpoints": checkpoints,
+        "front": [{"trial": t.number, "score": t.score, "macs": t.macs} for t in front.trials],
+        "dense": {"score": front.baseline.score, "macs": front.baseline.macs},
+    }
+
+
+def first_reaching(curve: dict[str, float], target: float) -> int | None:
+    for k in sorted(curve, key=int):
+        if curve[k] >= target - 1e-12:
+            return int(k)
+    return None
+
+
+def summarise(runs: list[dict[str, Any]], trials: int, predictor_trials: int) -> dict[str, Any]:
+    by_method: dict[str, list[dict[str, Any]]] = {m: [] for m in METHODS}
+    for r in runs:
+        by_method[r["method"]].append(r)
+    ks = sorted({k for k in (10, 20, 30, 40, 50, 75, 100, 150, 200) if k <= trials}
+                | {trials, predictor_trials})
+    table: dict[str, dict[int, tuple[float, float] | None]] = {}
+    for m, rs in by_method.items():
+        table[m] = {}
+        for k in ks:
+            vals = [r["curve"][str(k)] for r in rs if str(k) in r["curve"]]
+            table[m][k] = (statistics.mean(vals), statistics.pstdev(vals)) if vals else None
+    ref_k = min(BASELINE_TRIALS, trials)
+    random_ref = table["random"][ref_k]
+    reach: dict[str, list[int | None]] = {}
+    if random_ref is not None:
+        for m in METHODS:
+            reach[m] = [first_reaching(r["curve"], random_ref[0]) for r in by_method[m]]
+    mean_curves = {}
+    for m, rs in by_method.items():
+        if rs:
+            n = min(len(r["curve"]) for r in rs)
+            mean_curves[m] = [statistics.mean(r["curve"][str(k)] for r in rs)
+                              for k in range(1, n + 1)]
+    pred_reach_mean = None
+    mc = mean_curves.get("nsga2+predictor")
+    if mc and random_ref is not None:
+        pred_reach_mean = next((i + 1 for i, v in enumerate(mc) if v >= random_ref[0] - 1e-12),
+                               None)
+    return {"ks": ks, "table": table, "reference_k": ref_k,
+            "random_reference": None if random_ref is None else random_ref[0],
+            "reach": reach, "mean_curves": mean_curves,
+            "predictor_reaches_mean_at": pred_reach_mean,
+            "seconds": {m: statistics.mean(r["seconds"] for r in rs) for m, rs in by_method.items()
+                        if rs}}
+
+
+def render(summary: dict[str, Any], args: dict[str, Any]) -> tuple[Table, str]:
+    ks = summary["ks"]
+    table = Table(title="Hypervolume (accuracy vs MACs) after k trials, mean ± std over seeds")
+    table.add_column("method")
+    for k in ks:
+        table.add_column(f"k={k}", justify="right")
+    table.add_column("s / run", justify="right")
+    md_rows = []
+    for m in METHODS:
+        cells = []
+        for k in ks:
+            v = summary["table"][m].get(k)
+            cells.append("" if v is None else f"{v[0]:.4f} ± {v[1]:.4f}")
+        secs = summary["seconds"].get(m)
+        table.add_row(m, *cells, "" if secs is None else f"{secs:.0f}")
+        md_rows.append(f"| {m} | " + " | ".join(cells) + f" | {'' if secs is None else f'{secs:.0f}'} |")
+    ref = summary["random_reference"]
+    reach = summary["reach"]
+    lines = [
+        "# Search efficiency on the digits task",
+        "",
+        f"Hypervolume of the (MACs / dense MACs, accuracy) front after k evaluated trials; "
+        f"reference point (1.0, 0.0). Each trial is recovered by a {args['recover']}-step "
+        f"distillation before scoring. Seeds: {args['seeds']}. Machine: "
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} thread(s). Run: {args['date']}.",
+        "",
+        "| method | " + " | ".join(f"k={k}" for k in ks) + " | seconds / run |",
+        "|---" * (len(ks) + 2) + "|",
+        *md_rows,
+        "",
+    ]
+    if ref is not None:
+        lines.append(f"Random search after {summary['reference_k']} trials (mean): "
+                     f"hypervolume **{ref:.4f}**.")
+        lines.append("")
+        lines.append("Trials each run needed to reach it (per seed; `-` = not within its "
+                     "budget):")
+        lines.append("")
+        for m in METHODS:
+            vals = reach.get(m, [])
+            lines.append(f"- {m}: " + ", ".join("-" if v is None else str(v) for v in vals))
+        pm = summary["predictor_reaches_mean_at"]
+        verdict = (
+            f"the mean curve of NSGA-II + predictor reaches it after **{pm}** trials"
+            if pm is not None else "the mean curve of NSGA-II + predictor does not reach it "
+            f"within {args['predictor_trials']} trials"
+        )
+        met = pm is not None and pm <= TARGET_TRIALS
+        lines += ["", f"Target (<= {TARGET_TRIALS} trials): {verdict}: "
+                  f"**{'met' if met else 'not met'}**."]
+    return table, "\n".join(lines) + "\n"
+
+
+def figure(summary: dict[str, Any]) -> Any:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    colours = {"random": "#7f7f7f", "nsga2": "#1f77b4", "nsga2+predictor": "#d62728"}
+    for m, curve in summary["mean_curves"].items():
+        fig.add_trace(go.Scatter(x=list(range(1, len(curve) + 1)), y=curve, mode="lines",
+                                 name=m, line=dict(color=colours[m], width=2)))
+    if summary["random_reference"] is not None:
+        fig.add_hline(y=summary["random_reference"], line_dash="dash", line_color="#7f7f7f",
+                      annotation_text=f"random @ {summary['reference_k']}")
+    fig.add_vline(x=TARGET_TRIALS, line_dash="dot", line_color="#d62728")
+    fig.update_layout(title="Search efficiency on digits: hypervolume vs evaluated trials "
+                      "(mean over seeds)", xaxis_title="evaluated trials",
+                      yaxis_title="hypervolume (accuracy vs MACs)", template="plotly_white")
+    return fig
+
+
+@app.command()
+def main(
+    seeds: Annotated[int, typer.Option(help="seeds per method")] = 3,
+    trials: Annotated[int, typer.Option(help="trials of random and NSGA-II")] = BASELINE_TRIALS,
+    predictor_trials: Annotated[int, typer.Option(help="trials of NSGA-II + predictor")] = 100,
+    recover: Annotated[int, typer.Option(help="distillation steps per trial")] = 30,
+    threads: Annotated[int, typer.Option(help="torch threads")] = 1,
+    quick: Annotated[bool, typer.Option(help="smoke test: 1 seed, 30/30/20 trials")] = False,
+    out: Annotated[Path, typer.Option(help="results folder")] = RESULTS,
+) -> None:
+    """Hypervolume vs trials for random, NSGA-II and NSGA-II + predictor on digits."""
+    if quick:
+        seeds, trials, predictor_trials = 1, 30, 20
+    torch.set_num_threads(threads)
+    task = ns.get_task("digits")
+    model = task.pretrained_model()
+    x = task.example_inputs()
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="netsculpt-bench-") as tmp:
+        for seed in range(seeds):
+            for method in METHODS:
+                n = predictor_trials if method.endswith("predictor") else trials
+                console.print(f"[bold]{method}[/bold] seed {seed}: {n} trials")
+                run = run_one(method, seed, n, recover, Path(tmp), model, x, task)
+                runs.append(run)
+                console.print(f"  hypervolume {run['curve'][str(n)]:.4f} in {run['seconds']:.0f} s")
+    summary = summarise(runs, trials, predictor_trials)
+    args = {"seeds": seeds, "recover": recover, "predictor_trials": predictor_trials,
+            "date": time.strftime("%Y-%m-%d")}
+    table, markdown = render(summary, args)
+    console.print(table)
+    console.print(markdown)
+    name = "search_efficiency_quick" if quick else "search_efficiency"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps({"runs": runs, "args": args}, indent=1))
+    from netsculpt.report.png import write_png
+
+    png = write_png(figure(summary), out / f"{name}.png")
+    if png is not None:
+        markdown += f"\n![hypervolume vs trials]({png.name})\n"
+    (out / f"{name}.md").write_text(markdown)
+    console.print(f"written {out / f'{name}.md'}" + (f" and {png}" if png else ""))
+
+
+if __name__ == "__main__":
+    app()
