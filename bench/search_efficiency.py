@@ -161,11 +161,11 @@ def render(summary: dict[str, Any], args: dict[str, Any]) -> tuple[Table, str]:
     lines = [
         "# Search efficiency on the digits task",
         "",
-        f"Hypervolume of the (MACs / dense MACs, accuracy) front after k evaluated trials; "
-        f"reference point (1.0, 0.0). Each trial is recovered by a {args['recover']}-step "
-        f"distillation before scoring. Seeds: {args['seeds']}. Machine: "
-        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} thread(s). Run: {args['date']}.",
+        (f"Hypervolume of the (MACs / dense MACs, accuracy) front after k evaluated trials; "
+         f"reference point (1.0, 0.0). Each trial is recovered by a {args['recover']}-step "
+         f"distillation before scoring. Seeds: {args['seeds']}. Machine: "
+         f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+         f"{torch.get_num_threads()} thread(s). Run: {args['date']}."),
         "",
         "| method | " + " | ".join(f"k={k}" for k in ks) + " | seconds / run |",
         "|---" * (len(ks) + 2) + "|",
@@ -189,8 +189,8 @@ def render(summary: dict[str, Any], args: dict[str, Any]) -> tuple[Table, str]:
             f"within {args['predictor_trials']} trials"
         )
         met = pm is not None and pm <= TARGET_TRIALS
-        lines += ["", f"Target (<= {TARGET_TRIALS} trials): {verdict}: "
-                  f"**{'met' if met else 'not met'}**."]
+        lines += ["", (f"Target (<= {TARGET_TRIALS} trials): {verdict}: "
+                   f"**{'met' if met else 'not met'}**.")]
     return table, "\n".join(lines) + "\n"
 
 
@@ -201,7 +201,7 @@ def figure(summary: dict[str, Any]) -> Any:
     colours = {"random": "#7f7f7f", "nsga2": "#1f77b4", "nsga2+predictor": "#d62728"}
     for m, curve in summary["mean_curves"].items():
         fig.add_trace(go.Scatter(x=list(range(1, len(curve) + 1)), y=curve, mode="lines",
-                                 name=m, line=dict(color=colours[m], width=2)))
+                                 name=m, line={"color": colours[m], "width": 2}))
     if summary["random_reference"] is not None:
         fig.add_hline(y=summary["random_reference"], line_dash="dash", line_color="#7f7f7f",
                       annotation_text=f"random @ {summary['reference_k']}")

@@ -47,6 +47,8 @@ _LAZY: dict[str, str] = {
     "Task": "netsculpt.tasks.base",
     "get_task": "netsculpt.tasks.registry",
     "finetune": "netsculpt.recover.train",
+    "Budget": "netsculpt.recover.budget",
+    "Callback": "netsculpt.recover.callbacks",
     "distill": "netsculpt.recover.train",
     # search and report
     "search": "netsculpt.search.api",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -23,6 +23,9 @@ from rich.table import Table
 from torch import nn
 
 from netsculpt.errors import FactoryError, NetsculptError
+
+if TYPE_CHECKING:
+    from netsculpt.measure.api import Measurement
 
 app = typer.Typer(
     help="Carve fast, small sub-networks out of any PyTorch model, and prove they are faster.",
@@ -32,7 +35,7 @@ app = typer.Typer(
 console = Console()
 
 
-def _fail(exc: NetsculptError) -> None:
+def _fail(exc: NetsculptError) -> NoReturn:
     console.print(f"[bold red]{type(exc).__name__}[/bold red]: {exc}")
     raise typer.Exit(code=2)
 
@@ -94,7 +97,6 @@ def analyze(
             graph = run_analyze(module, inputs, exclude=tuple(exclude or ()))
     except NetsculptError as exc:
         _fail(exc)
-        return
     table = Table(title=f"{graph.model_name}: dependency groups "
                         f"(captured in {graph.capture_seconds:.2f} s, {graph.n_nodes} nodes)")
     for col in ("group", "kind", "units", "tensors", "state"):
@@ -102,7 +104,10 @@ def analyze(
     for g in graph.groups:
         if not g.prunable and not show_protected:
             continue
-        state = "[green]prunable[/green]" if g.prunable else f"[yellow]protected[/yellow]: {g.reason}"
+        state = (
+            "[green]prunable[/green]" if g.prunable
+            else f"[yellow]protected[/yellow]: {g.reason}"
+        )
         if g.note:
             state += f" ({g.note})"
         table.add_row(g.name, g.kind, str(g.size), str(len(g.params)), state)
@@ -113,7 +118,7 @@ def analyze(
         console.print(f"[yellow]skipped[/yellow] {s.op} in {s.module or '<top>'}: {s.reason}")
 
 
-def _measure_table(title: str, rows: dict[str, Any]) -> Table:
+def _measure_table(title: str, rows: dict[str, Measurement]) -> Table:
     table = Table(title=title)
     table.add_column("model")
     for col in ("params", "MACs", "latency median (ms)", "latency p90 (ms)", "peak act. MiB"):
@@ -128,10 +133,14 @@ def _measure_table(title: str, rows: dict[str, Any]) -> Table:
 @app.command()
 def prune(
     model: ModelArg,
-    ratio: Annotated[float, typer.Option("--ratio", help="fraction of width removed, in [0, 1)")] = 0.3,
+    ratio: Annotated[
+        float, typer.Option("--ratio", help="fraction of width removed, in [0, 1)")
+    ] = 0.3,
     importance: Annotated[str, typer.Option("--importance", help="magnitude, l1, taylor, "
                                             "activation, random or lamp")] = "magnitude",
-    round_to: Annotated[int, typer.Option("--round-to", help="keep widths at multiples of this")] = 1,
+    round_to: Annotated[
+        int, typer.Option("--round-to", help="keep widths at multiples of this")
+    ] = 1,
     exclude: Annotated[list[str] | None, typer.Option("--exclude")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="save folder")] = None,
     onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="also write model.onnx")] = False,
@@ -161,7 +170,6 @@ def prune(
                                       backend=backend)
     except NetsculptError as exc:
         _fail(exc)
-        return
     console.print(the_plan.describe())
     console.print(_measure_table(f"planned and applied in {seconds:.2f} s",
                                  {"original": before, "pruned": after}))
@@ -187,7 +195,6 @@ def _write(small: nn.Module, inputs: Any, out: Path, *, onnx: bool, factory: str
             written.append(str(export_onnx(small, inputs, out / "model.onnx")))
     except NetsculptError as exc:
         _fail(exc)
-        return
     console.print("written: " + ", ".join(written))
 
 
@@ -207,7 +214,6 @@ def measure(
             m = run_measure(module, inputs, backend=backend, repeats=repeats, threads=threads)
     except NetsculptError as exc:
         _fail(exc)
-        return
     console.print(_measure_table(f"{type(module).__name__} ({backend}, {m.threads} threads)",
                                  {model: m}))
 
@@ -217,8 +223,12 @@ def export(
     model: Annotated[str | None, typer.Argument(help="model to export (omit with --study)")] = None,
     out: Annotated[Path, typer.Option("--out", help="folder to write")] = Path("netsculpt-export"),
     onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="also write model.onnx")] = False,
-    study: Annotated[str | None, typer.Option("--study", help="export a trial of this study")] = None,
-    trial: Annotated[int | None, typer.Option("--trial", help="trial number (default: knee)")] = None,
+    study: Annotated[
+        str | None, typer.Option("--study", help="export a trial of this study")
+    ] = None,
+    trial: Annotated[
+        int | None, typer.Option("--trial", help="trial number (default: knee)")
+    ] = None,
     storage: Annotated[str | None, typer.Option("--storage")] = None,
 ) -> None:
     """Write a model (or one trial of a study) as plan + weights, optionally ONNX."""
@@ -234,7 +244,6 @@ def export(
         module, inputs = load_model_spec(model)
     except NetsculptError as exc:
         _fail(exc)
-        return
     _write(module, inputs, out, onnx=onnx, factory=_factory_of(model))
 
 
@@ -274,7 +283,6 @@ def demo(
         onnx_path = export_onnx(small, inputs, folder / "model.onnx")
     except NetsculptError as exc:
         _fail(exc)
-        return
     console.print(
         f"knee: trial {knee.number}, accuracy {knee.score:.4f}, {knee.latency_ms:.3f} ms, "
         f"{knee.params:,} params\nreport: {page}\nknee sub-network: {folder} (ONNX: {onnx_path})"

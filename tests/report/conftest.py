@@ -10,7 +10,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "search"))
 
-from search_helpers import FAST_MEASURE, WidthTask, tiny_mlp  # noqa: E402
+from search_helpers import FAST_MEASURE, WidthTask, tiny_mlp
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -28,16 +28,16 @@ SMALL = SearchSpace(tie="layer", step=0.25, importance=("magnitude",), round_to=
 
 
 def run(model, x, task, tmp_path: Path, **kwargs):  # type: ignore[no-untyped-def]
-    options = dict(
-        task=task,
-        n_trials=6,
-        storage=f"sqlite:///{tmp_path / 'study.db'}",
-        study_name="tiny",
-        sampler="random",
-        space=SMALL,
-        progress=False,
-        measure_options=FAST_MEASURE,
-    )
+    options = {
+        "task": task,
+        "n_trials": 6,
+        "storage": f"sqlite:///{tmp_path / 'study.db'}",
+        "study_name": "tiny",
+        "sampler": "random",
+        "space": SMALL,
+        "progress": False,
+        "measure_options": FAST_MEASURE,
+    }
     options.update(kwargs)
     return search(model, x, **options)
 
@@ -233,7 +233,7 @@ def test_front_load_reopens_the_study(tiny, tmp_path) -> None:  # type: ignore[n
     # without a model, a study started from an object has nothing to apply plans to
     blind = Front.load(f"sqlite:///{tmp_path / 'study.db'}", "tiny")
     with pytest.raises(ns.SearchError, match="model="):
-        blind.trials[0].model
+        _ = blind.trials[0].model
 
 
 def test_default_storage_is_sqlite_in_the_working_folder(tiny, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

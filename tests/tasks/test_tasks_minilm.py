@@ -150,16 +150,17 @@ def test_distillation_repairs_a_damaged_encoder(minilm_model: nn.Module) -> None
 
     from netsculpt.tasks.minilm import MiniLMTask
 
-    task = MiniLMTask(n_eval=128, seq_len=64)
-    dense = task.evaluate(minilm_model)
+    task = MiniLMTask(n_eval=128, seq_len=32)
     student = copy.deepcopy(minilm_model)
+    g = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for layer in student.encoder.layer[3:]:
-            layer.output.dense.weight.mul_(0.5)
+        for p in student.encoder.parameters():
+            if p.dim() == 2:
+                p.add_(torch.randn(p.shape, generator=g) * p.std() * 0.5)
     damaged = task.evaluate(student)
-    assert damaged < dense
-    ns.distill(student, minilm_model, task, 15, batch_size=16, lr=1e-4, progress=False)
-    assert task.evaluate(student) > damaged
+    assert damaged < task.evaluate(minilm_model) - 0.1
+    task.finetune(student, minilm_model, 10)  # the task's recovery recipe: distillation
+    assert task.evaluate(student) > damaged + 0.05
 
 
 @pytest.mark.slow

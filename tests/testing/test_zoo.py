@@ -34,7 +34,7 @@ def test_unknown_name_says_what_exists() -> None:
 
 
 def test_factories_are_module_functions_for_the_cli() -> None:
-    import netsculpt.testing.zoo as zoo
+    from netsculpt.testing import zoo
 
     for name, factory in ZOO.items():
         assert getattr(zoo, name) is factory
@@ -52,10 +52,11 @@ def test_factory_builds_runs_and_exports(name: str) -> None:
     assert all(torch.isfinite(o).all() for o in outputs if o.is_floating_point())
 
     args, kwargs = split_inputs(example_inputs)
-    start = time.perf_counter()
+    # CPU time of this one-threaded process: the bound holds on a busy machine too
+    start = time.process_time()
     exported = torch.export.export(model, args, kwargs, strict=False)
-    seconds = time.perf_counter() - start
-    assert seconds < EXPORT_SECONDS, f"{name}: torch.export took {seconds:.2f} s"
+    seconds = time.process_time() - start
+    assert seconds < EXPORT_SECONDS, f"{name}: torch.export took {seconds:.2f} s of CPU time"
 
     with torch.no_grad():
         replayed = flatten_outputs(exported.module()(*args, **kwargs))

@@ -1,10 +1,11 @@
 """``ns.save`` / ``ns.load``: a pruned model as a plan (JSON) plus weights (safetensors).
 
-A save folder holds three files::
+A save folder holds three files, and a fourth when example inputs are saved with it::
 
     netsculpt.json       manifest: format, base model reference, SHA-256 of the others
     plan.json            the plan (kept indices, attribute updates)
     model.safetensors    the pruned model's weights
+    inputs.safetensors   optional: the example inputs (see :func:`load_inputs`)
 
 Nothing is pickled. Loading builds the unpruned base model (given by the caller, rebuilt
 from a transformers config, or from a ``package.module:factory`` string), replays the
@@ -75,7 +76,7 @@ def resolve_factory(spec: str) -> Any:
             f"cannot import module {module_name!r} from factory {spec!r}: "
             f"{type(exc).__name__}: {exc}; check the name and that it is on PYTHONPATH"
         ) from exc
-    fn = module
+    fn: Any = module
     for part in attr.split("."):
         fn = getattr(fn, part, None)
         if fn is None:
@@ -118,7 +119,9 @@ def _inputs_layout(example_inputs: Any) -> tuple[dict[str, torch.Tensor], dict[s
     if isinstance(example_inputs, (tuple, list)):
         tensors = {str(i): x for i, x in enumerate(example_inputs) if isinstance(x, torch.Tensor)}
         if len(tensors) != len(example_inputs):
-            raise SaveLoadError("example inputs given as a tuple must hold only tensors to be saved")
+            raise SaveLoadError(
+                "example inputs given as a tuple must hold only tensors to be saved"
+            )
         return tensors, {"kind": "tuple", "n": len(example_inputs)}
     if isinstance(example_inputs, dict):
         tensors = {k: v for k, v in example_inputs.items() if isinstance(v, torch.Tensor)}
@@ -169,7 +172,8 @@ def save(
         base_factory: ``"package.module:function"`` that rebuilds the unpruned base model,
             so that ``netsculpt.load(path)`` needs no ``base``. Models built from a
             transformers config are rebuilt from the saved config without it.
-        plan: the plan, when the model does not carry one.
+        plan: the plan to write; by default the one the model carries (a model netsculpt
+            did not prune is written with an identity plan).
         example_inputs: optionally saved beside the model (safetensors), so that the
             command line can measure and export the folder without a factory.
     """
@@ -201,7 +205,7 @@ def save(
 
 
 def load(path: str | Path, *, base: nn.Module | None = None, strict: bool = True) -> nn.Module:
-    """Rebuild a model saved by :func:`save`.
+    """Rebuild a model saved by :func:`save`; it is returned in eval mode.
 
     Args:
         path: the save folder.
@@ -241,9 +245,10 @@ def load(path: str | Path, *, base: nn.Module | None = None, strict: bool = True
             raise SaveLoadError(f"the manifest in {str(folder)!r} does not list {required}")
     the_plan = Plan.from_json((folder / PLAN).read_text())
     model = base if base is not None else _rebuild(manifest.get("base", {}))
-    small = apply(model, the_plan) if the_plan.tensors or the_plan.attrs or the_plan.removed else model
+    changes = the_plan.tensors or the_plan.attrs or the_plan.removed
+    small = apply(model, the_plan) if changes else model
     try:
-        missing, unexpected = load_model(small, str(folder / WEIGHTS), strict=strict)
+        load_model(small, str(folder / WEIGHTS), strict=strict)
     except RuntimeError as exc:
         raise SaveLoadError(
             f"the weights in {str(folder)!r} do not fit the rebuilt model: {exc}; pass the same "

@@ -21,8 +21,9 @@ import torch
 from torch import nn
 
 from netsculpt._inputs import ExampleInputs
+from netsculpt.errors import InputError
 from netsculpt.graph.capture import capture
-from netsculpt.graph.propagate import GroupsSite, Propagator, ShapeSite, Skipped
+from netsculpt.graph.propagate import GroupsSite, Propagator, ShapeSite, Skipped, op_name
 from netsculpt.graph.spaces import Space, SpaceTable
 
 __all__ = ["Graph", "Group", "Slot", "analyze", "match_names"]
@@ -42,8 +43,10 @@ class Group:
     """Channels that are removed together.
 
     ``size`` is the number of prunable units (channels, neurons, heads or key/value
-    groups); ``width`` is the size of the largest tensor dimension the group lives in
-    (for heads: heads times head dimension).
+    groups); ``unit_width`` is how many tensor positions one unit spans in its narrowest
+    weight (for heads: the head dimension; 1 for channels and neurons). ``reason`` says
+    why a group is not prunable; ``note`` adds a remark for people (grouped-query
+    attention).
     """
 
     name: str
@@ -72,7 +75,7 @@ class Graph:
     blocks: list[str] = field(default_factory=list)
     block_kinds: dict[str, str] = field(default_factory=dict)
     # internals used by the planner
-    table: SpaceTable = field(default=None, repr=False)  # type: ignore[assignment]
+    table: SpaceTable = field(default_factory=SpaceTable, repr=False)
     slot_spaces: dict[tuple[str, int], Space] = field(default_factory=dict, repr=False)
     shape_sites: list[ShapeSite] = field(default_factory=list, repr=False)
     groups_sites: list[GroupsSite] = field(default_factory=list, repr=False)
@@ -145,8 +148,6 @@ def analyze(
             in ``graph.skipped``) or ``"error"`` (raise :class:`UnsupportedOperationError`).
         timeout_s: bound on the capture time.
     """
-    from netsculpt.errors import InputError
-
     if on_unsupported not in ("skip", "error"):
         raise InputError(
             f"on_unsupported must be 'skip' or 'error', got {on_unsupported!r}"
@@ -182,7 +183,7 @@ def analyze(
             module = name.rsplit(".", 1)[0] if "." in name else ""
             if match_names(exclude, module) or match_names(exclude, name):
                 table.taint(s, "excluded by the user")
-    # a buffer that no op reads (or only reads trivially) keeps its slots untouched
+    # one group per leaf space that a parameter holds; buffers (running statistics) follow
     groups = _collect_groups(prop, table, slot_spaces, set(prop.buffer_slots))
     block_kinds: dict[str, str] = {}
     blocks = _removable_blocks(model, program, prop, block_kinds)
@@ -220,8 +221,6 @@ def _removable_blocks(
     that adds its input back inside is replaced by the identity. Only modules holding at
     least two parametrised layers count, so single linear layers are not offered.
     """
-    from netsculpt.graph.propagate import op_name
-
     stacks: dict[str, list[str]] = {}
     for node in program.graph.nodes:
         if node.op == "call_function":
@@ -302,7 +301,7 @@ def _collect_groups(
     occurrences: dict[int, list[tuple[Slot, int]]] = {}
     leaves: dict[int, Space] = {}
     param_ndim: dict[str, int] = {}
-    for (name, dim), space in slot_spaces.items():
+    for name, dim in slot_spaces:
         param_ndim[name] = max(param_ndim.get(name, 0), dim + 1)
     for (name, dim), space in slot_spaces.items():
         for uid, (leaf, _arr) in table.index_map(space).items():
@@ -339,7 +338,9 @@ def _collect_groups(
         ):
             continue
         module = prod_slot.tensor.rsplit(".", 1)[0] if "." in prod_slot.tensor else ""
-        weight_strides = [st for s, st in occ if not s.is_buffer and param_ndim.get(s.tensor, 0) >= 2]
+        weight_strides = [
+            st for s, st in occ if not s.is_buffer and param_ndim.get(s.tensor, 0) >= 2
+        ]
         max_stride = max(weight_strides, default=1)
         min_stride = min(weight_strides, default=1)
         is_conv = any(param_ndim.get(s.tensor, 0) >= 3 for s, _ in occ)

@@ -12,12 +12,11 @@ operation is marked not prunable, with the operation and module named as the rea
 
 from __future__ import annotations
 
-import math
 import operator
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import fx
@@ -262,6 +261,12 @@ class Propagator:
             ]
         return None
 
+    def fresh_like_tensor(self, val: Any, reason: str) -> Desc | None:
+        """Fresh spaces for one tensor of a node's outputs (None for a non-tensor)."""
+        if isinstance(val, torch.Tensor):
+            return self.fresh(val.shape, reason)
+        return None
+
 
 def _clean_path(path: str) -> str:
     # strict-mode exports name modules like "L['self'].layer1"; keep the attribute path
@@ -277,6 +282,18 @@ def _is_pointwise(target: Any) -> bool:
 
 def _dim(d: int, ndim: int) -> int:
     return d + ndim if d < 0 else d
+
+
+# torch.fx types node arguments as one broad union (``Argument``); the handlers below know
+# from the op's schema which arguments are integers or lists, and say so through these.
+def _int(arg: Any) -> int:
+    """An integer argument of an ATen call."""
+    return int(arg)
+
+
+def _seq(arg: Any) -> list[Any]:
+    """A list argument of an ATen call (sizes, dims, tensors)."""
+    return list(arg)
 
 
 # ---------------------------------------------------------------------------------------
@@ -302,7 +319,7 @@ def _pointwise(p: Propagator, node: fx.Node) -> Any:
     out: list[Space | None] = [None] * n
     for a in p.tensor_args(node):
         d = p.desc(a)
-        assert d is not None
+        assert d is not None  # tensor_args keeps only arguments with a description
         offset = n - len(d)
         if offset < 0:
             continue
@@ -310,7 +327,8 @@ def _pointwise(p: Propagator, node: fx.Node) -> Any:
             j = offset + i
             if s.size != out_shape[j] or s.size == 1:
                 continue
-            out[j] = s if out[j] is None else p.unify(out[j], s)  # type: ignore[arg-type]
+            prev = out[j]
+            out[j] = s if prev is None else p.unify(prev, s)
     return [
         s if s is not None else p.table.new(out_shape[j], "broadcast by an elementwise op")
         for j, s in enumerate(out)
@@ -365,9 +383,9 @@ def _creation(p: Propagator, node: fx.Node) -> Any:
 @handles("getitem")
 def _getitem(p: Propagator, node: fx.Node) -> Any:
     src, idx = node.args
-    value = p.values.get(src)  # type: ignore[arg-type]
+    value = p.values.get(cast(fx.Node, src))
     if isinstance(value, list) and value and not isinstance(value[0], Space):
-        item = value[idx]  # type: ignore[index]
+        item = value[cast(int, idx)]
         return list(item) if item is not None else None
     return p.fresh_like(node, "an output of an operation netsculpt does not track")
 
@@ -382,7 +400,7 @@ def _permute(p: Propagator, node: fx.Node) -> Any:
     d = p.desc(node.args[0])
     if d is None:
         return p.fresh_like(node, "")
-    dims = [_dim(int(x), len(d)) for x in node.args[1]]  # type: ignore[union-attr]
+    dims = [_dim(_int(x), len(d)) for x in _seq(node.args[1])]
     return [d[i] for i in dims]
 
 
@@ -392,7 +410,7 @@ def _transpose(p: Propagator, node: fx.Node) -> Any:
     if d is None:
         return p.fresh_like(node, "")
     d = list(d)
-    a, b = (_dim(int(x), len(d)) for x in node.args[1:3])  # type: ignore[arg-type]
+    a, b = (_dim(_int(x), len(d)) for x in node.args[1:3])
     d[a], d[b] = d[b], d[a]
     return d
 
@@ -408,7 +426,7 @@ def _t(p: Propagator, node: fx.Node) -> Any:
 @handles("unsqueeze", "unsqueeze_copy")
 def _unsqueeze(p: Propagator, node: fx.Node) -> Any:
     d = list(p.desc(node.args[0]) or [])
-    dim = _dim(int(node.args[1]), len(d) + 1)  # type: ignore[arg-type]
+    dim = _dim(_int(node.args[1]), len(d) + 1)
     d.insert(dim, p.table.new(1))
     return d
 
@@ -417,9 +435,8 @@ def _unsqueeze(p: Propagator, node: fx.Node) -> Any:
 def _squeeze(p: Propagator, node: fx.Node) -> Any:
     d = list(p.desc(node.args[0]) or [])
     if len(node.args) > 1:
-        dims = node.args[1]
-        dims = [dims] if isinstance(dims, int) else list(dims)  # type: ignore[arg-type]
-        dims = [_dim(int(x), len(d)) for x in dims]
+        arg = node.args[1]
+        dims = [_dim(_int(x), len(d)) for x in ([arg] if isinstance(arg, int) else _seq(arg))]
     else:
         dims = list(range(len(d)))
     return [s for i, s in enumerate(d) if not (i in dims and s.size == 1)]
@@ -514,7 +531,7 @@ def _expand(p: Propagator, node: fx.Node) -> Any:
 @handles("repeat")
 def _repeat(p: Propagator, node: fx.Node) -> Any:
     d = list(p.desc(node.args[0]) or [])
-    reps = list(node.args[1])  # type: ignore[arg-type]
+    reps = _seq(node.args[1])
     offset = len(reps) - len(d)
     out: Desc = []
     for j, r in enumerate(reps):
@@ -532,11 +549,12 @@ def _repeat(p: Propagator, node: fx.Node) -> Any:
 
 @handles("cat", "concat", "concatenate")
 def _cat(p: Propagator, node: fx.Node) -> Any:
-    tensors = [t for t in node.args[0] if p.desc(t)]  # type: ignore[union-attr]
+    tensors = [t for t in _seq(node.args[0]) if p.desc(t)]
     out_shape = p.out_shape(node)
-    dim = _dim(int(node.args[1]) if len(node.args) > 1 else 0, len(out_shape))  # type: ignore[arg-type]
-    descs = [p.desc(t) for t in tensors]
-    descs = [x for x in descs if x is not None and len(x) == len(out_shape)]
+    dim = _dim(_int(node.args[1]) if len(node.args) > 1 else 0, len(out_shape))
+    descs = [
+        x for x in (p.desc(t) for t in tensors) if x is not None and len(x) == len(out_shape)
+    ]
     if not descs:
         return p.fresh_like(node, "")
     out: Desc = []
@@ -554,10 +572,9 @@ def _cat(p: Propagator, node: fx.Node) -> Any:
 
 @handles("stack")
 def _stack(p: Propagator, node: fx.Node) -> Any:
-    descs = [p.desc(t) for t in node.args[0]]  # type: ignore[union-attr]
     out_shape = p.out_shape(node)
-    dim = _dim(int(node.args[1]) if len(node.args) > 1 else 0, len(out_shape))  # type: ignore[arg-type]
-    descs = [x for x in descs if x is not None]
+    dim = _dim(_int(node.args[1]) if len(node.args) > 1 else 0, len(out_shape))
+    descs = [x for x in (p.desc(t) for t in _seq(node.args[0])) if x is not None]
     if not descs:
         return p.fresh_like(node, "")
     base = list(descs[0])
@@ -591,9 +608,9 @@ def _split(p: Propagator, node: fx.Node) -> Any:
     d = p.desc(node.args[0])
     if d is None:
         return p.fresh_like(node, "")
-    dim = _dim(int(node.args[2]) if len(node.args) > 2 else int(node.kwargs.get("dim", 0)), len(d))  # type: ignore[arg-type]
+    dim = _dim(_int(node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)), len(d))
     vals = node.meta.get("val")
-    sizes = [int(v.shape[dim]) for v in vals]  # type: ignore[union-attr]
+    sizes = [int(v.shape[dim]) for v in _seq(vals)]
     return _split_pieces(p, node, d, dim, sizes)
 
 
@@ -602,9 +619,9 @@ def _chunk(p: Propagator, node: fx.Node) -> Any:
     d = p.desc(node.args[0])
     if d is None:
         return p.fresh_like(node, "")
-    dim = _dim(int(node.args[2]) if len(node.args) > 2 else int(node.kwargs.get("dim", 0)), len(d))  # type: ignore[arg-type]
+    dim = _dim(_int(node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)), len(d))
     vals = node.meta.get("val")
-    sizes = [int(v.shape[dim]) for v in vals]  # type: ignore[union-attr]
+    sizes = [int(v.shape[dim]) for v in _seq(vals)]
     return _split_pieces(p, node, d, dim, sizes)
 
 
@@ -613,7 +630,7 @@ def _unbind(p: Propagator, node: fx.Node) -> Any:
     d = p.desc(node.args[0])
     if d is None:
         return p.fresh_like(node, "")
-    dim = _dim(int(node.args[1]) if len(node.args) > 1 else 0, len(d))  # type: ignore[arg-type]
+    dim = _dim(_int(node.args[1]) if len(node.args) > 1 else 0, len(d))
     p.taint_desc([d[dim]], f"unbound into separate tensors in module '{p.module_of(node)}'")
     return [[s for i, s in enumerate(d) if i != dim] for _ in range(d[dim].size)]
 
@@ -624,17 +641,17 @@ def _slice(p: Propagator, node: fx.Node) -> Any:
     if d is None:
         return p.fresh_like(node, "")
     name = op_name(node.target)
-    dim = _dim(int(node.args[1]) if len(node.args) > 1 else 0, len(d))  # type: ignore[arg-type]
+    dim = _dim(_int(node.args[1]) if len(node.args) > 1 else 0, len(d))
     size = d[dim].size
     if name == "narrow":
-        start, length = int(node.args[2]), int(node.args[3])  # type: ignore[arg-type]
+        start, length = _int(node.args[2]), _int(node.args[3])
         end, step = start + length, 1
     else:
-        start = node.args[2] if len(node.args) > 2 else 0
-        end = node.args[3] if len(node.args) > 3 else None
-        step = int(node.args[4]) if len(node.args) > 4 else 1  # type: ignore[arg-type]
-        start = 0 if start is None else int(start)  # type: ignore[arg-type]
-        end = size if end is None else int(end)  # type: ignore[arg-type]
+        start_arg = node.args[2] if len(node.args) > 2 else 0
+        end_arg = node.args[3] if len(node.args) > 3 else None
+        step = _int(node.args[4]) if len(node.args) > 4 else 1
+        start = 0 if start_arg is None else _int(start_arg)
+        end = size if end_arg is None else _int(end_arg)
     start = max(0, start + size if start < 0 else start)
     end = min(size, end + size if end < 0 else end)
     out = list(d)
@@ -663,7 +680,7 @@ def _select(p: Propagator, node: fx.Node) -> Any:
     d = p.desc(node.args[0])
     if d is None:
         return p.fresh_like(node, "")
-    dim = _dim(int(node.args[1]), len(d))  # type: ignore[arg-type]
+    dim = _dim(_int(node.args[1]), len(d))
     if d[dim].size > 1:
         p.taint_desc([d[dim]], f"indexed with a literal in module '{p.module_of(node)}'")
     return [s for i, s in enumerate(d) if i != dim]
@@ -678,7 +695,7 @@ def _index(p: Propagator, node: fx.Node) -> Any:
     name = op_name(node.target)
     reason = f"indexed by a tensor in module '{p.module_of(node)}'"
     if name in ("index", "_unsafe_index"):
-        indices = list(node.args[1])  # type: ignore[arg-type]
+        indices = _seq(node.args[1])
         last = max((i for i, x in enumerate(indices) if x is not None), default=-1)
         for i in range(last + 1):
             p.taint_desc([d[i]], reason)
@@ -690,7 +707,7 @@ def _index(p: Propagator, node: fx.Node) -> Any:
                 if out[j].size == s.size:
                     out[j] = s
         return out
-    dim = _dim(int(node.args[1]), len(d))  # type: ignore[arg-type]
+    dim = _dim(_int(node.args[1]), len(d))
     p.taint_desc([d[dim]], reason)
     out = list(d)
     if len(out) == len(out_shape):
@@ -727,26 +744,29 @@ def _mixes_positions(p: Propagator, node: fx.Node) -> Any:
         return p.fresh_like(node, "")
     name = op_name(node.target)
     reason = f"'{name}' in module '{p.module_of(node)}' depends on positions along it"
+    dims: list[Any]
     if name in ("tril", "triu"):
         dims = [len(d) - 2, len(d) - 1]
     elif name in ("flip", "roll"):
         arg = node.args[1] if name == "flip" else (node.args[2] if len(node.args) > 2 else None)
         if arg is None:
             dims = list(range(len(d)))
+        elif isinstance(arg, int):
+            dims = [arg]
         else:
-            dims = [arg] if isinstance(arg, int) else list(arg)  # type: ignore[arg-type]
+            dims = _seq(arg)
     else:
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", -1)
         if name == "topk":
             dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", -1)
-        dims = [dim]  # type: ignore[list-item]
-    dims = [_dim(int(x), len(d)) for x in dims]
+        dims = [dim]
+    dims = [_dim(_int(x), len(d)) for x in dims]
     for i in dims:
         p.taint_desc([d[i]], reason)
     val = node.meta.get("val")
+    val_shape = p.out_shape(node) if isinstance(val, torch.Tensor) else cast(Any, val)[0].shape
     out = [s if s.size == int(val_dim) else p.table.new(int(val_dim), reason)
-           for s, val_dim in zip(d, p.out_shape(node) if isinstance(val, torch.Tensor)
-                                 else val[0].shape, strict=False)]  # type: ignore[index]
+           for s, val_dim in zip(d, val_shape, strict=False)]
     if isinstance(val, (list, tuple)):
         return [out, list(out)]
     return out
@@ -774,12 +794,10 @@ def _reduce(p: Propagator, node: fx.Node) -> Any:
     ndim = len(d)
     dims_arg: Any = None
     keepdim = False
-    if name in ("norm",):
+    keepdim_kwarg = bool(node.kwargs.get("keepdim", False))
+    if name in ("norm", "linalg_vector_norm"):  # (x, ord, dim, keepdim)
         dims_arg = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim")
-        keepdim = bool(node.args[3]) if len(node.args) > 3 else bool(node.kwargs.get("keepdim", False))
-    elif name == "linalg_vector_norm":
-        dims_arg = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim")
-        keepdim = bool(node.args[3]) if len(node.args) > 3 else bool(node.kwargs.get("keepdim", False))
+        keepdim = bool(node.args[3]) if len(node.args) > 3 else keepdim_kwarg
     elif name in ("var", "std", "var_mean", "std_mean"):
         dims_arg = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
         keepdim = bool(node.kwargs.get("keepdim", node.args[3] if len(node.args) > 3 else False))
@@ -787,7 +805,7 @@ def _reduce(p: Propagator, node: fx.Node) -> Any:
             dims_arg = None
     else:
         dims_arg = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-        keepdim = bool(node.args[2]) if len(node.args) > 2 else bool(node.kwargs.get("keepdim", False))
+        keepdim = bool(node.args[2]) if len(node.args) > 2 else keepdim_kwarg
     if dims_arg is None or (isinstance(dims_arg, (list, tuple)) and len(dims_arg) == 0):
         dims = list(range(ndim))
     elif isinstance(dims_arg, int):
@@ -822,7 +840,7 @@ def _softmax(p: Propagator, node: fx.Node) -> Any:
     d = p.desc(node.args[0])
     if d is None:
         return p.fresh_like(node, "")
-    dim = _dim(int(node.args[1]), len(d))  # type: ignore[arg-type]
+    dim = _dim(_int(node.args[1]), len(d))
     if d[dim].size > 1:
         p.taint_desc([d[dim]], f"softmax over it in module '{p.module_of(node)}'")
     return list(d)
@@ -833,7 +851,7 @@ def _layer_norm(p: Propagator, node: fx.Node) -> Any:
     d = p.desc(node.args[0])
     if d is None:
         return p.fresh_like(node, "")
-    norm_shape = list(node.args[1])  # type: ignore[arg-type]
+    norm_shape = _seq(node.args[1])
     n = len(norm_shape)
     tail = d[len(d) - n :]
     for a in node.args[2:4]:
@@ -871,7 +889,9 @@ def _batch_norm(p: Propagator, node: fx.Node) -> Any:
             if isinstance(v, torch.Tensor) and v.ndim == 1 and v.shape[0] == c.size:
                 res.append([c])
             else:
-                res.append(p.fresh(v.shape, "batch statistics") if isinstance(v, torch.Tensor) else None)
+                res.append(
+                    p.fresh(v.shape, "batch statistics") if isinstance(v, torch.Tensor) else None
+                )
         return res
     return out
 
@@ -883,10 +903,10 @@ def _group_norm(p: Propagator, node: fx.Node) -> Any:
         return p.fresh_like(node, "")
     name = op_name(node.target)
     if name == "group_norm":
-        groups = int(node.args[1])  # type: ignore[arg-type]
+        groups = _int(node.args[1])
         weights = node.args[2:4]
     else:
-        groups = int(node.args[6])  # type: ignore[arg-type]
+        groups = _int(node.args[6])
         weights = node.args[1:3]
     c = d[1]
     per_group = c.size // groups
@@ -988,13 +1008,13 @@ def _conv(p: Propagator, node: fx.Node) -> Any:
     args = list(node.args)
     if name in ("convolution", "_convolution"):
         transposed = bool(args[6])
-        groups = int(args[8])  # type: ignore[arg-type]
+        groups = _int(args[8])
     elif name.startswith("conv_transpose"):
         transposed = True
-        groups = int(args[6]) if len(args) > 6 else int(node.kwargs.get("groups", 1))  # type: ignore[arg-type]
+        groups = _int(args[6] if len(args) > 6 else node.kwargs.get("groups", 1))
     else:
         transposed = False
-        groups = int(args[6]) if len(args) > 6 else int(node.kwargs.get("groups", 1))  # type: ignore[arg-type]
+        groups = _int(args[6] if len(args) > 6 else node.kwargs.get("groups", 1))
     module = p.module_of(node)
     for s in w[2:]:
         p.table.taint(s, "a convolution kernel dimension")
@@ -1059,7 +1079,9 @@ def _sdpa(p: Propagator, node: fx.Node) -> Any:
     if q is None or k is None or v is None:
         return p.unsupported(node, op_name(node.target))
     module = p.module_of(node)
-    head_reason = f"an attention head dimension in '{module}' (scaling and rotary embeddings depend on it)"
+    head_reason = (
+        f"an attention head dimension in '{module}' (scaling and rotary embeddings depend on it)"
+    )
     p.unify(q[-1], k[-1])
     p.table.taint(q[-1], head_reason)
     p.table.taint(v[-1], head_reason)
@@ -1070,7 +1092,9 @@ def _sdpa(p: Propagator, node: fx.Node) -> Any:
         if hq.size == hk.size:
             p.unify(hq, hk)
         elif hk.size and hq.size % hk.size == 0:
-            rep = p.table.new(hq.size // hk.size, f"query heads sharing one key/value head in '{module}'")
+            rep = p.table.new(
+                hq.size // hk.size, f"query heads sharing one key/value head in '{module}'"
+            )
             p.unify(hq, p.table.make_prod([hk, rep]))
         for i in range(len(q) - 3):
             if q[i].size == k[i].size and q[i].size != 1:
@@ -1085,17 +1109,8 @@ def _sdpa(p: Propagator, node: fx.Node) -> Any:
                 p.unify(s, t)
     val = node.meta.get("val")
     if isinstance(val, (list, tuple)):
-        return [out] + [p.fresh_like_tensor(v_) for v_ in val[1:]]
+        return [out] + [p.fresh_like_tensor(v_, "attention statistics") for v_ in val[1:]]
     return out
-
-
-def _fresh_like_tensor(self: Propagator, v: Any) -> Any:
-    if isinstance(v, torch.Tensor):
-        return self.fresh(v.shape, "attention statistics")
-    return None
-
-
-Propagator.fresh_like_tensor = _fresh_like_tensor  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------------------------
@@ -1117,7 +1132,7 @@ def _spatial(p: Propagator, node: fx.Node) -> Any:
     if d is None:
         return p.fresh_like(node, "")
     val = node.meta.get("val")
-    shape = tuple(val[0].shape) if isinstance(val, (list, tuple)) else p.out_shape(node)  # type: ignore[index]
+    shape = tuple(val[0].shape) if isinstance(val, (list, tuple)) else p.out_shape(node)
     p.taint_desc(d[2:], "a spatial dimension")
     out: Desc = []
     for i, size in enumerate(shape):
@@ -1133,7 +1148,3 @@ def _spatial(p: Propagator, node: fx.Node) -> Any:
 def supported_ops() -> list[str]:
     """Names of the ATen operation families netsculpt propagates channels through."""
     return sorted(HANDLERS)
-
-
-def shape_product(desc: Desc) -> int:
-    return math.prod(s.size for s in desc)

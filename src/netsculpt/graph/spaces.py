@@ -321,7 +321,10 @@ class SpaceTable:
         return [leaf for leaf, _ in self.index_map(space).values()]
 
     def stride_of(self, space: Space, leaf_uid: int) -> int:
-        """Product of the sizes of the factors inside ``leaf`` in ``space`` (1 if innermost)."""
+        """Product of the sizes of the factors inside a leaf in ``space`` (1 if innermost).
+
+        0 when the leaf ``leaf_uid`` does not occur in ``space``.
+        """
         root = self.find(space)
         if not root.kind:
             return 1 if root.uid == leaf_uid else 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -124,7 +124,7 @@ def apply(model: nn.Module, plan: Plan, *, inplace: bool = False) -> nn.Module:
         for module_path, attr in places:
             module = new.get_submodule(module_path)
             if is_param:
-                module._parameters[attr] = replacement  # type: ignore[assignment]
+                module._parameters[attr] = cast(nn.Parameter, replacement)
             else:
                 module._buffers[attr] = replacement
             full = f"{module_path}.{attr}" if module_path else attr
@@ -178,8 +178,9 @@ def _fix_module_attributes(model: nn.Module) -> None:
             module.num_parameters = int(w.shape[0])
         elif type(module).__name__ == "Conv1D" and isinstance(w, torch.Tensor):
             # transformers' GPT-2 style Conv1D: weight is [in, out]
-            module.nf = int(w.shape[1])
-            if hasattr(module, "nx"):
-                module.nx = int(w.shape[0])
+            conv1d: Any = module  # its nf/nx are plain int attributes nn.Module does not declare
+            conv1d.nf = int(w.shape[1])
+            if hasattr(conv1d, "nx"):
+                conv1d.nx = int(w.shape[0])
         elif isinstance(module, nn.RMSNorm) and isinstance(w, torch.Tensor):
             module.normalized_shape = tuple(int(s) for s in w.shape)

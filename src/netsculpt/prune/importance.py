@@ -42,7 +42,9 @@ class ImportanceContext:
     _tensors: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def tensor(self, name: str) -> torch.Tensor:
+        """The parameter or buffer ``name`` of the model, detached (cached)."""
         if name not in self._tensors:
+            t: torch.Tensor
             try:
                 t = self.model.get_parameter(name)
             except AttributeError:
@@ -79,10 +81,7 @@ def get_importance(name: str | Importance) -> Importance:
 def _per_position(t: torch.Tensor, dim: int, how: str) -> np.ndarray:
     """Reduce ``t`` over every dimension but ``dim``: sum of squares or of abs values."""
     x = t.detach().float().movedim(dim, 0).reshape(t.shape[dim], -1)
-    if how == "l1":
-        v = x.abs().sum(1)
-    else:
-        v = x.pow(2).sum(1)
+    v = x.abs().sum(1) if how == "l1" else x.pow(2).sum(1)
     return v.numpy().astype(np.float64)
 
 
@@ -220,7 +219,7 @@ def compute_activations(ctx: ImportanceContext) -> dict[str, torch.Tensor]:
             if x.ndim <= cd:
                 return
             v = x.abs().movedim(cd, 0).reshape(x.shape[cd], -1).mean(1)
-            sums[name] = sums.get(name, 0) + v  # type: ignore[operator]
+            sums[name] = sums[name] + v if name in sums else v
             counts[name] = counts.get(name, 0) + 1
 
         return hook

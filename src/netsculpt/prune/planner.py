@@ -14,6 +14,7 @@ from torch import nn
 from netsculpt._inputs import ExampleInputs, call_model, flatten_outputs
 from netsculpt.errors import InputError, InvalidRatioError, NothingToPruneError, PlanError
 from netsculpt.graph.analysis import Graph, Group, analyze, match_names
+from netsculpt.graph.spaces import Space
 from netsculpt.prune.apply import apply
 from netsculpt.prune.importance import ImportanceContext, get_importance
 from netsculpt.prune.plan import GroupDecision, Plan
@@ -166,7 +167,10 @@ def plan(
     group_attrs, shape_attrs = _attribute_updates(model, graph, decisions)
     meta = {
         "ratio": dict(ratio) if isinstance(ratio, Mapping) else ratio,
-        "importance": importance if isinstance(importance, str) else getattr(importance, "__name__", "custom"),
+        "importance": (
+            importance if isinstance(importance, str)
+            else getattr(importance, "__name__", "custom")
+        ),
         "round_to": round_to,
         "global_ranking": bool(global_ranking),
         "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
@@ -259,7 +263,9 @@ def _keep_counts(
     return counts
 
 
-def _kept_positions(graph: Graph, tensor: str, dim: int, decisions: Mapping[int, np.ndarray]) -> np.ndarray | None:
+def _kept_positions(
+    graph: Graph, tensor: str, dim: int, decisions: Mapping[int, np.ndarray]
+) -> np.ndarray | None:
     imap = graph.index_map(tensor, dim)
     mask: np.ndarray | None = None
     for uid, (_leaf, arr) in imap.items():
@@ -290,7 +296,7 @@ def _slice_tensors(
     return tensors, shapes
 
 
-def _space_kept(graph: Graph, space: Any, decisions: Mapping[int, np.ndarray]) -> int:
+def _space_kept(graph: Graph, space: Space, decisions: Mapping[int, np.ndarray]) -> int:
     imap = graph.table.index_map(space)
     n = graph.table.find(space).size
     mask = np.ones(n, dtype=bool)
@@ -309,10 +315,10 @@ def _attribute_updates(
     model: nn.Module, graph: Graph, decisions: Mapping[int, np.ndarray]
 ) -> tuple[list[tuple[str, str, Any]], list[tuple[str, str, Any]]]:
     group_attrs: list[tuple[str, str, Any]] = []
-    for site in graph.groups_sites:
-        new = _space_kept(graph, site.space, decisions)
-        if new != graph.table.find(site.space).size:
-            group_attrs.append((site.module, site.attr, new))
+    for groups_site in graph.groups_sites:
+        new = _space_kept(graph, groups_site.space, decisions)
+        if new != graph.table.find(groups_site.space).size:
+            group_attrs.append((groups_site.module, groups_site.attr, new))
     # literal sizes in reshapes and splits: module attributes that may have produced them
     candidates: dict[tuple[str, str], Any] = {}
     conflicts: set[tuple[str, str]] = set()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import html
 import math
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,7 @@ def front_figure(front: Any, *, highlight: int | None = None) -> go.Figure:
                 y=[t.score for t in others],
                 mode="markers",
                 name="other trials",
-                marker=dict(color="rgba(140,140,140,0.45)", size=7),
+                marker={"color": "rgba(140,140,140,0.45)", "size": 7},
                 text=[f"trial {t.number}<br>{t.params:,} params" for t in others],
                 hovertemplate="%{text}<br>%{x:.3f} ms, score %{y:.4f}<extra></extra>",
             )
@@ -76,7 +76,7 @@ def front_figure(front: Any, *, highlight: int | None = None) -> go.Figure:
                 y=[t.score for t in line],
                 mode="lines",
                 name="score/latency front",
-                line=dict(color="#1f77b4", width=1.5, shape="hv"),
+                line={"color": "#1f77b4", "width": 1.5, "shape": "hv"},
                 hoverinfo="skip",
             )
         )
@@ -86,11 +86,11 @@ def front_figure(front: Any, *, highlight: int | None = None) -> go.Figure:
                 y=[t.score for t in trials],
                 mode="markers",
                 name=f"Pareto front ({', '.join(front.objectives)}); size: params",
-                marker=dict(
-                    size=[_size(t.params, lo, hi) for t in trials],
-                    color="#1f77b4",
-                    line=dict(color="white", width=1),
-                ),
+                marker={
+                    "size": [_size(t.params, lo, hi) for t in trials],
+                    "color": "#1f77b4",
+                    "line": {"color": "white", "width": 1},
+                },
                 text=[
                     f"trial {t.number}<br>{t.params:,} params, {t.macs:,} MACs"
                     + (f"<br>{front.speedup(t):.2f}x faster" if front.speedup(t) else "")
@@ -104,8 +104,8 @@ def front_figure(front: Any, *, highlight: int | None = None) -> go.Figure:
         fig.add_trace(
             go.Scatter(
                 x=[t.latency_ms], y=[t.score], mode="markers", name=f"trial {t.number} (shown below)",
-                marker=dict(size=_size(t.params, lo, hi) + 8, color="rgba(0,0,0,0)",
-                            line=dict(color="#d62728", width=3)),
+                marker={"size": _size(t.params, lo, hi) + 8, "color": "rgba(0,0,0,0)",
+                            "line": {"color": "#d62728", "width": 3}},
                 hoverinfo="skip",
             )
         )
@@ -114,8 +114,8 @@ def front_figure(front: Any, *, highlight: int | None = None) -> go.Figure:
         fig.add_trace(
             go.Scatter(
                 x=[b.latency_ms], y=[b.score], mode="markers+text", name="dense model",
-                marker=dict(symbol="star", size=_size(b.params, lo, hi) + 4, color="#ff7f0e",
-                            line=dict(color="black", width=1)),
+                marker={"symbol": "star", "size": _size(b.params, lo, hi) + 4, "color": "#ff7f0e",
+                            "line": {"color": "black", "width": 1}},
                 text=["dense"], textposition="top center",
                 hovertemplate=(f"dense model<br>{b.params:,} params, {b.macs:,} MACs<br>"
                                "%{x:.3f} ms, score %{y:.4f}<extra></extra>"),
@@ -126,8 +126,8 @@ def front_figure(front: Any, *, highlight: int | None = None) -> go.Figure:
         xaxis_title="latency, median (ms)",
         yaxis_title="score (higher is better)",
         template="plotly_white",
-        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
-        margin=dict(t=90),
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+        margin={"t": 90},
         height=520,
     )
     return fig
@@ -156,7 +156,7 @@ def widths_figure(front: Any, number: int) -> go.Figure:
         yaxis_title="units (channels / neurons / heads)",
         template="plotly_white",
         height=max(420, 320 + 6 * len(names)),
-        xaxis=dict(tickangle=-45, automargin=True),
+        xaxis={"tickangle": -45, "automargin": True},
     )
     return fig
 
@@ -227,8 +227,8 @@ def report(
                              div_id="netsculpt-widths", config={"displaylogo": False})
     base = front.baseline
     meta = [
-        f"{len(front.completed)} completed trials, {len(front.failed)} failed, "
-        f"{len(front.trials)} on the Pareto front of {', '.join(front.objectives)}",
+        (f"{len(front.completed)} completed trials, {len(front.failed)} failed, "
+         f"{len(front.trials)} on the Pareto front of {', '.join(front.objectives)}"),
         f"latency backend: {front.backend}",
     ]
     if base is not None:
@@ -238,7 +238,7 @@ def report(
         )
     if front.constraints:
         meta.append("constraints: " + ", ".join(f"{k}={v}" for k, v in front.constraints.items()))
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     name = html.escape(front.study_name)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">

@@ -40,7 +40,7 @@ def write_png(
         fig.write_image(str(out), width=width, height=height, scale=1)
         if out.is_file() and out.stat().st_size > 0:
             return out
-    except Exception:  # kaleido missing or without a browser: try Chromium directly
+    except Exception:  # noqa: BLE001, S110 -- kaleido missing or without a browser: Chromium next
         pass
     browser = chromium_binary()
     if browser is None:
@@ -48,7 +48,7 @@ def write_png(
     with tempfile.TemporaryDirectory(prefix="netsculpt-png-") as tmp:
         page = Path(tmp) / "figure.html"
         fig = go.Figure(fig)
-        fig.update_layout(width=width, height=height, margin=dict(l=60, r=30, t=60, b=60))
+        fig.update_layout(width=width, height=height, margin={"l": 60, "r": 30, "t": 60, "b": 60})
         html = pio.to_html(fig, include_plotlyjs=True, full_html=True,
                            config={"displayModeBar": False, "staticPlot": True})
         html = html.replace("<body>", "<body style='margin:0;overflow:hidden'>", 1)

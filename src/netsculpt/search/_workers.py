@@ -108,7 +108,7 @@ def _write_payload(
         try:
             torch.save({"job": job, "example_inputs": example_inputs, **objects}, path)
             return
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- pickling fails with many types
             error = exc
     raise SearchError(
         f"the model or the task cannot be sent to worker processes ({type(error).__name__}: "
@@ -135,7 +135,7 @@ def worker_main(payload: str, index: int, share: int, threads: int, error_path: 
         run_worker(job, model=model, example_inputs=example_inputs, task=task,
                    graph=content["graph"],
                    index=index, share=share)
-    except BaseException:
+    except BaseException:  # noqa: BLE001 -- reported to the parent, then exit 1
         Path(error_path).write_text(traceback.format_exc())
         raise SystemExit(1) from None
 

@@ -31,10 +31,20 @@ from optuna.trial import TrialState
 from torch import nn
 
 from netsculpt._inputs import ExampleInputs
-from netsculpt.errors import InputError, SearchError, StudyMismatchError, UnknownNameError
+from netsculpt.errors import (
+    InputError,
+    SearchError,
+    StudyMismatchError,
+    UnknownNameError,
+)
 from netsculpt.search._resume import n_done, recover_interrupted
 from netsculpt.search.front import STUDY_ATTR, Front
-from netsculpt.search.objective import DEFAULT_MEASURE, Evaluator, TrialFailed, check_objectives
+from netsculpt.search.objective import (
+    DEFAULT_MEASURE,
+    Evaluator,
+    TrialFailed,
+    check_objectives,
+)
 from netsculpt.search.predictor import Predictor, ScreeningSampler
 from netsculpt.search.samplers import (
     SAMPLERS,
@@ -94,7 +104,9 @@ def search(
         study_name: the study; None derives a stable name from the model class and graph,
             so running the same call again resumes.
         sampler: ``"nsga2"`` (default), ``"tpe"``, ``"random"``, or an Optuna sampler.
-        workers: worker processes on this machine (spawned; each optimises a share).
+        workers: worker processes on this machine (spawned, so a script calling
+            ``ns.search(workers=N)`` needs the ``if __name__ == "__main__":`` guard); each
+            optimises a share of the remaining trials.
         space: the :class:`SearchSpace` (keep-ratio tying, ranges, importance criteria,
             ``round_to`` choices, block removal); None for the defaults.
         constraints: limits the samplers aim for, any of ``max_latency_ms``,
@@ -140,6 +152,16 @@ def search(
         )
     screening = _predictor(predictor)
     options = {**DEFAULT_MEASURE, **dict(measure_options or {})}
+    if workers > 1 and isinstance(sampler, BaseSampler):
+        raise InputError(
+            "a sampler instance cannot be shared by worker processes; pass its name "
+            "(sampler='nsga2'|'tpe'|'random') with workers > 1"
+        )
+    if workers > 1 and isinstance(storage, BaseStorage):
+        raise InputError(
+            "workers > 1 need a storage the worker processes can reopen; pass a journal path "
+            "or an RDB URL string instead of a storage object"
+        )
 
     with _gc_frozen():
         return _search(
@@ -189,19 +211,8 @@ def _search(
 
     graph = analyze(model, example_inputs)
     bound = build_space(graph, space)
-    if isinstance(sampler, BaseSampler) and workers > 1:
-        raise InputError(
-            "a sampler instance cannot be shared by worker processes; pass its name "
-            "(sampler='nsga2'|'tpe'|'random') with workers > 1"
-        )
-
     spec = storage if isinstance(storage, BaseStorage) else resolve_storage(storage, workers=workers)
     opened = spec if isinstance(spec, BaseStorage) else open_storage(spec)
-    if isinstance(spec, BaseStorage) and workers > 1:
-        raise InputError(
-            "workers > 1 need a storage the worker processes can reopen; pass a journal path "
-            "or an RDB URL string instead of a storage object"
-        )
     name = study_name or f"netsculpt-{type(model).__name__.lower()}-{bound.signature[:8]}"
     settings = {
         "objectives": list(objectives),
@@ -399,7 +410,11 @@ def _open_study(
     """
     from netsculpt.search.objective import OBJECTIVES
 
-    directions = ["maximize" if OBJECTIVES[o] else "minimize" for o in objectives]
+    directions = [
+        optuna.study.StudyDirection.MAXIMIZE if OBJECTIVES[o]
+        else optuna.study.StudyDirection.MINIMIZE
+        for o in objectives
+    ]
     try:
         storage.get_study_id_from_name(name)
     except KeyError:
@@ -492,9 +507,9 @@ def _predictor(value: bool | Predictor | None) -> Predictor | None:
 
 def _check_importance(evaluator: Evaluator) -> None:
     """Fail fast on an importance name ``ns.plan`` does not know (instead of every trial)."""
-    from netsculpt.errors import InputError as _InputError
-
     from optuna.distributions import FloatDistribution
+
+    from netsculpt.errors import InputError as _InputError
 
     bound = evaluator.bound
     for criterion in bound.space.importance:
@@ -510,7 +525,7 @@ def _check_importance(evaluator: Evaluator) -> None:
             )
         except _InputError:
             raise
-        except Exception:  # other failures are recorded per trial
+        except Exception:  # noqa: BLE001, S110 -- other failures are recorded per trial
             pass
 
 

@@ -11,7 +11,6 @@ A :class:`Front` reads everything from the Optuna study (trial user attrs and th
 from __future__ import annotations
 
 import json
-import math
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from netsculpt.errors import ConstraintError, SearchError
 from netsculpt.search._pareto import pareto_mask, to_losses
 from netsculpt.search.objective import METRICS, OBJECTIVES
 
-__all__ = ["Baseline", "Front", "FrontTrial", "STUDY_ATTR"]
+__all__ = ["STUDY_ATTR", "Baseline", "Front", "FrontTrial"]
 
 #: prefix of the study user attrs netsculpt writes
 STUDY_ATTR = "netsculpt:"
@@ -321,13 +320,13 @@ class Front:
             ConstraintError: no completed trial satisfies the limits; the message lists the
                 closest trials.
         """
-        limits = {
+        limits: dict[str, tuple[float | None, float]] = {
             "latency_ms": (max_latency_ms, 1.0),
             "params": (max_params, 1.0),
             "macs": (max_macs, 1.0),
             "score": (min_score, -1.0),
         }
-        active = {k: v for k, v in limits.items() if v[0] is not None}
+        active = {k: (float(b), s) for k, (b, s) in limits.items() if b is not None}
         pool = [t for t in self.completed if self.is_feasible(t)]
         ok = [t for t in pool if all(_excess(t, k, b, s) <= 0 for k, (b, s) in active.items())]
         if ok:
@@ -342,10 +341,10 @@ class Front:
             )
 
         def violation(t: FrontTrial) -> float:
-            return sum(
+            return float(sum(
                 max(0.0, _excess(t, k, b, s)) / max(abs(b), 1e-12)
                 for k, (b, s) in active.items()
-            )
+            ))
 
         closest = sorted(pool, key=violation)[:3]
         described = "; ".join(

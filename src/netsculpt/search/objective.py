@@ -29,7 +29,7 @@ from netsculpt._inputs import ExampleInputs
 from netsculpt.errors import SearchError, UnknownNameError
 from netsculpt.search._resume import owner_record
 from netsculpt.search.samplers import constraint_values
-from netsculpt.search.space import BoundSpace, DATA_DRIVEN_IMPORTANCE, plan_hash
+from netsculpt.search.space import DATA_DRIVEN_IMPORTANCE, BoundSpace, plan_hash
 
 __all__ = [
     "METRICS",
@@ -147,7 +147,7 @@ class Evaluator:
                 calib=self._calib_batches(params),
             )
             plan_json = plan.to_json()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
             self._fail(trial, "plan", exc)
         key = plan_hash(plan_json)
         trial.set_user_attr("plan", plan_json)
@@ -176,16 +176,16 @@ class Evaluator:
         started = time.perf_counter()
         try:
             small = apply(self.model, plan)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
             self._fail(trial, "apply", exc)
         if self.recover_budget is not None:
             try:
                 small = self.task.finetune(small, self.model, self.recover_budget) or small
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
                 self._fail(trial, "recovery", exc)
         try:
             score = self._score(small)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
             self._fail(trial, "task.evaluate", exc)
         if score is None or not math.isfinite(score):
             reason = f"task.evaluate returned {score!r}, not a finite score"
@@ -196,7 +196,7 @@ class Evaluator:
                 small, self.example_inputs, backend=self.backend,
                 measure_options=self.measure_options,
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
             self._fail(trial, "measure", exc)
         trial.set_user_attr("eval_seconds", round(time.perf_counter() - started, 4))
         return {"score": float(score), **metrics}

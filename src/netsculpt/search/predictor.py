@@ -16,13 +16,18 @@ the wrapped sampler.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+)
 from optuna.samplers import BaseSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
@@ -124,7 +129,7 @@ class ScreeningSampler(BaseSampler):
             return self._from_base(study, trial)
         try:
             return self._screen(study, trial, finished)
-        except Exception as exc:  # the surrogate must never stop the search
+        except Exception as exc:  # noqa: BLE001 -- the surrogate must never stop the search
             optuna.logging.get_logger("netsculpt").warning(
                 "netsculpt predictor failed (%s: %s); sampling without it for this trial",
                 type(exc).__name__,
@@ -205,7 +210,7 @@ class ScreeningSampler(BaseSampler):
         y = normalise(losses, lo, hi)
         front = y[pareto_mask(y)]
 
-        n_local = int(round(self.config.n_candidates * self.config.local_fraction))
+        n_local = round(self.config.n_candidates * self.config.local_fraction)
         n_base = max(1, self.config.n_candidates - n_local)
         candidates = [self._from_base(study, trial) for _ in range(n_base)]
         front_params = [t.params for t, keep in zip(finished, pareto_mask(y)) if keep]
@@ -263,24 +268,27 @@ class ScreeningSampler(BaseSampler):
             mean = np.stack(means, axis=1)
             return mean, np.zeros_like(mean)
         from sklearn.gaussian_process import GaussianProcessRegressor
-        from sklearn.gaussian_process.kernels import Matern, WhiteKernel
+        from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
-        gp = GaussianProcessRegressor(
-            kernel=Matern(nu=2.5) + WhiteKernel(1e-3), normalize_y=True, random_state=seed
-        )
-        gp.fit(X, y)
-        mean, std = gp.predict(Xc, return_std=True)
-        mean = mean.reshape(len(Xc), -1)
-        std = np.asarray(std).reshape(len(Xc), -1)
-        if std.shape[1] != mean.shape[1]:
-            std = np.repeat(std[:, :1], mean.shape[1], axis=1)
-        return mean, std
+        means, stds = [], []
+        for j in range(y.shape[1]):  # one GP per objective: each has its own length scales
+            kernel = ConstantKernel(1.0) * Matern(
+                length_scale=np.ones(X.shape[1]), nu=2.5
+            ) + WhiteKernel(1e-3, noise_level_bounds=(1e-6, 1e-1))
+            gp = GaussianProcessRegressor(kernel=kernel, normalize_y=True, random_state=seed)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # convergence warnings on tiny data sets
+                gp.fit(X, y[:, j])
+            mean, std = gp.predict(Xc, return_std=True)
+            means.append(mean)
+            stds.append(std)
+        return np.stack(means, axis=1), np.stack(stds, axis=1)
 
 
 def _contains(dist: BaseDistribution, value: Any) -> bool:
     try:
         return bool(dist._contains(dist.to_internal_repr(value)))
-    except Exception:
+    except Exception:  # noqa: BLE001 -- a value of another type is simply not contained
         return False
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import time
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 from rich.console import Console, Group
@@ -43,7 +44,7 @@ def summarise(study: optuna.Study, n_trials: int) -> dict[str, Any]:
         from netsculpt.search.objective import OBJECTIVES
 
         objs = study.user_attrs["netsculpt:objectives"]
-        values = [[float(t.user_attrs[o]) for o in objs] for t in feasible]
+        values = np.array([[float(t.user_attrs[o]) for o in objs] for t in feasible])
         front = int(pareto_mask(to_losses(values, [OBJECTIVES[o] for o in objs])).sum())
     baseline = study.user_attrs.get("netsculpt:baseline") or {}
     dense = baseline.get("latency_ms")
@@ -127,7 +128,7 @@ class SearchProgress:
         self._last = 0.0
         self._min_interval = min_interval
 
-    def __enter__(self) -> SearchProgress:
+    def __enter__(self) -> Self:
         if self.enabled:
             self._start = time.monotonic()
             self._live = Live(self._renderable(), console=self._console, refresh_per_second=4,

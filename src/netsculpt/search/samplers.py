@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial
 
 from netsculpt.errors import InputError, UnknownNameError
 
-__all__ = ["CONSTRAINT_KEYS", "SAMPLERS", "constraint_values", "make_sampler", "check_constraints"]
+__all__ = ["CONSTRAINT_KEYS", "SAMPLERS", "check_constraints", "constraint_values", "make_sampler"]
 
 SAMPLERS = ("nsga2", "tpe", "random")
 

@@ -99,7 +99,7 @@ def _hide_password(url: str) -> str:
         from sqlalchemy.engine import make_url
 
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy understands: show it as given
+    except Exception:  # noqa: BLE001 -- not a URL SQLAlchemy understands: show it as given
         return url
 
 
@@ -130,13 +130,13 @@ def open_storage(spec: StorageSpec, *, heartbeat: bool = True) -> BaseStorage:
                                 module="optuna")
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning,
                                 module=__name__)
-        kwargs = dict(
-            heartbeat_interval=HEARTBEAT_INTERVAL,
-            grace_period=GRACE_PERIOD,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+        kwargs = {
+            "heartbeat_interval": HEARTBEAT_INTERVAL,
+            "grace_period": GRACE_PERIOD,
+            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
                 max_retry=MAX_RETRY
             ),
-        )
+        }
     sqlite_file = url.startswith("sqlite:///") and ":memory:" not in url
     try:
         with _sqlite_pragmas_while_opening(sqlite_file):

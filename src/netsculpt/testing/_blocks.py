@@ -23,13 +23,17 @@ def randomise_norms(model: nn.Module) -> nn.Module:
     """Give every norm layer non-trivial statistics and affine weights (as after training)."""
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-            if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)):
-                if m.weight is not None:
-                    m.weight.uniform_(0.5, 1.5)
-                    m.bias.uniform_(-0.2, 0.2)
+            if not isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)):
+                continue
+            stats: list[tuple[torch.Tensor | None, float, float]] = [
+                (getattr(m, "running_mean", None), -0.2, 0.2),
+                (getattr(m, "running_var", None), 0.5, 1.5),
+                (m.weight, 0.5, 1.5),
+                (m.bias, -0.2, 0.2),
+            ]
+            for tensor, low, high in stats:
+                if tensor is not None:
+                    tensor.uniform_(low, high)
     return model
 
 

@@ -3,9 +3,10 @@
 >>> from netsculpt.testing.conformance import check_model
 >>> report = check_model(model, example_inputs, ratio=0.3)   # doctest: +SKIP
 
-It prunes the model, runs the smaller copy, checks output shapes, saves and reloads it,
-and checks the defining property of a correct dependency analysis: channels whose every
-weight is zero can be removed without changing the outputs at all.
+It prunes the model, runs the smaller copy, saves and reloads it, and measures the
+defining property of a correct dependency analysis: channels whose every weight is zero
+can be removed without changing the outputs at all. The report holds the figures (output
+shapes, parameter counts, largest differences); the caller asserts on them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import copy
 import tempfile
 from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
@@ -27,6 +29,8 @@ __all__ = ["ConformanceReport", "check_model", "zero_units"]
 
 @dataclass
 class ConformanceReport:
+    """What :func:`check_model` measured (differences are largest absolute values)."""
+
     params_before: int
     params_after: int
     output_shapes: list[tuple[int, ...]]
@@ -71,8 +75,13 @@ def zero_units(model: nn.Module, graph: Graph, fraction: float, seed: int = 0) -
     return zeroed
 
 
-def check_model(model: nn.Module, example_inputs: ExampleInputs, *, ratio: float = 0.3) -> ConformanceReport:
-    """Prune, run, save/load and zero-unit checks; returns the measured figures."""
+def check_model(
+    model: nn.Module, example_inputs: ExampleInputs, *, ratio: float = 0.3
+) -> ConformanceReport:
+    """Prune, run, save/load and zero-unit checks; returns the measured figures.
+
+    ``model`` is put in eval mode; its weights are not changed.
+    """
     from netsculpt.export.save import load, save
 
     model.eval()

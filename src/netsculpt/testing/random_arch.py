@@ -263,8 +263,8 @@ def _draw_op(draw: st.DrawFn, shapes: list[Shape], uneven_splits: bool) -> Op:
     if kind == "norm":
         fns = {"image": ["batch", "group"], "vector": ["batch", "layer"], "sequence": ["layer"]}
         fn = draw(st.sampled_from(fns[x.domain]))
-        groups = draw(st.sampled_from(_divisors(x.channels))) if fn == "group" else 0
-        return Op(kind, (src,), (("fn", fn), ("groups", groups)))
+        num_groups = draw(st.sampled_from(_divisors(x.channels))) if fn == "group" else 0
+        return Op(kind, (src,), (("fn", fn), ("groups", num_groups)))
     if kind == "act":
         return Op(kind, (src,), (("fn", draw(st.sampled_from(ACTIVATIONS))),))
     if kind == "merge":

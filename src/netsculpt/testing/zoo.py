@@ -204,7 +204,7 @@ def _hf(
 ) -> Factory:
     """Make and register a factory building ``transformers.<model_cls>`` from a tiny config."""
     kind = "vision" if "pixel_values" in config.pop("_inputs", "") else "text"
-    decoder = model_cls.endswith("ForCausalLM") or model_cls.endswith("LMHeadModel")
+    decoder = model_cls.endswith(("ForCausalLM", "LMHeadModel"))
 
     def factory() -> tuple[nn.Module, ExampleInputs]:
         import transformers

@@ -1,0 +1,243 @@
+"""A Pareto front of the real all-MiniLM-L6-v2 encoder, and sub-networks recovered from it.
+
+The model is the pretrained sentence encoder of the ``minilm`` task (6 BERT layers, 12
+heads, MLP width 1536), scored by retrieval recall@1 on Python docstring pairs; inputs are
+batch 32, sequence 128. Two phases:
+
+1. **Search** (``ns.search``): NSGA-II with the predictor over one keep ratio per group
+   (heads and MLP neurons of every layer, ``tie="layer"``, widths in multiples of 16),
+   objectives recall@1 (without recovery, on ``--search-eval`` queries) and measured
+   latency (torch backend; exporting every trial to ONNX would triple the search time).
+2. **Recovery**: the ``--candidates`` trials with the best recall among those at least
+   ``--min-speedup`` times faster than the dense model are distilled from it with
+   ``ns.distill`` (``--recover-seconds`` of CPU time in all, split between them), scored
+   on the full evaluation set, and timed against the dense model with onnxruntime
+   (``compare_latency``: runs interleaved so that both see the same machine load).
+
+The target: a sub-network with at least 1.5x measured onnxruntime speedup (batch 32,
+sequence 128) that keeps at least 90 % of the dense model's recall@1, recovered within a
+10-minute CPU budget.
+
+Run ``python bench/minilm.py`` (about 40 minutes on two busy cores) or ``--quick`` (a
+smoke test). The tables are printed and written to ``bench/results/minilm.md`` (+ ``.json``
+and ``minilm.png`` when plotly can render offline).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import netsculpt as ns
+from netsculpt.measure.api import compare_latency
+from netsculpt.search import SearchSpace
+
+RESULTS = Path(__file__).parent / "results"
+TARGET_SPEEDUP = 1.5
+TARGET_KEPT = 0.9
+console = Console()
+app = typer.Typer(add_completion=False)
+
+
+def widths_summary(plan: Any) -> str:
+    """Kept heads and MLP neurons per layer, e.g. ``L0 8h/768n``."""
+    layers: dict[str, list[str]] = {}
+    for name, (_, kept) in plan.widths.items():
+        parts = name.split(".")
+        layer = parts[2] if len(parts) > 2 and parts[1] == "layer" else name
+        unit = "h" if "attention" in name else "n"
+        layers.setdefault(layer, []).append(f"{kept}{unit}")
+    return " ".join(f"L{k}:{'/'.join(v)}" for k, v in layers.items())
+
+
+def figure(front_rows: list[dict[str, Any]], recovered: list[dict[str, Any]],
+           dense: dict[str, Any]) -> Any:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(
+        x=[r["speedup_torch"] for r in front_rows], y=[r["recall"] for r in front_rows],
+        mode="markers", name="search front (no recovery, torch latency)",
+        marker={"size": 10, "color": "#1f77b4"},
+        text=[f"trial {r['trial']}" for r in front_rows]))
+    fig.add_trace(go.Scatter(
+        x=[r["speedup_ort"] for r in recovered], y=[r["recall_after"] for r in recovered],
+        mode="markers+text", name="distilled (onnxruntime speedup)",
+        marker={"size": 14, "color": "#d62728", "symbol": "diamond"},
+        text=[f"trial {r['trial']}" for r in recovered], textposition="top center"))
+    fig.add_trace(go.Scatter(x=[1.0], y=[dense["recall"]], mode="markers", name="dense",
+                             marker={"size": 16, "color": "#ff7f0e", "symbol": "star"}))
+    fig.add_hline(y=TARGET_KEPT * dense["recall"], line_dash="dash", line_color="#7f7f7f",
+                  annotation_text="90% of dense recall@1")
+    fig.add_vline(x=TARGET_SPEEDUP, line_dash="dot", line_color="#7f7f7f",
+                  annotation_text="1.5x")
+    fig.update_layout(title="all-MiniLM-L6-v2: recall@1 vs speedup (batch 32, seq 128)",
+                      xaxis_title="speedup over the dense encoder", yaxis_title="recall@1",
+                      template="plotly_white")
+    return fig
+
+
+@app.command()
+def main(
+    trials: Annotated[int, typer.Option(help="search trials")] = 24,
+    search_eval: Annotated[int, typer.Option(help="queries scored during the search")] = 128,
+    n_eval: Annotated[int, typer.Option(help="queries of the final recall@1")] = 256,
+    candidates: Annotated[int, typer.Option(help="trials recovered by distillation")] = 2,
+    recover_seconds: Annotated[float, typer.Option(help="distillation CPU seconds in all")]
+    = 600.0,
+    min_speedup: Annotated[float, typer.Option(help="speedup a candidate needs (search)")]
+    = 1.6,
+    threads: Annotated[int, typer.Option(help="threads for timing and training")] = 1,
+    seed: Annotated[int, typer.Option()] = 0,
+    quick: Annotated[bool, typer.Option(help="smoke test: few trials, short recovery")] = False,
+    out: Annotated[Path, typer.Option(help="results folder")] = RESULTS,
+) -> None:
+    """Search MiniLM sub-networks, distill the best fast ones, time them with onnxruntime."""
+    if quick:
+        trials, search_eval, n_eval, candidates, recover_seconds = 6, 32, 64, 1, 30.0
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    from netsculpt.tasks.minilm import MiniLMTask
+
+    search_task = MiniLMTask(n_eval=search_eval)
+    final_task = MiniLMTask(n_eval=n_eval)
+    model = search_task.pretrained_model()
+    x = search_task.example_inputs()
+    dense_recall = final_task.evaluate(model)
+    console.print(f"dense recall@1 on {n_eval} queries: {dense_recall:.4f}")
+
+    with tempfile.TemporaryDirectory(prefix="netsculpt-minilm-") as tmp:
+        t0 = time.perf_counter()
+        front = ns.search(
+            model, x, task=search_task, n_trials=trials, objectives=("score", "latency_ms"),
+            storage=f"sqlite:///{Path(tmp) / 'minilm.db'}", study_name="minilm",
+            space=SearchSpace(tie="layer", min_keep=0.25, step=0.05,
+                              importance=("magnitude",), round_to=(16,)),
+            predictor=True, seed=seed, backend="torch", progress=False,
+            measure_options={"warmup": 1, "repeats": 3, "threads": threads, "memory": False},
+        )
+        search_seconds = time.perf_counter() - t0
+    assert front.baseline is not None
+    base = front.baseline
+    front_rows = [
+        {"trial": t.number, "recall": t.score, "latency_ms": t.latency_ms,
+         "speedup_torch": base.latency_ms / t.latency_ms, "params": t.params, "macs": t.macs,
+         "widths": widths_summary(t.plan)}
+        for t in front.trials
+    ]
+    pool = [t for t in front.completed if base.latency_ms / t.latency_ms >= min_speedup]
+    if not pool:  # nothing fast enough: take the fastest trials
+        pool = sorted(front.completed, key=lambda t: t.latency_ms)[: max(1, candidates)]
+    chosen = sorted(pool, key=lambda t: -t.score)[:candidates]
+
+    recovered = []
+    budget = recover_seconds / max(1, len(chosen))
+    small_models: dict[str, Any] = {"dense": model}
+    for t in chosen:
+        small = t.model
+        before = final_task.evaluate(small)
+        t0 = time.perf_counter()
+        ns.distill(small, model, final_task, f"{budget:.0f}s", progress=False, seed=seed)
+        seconds = time.perf_counter() - t0
+        after = final_task.evaluate(small)
+        small_models[f"trial {t.number}"] = small
+        recovered.append({"trial": t.number, "recall_before": before, "recall_after": after,
+                          "kept": after / dense_recall, "distill_seconds": seconds,
+                          "params": t.params, "macs": t.macs, "widths": widths_summary(t.plan),
+                          "speedup_torch_search": base.latency_ms / t.latency_ms})
+        console.print(f"trial {t.number}: recall {before:.4f} -> {after:.4f} after "
+                      f"{seconds:.0f} s of distillation")
+    medians = compare_latency(small_models, x, backend="onnxruntime", rounds=4, repeats=3,
+                              warmup=2, threads=threads)
+    for r in recovered:
+        r["latency_ort_ms"] = medians[f"trial {r['trial']}"]
+        r["speedup_ort"] = medians["dense"] / r["latency_ort_ms"]
+    total = time.perf_counter() - started
+
+    dense = {"recall": dense_recall, "latency_ort_ms": medians["dense"],
+             "latency_torch_ms": base.latency_ms, "params": base.params, "macs": base.macs}
+    met = [r for r in recovered
+           if r["speedup_ort"] >= TARGET_SPEEDUP and r["kept"] >= TARGET_KEPT]
+    recover_total = sum(r["distill_seconds"] for r in recovered)
+
+    t1 = Table(title=f"Search front ({len(front.completed)} trials, recall@1 without recovery "
+               f"on {search_eval} queries, torch latency)")
+    for col in ("trial", "recall@1", "latency ms", "speedup", "params", "kept widths"):
+        t1.add_column(col, justify="left" if col == "kept widths" else "right")
+    for r in front_rows:
+        t1.add_row(str(r["trial"]), f"{r['recall']:.4f}", f"{r['latency_ms']:.0f}",
+                   f"{r['speedup_torch']:.2f}x", f"{r['params']:,}", r["widths"])
+    t2 = Table(title=f"Distilled sub-networks (recall@1 on {n_eval} queries; onnxruntime, "
+               f"batch 32, seq 128, {threads} thread(s))")
+    for col in ("trial", "before", "after", "% of dense", "ort speedup", "distill s", "params"):
+        t2.add_column(col, justify="right")
+    t2.add_row("dense", f"{dense_recall:.4f}", f"{dense_recall:.4f}", "100.0%", "1.00x", "",
+               f"{base.params:,}")
+    for r in recovered:
+        t2.add_row(str(r["trial"]), f"{r['recall_before']:.4f}", f"{r['recall_after']:.4f}",
+                   f"{r['kept']:.1%}", f"{r['speedup_ort']:.2f}x", f"{r['distill_seconds']:.0f}",
+                   f"{r['params']:,}")
+    console.print(t1)
+    console.print(t2)
+
+    verdict = (f"**met** by trial {met[0]['trial']} ({met[0]['speedup_ort']:.2f}x, "
+               f"{met[0]['kept']:.1%} of dense recall@1)" if met else "**not met**")
+    lines = [
+        "# all-MiniLM-L6-v2: Pareto front and distilled sub-networks",
+        "",
+        (f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+         f"{threads} thread(s); run {time.strftime('%Y-%m-%d')}; {total / 60:.1f} minutes in "
+         f"all (search {search_seconds / 60:.1f}, distillation {recover_total / 60:.1f})."),
+        "",
+        (f"Dense encoder: recall@1 {dense_recall:.4f} ({n_eval} queries), "
+         f"{base.params:,} params, {base.macs / 1e9:.1f} GMACs, onnxruntime "
+         f"{medians['dense']:.0f} ms per batch of 32 x 128 tokens."),
+        "",
+        f"## Search front ({len(front.completed)} trials, NSGA-II + predictor)",
+        "",
+        f"Recall@1 without recovery on {search_eval} queries; latency with the torch backend.",
+        "",
+        "| trial | recall@1 | latency ms | speedup | params | kept (heads h / MLP neurons n) |",
+        "|---|---|---|---|---|---|",
+        *[f"| {r['trial']} | {r['recall']:.4f} | {r['latency_ms']:.0f} | "
+          f"{r['speedup_torch']:.2f}x | {r['params']:,} | {r['widths']} |" for r in front_rows],
+        "",
+        (f"## Distilled ({recover_seconds / 60:.0f}-minute budget in all, "
+         f"{len(recovered)} candidate(s) with >= {min_speedup}x in the search)"),
+        "",
+        ("| trial | recall@1 before | after | % of dense | onnxruntime speedup | "
+         "distill s | params | kept |"),
+        "|---|---|---|---|---|---|---|---|",
+        *[f"| {r['trial']} | {r['recall_before']:.4f} | {r['recall_after']:.4f} | "
+          f"{r['kept']:.1%} | {r['speedup_ort']:.2f}x | {r['distill_seconds']:.0f} | "
+          f"{r['params']:,} | {r['widths']} |" for r in recovered],
+        "",
+        (f"Target (>= {TARGET_SPEEDUP}x onnxruntime speedup at >= {TARGET_KEPT:.0%} of dense "
+         f"recall@1, distilled within 10 CPU minutes): {verdict}."),
+    ]
+    markdown = "\n".join(lines) + "\n"
+    name = "minilm_quick" if quick else "minilm"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(
+        {"dense": dense, "front": front_rows, "recovered": recovered,
+         "search_seconds": search_seconds, "total_seconds": total}, indent=1))
+    from netsculpt.report.png import write_png
+
+    png = write_png(figure(front_rows, recovered, dense), out / f"{name}.png")
+    if png is not None:
+        markdown += f"\n![recall vs speedup]({png.name})\n"
+    (out / f"{name}.md").write_text(markdown)
+    console.print(markdown)
+
+
+if __name__ == "__main__":
+    app()
