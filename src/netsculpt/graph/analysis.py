@@ -106,9 +106,11 @@ class Graph:
 
     def summary(self) -> str:
         lines = [
-            f"{self.model_name}: {len(self.prunable_groups)} prunable groups, "
-            f"{len(self.groups) - len(self.prunable_groups)} protected, "
-            f"captured in {self.capture_seconds:.2f} s ({self.n_nodes} nodes)"
+            (
+                f"{self.model_name}: {len(self.prunable_groups)} prunable groups, "
+                f"{len(self.groups) - len(self.prunable_groups)} protected, "
+                f"captured in {self.capture_seconds:.2f} s ({self.n_nodes} nodes)"
+            )
         ]
         for g in self.groups:
             state = "prunable" if g.prunable else f"protected: {g.reason}"

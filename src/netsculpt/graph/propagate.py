@@ -225,7 +225,7 @@ class Propagator:
             return handler(self, node)
         except UnsupportedOperationError:
             raise
-        except Exception as exc:  # an unexpected argument form: be conservative, say why
+        except Exception as exc:  # noqa: BLE001 - an unexpected argument form: be conservative
             return self.unsupported(
                 node, name, why=f"reaches '{name}' in module '{self.module_of(node) or '<top>'}'"
                 f" with arguments netsculpt does not understand ({type(exc).__name__}: {exc})"

@@ -20,6 +20,7 @@ reason is kept so that the user can be told why a group was skipped.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -206,7 +207,7 @@ class SpaceTable:
             c = self.find(child)
             inner = sorted(b - offset for b in bounds if offset < b < offset + c.size)
             if inner:
-                cuts = [inner[0]] + [y - x for x, y in zip(inner, inner[1:], strict=False)]
+                cuts = [inner[0]] + [y - x for x, y in itertools.pairwise(inner)]
                 cuts.append(c.size - inner[-1])
                 sub = self.split_cat(c, cuts)
                 if sub is None:
@@ -276,7 +277,7 @@ class SpaceTable:
         sa = [self.find(c).size for c in a.children]
         sb = [self.find(c).size for c in b.children]
         bounds = sorted(set(np.cumsum(sa).tolist()) | set(np.cumsum(sb).tolist()))
-        sizes = [bounds[0]] + [y - x for x, y in zip(bounds, bounds[1:], strict=False)]
+        sizes = [bounds[0]] + [y - x for x, y in itertools.pairwise(bounds)]
         pa = self._cat_pieces(a, sizes)
         pb = self._cat_pieces(b, sizes)
         if pa is None or pb is None:

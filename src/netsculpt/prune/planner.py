@@ -72,7 +72,7 @@ def _round_keep(keep: int, size: int, m: int) -> int:
         return max(1, min(size, keep))
     if size <= m:
         return size
-    k = int(round(keep / m)) * m
+    k = round(keep / m) * m
     return max(m, min(k, size))
 
 
@@ -238,11 +238,11 @@ def _keep_counts(
     if not global_ranking:
         for g in groups:
             m = _granularity(g, round_to)
-            keep = g.size - int(math.floor(g.size * ratios[g.name] + 1e-9))
+            keep = g.size - math.floor(g.size * ratios[g.name] + 1e-9)
             counts[g.name] = _round_keep(keep, g.size, m)
         return counts
     # global: normalise within each group, remove the lowest units overall
-    target = sum(int(math.floor(g.size * ratios[g.name] + 1e-9)) for g in groups)
+    target = sum(math.floor(g.size * ratios[g.name] + 1e-9) for g in groups)
     entries: list[tuple[float, str]] = []
     for g in groups:
         s = scores[g.name]
@@ -287,7 +287,7 @@ def _slice_tensors(
     sizes: dict[str, tuple[int, ...]] = {}
     for name, t in [*model.named_parameters(), *model.named_buffers()]:
         sizes[name] = tuple(t.shape)
-    for (tensor, dim), _space in graph.slot_spaces.items():
+    for tensor, dim in graph.slot_spaces:
         mask = _kept_positions(graph, tensor, dim, decisions)
         if mask is None or mask.all():
             continue
@@ -379,7 +379,7 @@ def _verify(
         try:
             with torch.no_grad():
                 got = _output_shapes(call_model(small, example_inputs))
-        except Exception as exc:  # a failure here is reported below with every attempt
+        except Exception as exc:  # noqa: BLE001 - reported below with every attempt
             cause = exc.__cause__ or exc
             first = str(cause).splitlines()[0] if str(cause) else ""
             return f"{type(cause).__name__}: {first}"

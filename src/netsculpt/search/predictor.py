@@ -4,18 +4,21 @@ Evaluating a sub-network (apply a plan, maybe recover it, score it, time it) is 
 predicting its objectives from the trial parameters is not. :class:`ScreeningSampler`
 wraps any Optuna sampler: for each new trial it draws ``n_candidates`` parameter sets
 (some from the wrapped sampler, some by mutating trials on the current front), predicts
-their objectives with a scikit-learn regressor fitted on the finished trials, and lets the
-trial evaluate only the candidate with the largest predicted hypervolume gain. The
+their objectives with scikit-learn regressors fitted on the finished trials (by default a
+Gaussian process for the score, a quadratic ridge regression for latency, params and
+MACs), and lets the trial evaluate only the candidate with the largest predicted
+hypervolume gain. The
 optimistic prediction ``mean - kappa * std`` (in the minimised space) keeps exploring where
 the surrogate is unsure. Until ``min_trials`` trials have finished, it samples exactly like
 the wrapped sampler.
 
->>> Predictor(n_candidates=32).n_candidates
-32
+>>> Predictor(n_candidates=32, model="random_forest").model
+'random_forest'
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,19 +50,21 @@ class Predictor:
     Attributes:
         n_candidates: parameter sets drawn per trial; only the most promising is evaluated.
         min_trials: finished trials needed before the surrogate is used.
-        model: the scikit-learn regressor: ``"random_forest"`` (default; its trees also
-            give an uncertainty), ``"extra_trees"``, ``"gradient_boosting"`` or
-            ``"gaussian_process"``.
+        model: the scikit-learn regressor of the score (maximised objectives):
+            ``"gaussian_process"`` (default; Matern kernel, one length scale per
+            parameter), ``"random_forest"`` or ``"extra_trees"`` (the spread of the trees is
+            the uncertainty) or ``"gradient_boosting"`` (no uncertainty). Costs (latency,
+            params, MACs) always use a quadratic ridge regression.
         kappa: optimism; a candidate is judged at ``mean - kappa * std`` of its losses.
         local_fraction: share of candidates made by mutating trials on the current front
             (the rest come from the wrapped sampler).
         mutation_scale: standard deviation of a mutation, in units of the keep-ratio range.
     """
 
-    n_candidates: int = 32
+    n_candidates: int = 64
     min_trials: int = 10
     model: Literal["random_forest", "extra_trees", "gradient_boosting", "gaussian_process"] = (
-        "random_forest"
+        "gaussian_process"
     )
     kappa: float = 0.5
     local_fraction: float = 0.5
@@ -246,43 +251,93 @@ class ScreeningSampler(BaseSampler):
     def _predict(
         self, X: np.ndarray, y: np.ndarray, Xc: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation of every objective (columns of ``y``) at ``Xc``.
+
+        Scores (maximised objectives) use the configured regressor. Costs (latency, params,
+        MACs) are smooth, almost deterministic functions of the keep ratios (a layer's MACs
+        grow with the product of its input and output widths), so a quadratic ridge
+        regression predicts them from a few trials where trees and GPs need many.
+        """
         seed = None if self._seed is None else int(self._rng.integers(2**31 - 1))
-        name = self.config.model
-        if name in ("random_forest", "extra_trees"):
-            from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor
-
-            cls = RandomForestRegressor if name == "random_forest" else ExtraTreesRegressor
-            forest = cls(n_estimators=64, min_samples_leaf=1, random_state=seed)
-            forest.fit(X, y)
-            per_tree = np.stack([est.predict(Xc) for est in forest.estimators_])
-            per_tree = per_tree.reshape(len(forest.estimators_), len(Xc), -1)
-            return per_tree.mean(axis=0), per_tree.std(axis=0)
-        if name == "gradient_boosting":
-            from sklearn.ensemble import GradientBoostingRegressor
-
-            means = []
-            for j in range(y.shape[1]):
-                gb = GradientBoostingRegressor(n_estimators=100, max_depth=3, random_state=seed)
-                gb.fit(X, y[:, j])
-                means.append(gb.predict(Xc))
-            mean = np.stack(means, axis=1)
-            return mean, np.zeros_like(mean)
-        from sklearn.gaussian_process import GaussianProcessRegressor
-        from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
-
         means, stds = [], []
-        for j in range(y.shape[1]):  # one GP per objective: each has its own length scales
-            kernel = ConstantKernel(1.0) * Matern(
-                length_scale=np.ones(X.shape[1]), nu=2.5
-            ) + WhiteKernel(1e-3, noise_level_bounds=(1e-6, 1e-1))
-            gp = GaussianProcessRegressor(kernel=kernel, normalize_y=True, random_state=seed)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # convergence warnings on tiny data sets
-                gp.fit(X, y[:, j])
-            mean, std = gp.predict(Xc, return_std=True)
+        for j, is_score in enumerate(self._maximize):
+            fit = _fit_regressor(self.config.model, seed) if is_score else _fit_quadratic
+            mean, std = fit(X, y[:, j], Xc)
             means.append(mean)
             stds.append(std)
         return np.stack(means, axis=1), np.stack(stds, axis=1)
+
+
+def _fit_quadratic(X: np.ndarray, y: np.ndarray, Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge regression on degree-2 features; the uncertainty is the leave-one-out error."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import PolynomialFeatures, StandardScaler
+
+    model = make_pipeline(
+        PolynomialFeatures(degree=2, include_bias=False),
+        StandardScaler(),
+        RidgeCV(alphas=np.logspace(-4, 3, 15), store_cv_results=True),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X, y)
+    ridge = model[-1]
+    loo_mse = float(np.min(np.mean(ridge.cv_results_, axis=0)))
+    mean = model.predict(Xc)
+    return mean, np.full_like(mean, math.sqrt(max(loo_mse, 0.0)))
+
+
+def _fit_regressor(name: str, seed: int | None) -> Any:
+    """A fit-and-predict function ``(X, y, Xc) -> (mean, std)`` for the score model."""
+
+    def forest(X: np.ndarray, y: np.ndarray, Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor
+
+        cls = RandomForestRegressor if name == "random_forest" else ExtraTreesRegressor
+        model = cls(n_estimators=64, random_state=seed).fit(X, y)
+        per_tree = np.stack([est.predict(Xc) for est in model.estimators_])
+        return per_tree.mean(axis=0), per_tree.std(axis=0)
+
+    def boosting(X: np.ndarray, y: np.ndarray, Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.ensemble import GradientBoostingRegressor
+
+        mean = GradientBoostingRegressor(n_estimators=100, max_depth=3, random_state=seed).fit(
+            X, y
+        ).predict(Xc)
+        return mean, np.zeros_like(mean)
+
+    def gp(X: np.ndarray, y: np.ndarray, Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.gaussian_process import GaussianProcessRegressor
+        from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+
+        kernel = ConstantKernel(1.0) * Matern(length_scale=np.ones(X.shape[1]), nu=2.5) + (
+            WhiteKernel(1e-3, noise_level_bounds=(1e-6, 1e-1))
+        )
+        model = GaussianProcessRegressor(
+            kernel=kernel, normalize_y=True, random_state=seed, optimizer=_lbfgs_capped
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # convergence warnings on tiny data sets
+            model.fit(X, y)
+        mean, std = model.predict(Xc, return_std=True)
+        return mean, std
+
+    if name in ("random_forest", "extra_trees"):
+        return forest
+    if name == "gradient_boosting":
+        return boosting
+    return gp
+
+
+def _lbfgs_capped(obj_func: Any, initial_theta: np.ndarray, bounds: np.ndarray) -> Any:
+    """scikit-learn's GP optimiser (L-BFGS-B) with at most 50 iterations: enough for a
+    surrogate refitted after every trial, and a fraction of the default's time."""
+    from scipy.optimize import minimize
+
+    result = minimize(obj_func, initial_theta, method="L-BFGS-B", jac=True, bounds=bounds,
+                      options={"maxiter": 50})
+    return result.x, result.fun
 
 
 def _contains(dist: BaseDistribution, value: Any) -> bool:
