@@ -141,12 +141,20 @@ def load_inputs(path: str | Path) -> Any:
     from safetensors.torch import load_file
 
     folder = Path(path)
-    manifest = json.loads((folder / MANIFEST).read_text())
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SaveLoadError(
+            f"cannot read {str(folder / MANIFEST)!r} ({exc}); pass a folder written by "
+            f"netsculpt.save"
+        ) from exc
     layout = manifest.get("inputs")
     if not layout:
         return None
     file = folder / INPUTS
-    if _sha256(file) != manifest["files"].get(INPUTS):
+    if not file.is_file():
+        raise SaveLoadError(f"{str(file)!r} is missing from the save folder; save again")
+    if _sha256(file) != manifest.get("files", {}).get(INPUTS):
         raise ChecksumError(f"{str(file)!r} changed after it was saved; refusing to load it")
     tensors = load_file(str(file))
     if layout["kind"] == "tensor":

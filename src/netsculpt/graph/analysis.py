@@ -81,6 +81,7 @@ class Graph:
     groups_sites: list[GroupsSite] = field(default_factory=list, repr=False)
     buffers: set[str] = field(default_factory=set, repr=False)
     output_shapes: list[tuple[int, ...]] = field(default_factory=list, repr=False)
+    protect_outputs: bool = True
     _index_cache: dict[tuple[str, int], dict[int, tuple[Space, np.ndarray]]] = field(
         default_factory=dict, repr=False
     )
@@ -203,6 +204,7 @@ def analyze(
         groups_sites=prop.groups_sites,
         buffers=set(prop.buffer_slots),
         output_shapes=_output_shapes(program),
+        protect_outputs=protect_outputs,
     )
 
 
@@ -266,9 +268,8 @@ def _removable_blocks(
             return [u]
 
         final_users = [w for u in users for w in skip_identity(u)]
-        if final_users and all(op_name(u.target) in _ADD_OPS for u in final_users) and any(
-            tuple(i.meta["val"].shape) == shape for i in inputs
-        ):
+        if (final_users and all(op_name(u.target) in _ADD_OPS for u in final_users)
+                and tuple(inputs[0].meta["val"].shape) == shape):
             out.append(path)
             kinds[path] = "zeros"
             continue

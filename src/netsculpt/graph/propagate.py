@@ -339,7 +339,7 @@ def _pointwise(p: Propagator, node: fx.Node) -> Any:
     "clone", "contiguous", "detach", "alias", "to", "_to_copy", "type_as", "lift_fresh_copy",
     "dropout", "feature_dropout", "alpha_dropout", "zeros_like", "ones_like", "empty_like",
     "full_like", "rand_like", "randn_like", "_conj", "conj", "resolve_conj", "resolve_neg",
-    "bernoulli", "_assert_tensor_metadata_identity", "positive", "copy", "identity",
+    "bernoulli", "_assert_tensor_metadata_identity", "positive", "identity",
     "_native_batch_norm_legit_no_stats_identity", "lift_fresh", "detach_copy", "alias_copy",
 )
 def _identity(p: Propagator, node: fx.Node) -> Any:
@@ -358,7 +358,7 @@ def _native_dropout(p: Propagator, node: fx.Node) -> Any:
     return [list(d) if d else None, list(d) if d else None]
 
 
-@handles("copy_")
+@handles("copy_", "copy")
 def _copy_(p: Propagator, node: fx.Node) -> Any:
     return _pointwise(p, node)
 
@@ -557,6 +557,11 @@ def _cat(p: Propagator, node: fx.Node) -> Any:
     ]
     if not descs:
         return p.fresh_like(node, "")
+    if sum(x[dim].size for x in descs) != out_shape[dim]:
+        reason = f"a concatenation in '{p.module_of(node)}' of tensors of different ranks"
+        for t in tensors:
+            p.taint_desc(p.desc(t), reason)
+        return p.fresh(out_shape, reason)
     out: Desc = []
     for j in range(len(out_shape)):
         if j == dim:
@@ -780,10 +785,13 @@ _TAINTING_REDUCTIONS = {
     "mean", "var", "std", "var_mean", "std_mean", "amax", "amin", "max", "min", "argmax",
     "argmin", "logsumexp", "norm", "linalg_vector_norm", "prod", "any", "all", "median",
     "aminmax", "nanmean", "count_nonzero",
+    # a sum over channels keeps the contribution of a removed channel that is not zero
+    # after a non-linearity (sigmoid(0) = 0.5): removing it changes the result
+    "sum", "nansum",
 }
 
 
-@handles(*_TAINTING_REDUCTIONS, "sum", "nansum")
+@handles(*_TAINTING_REDUCTIONS)
 def _reduce(p: Propagator, node: fx.Node) -> Any:
     d = p.desc(node.args[0])
     name = op_name(node.target)

@@ -115,6 +115,12 @@ class Plan:
                 f"plan.json written by netsculpt.save or Plan.to_json"
             )
         try:
+            if set(data["tensors"]) - set(data["shapes"]):
+                missing = sorted(set(data["tensors"]) - set(data["shapes"]))[:3]
+                raise PlanError(
+                    f"plan data names tensors without their original shapes ({missing}); "
+                    f"the plan file is damaged: write it again with Plan.to_json"
+                )
             return cls(
                 tensors={
                     name: {int(d): decode_indices(runs) for d, runs in dims.items()}

@@ -122,10 +122,7 @@ def plan(
         _check_ratio(ratio, "ratio")
     if graph is None:
         graph = analyze(model, example_inputs, exclude=exclude, protect_outputs=protect_outputs)
-    groups = [
-        g for g in graph.prunable_groups
-        if not (exclude and (match_names(exclude, g.module) or match_names(exclude, g.name)))
-    ]
+    groups = [g for g in graph.prunable_groups if not (exclude and _touches(g, exclude))]
     removed = _removed_blocks(model, example_inputs, graph, remove_blocks)
     if not groups and not removed:
         reasons = sorted({g.reason for g in graph.groups if g.reason})[:3]
@@ -150,21 +147,13 @@ def plan(
     keep_counts = _keep_counts(active, ratios, scores, round_to, bool(global_ranking))
 
     decisions: dict[int, np.ndarray] = {}
-    decided: list[GroupDecision] = []
     for g in groups:
+        mask = np.ones(g.size, dtype=bool)
         if g.name in keep_counts:
-            k = keep_counts[g.name]
             order = np.argsort(-scores[g.name], kind="stable")
-            kept = np.sort(order[:k])
-        else:
-            kept = np.arange(g.size)
-        mask = np.zeros(g.size, dtype=bool)
-        mask[kept] = True
+            mask[:] = False
+            mask[order[: keep_counts[g.name]]] = True
         decisions[g.uid] = mask
-        decided.append(GroupDecision(g.name, g.kind, g.size, tuple(int(i) for i in kept)))
-
-    tensors, shapes = _slice_tensors(model, graph, decisions)
-    group_attrs, shape_attrs = _attribute_updates(model, graph, decisions)
     meta = {
         "ratio": dict(ratio) if isinstance(ratio, Mapping) else ratio,
         "importance": (
@@ -175,13 +164,73 @@ def plan(
         "global_ranking": bool(global_ranking),
         "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
         "exclude": list(exclude),
+        "remove_blocks": [m for m, _ in removed],
     }
-    meta["remove_blocks"] = [m for m, _ in removed]
-    result = Plan(tensors=tensors, shapes=shapes, attrs=tuple(group_attrs),
-                  groups=tuple(decided), removed=tuple(removed), meta=meta)
-    if verify and not result.is_identity:
-        result = _verify(model, example_inputs, graph, result, shape_attrs)
-    return result
+    result, shape_attrs, unresolved = _build(model, graph, groups, decisions, removed, meta)
+    if not verify or result.is_identity:
+        return result
+    error = _verify(model, example_inputs, graph, decisions, result, shape_attrs)
+    if isinstance(error, Plan):
+        return error
+    # the module code hard-codes sizes netsculpt could not trace to an attribute: keep the
+    # groups behind those sizes whole (listed in plan.meta["kept_whole"]) and try again
+    errors = [error]
+    for keep_whole in (unresolved, _in_shape_sites(graph, decisions)):
+        keep_whole = {uid for uid in keep_whole if not decisions.get(uid, np.ones(1, bool)).all()}
+        if not keep_whole:
+            continue
+        relaxed = {uid: (np.ones_like(m) if uid in keep_whole else m) for uid, m in decisions.items()}
+        names = [g.name for g in groups if g.uid in keep_whole]
+        result, shape_attrs, _ = _build(model, graph, groups, relaxed, removed,
+                                        {**meta, "kept_whole": names})
+        outcome = _verify(model, example_inputs, graph, relaxed, result, shape_attrs)
+        if isinstance(outcome, Plan):
+            return outcome
+        errors.append(outcome)
+    raise PlanError(
+        f"the pruned {graph.model_name} does not run like the original ("
+        + "; ".join(dict.fromkeys(errors))
+        + "); its code probably hard-codes a size netsculpt removed: exclude the module "
+        "named in the error with exclude=[...], or report the model to netsculpt"
+    )
+
+
+def _touches(group: Group, exclude: Sequence[str]) -> bool:
+    """True when any tensor of ``group`` belongs to an excluded module."""
+    for tensor in group.params:
+        module = tensor.rsplit(".", 1)[0] if "." in tensor else ""
+        if match_names(exclude, module) or match_names(exclude, tensor):
+            return True
+    return match_names(exclude, group.name)
+
+
+def _build(
+    model: nn.Module,
+    graph: Graph,
+    groups: Sequence[Group],
+    decisions: Mapping[int, np.ndarray],
+    removed: Sequence[tuple[str, str]],
+    meta: Mapping[str, Any],
+) -> tuple[Plan, list[tuple[str, str, Any]], set[int]]:
+    decided = [
+        GroupDecision(g.name, g.kind, g.size, tuple(int(i) for i in np.nonzero(decisions[g.uid])[0]))
+        for g in groups
+    ]
+    tensors, shapes = _slice_tensors(model, graph, decisions)
+    group_attrs, shape_attrs, unresolved = _attribute_updates(model, graph, decisions)
+    plan_ = Plan(tensors=tensors, shapes=shapes, attrs=tuple(group_attrs),
+                 groups=tuple(decided), removed=tuple(removed), meta=dict(meta))
+    return plan_, shape_attrs, unresolved
+
+
+def _in_shape_sites(graph: Graph, decisions: Mapping[int, np.ndarray]) -> set[int]:
+    """Groups inside any literal size of a reshape, expand or split."""
+    out: set[int] = set()
+    for site in graph.shape_sites:
+        for uid in graph.table.index_map(site.space):
+            if uid in decisions:
+                out.add(uid)
+    return out
 
 
 def _removed_blocks(
@@ -313,7 +362,7 @@ def _space_kept(graph: Graph, space: Space, decisions: Mapping[int, np.ndarray])
 
 def _attribute_updates(
     model: nn.Module, graph: Graph, decisions: Mapping[int, np.ndarray]
-) -> tuple[list[tuple[str, str, Any]], list[tuple[str, str, Any]]]:
+) -> tuple[list[tuple[str, str, Any]], list[tuple[str, str, Any]], set[int]]:
     group_attrs: list[tuple[str, str, Any]] = []
     for groups_site in graph.groups_sites:
         new = _space_kept(graph, groups_site.space, decisions)
@@ -322,6 +371,7 @@ def _attribute_updates(
     # literal sizes in reshapes and splits: module attributes that may have produced them
     candidates: dict[tuple[str, str], Any] = {}
     conflicts: set[tuple[str, str]] = set()
+    unresolved: set[int] = set()
     for site in graph.shape_sites:
         old = site.literal
         if graph.table.find(site.space).size != old:
@@ -348,69 +398,134 @@ def _attribute_updates(
                 found = True
             if found:
                 break
+        else:
+            unresolved.update(uid for uid in graph.table.index_map(site.space) if uid in decisions)
     shape_attrs = [(m, a, v) for (m, a), v in candidates.items() if (m, a) not in conflicts]
-    return group_attrs, shape_attrs
+    return group_attrs, shape_attrs, unresolved
 
 
 def _output_shapes(outputs: Any) -> list[tuple[int, ...]]:
     return sorted(tuple(t.shape) for t in flatten_outputs(outputs))
 
 
+def _zeroed_reference(
+    model: nn.Module,
+    example_inputs: ExampleInputs,
+    graph: Graph,
+    decisions: Mapping[int, np.ndarray],
+    removed: Sequence[tuple[str, str]],
+) -> list[torch.Tensor] | None:
+    """Outputs of ``model`` with every unit the plan removes set to zero, in place and restored.
+
+    Removing all-zero units must not change the outputs, so these are exactly what the
+    pruned model has to produce. None when a removed block becomes the identity (zeroing
+    weights cannot express that).
+    """
+    if any(kind.startswith("identity") for _m, kind in removed):
+        return None
+    params = dict(model.named_parameters(remove_duplicate=False))
+    saved: list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]] = []
+    try:
+        with torch.no_grad():
+            for (tensor, dim) in graph.slot_spaces:
+                t = params.get(tensor)
+                if t is None:
+                    continue
+                mask = _kept_positions(graph, tensor, dim, decisions)
+                if mask is None or mask.all():
+                    continue
+                idx = torch.as_tensor(np.nonzero(~mask)[0], dtype=torch.long, device=t.device)
+                saved.append((t, dim, idx, t.index_select(dim, idx).clone()))
+                t.index_fill_(dim, idx, 0.0)
+            for name, _kind in removed:
+                for p in model.get_submodule(name).parameters():
+                    all_idx = torch.arange(p.shape[0], device=p.device) if p.ndim else None
+                    if all_idx is None:
+                        continue
+                    saved.append((p, 0, all_idx, p.detach().clone()))
+                    p.zero_()
+            return [o.detach().float().clone() for o in flatten_outputs(call_model(model, example_inputs))]
+    finally:
+        with torch.no_grad():
+            for t, dim, idx, values in reversed(saved):
+                t.index_copy_(dim, idx, values)
+
+
 def _verify(
     model: nn.Module,
     example_inputs: ExampleInputs,
     graph: Graph,
+    decisions: Mapping[int, np.ndarray],
     result: Plan,
     shape_attrs: list[tuple[str, str, Any]],
-) -> Plan:
-    """Run the pruned copy once; add attribute updates if the module code needs them."""
+) -> Plan | str:
+    """Run the pruned copy and compare it with the original whose removed units are zero.
+
+    Adds the attribute updates the module code needs (a head count used in a reshape, a
+    split size), keeping only those that are necessary. Returns the verified plan, or the
+    reason it failed.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        reference = _zeroed_reference(model, example_inputs, graph, decisions, result.removed)
+    finally:
+        model.train(was_training)
     expected = sorted(graph.output_shapes)
     errors: list[str] = []
-    attempts = [result]
-    if shape_attrs:
-        attempts.append(
-            Plan(tensors=result.tensors, shapes=result.shapes,
-                 attrs=result.attrs + tuple(shape_attrs), groups=result.groups,
-                 removed=result.removed, meta=result.meta)
-        )
+
+    def with_attrs(attrs: Sequence[tuple[str, str, Any]]) -> Plan:
+        return Plan(tensors=result.tensors, shapes=result.shapes,
+                    attrs=result.attrs + tuple(attrs), groups=result.groups,
+                    removed=result.removed, meta=result.meta)
 
     def runs(candidate: Plan) -> str:
-        small = apply(model, candidate)
+        small = apply(model, candidate).eval()
         try:
             with torch.no_grad():
-                got = _output_shapes(call_model(small, example_inputs))
+                outs = [o.detach().float() for o in flatten_outputs(call_model(small, example_inputs))]
         except Exception as exc:  # noqa: BLE001 - reported below with every attempt
             cause = exc.__cause__ or exc
             first = str(cause).splitlines()[0] if str(cause) else ""
             return f"{type(cause).__name__}: {first}"
         finally:
             del small
-        return "" if got == expected else f"output shapes changed from {expected} to {got}"
+        if not graph.protect_outputs:
+            return ""
+        got = sorted(tuple(o.shape) for o in outs)
+        if got != expected:
+            return f"output shapes changed from {expected} to {got}"
+        if reference is not None:
+            for a, b in zip(outs, reference, strict=False):
+                if a.shape != b.shape or not a.numel():
+                    continue
+                scale = float(b.abs().max()) if b.numel() else 1.0
+                diff = float((a - b).abs().max())
+                if not diff <= 1e-3 * max(1.0, scale):
+                    return (f"outputs differ from the original with the removed units zeroed "
+                            f"(max difference {diff:.3g})")
+        return ""
 
-    for i, candidate in enumerate(attempts):
-        error = runs(candidate)
-        if error:
-            errors.append(error)
-            continue
-        if i == 0:
-            return candidate
-        # keep only the attribute updates the model needs: drop one attribute name at a time
-        needed = list(shape_attrs)
-        for attr_name in sorted({a for _m, a, _v in shape_attrs}):
-            trial = [x for x in needed if x[1] != attr_name]
-            smaller = Plan(tensors=result.tensors, shapes=result.shapes,
-                           attrs=result.attrs + tuple(trial), groups=result.groups,
-                           removed=result.removed, meta=result.meta)
-            if not runs(smaller):
-                needed = trial
-                candidate = smaller
-        return candidate
-    raise PlanError(
-        f"the pruned {graph.model_name} does not run like the original ("
-        + "; ".join(errors)
-        + "); its code probably hard-codes a size netsculpt removed: exclude the module "
-        "named in the error with exclude=[...], or report the model to netsculpt"
-    )
+    error = runs(result)
+    if not error:
+        return result
+    errors.append(error)
+    if not shape_attrs:
+        return "; ".join(errors)
+    candidate = with_attrs(shape_attrs)
+    error = runs(candidate)
+    if error:
+        errors.append(error)
+        return "; ".join(errors)
+    # keep only the attribute updates the model needs: drop one attribute name at a time
+    needed = list(shape_attrs)
+    for attr_name in sorted({a for _m, a, _v in shape_attrs}):
+        trial = [x for x in needed if x[1] != attr_name]
+        smaller = with_attrs(trial)
+        if not runs(smaller):
+            needed = trial
+            candidate = smaller
+    return candidate
 
 
 def prune(model: nn.Module, example_inputs: ExampleInputs, **options: Any) -> nn.Module:
