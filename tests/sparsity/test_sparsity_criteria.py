@@ -129,13 +129,15 @@ def test_regrow_keeps_counts_moves_weights_and_grows_largest_gradients() -> None
     masks = magnitude_masks(model, Masks.dense(model), 0.8, scope="layer")
     masks.apply(model)
     grads = {n: torch.randn(model.get_parameter(n).shape) for n in masks}
-    new = regrow(model, masks, 0.3, grads)
+    new, grown_masks = regrow(model, masks, 0.3, grads)
     for name in masks:
         old, now = masks[name], new[name]
         assert int(now.sum()) == int(old.sum())
         k = math.floor(0.3 * int(old.sum()))
         grown = now & ~old
         assert 0 < int(grown.sum()) <= k
+        assert int(grown_masks[name].sum()) == k  # counts weights dropped and grown back too
+        assert torch.all(now[grown_masks[name]])
         # grown positions have the largest |grad| among what was not kept after the drop
         candidates = ~(now & old)
         g = grads[name].abs()
@@ -147,7 +149,7 @@ def test_regrow_keeps_counts_moves_weights_and_grows_largest_gradients() -> None
 def test_regrow_random_is_seeded_and_keeps_counts() -> None:
     model = mlp()
     masks = magnitude_masks(model, Masks.dense(model), 0.5)
-    a = regrow(model, masks, 0.2, None, generator=torch.Generator().manual_seed(1))
-    b = regrow(model, masks, 0.2, None, generator=torch.Generator().manual_seed(1))
+    a, _ = regrow(model, masks, 0.2, None, generator=torch.Generator().manual_seed(1))
+    b, _ = regrow(model, masks, 0.2, None, generator=torch.Generator().manual_seed(1))
     assert all(torch.equal(a[n], b[n]) for n in masks)
     assert a.kept() == masks.kept()

@@ -92,6 +92,29 @@ def test_rigl_keeps_sparsity_constant_while_changing_the_mask() -> None:
     _zeros_match(model, cb.masks)
 
 
+def test_rigl_update_zeroes_grown_weights_and_their_gradients() -> None:
+    model = mlp(sizes=(16, 64, 4))
+    names = select_parameters(model)
+    masks = random_masks(model, names, 0.7, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # dense weights everywhere, so a grown weight would keep a value
+        for n in names:
+            model.get_parameter(n).normal_()
+    for n in names:
+        model.get_parameter(n).grad = torch.randn_like(model.get_parameter(n))
+    before = {n: model.get_parameter(n).detach().clone() for n in names}
+    cb = RigLUpdates(masks, update_every=1, end=10, drop_fraction=0.5)
+    cb.after_backward(1, model)
+    for n in names:
+        w, grad = model.get_parameter(n).detach(), model.get_parameter(n).grad
+        grown = cb.masks[n] & ~masks[n]
+        assert int(grown.sum()) > 0
+        assert torch.all(w[grown] == 0)
+        assert torch.all(w[~cb.masks[n]] == 0) and torch.all(grad[~cb.masks[n]] == 0)
+        still = cb.masks[n] & masks[n]
+        # kept weights that were not dropped keep their values
+        assert torch.equal(w[still][w[still] != 0], before[n][still][w[still] != 0])
+
+
 def test_srste_gradient_is_straight_through_plus_the_regulariser() -> None:
     torch.manual_seed(0)
     model = torch.nn.Linear(8, 3, bias=False)

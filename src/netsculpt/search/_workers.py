@@ -161,22 +161,22 @@ def run_worker(
         graph = analyze(model, example_inputs)
     bound = build_space(graph, job.space)
     storage = open_storage(job.storage)
+    evaluator = Evaluator(
+        model=model,
+        example_inputs=example_inputs,
+        task=task,
+        bound=bound,
+        objectives=tuple(job.objectives),
+        backend=job.backend,
+        measure_options=job.measure_options,
+        recover_budget=job.recover_budget,
+        constraints=job.constraints,
+        graph=graph,
+    )
     with _quiet_optuna():
         study = optuna.load_study(
             study_name=job.study_name,
             storage=storage,
-            sampler=build_sampler(job, bound, worker=index + 1),
-        )
-        evaluator = Evaluator(
-            model=model,
-            example_inputs=example_inputs,
-            task=task,
-            bound=bound,
-            objectives=tuple(job.objectives),
-            backend=job.backend,
-            measure_options=job.measure_options,
-            recover_budget=job.recover_budget,
-            constraints=job.constraints,
-            graph=graph,
+            sampler=build_sampler(job, bound, worker=index + 1, plan_key=evaluator.plan_key),
         )
         run_trials(study, evaluator, share, job, progress=False)

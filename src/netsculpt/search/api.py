@@ -269,7 +269,7 @@ def _search(
             if workers == 1:
                 sampler_obj = (
                     sampler if isinstance(sampler, BaseSampler)
-                    else build_sampler(job, bound, worker=0)
+                    else build_sampler(job, bound, worker=0, plan_key=evaluator.plan_key)
                 )
                 study.sampler = sampler_obj
                 run_trials(study, evaluator, remaining, job, progress=progress)
@@ -312,7 +312,9 @@ class _Job:
     salt: int
 
 
-def build_sampler(job: _Job, bound: BoundSpace, *, worker: int) -> BaseSampler:
+def build_sampler(
+    job: _Job, bound: BoundSpace, *, worker: int, plan_key: Any = None
+) -> BaseSampler:
     """The sampler of one process: seeded per worker and per resume, maybe screened."""
     seed = None
     if job.seed is not None:
@@ -335,6 +337,7 @@ def build_sampler(job: _Job, bound: BoundSpace, *, worker: int) -> BaseSampler:
         maximize=[OBJECTIVES[o] for o in job.objectives],
         config=job.predictor,
         seed=seed,
+        plan_key=plan_key,
     )
 
 

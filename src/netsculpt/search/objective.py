@@ -112,6 +112,7 @@ class Evaluator:
     constraints: Mapping[str, float] = field(default_factory=dict)
     graph: Any = None
     _cache: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _plans: dict[tuple[Any, ...], tuple[Any, str, str]] = field(default_factory=dict)
     _calib: list[Any] | None = None
 
     # -- baseline --------------------------------------------------------------------------
@@ -142,14 +143,9 @@ class Evaluator:
     def _run(self, trial: optuna.Trial) -> tuple[float, ...]:
         params = self.bound.suggest(trial)
         try:
-            plan = self.bound.to_plan(
-                self.model, self.example_inputs, params, graph=self.graph,
-                calib=self._calib_batches(params),
-            )
-            plan_json = plan.to_json()
+            plan, plan_json, key = self._plan_for(params)
         except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
             self._fail(trial, "plan", exc)
-        key = plan_hash(plan_json)
         trial.set_user_attr("plan", plan_json)
         trial.set_user_attr("plan_hash", key)
 
@@ -169,6 +165,27 @@ class Evaluator:
                 for key, value in zip(self.constraints, values):
                     trial.set_constraint(key, value)
         return tuple(float(metrics[name]) for name in self.objectives)
+
+    def _plan_for(self, params: Mapping[str, Any]) -> tuple[Any, str, str]:
+        """``(plan, plan JSON, plan hash)`` of ``params``; the last few are remembered, so
+        a plan built to screen a candidate is not built again when the trial runs it."""
+        key = tuple(sorted(params.items()))
+        found = self._plans.get(key)
+        if found is None:
+            plan = self.bound.to_plan(
+                self.model, self.example_inputs, params, graph=self.graph,
+                calib=self._calib_batches(params),
+            )
+            plan_json = plan.to_json()
+            found = (plan, plan_json, plan_hash(plan_json))
+            self._plans[key] = found
+            while len(self._plans) > 64:
+                self._plans.pop(next(iter(self._plans)))
+        return found
+
+    def plan_key(self, params: Mapping[str, Any]) -> str:
+        """The hash of the plan ``params`` give (the predictor skips plans already seen)."""
+        return self._plan_for(params)[2]
 
     def _evaluate(self, trial: optuna.Trial, plan: Any) -> dict[str, Any]:
         from netsculpt.prune.apply import apply

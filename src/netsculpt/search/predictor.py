@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -59,6 +59,8 @@ class Predictor:
         local_fraction: share of candidates made by mutating trials on the current front
             (the rest come from the wrapped sampler).
         mutation_scale: standard deviation of a mutation, in units of the keep-ratio range.
+        max_plan_checks: how many of the best candidates are turned into plans, to skip
+            those whose plan (after rounding) a trial has already evaluated.
     """
 
     n_candidates: int = 64
@@ -69,6 +71,7 @@ class Predictor:
     kappa: float = 0.5
     local_fraction: float = 0.5
     mutation_scale: float = 0.15
+    max_plan_checks: int = 8
 
     def __post_init__(self) -> None:
         if self.n_candidates < 1 or self.min_trials < 2:
@@ -98,6 +101,8 @@ class ScreeningSampler(BaseSampler):
         maximize: per objective, whether it is maximised.
         config: the :class:`Predictor` settings.
         seed: seeds the mutations and the surrogate.
+        plan_key: parameters -> hash of the plan they give; candidates whose plan was
+            already evaluated are skipped (up to ``config.max_plan_checks`` are checked).
     """
 
     def __init__(
@@ -109,8 +114,10 @@ class ScreeningSampler(BaseSampler):
         maximize: Sequence[bool],
         config: Predictor,
         seed: int | None = None,
+        plan_key: Callable[[dict[str, Any]], str] | None = None,
     ) -> None:
         self.base = base
+        self._plan_key = plan_key
         self._dists = dict(distributions)
         self._encode = encode
         self._maximize = list(maximize)
@@ -232,12 +239,13 @@ class ScreeningSampler(BaseSampler):
         gains = np.array([hypervolume(np.vstack([front, o]), reference) - base_hv
                           for o in optimistic])
         if gains.max() > 1e-12:
-            best = int(np.argmax(gains))
+            order = np.argsort(-gains, kind="stable")
         else:
-            # nothing promises a gain: take the candidate closest to the front (additive
+            # nothing promises a gain: prefer candidates closest to the front (additive
             # epsilon distance), so the search still moves along it
             eps = np.array([np.min(np.max(o - front, axis=1)) for o in optimistic])
-            best = int(np.argmin(eps))
+            order = np.argsort(eps, kind="stable")
+        best = self._first_new(study, [int(i) for i in order], fresh)
         chosen = fresh[best]
         predicted = lo + mean[best] * np.where(hi - lo > 0, hi - lo, 1.0)
         signs = np.array([-1.0 if m else 1.0 for m in self._maximize])
@@ -247,6 +255,28 @@ class ScreeningSampler(BaseSampler):
             [float(v) for v in predicted * signs],
         )
         return chosen
+
+    def _first_new(self, study: Study, order: list[int], candidates: list[dict[str, Any]]) -> int:
+        """The first candidate in ``order`` whose plan no trial has evaluated yet.
+
+        Different parameters can give the same plan (widths are rounded to ``round_to``),
+        which the surrogate cannot know; without ``plan_key`` the best candidate is taken.
+        """
+        if self._plan_key is None:
+            return order[0]
+        known = {
+            t.user_attrs.get("plan_hash")
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
+                                                              TrialState.RUNNING))
+        }
+        for i in order[: self.config.max_plan_checks]:
+            try:
+                key = self._plan_key(candidates[i])
+            except Exception:  # noqa: BLE001 -- a plan that fails is left to the trial
+                return i
+            if key not in known:
+                return i
+        return order[0]
 
     def _predict(
         self, X: np.ndarray, y: np.ndarray, Xc: np.ndarray

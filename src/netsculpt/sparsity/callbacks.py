@@ -77,7 +77,8 @@ class GradualPruning(MaskCallback):
             fraction = cosine_fraction(step - self.start, initial=self.regrow_fraction,
                                        end=self.end - self.start)
             if grads is not None and fraction > 0:
-                masks = regrow(model, masks, fraction, grads)
+                masks, grown = regrow(model, masks, fraction, grads)
+                grown.zero(model)  # grown weights start from zero
             self.masks = masks
             self._on_device(model)
             self.masks.apply(model)
@@ -114,9 +115,9 @@ class RigLUpdates(MaskCallback):
         if step > 0 and step % self.update_every == 0 and step < self.end:
             fraction = cosine_fraction(step, initial=self.drop_fraction, end=self.end)
             grads = _grads(model, self.masks) if self.grow == "gradient" else None
-            new = regrow(model, self.masks, fraction, grads, generator=self.generator)
+            new, grown = regrow(model, self.masks, fraction, grads, generator=self.generator)
             moved = sum(int((new[n] & ~self.masks[n].cpu()).sum()) for n in new)
-            # grown weights start from zero: they are zero already, being masked until now
+            grown.zero(model)  # grown weights start from zero, as in RigL
             self.masks = new
             self._on_device(model)
             self.masks.apply(model)

@@ -196,19 +196,23 @@ def regrow(
     grads: Mapping[str, torch.Tensor] | None,
     *,
     generator: torch.Generator | None = None,
-) -> Masks:
+) -> tuple[Masks, Masks]:
     """One drop-and-grow update (RigL; SET when ``grads`` is None): per layer, drop the
     ``k = floor(fraction * kept)`` smallest-magnitude kept weights, then grow ``k`` of the
-    other weights, those with the largest gradient magnitude (or random ones without
-    gradients). The number of kept weights per layer is unchanged.
+    weights not kept after the drop, those with the largest gradient magnitude (or random
+    ones without gradients). The number of kept weights per layer is unchanged.
+
+    Returns the new masks and the grown positions (which a caller sets to zero, as RigL
+    does; a weight dropped and grown back in the same update counts as grown).
     """
-    out = {}
+    out, grown_out = {}, {}
     for name, mask in masks.items():
         mask = mask.cpu()
         n_kept = int(mask.sum())
         k = min(math.floor(fraction * n_kept), mask.numel() - n_kept)
         if k <= 0:
             out[name] = mask
+            grown_out[name] = torch.zeros_like(mask)
             continue
         w = stored_tensor(model, name).detach().abs().float().cpu()
         flat_mask = mask.reshape(-1)
@@ -223,6 +227,8 @@ def regrow(
         # weights kept after the drop cannot be grown; dropped ones may come back
         g = torch.where(after_drop, torch.full_like(g, -math.inf), g)
         grow = torch.sort(g, descending=True, stable=True).indices[:k]
-        after_drop[grow] = True
-        out[name] = after_drop.reshape(mask.shape)
-    return Masks(out)
+        grown = torch.zeros_like(flat_mask)
+        grown[grow] = True
+        out[name] = (after_drop | grown).reshape(mask.shape)
+        grown_out[name] = grown.reshape(mask.shape)
+    return Masks(out), Masks(grown_out)

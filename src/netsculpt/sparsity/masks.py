@@ -263,6 +263,14 @@ class Masks(Mapping[str, torch.Tensor]):
         return model
 
     @torch.no_grad()
+    def zero(self, model: nn.Module) -> nn.Module:
+        """Set the weights where a mask is ``True`` to zero (e.g. freshly grown weights)."""
+        for name, mask in self._masks.items():
+            tensor = stored_tensor(model, name)
+            tensor.masked_fill_(mask.to(tensor.device), 0)
+        return model
+
+    @torch.no_grad()
     def mask_gradients(self, model: nn.Module) -> None:
         """Zero the gradients of masked weights, so an optimiser step leaves them at zero."""
         for name, mask in self._masks.items():
