@@ -204,6 +204,13 @@ def main(
             kept = sum(p.numel() for p in small.parameters())
             console.print(f"pruned: {kept / 1e9:.2f}B parameters ({100 * (1 - kept / n_params):.1f}% fewer)")
         del small
+        # last: pruning in place modifies the model, so that it never exists twice in memory
+        step, small = measure(
+            f"ns.prune (ratio {ratio}, inplace=True)",
+            lambda: ns.prune(model, example_inputs, ratio=ratio, inplace=True),
+        )
+        steps.append(step)
+        del small
 
     table = Table(title=f"Llama-style {n_params / 1e9:.2f}B ({layers} layers, {dtype}), model {model_bytes / GIB:.2f} GiB")
     for column in ("step", "wall s", "CPU s", "peak growth GiB", "growth / model", "peak RSS / model", "status"):

@@ -74,3 +74,15 @@ def test_output_widths_may_change_when_asked() -> None:
     x = torch.randn(2, 4)
     small = ns.prune(model, x, ratio=0.5, protect_outputs=False)
     assert call_model(small, x).shape == (2, 3)
+
+
+def test_prune_in_place_matches_the_copy() -> None:
+    from netsculpt.testing.zoo import ZOO
+
+    model, inputs = ZOO["hf_llama_gqa"]()
+    copy_pruned = ns.prune(model, inputs, ratio=0.3)
+    other, _ = ZOO["hf_llama_gqa"]()
+    in_place = ns.prune(other, inputs, ratio=0.3, inplace=True)
+    assert in_place is other
+    torch.testing.assert_close(call_model(in_place, inputs).logits,
+                               call_model(copy_pruned, inputs).logits)

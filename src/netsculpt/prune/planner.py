@@ -528,9 +528,58 @@ def _verify(
     return candidate
 
 
-def prune(model: nn.Module, example_inputs: ExampleInputs, **options: Any) -> nn.Module:
+def prune(
+    model: nn.Module,
+    example_inputs: ExampleInputs,
+    *,
+    inplace: bool = False,
+    **options: Any,
+) -> nn.Module:
     """Plan and apply in one call: returns a physically smaller copy of ``model``.
 
-    Takes the same keyword options as :func:`plan`.
+    Takes the same keyword options as :func:`plan`. ``inplace=True`` prunes ``model``
+    itself instead of a copy, so that a very large model never exists twice in memory; the
+    result is still checked against the original outputs with the removed units zeroed,
+    but a failure then leaves ``model`` pruned (a :class:`PlanError` says so).
     """
-    return apply(model, plan(model, example_inputs, **options))
+    if not inplace:
+        return apply(model, plan(model, example_inputs, **options))
+    graph = options.pop("graph", None) or analyze(
+        model, example_inputs, exclude=options.get("exclude", ()),
+        protect_outputs=options.get("protect_outputs", True),
+    )
+    options["verify"] = False
+    the_plan = plan(model, example_inputs, graph=graph, **options)
+    decisions = _decisions_of(graph, the_plan)
+    was_training = model.training
+    model.eval()
+    try:
+        reference = _zeroed_reference(model, example_inputs, graph, decisions, the_plan.removed)
+        small = apply(model, the_plan, inplace=True)
+        with torch.no_grad():
+            outs = [o.detach().float() for o in flatten_outputs(call_model(small, example_inputs))]
+    finally:
+        model.train(was_training)
+    for a, b in zip(outs, reference or [], strict=False):
+        if a.shape != b.shape or (
+            a.numel() and float((a - b).abs().max()) > 1e-3 * max(1.0, float(b.abs().max()))
+        ):
+            raise PlanError(
+                f"the model {graph.model_name}, pruned in place, no longer matches its original "
+                f"outputs; it has been modified: build it again and prune with inplace=False, "
+                f"which also repairs attribute sizes the module code depends on"
+            )
+    return small
+
+
+def _decisions_of(graph: Graph, the_plan: Plan) -> dict[int, np.ndarray]:
+    by_name = {g.name: g for g in graph.groups}
+    out: dict[int, np.ndarray] = {}
+    for decision in the_plan.groups:
+        g = by_name.get(decision.name)
+        if g is None:
+            continue
+        mask = np.zeros(g.size, dtype=bool)
+        mask[list(decision.kept)] = True
+        out[g.uid] = mask
+    return out

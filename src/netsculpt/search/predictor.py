@@ -245,8 +245,9 @@ class ScreeningSampler(BaseSampler):
             # epsilon distance), so the search still moves along it
             eps = np.array([np.min(np.max(o - front, axis=1)) for o in optimistic])
             order = np.argsort(eps, kind="stable")
-        best = self._first_new(study, [int(i) for i in order], fresh)
-        chosen = fresh[best]
+        best = self._first_new(study, trial, [int(i) for i in order], fresh)
+        if isinstance(best, dict):  # no candidate of the surrogate was new: a base draw
+            return best
         predicted = lo + mean[best] * np.where(hi - lo > 0, hi - lo, 1.0)
         signs = np.array([-1.0 if m else 1.0 for m in self._maximize])
         study._storage.set_trial_system_attr(
@@ -254,13 +255,21 @@ class ScreeningSampler(BaseSampler):
             "netsculpt:predicted",
             [float(v) for v in predicted * signs],
         )
-        return chosen
+        return fresh[best]
 
-    def _first_new(self, study: Study, order: list[int], candidates: list[dict[str, Any]]) -> int:
+    def _first_new(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        order: list[int],
+        candidates: list[dict[str, Any]],
+    ) -> int | dict[str, Any]:
         """The first candidate in ``order`` whose plan no trial has evaluated yet.
 
-        Different parameters can give the same plan (widths are rounded to ``round_to``),
-        which the surrogate cannot know; without ``plan_key`` the best candidate is taken.
+        Different parameters can give the same plan (widths are rounded to ``round_to``).
+        When the ``max_plan_checks`` best candidates all give known plans, a draw of the
+        wrapped sampler with a new plan is returned instead (a parameter dict). Without
+        ``plan_key`` the best candidate is taken.
         """
         if self._plan_key is None:
             return order[0]
@@ -276,6 +285,15 @@ class ScreeningSampler(BaseSampler):
                 return i
             if key not in known:
                 return i
+        # the surrogate's favourites are all known plans: explore with the wrapped sampler
+        for _ in range(self.config.max_plan_checks):
+            candidate = self._from_base(study, trial)
+            try:
+                key = self._plan_key(candidate)
+            except Exception:  # noqa: BLE001 -- a plan that fails is left to the trial
+                return candidate
+            if key not in known:
+                return candidate
         return order[0]
 
     def _predict(

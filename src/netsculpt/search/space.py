@@ -157,6 +157,7 @@ class BoundSpace:
         blocks: removable block names (empty unless ``space.remove_blocks``).
         signature: a hash of the prunable groups and blocks; a study started on one model
             refuses another.
+        group_sizes: group name -> (units, unit width), for :meth:`encode`.
     """
 
     space: SearchSpace
@@ -164,6 +165,7 @@ class BoundSpace:
     keep_groups: dict[str, tuple[str, ...]]
     blocks: tuple[str, ...]
     signature: str
+    group_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Ask ``trial`` for every parameter; returns the parameter dict."""
@@ -226,17 +228,47 @@ class BoundSpace:
         )
 
     def encode(self, params: Mapping[str, Any]) -> list[float]:
-        """Parameters as a numeric feature vector (keep ratios, one-hot categoricals)."""
+        """Parameters as a numeric feature vector for the predictor.
+
+        A keep ratio becomes the fraction of units its groups really keep once widths are
+        rounded to ``round_to`` (as ``ns.plan`` rounds them without global ranking), so
+        parameters that give the same widths give the same features; categoricals are
+        one-hot.
+        """
+        round_to = int(params.get("round_to", self.space.round_to[0]))
         row: list[float] = []
         for name, dist in self.distributions.items():
             value = params[name]
             if isinstance(dist, FloatDistribution):
-                row.append(float(value))
+                row.append(self._kept_fraction(name, float(value), round_to))
             else:
                 assert isinstance(dist, CategoricalDistribution)
                 if len(dist.choices) > 1:
                     row.extend(1.0 if value == c else 0.0 for c in dist.choices)
         return row
+
+
+    def _kept_fraction(self, name: str, keep: float, round_to: int) -> float:
+        groups = self.keep_groups.get(name, ())
+        if not groups or not self.group_sizes:
+            return keep
+        kept = total = 0
+        for g in groups:
+            size, unit = self.group_sizes[g]
+            m = 1 if round_to <= 1 else max(1, round_to // math.gcd(round_to, max(1, unit)))
+            k = size - math.floor(size * round(1.0 - keep, 6) + 1e-9)
+            kept += _round_keep(k, size, m)
+            total += size
+        return kept / total
+
+
+def _round_keep(keep: int, size: int, m: int) -> int:
+    """Kept units after rounding to multiples of ``m`` (mirrors ``ns.plan``'s rounding)."""
+    if m <= 1:
+        return max(1, min(size, keep))
+    if size <= m:
+        return size
+    return max(m, min(round(keep / m) * m, size))
 
 
 def build_space(graph: Any, space: SearchSpace) -> BoundSpace:
@@ -290,6 +322,7 @@ def build_space(graph: Any, space: SearchSpace) -> BoundSpace:
         keep_groups={k: tuple(v) for k, v in keep_groups.items()},
         blocks=blocks,
         signature=hashlib.sha256(sig_src.encode()).hexdigest()[:16],
+        group_sizes={g.name: (int(g.size), int(getattr(g, "unit_width", 1) or 1)) for g in groups},
     )
 
 
