@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -227,6 +228,10 @@ def test_front_load_reopens_the_study(tiny, tmp_path) -> None:  # type: ignore[n
     again = Front.load(f"sqlite:///{tmp_path / 'study.db'}", "tiny", model=model)
     assert [t.number for t in again.trials] == [t.number for t in front.trials]
     assert again.trials[0] == front.trials[0]
+    exported = json.loads(again.to_json())
+    assert [t["trial"] for t in exported["trials"]] == [t.number for t in front.trials]
+    assert exported["baseline"]["params"] == DENSE_PARAMS
+    assert ns.Plan.from_dict(exported["trials"][0]["plan"]).widths == front.trials[0].plan.widths
     assert count_params(again.trials[0].model) == again.trials[0].params
     with pytest.raises(ns.SearchError, match="no study 'other'.*tiny"):
         Front.load(f"sqlite:///{tmp_path / 'study.db'}", "other")
