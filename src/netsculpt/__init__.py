@@ -29,7 +29,11 @@ _LAZY: dict[str, str] = {
     "plan": "netsculpt.prune.planner",
     "Plan": "netsculpt.prune.plan",
     "apply": "netsculpt.prune.apply",
+    "plan_of": "netsculpt.prune.apply",
     "prune": "netsculpt.prune.planner",
+    "iterative_prune": "netsculpt.prune.iterative",
+    "factorize": "netsculpt.prune.lowrank",
+    "FactorizeConfig": "netsculpt.prune.lowrank",
     "register_importance": "netsculpt.prune.importance",
     # save / load / export
     "save": "netsculpt.export.save",

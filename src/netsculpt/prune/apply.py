@@ -148,7 +148,15 @@ def apply(model: nn.Module, plan: Plan, *, inplace: bool = False) -> nn.Module:
         parent = new.get_submodule(parent_path)
         setattr(parent, child, Removed(how, int(arity or 1)))
     _fix_module_attributes(new)
-    setattr(new, _PLAN_ATTR, plan)
+    if plan.lowrank:
+        from netsculpt.prune.lowrank import factorize_module
+
+        for module_path, rank in plan.lowrank:
+            parent_path, _, child = module_path.rpartition(".")
+            parent = new.get_submodule(parent_path)
+            setattr(parent, child, factorize_module(getattr(parent, child), rank))
+    previous = plan_of(model)
+    setattr(new, _PLAN_ATTR, previous.then(plan) if previous is not None else plan)
     return new
 
 

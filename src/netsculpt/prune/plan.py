@@ -64,6 +64,8 @@ class Plan:
         groups: the decision per group (for reports and search).
         removed: modules replaced by a zero branch (whole residual branches removed).
         meta: how the plan was made (ratio, importance, round_to, model class).
+        lowrank: ``(module, rank)`` for Linear/Conv layers replaced, after slicing, by two
+            thinner layers from a truncated SVD (see :func:`netsculpt.factorize`).
     """
 
     tensors: Mapping[str, Mapping[int, tuple[int, ...]]]
@@ -72,6 +74,7 @@ class Plan:
     groups: tuple[GroupDecision, ...] = ()
     removed: tuple[tuple[str, str], ...] = ()
     meta: Mapping[str, Any] = field(default_factory=dict)
+    lowrank: tuple[tuple[str, int], ...] = ()
 
     @property
     def widths(self) -> dict[str, tuple[int, int]]:
@@ -80,7 +83,7 @@ class Plan:
 
     @property
     def is_identity(self) -> bool:
-        return not self.removed and all(
+        return not self.removed and not self.lowrank and all(
             len(idx) == self.shapes[name][dim]
             for name, dims in self.tensors.items()
             for dim, idx in dims.items()
@@ -101,6 +104,7 @@ class Plan:
                 for g in self.groups
             ],
             "removed": [list(r) for r in self.removed],
+            "lowrank": [list(r) for r in self.lowrank],
         }
 
     def to_json(self, *, indent: int | None = None) -> str:
@@ -137,6 +141,7 @@ class Plan:
                 ),
                 removed=tuple((str(m), str(k)) for m, k in data.get("removed", [])),
                 meta=dict(data.get("meta", {})),
+                lowrank=tuple((str(m), int(r)) for m, r in data.get("lowrank", [])),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise PlanError(f"plan data is incomplete or malformed: {exc!r}") from exc
@@ -149,6 +154,49 @@ class Plan:
             raise PlanError(f"plan is not valid JSON: {exc}") from exc
         return cls.from_dict(data)
 
+    def then(self, second: Plan) -> Plan:
+        """The plan that does ``self`` and then ``second`` (made on the pruned model).
+
+        Iterative pruning applies several plans in turn; the composed plan replays all of
+        them on the original architecture at once, so the result saves and reloads.
+        """
+        factored = [m for m, _ in self.lowrank]
+        for name in second.tensors:
+            if any(name.startswith(m + ".") for m in factored):
+                raise PlanError(
+                    f"the second plan changes {name!r} inside a layer the first plan factorised; "
+                    f"factorise last (netsculpt.factorize after pruning)"
+                )
+        tensors: dict[str, dict[int, tuple[int, ...]]] = {
+            n: dict(d) for n, d in self.tensors.items()
+        }
+        shapes = dict(self.shapes)
+        for name, dims in second.tensors.items():
+            base_shape = self.shapes.get(name, second.shapes[name])
+            shapes.setdefault(name, tuple(base_shape))
+            first = tensors.setdefault(name, {})
+            for dim, idx in dims.items():
+                before = first.get(dim, tuple(range(base_shape[dim])))
+                first[dim] = tuple(before[i] for i in idx)
+        by_name = {g.name: g for g in self.groups}
+        groups = []
+        for g in second.groups:
+            old = by_name.pop(g.name, None)
+            if old is not None and len(old.kept) == g.size:
+                groups.append(GroupDecision(g.name, g.kind, old.size, tuple(old.kept[i] for i in g.kept)))
+            else:
+                groups.append(g)
+        groups.extend(by_name.values())
+        return Plan(
+            tensors=tensors,
+            shapes=shapes,
+            attrs=self.attrs + second.attrs,
+            groups=tuple(groups),
+            removed=self.removed + second.removed,
+            meta={"steps": [dict(self.meta), dict(second.meta)]},
+            lowrank=self.lowrank + second.lowrank,
+        )
+
     def describe(self) -> str:
         lines = [f"plan ({self.meta.get('importance', '?')}, ratio {self.meta.get('ratio')})"]
         for g in self.groups:
@@ -156,4 +204,6 @@ class Plan:
                 lines.append(f"  {g.name:<48} {g.kind:<8} {g.size:>6} -> {g.n_kept}")
         for module, how in self.removed:
             lines.append(f"  {module:<48} removed ({how})")
+        for module, rank in self.lowrank:
+            lines.append(f"  {module:<48} factorised to rank {rank}")
         return "\n".join(lines)

@@ -267,11 +267,10 @@ def _search(
                 salt=_machine_salt(spec),
             )
             if workers == 1:
-                sampler_obj = (
-                    sampler if isinstance(sampler, BaseSampler)
-                    else build_sampler(job, bound, worker=0, plan_key=evaluator.plan_key)
+                study.sampler = build_sampler(
+                    job, bound, worker=0, plan_key=evaluator.plan_key,
+                    instance=sampler if isinstance(sampler, BaseSampler) else None,
                 )
-                study.sampler = sampler_obj
                 run_trials(study, evaluator, remaining, job, progress=progress)
             else:
                 from netsculpt.search._workers import run_workers
@@ -313,14 +312,22 @@ class _Job:
 
 
 def build_sampler(
-    job: _Job, bound: BoundSpace, *, worker: int, plan_key: Any = None
+    job: _Job,
+    bound: BoundSpace,
+    *,
+    worker: int,
+    plan_key: Any = None,
+    instance: BaseSampler | None = None,
 ) -> BaseSampler:
-    """The sampler of one process: seeded per worker and per resume, maybe screened."""
+    """The sampler of one process: seeded per worker and per resume, maybe screened.
+
+    ``instance`` is a user's sampler, used as the base instead of one built by name.
+    """
     seed = None
     if job.seed is not None:
         entropy = [job.seed, worker, job.n_existing, job.salt]
         seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
-    base = make_sampler(
+    base = instance or make_sampler(
         job.sampler,
         seed=seed,
         n_constraints=len(job.constraints),
