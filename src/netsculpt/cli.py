@@ -249,7 +249,7 @@ def export(
 
 @app.command()
 def demo(
-    trials: Annotated[int, typer.Option("--trials", help="search trials")] = 40,
+    trials: Annotated[int, typer.Option("--trials", help="search trials")] = 24,
     out: Annotated[Path, typer.Option("--out", help="working folder")] = Path("netsculpt-demo"),
     backend: Annotated[str, typer.Option("--backend", help="torch or onnxruntime")] = "onnxruntime",
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -273,7 +273,7 @@ def demo(
         storage = f"sqlite:///{(out / 'netsculpt.db').resolve()}"
         front = search("digits", inputs, task=task, n_trials=trials, storage=storage,
                        study_name=f"digits-demo-{backend}", backend=backend, seed=seed,
-                       recover_budget=60)
+                       recover_budget=30)
         console.print(front_table(front))
         page = report(front, out / "report.html")
         knee = front.knee()
