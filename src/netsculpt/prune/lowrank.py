@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -71,22 +72,24 @@ def factorize_module(module: nn.Module, rank: int) -> nn.Sequential:
     first_w = (root[:, None] * vh[:rank]).to(w.dtype)
     second_w = (u[:, :rank] * root[None, :]).to(w.dtype)
     bias = getattr(module, "bias", None)
+    first: nn.Linear | nn.Conv2d
+    second: nn.Linear | nn.Conv2d
     if isinstance(module, nn.Linear):
-        first: nn.Module = nn.Linear(module.in_features, rank, bias=False)
-        second: nn.Module = nn.Linear(rank, module.out_features, bias=bias is not None)
-        first.weight.data.copy_(first_w)
-        second.weight.data.copy_(second_w)
+        first = nn.Linear(module.in_features, rank, bias=False)
+        second = nn.Linear(rank, module.out_features, bias=bias is not None)
     else:
-        conv = module
-        assert isinstance(conv, nn.Conv2d)
-        first = nn.Conv2d(conv.in_channels, rank, conv.kernel_size, stride=conv.stride,
-                          padding=conv.padding, dilation=conv.dilation, bias=False,
+        conv = cast(nn.Conv2d, module)
+        first = nn.Conv2d(conv.in_channels, rank, cast(tuple[int, int], conv.kernel_size),
+                          stride=cast(tuple[int, int], conv.stride),
+                          padding=cast(tuple[int, int], conv.padding),
+                          dilation=cast(tuple[int, int], conv.dilation), bias=False,
                           padding_mode=conv.padding_mode)
         second = nn.Conv2d(rank, conv.out_channels, 1, bias=bias is not None)
-        first.weight.data.copy_(first_w.reshape(first.weight.shape))
-        second.weight.data.copy_(second_w.reshape(second.weight.shape))
-    if bias is not None:
-        second.bias.data.copy_(bias.detach())  # type: ignore[union-attr]
+    with torch.no_grad():
+        first.weight.copy_(first_w.reshape(first.weight.shape))
+        second.weight.copy_(second_w.reshape(second.weight.shape))
+        if bias is not None and second.bias is not None:
+            second.bias.copy_(bias.detach())
     out = nn.Sequential(first, second).to(device=w.device)
     out.train(module.training)
     return out
@@ -141,7 +144,10 @@ def factorize(
             "no layer is worth factorising (the ranks needed save less than "
             f"{config.min_saving:.0%} of parameters); lower energy= or rank_ratio="
         )
-    shapes = {f"{m}.weight": tuple(model.get_submodule(m).weight.shape) for m in ranks}
+    shapes = {
+        f"{m}.weight": tuple(cast(torch.Tensor, model.get_submodule(m).weight).shape)
+        for m in ranks
+    }
     step = Plan(tensors={}, shapes=shapes, lowrank=tuple(ranks.items()),
                 meta={"factorize": {"energy": config.energy, "rank_ratio": config.rank_ratio}})
     return apply(model, step)

@@ -447,8 +447,8 @@ def _zeroed_reference(
             return [o.detach().float().clone() for o in flatten_outputs(call_model(model, example_inputs))]
     finally:
         with torch.no_grad():
-            for t, dim, idx, values in reversed(saved):
-                t.index_copy_(dim, idx, values)
+            for target, dim, idx, values in reversed(saved):
+                target.index_copy_(dim, idx, values)
 
 
 def _verify(
