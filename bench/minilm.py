@@ -11,7 +11,9 @@ batch 32, sequence 128. Two phases:
    every trial to ONNX would triple the search time).
 2. **Recovery**: the ``--candidates`` trials with the best recall among those with at
    least ``--min-macs-reduction`` times fewer MACs than the dense model are distilled from
-   it with ``ns.distill`` (``--recover-seconds`` of CPU time in all, split between them),
+   it with ``ns.distill`` (``--recover-seconds`` of CPU time in all, split between them;
+   AdamW at ``--lr``, 16 query/document pairs per step, output embeddings and hidden states
+   matched),
    scored on the full evaluation set, and timed against the dense model with onnxruntime
    (``compare_latency``: runs interleaved so that both see the same machine load). MACs
    pick the candidates because latencies measured minutes apart on a shared machine are
@@ -99,8 +101,10 @@ def main(
     recover_seconds: Annotated[float, typer.Option(help="distillation CPU seconds in all")]
     = 600.0,
     min_macs_reduction: Annotated[float, typer.Option(help="MACs reduction a candidate needs")]
-    = 1.8,
+    = 1.7,
     lr: Annotated[float, typer.Option(help="distillation learning rate")] = 1e-4,
+    hidden_weight: Annotated[float, typer.Option(help="weight of hidden-state matching")]
+    = 1.0,
     threads: Annotated[int, typer.Option(help="threads for timing and training")] = 1,
     seed: Annotated[int, typer.Option()] = 0,
     quick: Annotated[bool, typer.Option(help="smoke test: few trials, short recovery")] = False,
@@ -153,7 +157,7 @@ def main(
         before = final_task.evaluate(small)
         t0 = time.perf_counter()
         ns.distill(small, model, final_task, f"{budget:.0f}s", progress=False, seed=seed,
-                   lr=lr, batch_size=32)
+                   lr=lr, batch_size=32, hidden_weight=hidden_weight)
         seconds = time.perf_counter() - t0
         after = final_task.evaluate(small)
         small_models[f"trial {t.number}"] = small

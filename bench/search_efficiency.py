@@ -155,7 +155,8 @@ def render(summary: dict[str, Any], args: dict[str, Any]) -> tuple[Table, str]:
             cells.append("" if v is None else f"{v[0]:.4f} ± {v[1]:.4f}")
         secs = summary["seconds"].get(m)
         table.add_row(m, *cells, "" if secs is None else f"{secs:.0f}")
-        md_rows.append(f"| {m} | " + " | ".join(cells) + f" | {'' if secs is None else f'{secs:.0f}'} |")
+        secs_text = "" if secs is None else f"{secs:.0f}"
+        md_rows.append(f"| {m} | " + " | ".join(cells) + f" | {secs_text} |")
     ref = summary["random_reference"]
     reach = summary["reach"]
     lines = [

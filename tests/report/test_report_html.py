@@ -51,12 +51,12 @@ def test_figures_hold_the_front_the_baseline_and_the_widths(front) -> None:  # t
     assert sorted(on_front.y) == sorted(t.score for t in front.trials)
     # marker size grows with the parameter count
     by_params = sorted(zip([t.params for t in sorted(front.trials, key=lambda t: t.latency_ms)],
-                           on_front.marker.size))
+                           on_front.marker.size, strict=False))
     assert [s for _, s in by_params] == sorted(s for _, s in by_params)
     t = front.trials[0]
     bars = widths_figure(front, t.number)
     kept = next(b for b in bars.data if b.name == "kept")
-    assert dict(zip(kept.x, kept.y)) == {g: k for g, (_, k) in t.plan.widths.items()}
+    assert dict(zip(kept.x, kept.y, strict=False)) == {g: k for g, (_, k) in t.plan.widths.items()}
 
 
 def test_empty_study_has_nothing_to_report(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -103,7 +103,8 @@ def front_figure(front: Any, *, highlight: int | None = None) -> go.Figure:
         t = front.trial(highlight)
         fig.add_trace(
             go.Scatter(
-                x=[t.latency_ms], y=[t.score], mode="markers", name=f"trial {t.number} (shown below)",
+                x=[t.latency_ms], y=[t.score], mode="markers",
+                name=f"trial {t.number} (shown below)",
                 marker={"size": _size(t.params, lo, hi) + 8, "color": "rgba(0,0,0,0)",
                             "line": {"color": "#d62728", "width": 3}},
                 hoverinfo="skip",
@@ -145,7 +146,7 @@ def widths_figure(front: Any, number: int) -> go.Figure:
     fig.add_trace(
         go.Bar(
             x=names, y=kept, name="kept", marker_color="#1f77b4",
-            text=[f"{k}/{o}" for k, o in zip(kept, original)], textposition="outside",
+            text=[f"{k}/{o}" for k, o in zip(kept, original, strict=False)], textposition="outside",
             hovertemplate="%{x}<br>kept %{y} units<extra></extra>",
         )
     )

@@ -3,10 +3,11 @@
 The model, the task and the analysed graph travel to the workers in a file written with
 ``torch.save``, so every worker prunes the very same weights; when they do not pickle and
 the search was started from a ``"package.module:factory"`` string and a task name, each
-worker rebuilds them from those names (the factory must then be deterministic). Each worker opens the same storage,
-gets its own sampler seed, and runs ``remaining // N`` trials (the first ones one more).
-The parent shows progress by reading the study, and on Ctrl-C stops the workers; the
-trials they were running are retried on the next start (see ``_resume``).
+worker rebuilds them from those names (the factory must then be deterministic). Each
+worker opens the same storage, gets its own sampler seed, and runs ``remaining // N``
+trials (the first ones one more). The parent shows progress by reading the study, and on
+Ctrl-C stops the workers; the trials they were running are retried on the next start
+(see ``_resume``).
 """
 
 from __future__ import annotations

@@ -211,7 +211,10 @@ def _search(
 
     graph = analyze(model, example_inputs)
     bound = build_space(graph, space)
-    spec = storage if isinstance(storage, BaseStorage) else resolve_storage(storage, workers=workers)
+    spec = (
+        storage if isinstance(storage, BaseStorage)
+        else resolve_storage(storage, workers=workers)
+    )
     opened = spec if isinstance(spec, BaseStorage) else open_storage(spec)
     name = study_name or f"netsculpt-{type(model).__name__.lower()}-{bound.signature[:8]}"
     settings = {
@@ -384,7 +387,9 @@ def run_trials(
         )
 
 
-def load_study(storage: str | os.PathLike[str] | BaseStorage | None, study_name: str) -> optuna.Study:
+def load_study(
+    storage: str | os.PathLike[str] | BaseStorage | None, study_name: str
+) -> optuna.Study:
     """Open an existing study; a missing one raises SearchError listing those stored."""
     opened = storage if isinstance(storage, BaseStorage) else open_storage(
         resolve_storage(storage), heartbeat=False

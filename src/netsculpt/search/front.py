@@ -415,7 +415,7 @@ class Front:
                 "baseline": None if self.baseline is None else self.baseline.__dict__,
                 "trials": [
                     {**row, "plan": json.loads(t.plan.to_json())}
-                    for row, t in zip(self.rows(), self.trials)
+                    for row, t in zip(self.rows(), self.trials, strict=False)
                 ],
             },
             indent=2,

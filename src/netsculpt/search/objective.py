@@ -162,7 +162,7 @@ class Evaluator:
             values = constraint_values(self.constraints, metrics)
             trial.set_user_attr("constraints", values)
             if hasattr(trial, "set_constraint"):  # Optuna >= 5: samplers read these
-                for key, value in zip(self.constraints, values):
+                for key, value in zip(self.constraints, values, strict=False):
                     trial.set_constraint(key, value)
         return tuple(float(metrics[name]) for name in self.objectives)
 

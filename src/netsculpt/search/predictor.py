@@ -150,7 +150,11 @@ class ScreeningSampler(BaseSampler):
             return self._from_base(study, trial)
 
     def sample_independent(
-        self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
     ) -> Any:
         return self.base.sample_independent(study, trial, param_name, param_distribution)
 
@@ -198,13 +202,14 @@ class ScreeningSampler(BaseSampler):
         flip = self._rng.random(len(names)) < max(1.0 / len(names), 0.3)
         if not flip.any():
             flip[self._rng.integers(len(names))] = True
-        for name, do in zip(names, flip):
+        for name, do in zip(names, flip, strict=False):
             if not do:
                 continue
             dist = self._dists[name]
             if isinstance(dist, FloatDistribution):
                 span = dist.high - dist.low
-                value = float(params[name]) + self._rng.normal(0.0, self.config.mutation_scale * span)
+                step = self._rng.normal(0.0, self.config.mutation_scale * span)
+                value = float(params[name]) + step
                 value = min(max(value, dist.low), dist.high)
                 if dist.step:
                     value = dist.low + round((value - dist.low) / dist.step) * dist.step
@@ -225,7 +230,7 @@ class ScreeningSampler(BaseSampler):
         n_local = round(self.config.n_candidates * self.config.local_fraction)
         n_base = max(1, self.config.n_candidates - n_local)
         candidates = [self._from_base(study, trial) for _ in range(n_base)]
-        front_params = [t.params for t, keep in zip(finished, pareto_mask(y)) if keep]
+        front_params = [t.params for t, keep in zip(finished, pareto_mask(y), strict=False) if keep]
         for _ in range(n_local):
             parent = front_params[int(self._rng.integers(len(front_params)))]
             candidates.append(self._mutate(dict(parent)))

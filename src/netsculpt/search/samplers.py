@@ -50,7 +50,9 @@ def check_constraints(constraints: Mapping[str, float] | None) -> dict[str, floa
     return out
 
 
-def constraint_values(constraints: Mapping[str, float], metrics: Mapping[str, float]) -> list[float]:
+def constraint_values(
+    constraints: Mapping[str, float], metrics: Mapping[str, float]
+) -> list[float]:
     """Optuna-style constraint values for measured ``metrics`` (``<= 0`` means satisfied)."""
     values = []
     for key, bound in constraints.items():
