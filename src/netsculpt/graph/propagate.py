@@ -608,19 +608,10 @@ def _split_pieces(p: Propagator, node: fx.Node, d: Desc, dim: int, sizes: list[i
     return outs
 
 
-@handles("split", "split_with_sizes", "split_copy", "split_with_sizes_copy")
+@handles("split", "split_with_sizes", "split_copy", "split_with_sizes_copy", "chunk",
+         "tensor_split")
 def _split(p: Propagator, node: fx.Node) -> Any:
-    d = p.desc(node.args[0])
-    if d is None:
-        return p.fresh_like(node, "")
-    dim = _dim(_int(node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)), len(d))
-    vals = node.meta.get("val")
-    sizes = [int(v.shape[dim]) for v in _seq(vals)]
-    return _split_pieces(p, node, d, dim, sizes)
-
-
-@handles("chunk", "tensor_split")
-def _chunk(p: Propagator, node: fx.Node) -> Any:
+    """Every piece is a range of the split dimension; sizes come from the traced outputs."""
     d = p.desc(node.args[0])
     if d is None:
         return p.fresh_like(node, "")
