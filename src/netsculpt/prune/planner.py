@@ -312,10 +312,8 @@ def _keep_counts(
     return counts
 
 
-def _kept_positions(
-    graph: Graph, tensor: str, dim: int, decisions: Mapping[int, np.ndarray]
-) -> np.ndarray | None:
-    imap = graph.index_map(tensor, dim)
+def _mask_of(imap: Mapping[int, tuple[Any, np.ndarray]], decisions: Mapping[int, np.ndarray]) -> np.ndarray | None:
+    """Kept positions of a dimension from its index map; None when nothing there is removed."""
     mask: np.ndarray | None = None
     for uid, (_leaf, arr) in imap.items():
         keep = decisions.get(uid)
@@ -326,6 +324,12 @@ def _kept_positions(
         ok[present] = keep[arr[present]]
         mask = ok if mask is None else (mask & ok)
     return mask
+
+
+def _kept_positions(
+    graph: Graph, tensor: str, dim: int, decisions: Mapping[int, np.ndarray]
+) -> np.ndarray | None:
+    return _mask_of(graph.index_map(tensor, dim), decisions)
 
 
 def _slice_tensors(
@@ -346,18 +350,8 @@ def _slice_tensors(
 
 
 def _space_kept(graph: Graph, space: Space, decisions: Mapping[int, np.ndarray]) -> int:
-    imap = graph.table.index_map(space)
-    n = graph.table.find(space).size
-    mask = np.ones(n, dtype=bool)
-    for uid, (_leaf, arr) in imap.items():
-        keep = decisions.get(uid)
-        if keep is None:
-            continue
-        present = arr >= 0
-        ok = np.ones(n, dtype=bool)
-        ok[present] = keep[arr[present]]
-        mask &= ok
-    return int(mask.sum())
+    mask = _mask_of(graph.table.index_map(space), decisions)
+    return graph.table.find(space).size if mask is None else int(mask.sum())
 
 
 def _attribute_updates(
@@ -451,6 +445,26 @@ def _zeroed_reference(
                 target.index_copy_(dim, idx, values)
 
 
+def _max_difference(
+    outs: Sequence[torch.Tensor],
+    reference: Sequence[torch.Tensor],
+    *,
+    shapes_must_match: bool = False,
+) -> float | None:
+    """The largest difference beyond tolerance between outputs and reference (None: match)."""
+    for a, b in zip(outs, reference, strict=False):
+        if a.shape != b.shape:
+            if shapes_must_match:
+                return float("inf")
+            continue
+        if not a.numel():
+            continue
+        diff = float((a - b).abs().max())
+        if not diff <= 1e-3 * max(1.0, float(b.abs().max())):
+            return diff
+    return None
+
+
 def _verify(
     model: nn.Module,
     example_inputs: ExampleInputs,
@@ -495,15 +509,10 @@ def _verify(
         got = sorted(tuple(o.shape) for o in outs)
         if got != expected:
             return f"output shapes changed from {expected} to {got}"
-        if reference is not None:
-            for a, b in zip(outs, reference, strict=False):
-                if a.shape != b.shape or not a.numel():
-                    continue
-                scale = float(b.abs().max()) if b.numel() else 1.0
-                diff = float((a - b).abs().max())
-                if not diff <= 1e-3 * max(1.0, scale):
-                    return (f"outputs differ from the original with the removed units zeroed "
-                            f"(max difference {diff:.3g})")
+        diff = _max_difference(outs, reference or [])
+        if diff is not None:
+            return (f"outputs differ from the original with the removed units zeroed "
+                    f"(max difference {diff:.3g})")
         return ""
 
     error = runs(result)
@@ -560,15 +569,12 @@ def prune(
             outs = [o.detach().float() for o in flatten_outputs(call_model(small, example_inputs))]
     finally:
         model.train(was_training)
-    for a, b in zip(outs, reference or [], strict=False):
-        if a.shape != b.shape or (
-            a.numel() and float((a - b).abs().max()) > 1e-3 * max(1.0, float(b.abs().max()))
-        ):
-            raise PlanError(
-                f"the model {graph.model_name}, pruned in place, no longer matches its original "
-                f"outputs; it has been modified: build it again and prune with inplace=False, "
-                f"which also repairs attribute sizes the module code depends on"
-            )
+    if _max_difference(outs, reference or [], shapes_must_match=True) is not None:
+        raise PlanError(
+            f"the model {graph.model_name}, pruned in place, no longer matches its original "
+            f"outputs; it has been modified: build it again and prune with inplace=False, "
+            f"which also repairs attribute sizes the module code depends on"
+        )
     return small
 
 
