@@ -72,3 +72,42 @@ def test_screening_finds_a_better_front_than_random_sampling() -> None:
         assert len(predicted) == 24 - 8
         gains.append(_hv(screened) - _hv(plain))
     assert np.mean(gains) > 0 and min(gains) > -0.01, gains
+
+
+def _feasible_share(
+    limits: list[tuple[int, float]], seed: int, bound: float
+) -> tuple[float, float]:
+    """Share of screened trials with cost <= bound, and their best score."""
+    study = optuna.create_study(
+        directions=["maximize", "minimize"],
+        sampler=ScreeningSampler(
+            optuna.samplers.RandomSampler(seed=seed),
+            distributions=DISTS,
+            encode=lambda params: [params[n] for n in DISTS],
+            maximize=[True, False],
+            config=Predictor(min_trials=8, n_candidates=16),
+            seed=seed,
+            limits=limits,
+        ),
+    )
+    study.optimize(_objective, n_trials=24)
+    screened = [t for t in study.trials[8:] if t.values is not None]
+    feasible = [t.values[0] for t in screened if t.values[1] <= bound]
+    return len(feasible) / len(screened), max(feasible, default=-np.inf)
+
+
+def test_screening_aims_inside_limits_on_objectives() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    bound = 0.3  # a cost only small sub-networks meet
+    for seed in range(2):
+        share_free, best_free = _feasible_share([], seed, bound)
+        share, best = _feasible_share([(1, bound)], seed, bound)
+        assert share >= 0.75 and share > share_free, (share, share_free)
+        assert best >= best_free - 1e-9, (best, best_free)
+
+
+def test_screening_limits_must_name_an_objective() -> None:
+    with pytest.raises(InputError, match="limits"):
+        ScreeningSampler(optuna.samplers.RandomSampler(), distributions=DISTS,
+                         encode=lambda params: [params[n] for n in DISTS],
+                         maximize=[True, False], config=Predictor(), limits=[(2, 1.0)])

@@ -339,15 +339,24 @@ def build_sampler(
     if job.predictor is None:
         return base
     from netsculpt.search.objective import OBJECTIVES
+    from netsculpt.search.samplers import CONSTRAINT_KEYS
 
+    maximize = [OBJECTIVES[o] for o in job.objectives]
+    limits = []  # constraints on objectives, as bounds on the minimised values
+    for key, value in job.constraints.items():
+        metric, _ = CONSTRAINT_KEYS[key]
+        if metric in job.objectives:
+            j = job.objectives.index(metric)
+            limits.append((j, -value if maximize[j] else value))
     return ScreeningSampler(
         base,
         distributions=bound.distributions,
         encode=bound.encode,
-        maximize=[OBJECTIVES[o] for o in job.objectives],
+        maximize=maximize,
         config=job.predictor,
         seed=seed,
         plan_key=plan_key,
+        limits=limits,
     )
 
 

@@ -12,6 +12,13 @@ optimistic prediction ``mean - kappa * std`` (in the minimised space) keeps expl
 the surrogate is unsure. Until ``min_trials`` trials have finished, it samples exactly like
 the wrapped sampler.
 
+With constraints on objectives (``ns.search(constraints={"max_latency_ms": ...})`` while
+latency is an objective), screening aims inside them: the hypervolume gain is taken
+against the front of the feasible trials, and a candidate predicted to break a limit is
+only chosen when no candidate is predicted to keep them all (then the one predicted to
+break them least). Hardware-aware searches spend their evaluations where the deployment
+budget holds, instead of on the fast-but-poor and slow-but-good ends of the front.
+
 >>> Predictor(n_candidates=32, model="random_forest").model
 'random_forest'
 """
@@ -103,6 +110,10 @@ class ScreeningSampler(BaseSampler):
         seed: seeds the mutations and the surrogate.
         plan_key: parameters -> hash of the plan they give; candidates whose plan was
             already evaluated are skipped (up to ``config.max_plan_checks`` are checked).
+        limits: constraints on objectives as ``(objective index, bound)`` pairs on the
+            minimised value (a maximised objective's value is negated: ``min_score=0.9``
+            on objective 0 is ``(0, -0.9)``). A finished trial's feasibility is read from
+            its ``"constraints"`` user attr (values ``<= 0`` are satisfied) when present.
     """
 
     def __init__(
@@ -115,8 +126,15 @@ class ScreeningSampler(BaseSampler):
         config: Predictor,
         seed: int | None = None,
         plan_key: Callable[[dict[str, Any]], str] | None = None,
+        limits: Sequence[tuple[int, float]] = (),
     ) -> None:
         self.base = base
+        self._limits = [(int(j), float(bound)) for j, bound in limits]
+        if any(not 0 <= j < len(maximize) for j, _ in self._limits):
+            raise InputError(
+                f"ScreeningSampler limits refer to objectives {[j for j, _ in self._limits]}, "
+                f"but there are {len(maximize)}; give (objective index, bound) pairs"
+            )
         self._plan_key = plan_key
         self._dists = dict(distributions)
         self._encode = encode
@@ -225,7 +243,8 @@ class ScreeningSampler(BaseSampler):
         losses = to_losses(np.array([t.values for t in finished]), self._maximize)
         lo, hi = losses.min(axis=0), losses.max(axis=0)
         y = normalise(losses, lo, hi)
-        front = y[pareto_mask(y)]
+        feasible = self._feasible(finished, losses)
+        front = y[feasible][pareto_mask(y[feasible])] if feasible.any() else y[pareto_mask(y)]
 
         n_local = round(self.config.n_candidates * self.config.local_fraction)
         n_base = max(1, self.config.n_candidates - n_local)
@@ -243,7 +262,16 @@ class ScreeningSampler(BaseSampler):
         base_hv = hypervolume(front, reference)
         gains = np.array([hypervolume(np.vstack([front, o]), reference) - base_hv
                           for o in optimistic])
-        if gains.max() > 1e-12:
+        excess = self._excess(lo + mean * np.where(hi - lo > 0, hi - lo, 1.0), hi - lo)
+        if self._limits and not (excess <= 0).any():
+            # every candidate is predicted to break a limit: the least breaking one first
+            order = np.argsort(excess, kind="stable")
+        elif self._limits and gains[excess <= 0].max() > 1e-12:
+            order = np.argsort(np.where(excess <= 0, -gains, np.inf), kind="stable")
+        elif self._limits:
+            eps = np.array([np.min(np.max(o - front, axis=1)) for o in optimistic])
+            order = np.argsort(np.where(excess <= 0, eps, np.inf), kind="stable")
+        elif gains.max() > 1e-12:
             order = np.argsort(-gains, kind="stable")
         else:
             # nothing promises a gain: prefer candidates closest to the front (additive
@@ -261,6 +289,29 @@ class ScreeningSampler(BaseSampler):
             [float(v) for v in predicted * signs],
         )
         return fresh[best]
+
+    def _feasible(self, finished: list[FrozenTrial], losses: np.ndarray) -> np.ndarray:
+        """Which finished trials keep every limit (their stored constraint values first)."""
+        if not self._limits:
+            return np.ones(len(finished), dtype=bool)
+        out = []
+        for t, row in zip(finished, losses, strict=True):
+            stored = t.user_attrs.get("constraints")
+            if stored is not None:
+                out.append(all(float(v) <= 0 for v in stored))
+            else:
+                out.append(all(row[j] <= bound for j, bound in self._limits))
+        return np.array(out, dtype=bool)
+
+    def _excess(self, predicted: np.ndarray, span: np.ndarray) -> np.ndarray:
+        """Per candidate, how far its predicted losses break the limits (``<= 0``: none)."""
+        if not self._limits:
+            return np.zeros(len(predicted))
+        parts = [
+            (predicted[:, j] - bound) / (span[j] if span[j] > 0 else 1.0)
+            for j, bound in self._limits
+        ]
+        return np.max(np.stack(parts, axis=1), axis=1)
 
     def _first_new(
         self,
