@@ -118,7 +118,11 @@ def mlp(n_in: int, seed: int, hidden: int = 256) -> nn.Module:
     """``n_in -> hidden -> hidden -> 10`` with ReLUs (flattening its input)."""
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Flatten(), nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(n_in, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(),
         nn.Linear(hidden, 10),
     )
 
@@ -128,10 +132,14 @@ def cnn1d(seed: int, width: int = 64) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(
         nn.Unflatten(1, (1, 40)),
-        nn.Conv1d(1, width, 5, padding=2), nn.ReLU(),
-        nn.Conv1d(width, width, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Conv1d(width, width, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Flatten(), nn.Linear(width * 10, 10),
+        nn.Conv1d(1, width, 5, padding=2),
+        nn.ReLU(),
+        nn.Conv1d(width, width, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv1d(width, width, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(width * 10, 10),
     )
 
 
@@ -154,11 +162,29 @@ class Dataset:
 def datasets(selected: list[str]) -> list[Dataset]:
     out = []
     if "digits" in selected:
-        out.append(Dataset("digits", DigitsTask(), lambda s: mlp(64, s), "MLP 64-256-256-10",
-                           digits_cnn, "DigitsCNN", 1e-3))
+        out.append(
+            Dataset(
+                "digits",
+                DigitsTask(),
+                lambda s: mlp(64, s),
+                "MLP 64-256-256-10",
+                digits_cnn,
+                "DigitsCNN",
+                1e-3,
+            )
+        )
     if "mnist1d" in selected:
-        out.append(Dataset("mnist1d", MNIST1DTask(), cnn1d, "1D CNN (3 conv, 64 channels)",
-                           cnn1d, "1D CNN (3 conv, 64 channels)", 3e-3))
+        out.append(
+            Dataset(
+                "mnist1d",
+                MNIST1DTask(),
+                cnn1d,
+                "1D CNN (3 conv, 64 channels)",
+                cnn1d,
+                "1D CNN (3 conv, 64 channels)",
+                3e-3,
+            )
+        )
     return out
 
 
@@ -246,12 +272,19 @@ class Bench:
     b: Budgets
 
     def train(self, model: nn.Module, steps: int) -> nn.Module:
-        return ns.finetune(model, self.ds.task, steps, lr=self.ds.lr, seed=self.seed,
-                           progress=False)
+        return ns.finetune(
+            model, self.ds.task, steps, lr=self.ds.lr, seed=self.seed, progress=False
+        )
 
     def sparsify(self, model: nn.Module, config: Any, steps: int | None) -> Any:
-        return ns.sparsify(model, config, task=self.ds.task if steps else None, budget=steps,
-                           lr=self.ds.lr, seed=self.seed)
+        return ns.sparsify(
+            model,
+            config,
+            task=self.ds.task if steps else None,
+            budget=steps,
+            lr=self.ds.lr,
+            seed=self.seed,
+        )
 
     def score(self, model: nn.Module) -> float:
         return self.ds.task.evaluate(model)
@@ -261,11 +294,13 @@ def claim_gmp(run: Bench, dense: nn.Module, claim: Claim) -> None:
     steps = run.b.recover
     for s in (0.9, 0.97):
         one, t = timed(run.sparsify, dense, MagnitudeConfig(sparsity=s), steps)
-        claim.row(f"one-shot magnitude {s:.0%} + fine-tune").add(run.score(one.model), t,
-                                                                 one.sparsity)
+        claim.row(f"one-shot magnitude {s:.0%} + fine-tune").add(
+            run.score(one.model), t, one.sparsity
+        )
         no_ft = run.sparsify(dense, MagnitudeConfig(sparsity=s), None)
-        claim.row(f"one-shot magnitude {s:.0%}, no fine-tune").add(run.score(no_ft.model), 0,
-                                                                   no_ft.sparsity)
+        claim.row(f"one-shot magnitude {s:.0%}, no fine-tune").add(
+            run.score(no_ft.model), 0, no_ft.sparsity
+        )
         config = GradualConfig(sparsity=s, frequency=max(1, steps // 60))
         gmp, t = timed(run.sparsify, dense, config, steps)
         claim.row(f"gradual (cubic) {s:.0%}").add(run.score(gmp.model), t, gmp.sparsity)
@@ -282,8 +317,9 @@ def claim_lottery(run: Bench, claim: Claim) -> None:
         lt, t = timed(run.sparsify, init, config, steps)
         claim.row(f"ticket {s:.0%}, rewound to step {k}").add(run.score(lt.model), t, lt.sparsity)
         assert lt.control is not None
-        claim.row(f"same mask {s:.0%}, fresh random init").add(run.score(lt.control), 0,
-                                                                lt.sparsity)
+        claim.row(f"same mask {s:.0%}, fresh random init").add(
+            run.score(lt.control), 0, lt.sparsity
+        )
     config = LotteryTicketConfig(sparsity=0.9, rounds=run.b.rounds, rewind_step=0)
     lt0, t = timed(run.sparsify, init, config, steps)
     claim.row("ticket 90%, rewound to init (step 0)").add(run.score(lt0.model), t, lt0.sparsity)
@@ -305,7 +341,8 @@ def claim_nm(run: Bench, dense: nn.Module, claim: Claim) -> None:
     claim.row("2:4 one-shot magnitude, no fine-tune").add(run.score(one.model), 0, one.sparsity)
     if one.skipped:
         claim.row("2:4 one-shot magnitude, no fine-tune").note = "left dense: " + ", ".join(
-            f"{k} ({v})" for k, v in one.skipped.items())
+            f"{k} ({v})" for k, v in one.skipped.items()
+        )
     ft, t = timed(run.sparsify, dense, NMConfig(n=2, m=4), run.b.recover)
     claim.row("2:4 one-shot magnitude + fine-tune").add(run.score(ft.model), t, ft.sparsity)
     for decay, label in ((0.0, "2:4 STE (λ=0, no refinement)"), (2e-4, "2:4 SR-STE (λ=2e-4)")):
@@ -315,8 +352,9 @@ def claim_nm(run: Bench, dense: nn.Module, claim: Claim) -> None:
     total = run.b.pretrain + run.b.recover
     config = NMConfig(n=2, m=4, method="sr-ste")
     scratch, t = timed(run.sparsify, run.ds.make(run.seed), config, total)
-    claim.row(f"2:4 SR-STE from scratch, {total} steps").add(run.score(scratch.model), t,
-                                                               scratch.sparsity)
+    claim.row(f"2:4 SR-STE from scratch, {total} steps").add(
+        run.score(scratch.model), t, scratch.sparsity
+    )
 
 
 def claim_structured(run: Bench, claim: Claim, ratio: float) -> None:
@@ -329,8 +367,16 @@ def claim_structured(run: Bench, claim: Claim, ratio: float) -> None:
     claim.row("pruned, no recovery").note = f"{kept:.0%} of the parameters"
     ft, t = timed(run.train, copy.deepcopy(small), b.recover)
     claim.row("pruned + fine-tune").add(run.score(ft), t)
-    kd, t = timed(ns.distill, copy.deepcopy(small), teacher, task, b.recover, lr=run.ds.lr,
-                  seed=run.seed, progress=False)
+    kd, t = timed(
+        ns.distill,
+        copy.deepcopy(small),
+        teacher,
+        task,
+        b.recover,
+        lr=run.ds.lr,
+        seed=run.seed,
+        progress=False,
+    )
     claim.row("pruned + distill (T=2, α=0.5)").add(run.score(kd), t)
     fresh = reinitialize(copy.deepcopy(small), seed=run.seed + 7)
     sc, t = timed(run.train, fresh, b.recover)
@@ -338,7 +384,8 @@ def claim_structured(run: Bench, claim: Claim, ratio: float) -> None:
     fresh = reinitialize(copy.deepcopy(small), seed=run.seed + 7)
     sc2, t = timed(run.train, fresh, b.pretrain + b.recover)
     claim.row("pruned architecture from scratch, teacher's + recovery budget").add(
-        run.score(sc2), t)
+        run.score(sc2), t
+    )
 
 
 # -- verdicts -----------------------------------------------------------------------------
@@ -363,8 +410,7 @@ class Gap:
 
 def _gap(claim: Claim, a: str, b_: str) -> Gap:
     diff = [x - y for x, y in zip(claim.rows[a].accs, claim.rows[b_].accs)]
-    return Gap(statistics.fmean(diff), statistics.stdev(diff) if len(diff) > 1 else 0.0,
-               len(diff))
+    return Gap(statistics.fmean(diff), statistics.stdev(diff) if len(diff) > 1 else 0.0, len(diff))
 
 
 def _better(g: Gap, what: str) -> str:
@@ -384,8 +430,7 @@ def _seeds(c: Claim) -> str:
 def verdict_gmp(c: Claim) -> str:
     g90 = _gap(c, "gradual (cubic) 90%", "one-shot magnitude 90% + fine-tune")
     g97 = _gap(c, "gradual (cubic) 97%", "one-shot magnitude 97% + fine-tune")
-    return (_better(g90, "GMP minus one-shot + fine-tune at 90%:")
-            + f"; at 97%: {g97}" + _seeds(c))
+    return _better(g90, "GMP minus one-shot + fine-tune at 90%:") + f"; at 97%: {g97}" + _seeds(c)
 
 
 def verdict_lottery(c: Claim) -> str:
@@ -396,13 +441,18 @@ def verdict_lottery(c: Claim) -> str:
         g_ctrl = _gap(c, ticket, f"same mask {s}, fresh random init")
         near_dense = g_dense.mean >= -1.0
         beats_control = g_ctrl.real and g_ctrl.mean > 0
-        word = ("reproduces" if near_dense and beats_control else
-                "partly: the ticket beats the fresh init but stays below dense"
-                if beats_control else
-                "partly: the ticket matches dense but so does the fresh init"
-                if near_dense else "does NOT reproduce")
-        parts.append(f"{s}: {word} (ticket minus dense {g_dense}, ticket minus fresh-init "
-                     f"control {g_ctrl})")
+        word = (
+            "reproduces"
+            if near_dense and beats_control
+            else "partly: the ticket beats the fresh init but stays below dense"
+            if beats_control
+            else "partly: the ticket matches dense but so does the fresh init"
+            if near_dense
+            else "does NOT reproduce"
+        )
+        parts.append(
+            f"{s}: {word} (ticket minus dense {g_dense}, ticket minus fresh-init control {g_ctrl})"
+        )
     return "; ".join(parts) + _seeds(c)
 
 
@@ -411,10 +461,15 @@ def verdict_random(c: Claim) -> str:
     g90 = _gap(c, "random ERK 90% + fine-tune", "magnitude (global) 90% + fine-tune")
     close = abs(g50.mean) <= 1.0
     behind = g90.real and g90.mean < -1.0
-    word = ("reproduces" if close and behind else
-            "partly: behind at 90%, but more than a point behind at 50% too" if behind else
-            "partly: close at 50%, but not clearly behind at 90%" if close else
-            "does NOT reproduce")
+    word = (
+        "reproduces"
+        if close and behind
+        else "partly: behind at 90%, but more than a point behind at 50% too"
+        if behind
+        else "partly: close at 50%, but not clearly behind at 90%"
+        if close
+        else "does NOT reproduce"
+    )
     return f"{word}: random ERK minus magnitude {g50} at 50%, {g90} at 90%" + _seeds(c)
 
 
@@ -423,10 +478,12 @@ def verdict_nm(c: Claim) -> str:
     scratch = next(k for k in c.rows if k.startswith("2:4 SR-STE from scratch"))
     g_scratch = _gap(c, scratch, "2:4 one-shot magnitude + fine-tune")
     g_raw = _gap(c, "2:4 SR-STE (λ=2e-4)", "2:4 one-shot magnitude, no fine-tune")
-    return (_better(g, "SR-STE (from the pretrained model) minus one-shot + fine-tune:")
-            + f"; SR-STE from scratch (as many steps as pretraining + fine-tuning) minus "
-            f"one-shot + fine-tune: {g_scratch}; SR-STE minus one-shot without fine-tuning: "
-            f"{g_raw}" + _seeds(c))
+    return (
+        _better(g, "SR-STE (from the pretrained model) minus one-shot + fine-tune:")
+        + f"; SR-STE from scratch (as many steps as pretraining + fine-tuning) minus "
+        f"one-shot + fine-tune: {g_scratch}; SR-STE minus one-shot without fine-tuning: "
+        f"{g_raw}" + _seeds(c)
+    )
 
 
 def verdict_structured(c: Claim) -> str:
@@ -434,9 +491,11 @@ def verdict_structured(c: Claim) -> str:
     g_scratch = _gap(c, "pruned + fine-tune", "pruned architecture from scratch, same budget")
     full = next(k for k in c.rows if k.startswith("pruned architecture from scratch, teacher"))
     g_full = _gap(c, "pruned + fine-tune", full)
-    return (_better(g, "distill minus fine-tune:")
-            + f"; fine-tune minus scratch at the same budget: {g_scratch}; fine-tune minus "
-            f"scratch with the teacher's + recovery budget: {g_full}" + _seeds(c))
+    return (
+        _better(g, "distill minus fine-tune:")
+        + f"; fine-tune minus scratch at the same budget: {g_scratch}; fine-tune minus "
+        f"scratch with the teacher's + recovery budget: {g_full}" + _seeds(c)
+    )
 
 
 # -- latency ------------------------------------------------------------------------------
@@ -456,8 +515,9 @@ class _CSRStack(nn.Module):
         return x
 
 
-def _interleaved_ms(models: dict[str, Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor,
-                    repeats: int) -> dict[str, float]:
+def _interleaved_ms(
+    models: dict[str, Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor, repeats: int
+) -> dict[str, float]:
     """Median ms per model, timed round-robin so that load from other processes hits all."""
     times: dict[str, list[float]] = {k: [] for k in models}
     with torch.inference_mode():
@@ -491,17 +551,27 @@ def latency(quick: bool) -> tuple[list[tuple[str, str, str]], list[str]]:
     with torch.inference_mode():
         torch.testing.assert_close(csr(x), ninety(x), rtol=1e-4, atol=1e-4)
     repeats = 30 if quick else 100
-    labels = {"dense": dense, "2:4 masked (50% zeros)": two_four,
-              "90% masked (unstructured)": ninety}
+    labels = {
+        "dense": dense,
+        "2:4 masked (50% zeros)": two_four,
+        "90% masked (unstructured)": ninety,
+    }
     torch.set_num_threads(1)
     torch_ms = _interleaved_ms({**labels, "90% as CSR, torch.sparse.mm": csr}, x, repeats)
-    rows = [(label, "torch (dense kernels)" if "CSR" not in label else "torch (sparse kernel)",
-             f"{ms:.3f}") for label, ms in torch_ms.items()]
+    rows = [
+        (
+            label,
+            "torch (dense kernels)" if "CSR" not in label else "torch (sparse kernel)",
+            f"{ms:.3f}",
+        )
+        for label, ms in torch_ms.items()
+    ]
     ort_ms: dict[str, float] = {}
     for label, model in labels.items():
         try:
-            m = ns.measure(model, x, backend="onnxruntime", repeats=repeats, threads=1,
-                           memory=False)
+            m = ns.measure(
+                model, x, backend="onnxruntime", repeats=repeats, threads=1, memory=False
+            )
             ort_ms[label] = m.latency_ms_median
             rows.append((label, "onnxruntime (ns.measure)", f"{m.latency_ms_median:.3f}"))
         except ns.NetsculptError as exc:  # report the failure in the table, do not hide it
@@ -509,19 +579,26 @@ def latency(quick: bool) -> tuple[list[tuple[str, str, str]], list[str]]:
     notes: list[str] = []
     for backend, ms in (("torch", torch_ms), ("onnxruntime", ort_ms)):
         if "dense" in ms:
-            notes.append(f"{backend}: time relative to dense: " + ", ".join(
-                f"{k} {v / ms['dense']:.2f}x" for k, v in ms.items() if k != "dense"))
+            notes.append(
+                f"{backend}: time relative to dense: "
+                + ", ".join(f"{k} {v / ms['dense']:.2f}x" for k, v in ms.items() if k != "dense")
+            )
     sizes = {label: _compressed_kib(model) for label, model in labels.items()}
-    notes.append("Weights as safetensors, zlib-compressed: " + ", ".join(
-        f"{k} {v:.0f} KiB" for k, v in sizes.items()) + ".")
+    notes.append(
+        "Weights as safetensors, zlib-compressed: "
+        + ", ".join(f"{k} {v:.0f} KiB" for k, v in sizes.items())
+        + "."
+    )
     try:
         from torch.sparse import to_sparse_semi_structured
 
         to_sparse_semi_structured(two_four[0].weight.detach())
         notes.append("torch.sparse.to_sparse_semi_structured accepted a CPU tensor.")
     except (RuntimeError, ImportError) as exc:
-        notes.append(f"torch's 2:4 semi-structured kernels are not available on a CPU "
-                     f"({type(exc).__name__}: {str(exc).splitlines()[0][:100]})")
+        notes.append(
+            f"torch's 2:4 semi-structured kernels are not available on a CPU "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:100]})"
+        )
     return rows, notes
 
 
@@ -558,24 +635,39 @@ def table_of(claim: Claim) -> Table:
     return table
 
 
-def markdown(claims: list[Claim], lat: tuple[list[tuple[str, str, str]], list[str]] | None,
-             header: str) -> str:
+def markdown(
+    claims: list[Claim], lat: tuple[list[tuple[str, str, str]], list[str]] | None, header: str
+) -> str:
     lines = [header, ""]
     for c in claims:
-        lines += [f"### Claim {c.key}: {c.title} ({c.dataset})", "", c.setup, "",
-                  "| method | test accuracy % (mean ± std) | sparsity | seconds / run | note |",
-                  "|---|---:|---:|---:|---|"]
+        lines += [
+            f"### Claim {c.key}: {c.title} ({c.dataset})",
+            "",
+            c.setup,
+            "",
+            "| method | test accuracy % (mean ± std) | sparsity | seconds / run | note |",
+            "|---|---:|---:|---:|---|",
+        ]
         for r in c.rows.values():
-            lines.append(f"| {r.label} | {r.acc_text()} | {r.sparsity_text()} | "
-                         f"{r.time_text()} | {r.note} |")
+            lines.append(
+                f"| {r.label} | {r.acc_text()} | {r.sparsity_text()} | {r.time_text()} | {r.note} |"
+            )
         lines += ["", f"**Verdict:** {c.verdict}", ""]
     if lat is not None:
         rows, notes = lat
-        intro = ("Four `Linear(1024, 1024)` layers, batch 64, one thread, median ms; the torch "
-                 "rows are timed round-robin (so load from other processes hits each alike), "
-                 "the onnxruntime rows by `ns.measure(backend='onnxruntime')`.")
-        lines += ["### Latency and size: zeros are not speed on a CPU", "", intro, "",
-                  "| weights | backend | median ms |", "|---|---|---:|"]
+        intro = (
+            "Four `Linear(1024, 1024)` layers, batch 64, one thread, median ms; the torch "
+            "rows are timed round-robin (so load from other processes hits each alike), "
+            "the onnxruntime rows by `ns.measure(backend='onnxruntime')`."
+        )
+        lines += [
+            "### Latency and size: zeros are not speed on a CPU",
+            "",
+            intro,
+            "",
+            "| weights | backend | median ms |",
+            "|---|---|---:|",
+        ]
         lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
         lines += ["", *[f"- {n}" for n in notes], "", _LATENCY_READING, ""]
     return "\n".join(lines)
@@ -586,38 +678,70 @@ def claims_for(ds: Dataset, b: Budgets, ratio: float) -> dict[str, Claim]:
     every = max(1, b.recover // 60)
     model = ds.model_name
     return {
-        "1": Claim("1", "gradual vs one-shot magnitude pruning", ds.name, setup=(
-            f"{model} pretrained {b.pretrain} steps (AdamW, lr {ds.lr:g}, batch 64); then "
-            f"{b.recover} steps for every method: one-shot global magnitude + fine-tuning with "
-            f"the mask fixed, or GMP (cubic schedule from 0 to the target over the first 75% "
-            f"of the steps, mask updated every {every} steps).")),
-        "2": Claim("2", "lottery tickets with early rewinding", ds.name, setup=(
-            f"{model} from a fresh init; dense training {b.lottery} steps; IMP with "
-            f"{b.rounds} rounds of global magnitude pruning, rewinding the kept weights to step "
-            f"{max(1, b.lottery // 20)} (5% of training) or 0, each round trained up to step "
-            f"{b.lottery}; control: the final mask on a fresh random init, trained "
-            f"{b.lottery} steps.")),
-        "3": Claim("3", "random ERK vs magnitude pruning", ds.name, setup=(
-            f"Pretrained {model} pruned once (global magnitude, or random masks with ERK or "
-            f"uniform layer ratios), then {b.recover} fine-tuning steps with the mask fixed.")),
-        "4": Claim("4", "2:4 with SR-STE vs one-shot 2:4", ds.name, setup=(
-            f"Pretrained {model}; 2:4 along the input dimension of every layer whose input "
-            f"width is a multiple of 4; one-shot magnitude 2:4 (then {b.recover} fine-tuning "
-            f"steps), or {b.recover} steps of STE / SR-STE from the pretrained weights (mask "
-            f"recomputed each step from the dense weights), or SR-STE from a fresh init for "
-            f"the whole {b.pretrain + b.recover} steps.")),
-        "5": Claim("5", "structured pruning: distillation vs fine-tuning vs scratch", ds.name,
-                   setup=(
-            f"{ds.structured_name} trained {b.pretrain} steps; `ns.prune(model, inputs, "
-            f"ratio={ratio}, importance='magnitude')`; then {b.recover} steps of fine-tuning, "
-            f"of distillation from the dense model (`ns.distill`, logits, T=2, α=0.5), or of "
-            f"training the pruned architecture from a fresh init; and from scratch for "
-            f"{b.pretrain + b.recover} steps, the total the pruned model had.")),
+        "1": Claim(
+            "1",
+            "gradual vs one-shot magnitude pruning",
+            ds.name,
+            setup=(
+                f"{model} pretrained {b.pretrain} steps (AdamW, lr {ds.lr:g}, batch 64); then "
+                f"{b.recover} steps for every method: one-shot global magnitude + fine-tuning with "
+                f"the mask fixed, or GMP (cubic schedule from 0 to the target over the first 75% "
+                f"of the steps, mask updated every {every} steps)."
+            ),
+        ),
+        "2": Claim(
+            "2",
+            "lottery tickets with early rewinding",
+            ds.name,
+            setup=(
+                f"{model} from a fresh init; dense training {b.lottery} steps; IMP with "
+                f"{b.rounds} rounds of global magnitude pruning, rewinding the kept weights to step "
+                f"{max(1, b.lottery // 20)} (5% of training) or 0, each round trained up to step "
+                f"{b.lottery}; control: the final mask on a fresh random init, trained "
+                f"{b.lottery} steps."
+            ),
+        ),
+        "3": Claim(
+            "3",
+            "random ERK vs magnitude pruning",
+            ds.name,
+            setup=(
+                f"Pretrained {model} pruned once (global magnitude, or random masks with ERK or "
+                f"uniform layer ratios), then {b.recover} fine-tuning steps with the mask fixed."
+            ),
+        ),
+        "4": Claim(
+            "4",
+            "2:4 with SR-STE vs one-shot 2:4",
+            ds.name,
+            setup=(
+                f"Pretrained {model}; 2:4 along the input dimension of every layer whose input "
+                f"width is a multiple of 4; one-shot magnitude 2:4 (then {b.recover} fine-tuning "
+                f"steps), or {b.recover} steps of STE / SR-STE from the pretrained weights (mask "
+                f"recomputed each step from the dense weights), or SR-STE from a fresh init for "
+                f"the whole {b.pretrain + b.recover} steps."
+            ),
+        ),
+        "5": Claim(
+            "5",
+            "structured pruning: distillation vs fine-tuning vs scratch",
+            ds.name,
+            setup=(
+                f"{ds.structured_name} trained {b.pretrain} steps; `ns.prune(model, inputs, "
+                f"ratio={ratio}, importance='magnitude')`; then {b.recover} steps of fine-tuning, "
+                f"of distillation from the dense model (`ns.distill`, logits, T=2, α=0.5), or of "
+                f"training the pruned architecture from a fresh init; and from scratch for "
+                f"{b.pretrain + b.recover} steps, the total the pruned model had."
+            ),
+        ),
     }
 
 
 _JUDGES: dict[str, Callable[[Claim], str]] = {
-    "1": verdict_gmp, "2": verdict_lottery, "3": verdict_random, "4": verdict_nm,
+    "1": verdict_gmp,
+    "2": verdict_lottery,
+    "3": verdict_random,
+    "4": verdict_nm,
     "5": verdict_structured,
 }
 
@@ -659,20 +783,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3)")
     parser.add_argument("--datasets", default="digits,mnist1d")
     parser.add_argument("--claims", default="1,2,3,4,5,L")
-    parser.add_argument("--jobs", type=int, default=2,
-                        help="datasets run in parallel processes, one thread each (default 2)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "methods.md"),
-                        help="markdown report; the per-seed numbers go beside it as .json")
-    parser.add_argument("--from-json", default=None, metavar="PATH",
-                        help="rebuild the report from a saved .json, without training")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="datasets run in parallel processes, one thread each (default 2)",
+    )
+    parser.add_argument(
+        "--out",
+        default=str(Path(__file__).parent / "results" / "methods.md"),
+        help="markdown report; the per-seed numbers go beside it as .json",
+    )
+    parser.add_argument(
+        "--from-json",
+        default=None,
+        metavar="PATH",
+        help="rebuild the report from a saved .json, without training",
+    )
     args = parser.parse_args(argv)
     if args.from_json:
         return _report_from_json(Path(args.from_json), Path(args.out))
     torch.set_num_threads(1)
     seeds = args.seeds or (2 if args.quick else 3)
     which = set(args.claims.split(","))
-    b = (Budgets(pretrain=400, recover=150, lottery=300, rounds=2) if args.quick else
-         Budgets(pretrain=1500, recover=500, lottery=800, rounds=3))
+    b = (
+        Budgets(pretrain=400, recover=150, lottery=300, rounds=2)
+        if args.quick
+        else Budgets(pretrain=1500, recover=500, lottery=800, rounds=3)
+    )
     names = args.datasets.split(",") if which & {"1", "2", "3", "4", "5"} else []
     started = time.perf_counter()
     done: list[Claim] = []
@@ -695,8 +833,10 @@ def main(argv: list[str] | None = None) -> int:
     lat = None
     if "L" in which:
         lat = latency(args.quick)
-        table = Table(title="[L] CPU latency, 4 x Linear(1024, 1024), batch 64, 1 thread, "
-                      "median ms", title_justify="left")
+        table = Table(
+            title="[L] CPU latency, 4 x Linear(1024, 1024), batch 64, 1 thread, median ms",
+            title_justify="left",
+        )
         for col in ("weights", "backend", "median ms"):
             table.add_column(col)
         for r in lat[0]:
@@ -706,14 +846,22 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"- {n}")
         console.print(_LATENCY_READING)
     wall = time.perf_counter() - started
-    run = {"command": f"python bench/methods.py{' --quick' if args.quick else ''}",
-           "seeds": seeds, "torch": torch.__version__, "datasets": len(names),
-           "processes": min(args.jobs, max(1, len(names))), "wall_min": wall / 60,
-           "cpu_min": cpu / 60}
+    run = {
+        "command": f"python bench/methods.py{' --quick' if args.quick else ''}",
+        "seeds": seeds,
+        "torch": torch.__version__,
+        "datasets": len(names),
+        "processes": min(args.jobs, max(1, len(names))),
+        "wall_min": wall / 60,
+        "cpu_min": cpu / 60,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    saved = {"run": run, "claims": [dataclasses.asdict(c) for c in done],
-             "latency": None if lat is None else {"rows": lat[0], "notes": lat[1]}}
+    saved = {
+        "run": run,
+        "claims": [dataclasses.asdict(c) for c in done],
+        "latency": None if lat is None else {"rows": lat[0], "notes": lat[1]},
+    }
     out.with_suffix(".json").write_text(json.dumps(saved, indent=1, ensure_ascii=False))
     out.write_text(markdown(done, lat, _header(run)))
     console.print(f"wrote {out} and {out.with_suffix('.json').name} ({wall / 60:.1f} min wall)")
@@ -721,15 +869,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _header(run: dict[str, Any]) -> str:
-    return (f"## Sparsity methods: each claim on our benchmarks\n\n"
-            f"Generated by `{run['command']}` ({run['seeds']} seeds; torch {run['torch']}; "
-            f"{run['datasets']} datasets in {run['processes']} processes of one thread each; "
-            f"{run['wall_min']:.1f} min wall time on a 2-core machine shared with other work; "
-            f"{run['cpu_min']:.1f} CPU-minutes in the timed methods). Accuracies are test "
-            f"accuracy in %, mean ± standard deviation over seeds; the gaps in the verdicts "
-            f"are means ± standard deviations of the per-seed differences, and count only "
-            f"when at least 0.5 points and two standard errors. 'seconds / run' is the CPU "
-            f"time of one run. Per-seed numbers: `methods.json` beside this file.")
+    return (
+        f"## Sparsity methods: each claim on our benchmarks\n\n"
+        f"Generated by `{run['command']}` ({run['seeds']} seeds; torch {run['torch']}; "
+        f"{run['datasets']} datasets in {run['processes']} processes of one thread each; "
+        f"{run['wall_min']:.1f} min wall time on a 2-core machine shared with other work; "
+        f"{run['cpu_min']:.1f} CPU-minutes in the timed methods). Accuracies are test "
+        f"accuracy in %, mean ± standard deviation over seeds; the gaps in the verdicts "
+        f"are means ± standard deviations of the per-seed differences, and count only "
+        f"when at least 0.5 points and two standard errors. 'seconds / run' is the CPU "
+        f"time of one run. Per-seed numbers: `methods.json` beside this file."
+    )
 
 
 def _report_from_json(path: Path, out: Path) -> int:

@@ -72,30 +72,55 @@ def widths_summary(plan: Any) -> str:
     return " ".join(f"L{k}:{'/'.join(v)}" for k, v in layers.items())
 
 
-def figure(front_rows: list[dict[str, Any]], recovered: list[dict[str, Any]],
-           dense: dict[str, Any]) -> Any:
+def figure(
+    front_rows: list[dict[str, Any]], recovered: list[dict[str, Any]], dense: dict[str, Any]
+) -> Any:
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    fig.add_trace(go.Scatter(
-        x=[r["speedup_search"] for r in front_rows], y=[r["recall"] for r in front_rows],
-        mode="markers", name="search front (no recovery)",
-        marker={"size": 10, "color": "#1f77b4"},
-        text=[f"trial {r['trial']}" for r in front_rows]))
-    fig.add_trace(go.Scatter(
-        x=[r["speedup_ort"] for r in recovered], y=[r["recall_after"] for r in recovered],
-        mode="markers+text", name="distilled (onnxruntime speedup)",
-        marker={"size": 14, "color": "#d62728", "symbol": "diamond"},
-        text=[f"trial {r['trial']}" for r in recovered], textposition="top center"))
-    fig.add_trace(go.Scatter(x=[1.0], y=[dense["recall"]], mode="markers", name="dense",
-                             marker={"size": 16, "color": "#ff7f0e", "symbol": "star"}))
-    fig.add_hline(y=TARGET_KEPT * dense["recall"], line_dash="dash", line_color="#7f7f7f",
-                  annotation_text="90% of dense recall@1")
-    fig.add_vline(x=TARGET_SPEEDUP, line_dash="dot", line_color="#7f7f7f",
-                  annotation_text="1.5x")
-    fig.update_layout(title="all-MiniLM-L6-v2: recall@1 vs speedup (batch 32, seq 128)",
-                      xaxis_title="speedup over the dense encoder", yaxis_title="recall@1",
-                      template="plotly_white")
+    fig.add_trace(
+        go.Scatter(
+            x=[r["speedup_search"] for r in front_rows],
+            y=[r["recall"] for r in front_rows],
+            mode="markers",
+            name="search front (no recovery)",
+            marker={"size": 10, "color": "#1f77b4"},
+            text=[f"trial {r['trial']}" for r in front_rows],
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[r["speedup_ort"] for r in recovered],
+            y=[r["recall_after"] for r in recovered],
+            mode="markers+text",
+            name="distilled (onnxruntime speedup)",
+            marker={"size": 14, "color": "#d62728", "symbol": "diamond"},
+            text=[f"trial {r['trial']}" for r in recovered],
+            textposition="top center",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[1.0],
+            y=[dense["recall"]],
+            mode="markers",
+            name="dense",
+            marker={"size": 16, "color": "#ff7f0e", "symbol": "star"},
+        )
+    )
+    fig.add_hline(
+        y=TARGET_KEPT * dense["recall"],
+        line_dash="dash",
+        line_color="#7f7f7f",
+        annotation_text="90% of dense recall@1",
+    )
+    fig.add_vline(x=TARGET_SPEEDUP, line_dash="dot", line_color="#7f7f7f", annotation_text="1.5x")
+    fig.update_layout(
+        title="all-MiniLM-L6-v2: recall@1 vs speedup (batch 32, seq 128)",
+        xaxis_title="speedup over the dense encoder",
+        yaxis_title="recall@1",
+        template="plotly_white",
+    )
     return fig
 
 
@@ -104,17 +129,16 @@ def main(
     trials: Annotated[int, typer.Option(help="search trials")] = 30,
     search_eval: Annotated[int, typer.Option(help="queries scored during the search")] = 256,
     n_eval: Annotated[int, typer.Option(help="queries of the final recall@1")] = 256,
-    candidates: Annotated[int, typer.Option(help="fast trials timed again before one is distilled")]
-    = 3,
-    recover_seconds: Annotated[float, typer.Option(help="distillation CPU seconds in all")]
-    = 600.0,
-    min_speedup: Annotated[float, typer.Option(help="onnxruntime speedup a candidate needs")]
-    = 1.55,
-    min_keep: Annotated[float, typer.Option(help="smallest keep ratio the search tries")]
-    = 0.4,
+    candidates: Annotated[
+        int, typer.Option(help="fast trials timed again before one is distilled")
+    ] = 3,
+    recover_seconds: Annotated[float, typer.Option(help="distillation CPU seconds in all")] = 600.0,
+    min_speedup: Annotated[
+        float, typer.Option(help="onnxruntime speedup a candidate needs")
+    ] = 1.55,
+    min_keep: Annotated[float, typer.Option(help="smallest keep ratio the search tries")] = 0.4,
     lr: Annotated[float, typer.Option(help="distillation learning rate")] = 3e-4,
-    hidden_weight: Annotated[float, typer.Option(help="weight of hidden-state matching")]
-    = 1.0,
+    hidden_weight: Annotated[float, typer.Option(help="weight of hidden-state matching")] = 1.0,
     threads: Annotated[int, typer.Option(help="threads for timing and training")] = 1,
     seed: Annotated[int, typer.Option()] = 0,
     quick: Annotated[bool, typer.Option(help="smoke test: few trials, short recovery")] = False,
@@ -136,30 +160,51 @@ def main(
     dense_recall = final_task.evaluate(model)
     console.print(f"dense recall@1 on {n_eval} queries: {dense_recall:.4f}")
 
-    dense_ms = ns.measure(model, x, backend="onnxruntime", warmup=1, repeats=5,
-                          threads=threads, memory=False).latency_ms_median
+    dense_ms = ns.measure(
+        model, x, backend="onnxruntime", warmup=1, repeats=5, threads=threads, memory=False
+    ).latency_ms_median
     limit_ms = dense_ms / min_speedup
     console.print(f"dense onnxruntime {dense_ms:.0f} ms; searching under {limit_ms:.0f} ms")
 
     with tempfile.TemporaryDirectory(prefix="netsculpt-minilm-") as tmp:
         t0 = time.perf_counter()
         front = ns.search(
-            model, x, task=search_task, n_trials=trials, objectives=("score", "latency_ms"),
+            model,
+            x,
+            task=search_task,
+            n_trials=trials,
+            objectives=("score", "latency_ms"),
             constraints={"max_latency_ms": limit_ms},
-            storage=f"sqlite:///{Path(tmp) / 'minilm.db'}", study_name="minilm",
-            space=SearchSpace(tie="stage", min_keep=min_keep, max_keep=1.0, step=0.05,
-                              importance=("taylor",), round_to=(16,)),
-            predictor=True, seed=seed, backend="onnxruntime", progress=False,
+            storage=f"sqlite:///{Path(tmp) / 'minilm.db'}",
+            study_name="minilm",
+            space=SearchSpace(
+                tie="stage",
+                min_keep=min_keep,
+                max_keep=1.0,
+                step=0.05,
+                importance=("taylor",),
+                round_to=(16,),
+            ),
+            predictor=True,
+            seed=seed,
+            backend="onnxruntime",
+            progress=False,
             measure_options={"warmup": 1, "repeats": 3, "threads": threads, "memory": False},
         )
         search_seconds = time.perf_counter() - t0
     assert front.baseline is not None
     base = front.baseline
     front_rows = [
-        {"trial": t.number, "recall": t.score, "latency_ms": t.latency_ms,
-         "speedup_search": base.latency_ms / t.latency_ms, "params": t.params, "macs": t.macs,
-         "macs_reduction": base.macs / t.macs,
-         "widths": widths_summary(t.plan)}
+        {
+            "trial": t.number,
+            "recall": t.score,
+            "latency_ms": t.latency_ms,
+            "speedup_search": base.latency_ms / t.latency_ms,
+            "params": t.params,
+            "macs": t.macs,
+            "macs_reduction": base.macs / t.macs,
+            "widths": widths_summary(t.plan),
+        }
         for t in front.trials
     ]
     pool = list(front.trials)  # the Pareto front of the trials under the latency limit
@@ -167,20 +212,36 @@ def main(
         pool = sorted(front.completed, key=lambda t: t.latency_ms)[: max(1, candidates)]
     pool = sorted(pool, key=lambda t: -t.score)[: max(1, candidates)]
     models = {t.number: t.model for t in pool}
-    checked = compare_latency({"dense": model, **{f"trial {n}": m for n, m in models.items()}},
-                              x, backend="onnxruntime", rounds=3, repeats=2, warmup=1,
-                              threads=threads)
-    pool_rows = [{"trial": t.number, "recall": t.score,
-                  "recall_full": t.score if same_eval else final_task.evaluate(models[t.number]),
-                  "speedup_check": checked["dense"] / checked[f"trial {t.number}"]}
-                 for t in pool]
+    checked = compare_latency(
+        {"dense": model, **{f"trial {n}": m for n, m in models.items()}},
+        x,
+        backend="onnxruntime",
+        rounds=3,
+        repeats=2,
+        warmup=1,
+        threads=threads,
+    )
+    pool_rows = [
+        {
+            "trial": t.number,
+            "recall": t.score,
+            "recall_full": t.score if same_eval else final_task.evaluate(models[t.number]),
+            "speedup_check": checked["dense"] / checked[f"trial {t.number}"],
+        }
+        for t in pool
+    ]
     for r in pool_rows:
-        console.print(f"candidate trial {r['trial']}: recall {r['recall']:.4f} (search), "
-                      f"{r['recall_full']:.4f} ({n_eval} queries), "
-                      f"{r['speedup_check']:.2f}x faster side by side")
+        console.print(
+            f"candidate trial {r['trial']}: recall {r['recall']:.4f} (search), "
+            f"{r['recall_full']:.4f} ({n_eval} queries), "
+            f"{r['speedup_check']:.2f}x faster side by side"
+        )
     fast = [r for r in pool_rows if r["speedup_check"] >= min_speedup]
-    pick = (max(fast, key=lambda r: r["recall_full"]) if fast
-            else max(pool_rows, key=lambda r: r["speedup_check"]))
+    pick = (
+        max(fast, key=lambda r: r["recall_full"])
+        if fast
+        else max(pool_rows, key=lambda r: r["speedup_check"])
+    )
     chosen = [t for t in pool if t.number == pick["trial"]]
 
     recovered = []
@@ -190,114 +251,218 @@ def main(
         small = models[t.number]
         before = pick["recall_full"]
         t0 = time.perf_counter()
-        ns.distill(small, model, final_task, f"{budget:.0f}s", progress=False, seed=seed,
-                   lr=lr, batch_size=32, hidden_weight=hidden_weight)
+        ns.distill(
+            small,
+            model,
+            final_task,
+            f"{budget:.0f}s",
+            progress=False,
+            seed=seed,
+            lr=lr,
+            batch_size=32,
+            hidden_weight=hidden_weight,
+        )
         seconds = time.perf_counter() - t0
         after = final_task.evaluate(small)
         small_models[f"trial {t.number}"] = small
-        recovered.append({"trial": t.number, "recall_before": before, "recall_after": after,
-                          "kept": after / dense_recall, "distill_seconds": seconds,
-                          "params": t.params, "macs": t.macs, "widths": widths_summary(t.plan),
-                          "macs_reduction": base.macs / t.macs,
-                          "speedup_search": base.latency_ms / t.latency_ms})
-        console.print(f"trial {t.number}: recall {before:.4f} -> {after:.4f} after "
-                      f"{seconds:.0f} s of distillation")
-    medians = compare_latency(small_models, x, backend="onnxruntime", rounds=4, repeats=3,
-                              warmup=2, threads=threads)
+        recovered.append(
+            {
+                "trial": t.number,
+                "recall_before": before,
+                "recall_after": after,
+                "kept": after / dense_recall,
+                "distill_seconds": seconds,
+                "params": t.params,
+                "macs": t.macs,
+                "widths": widths_summary(t.plan),
+                "macs_reduction": base.macs / t.macs,
+                "speedup_search": base.latency_ms / t.latency_ms,
+            }
+        )
+        console.print(
+            f"trial {t.number}: recall {before:.4f} -> {after:.4f} after "
+            f"{seconds:.0f} s of distillation"
+        )
+    medians = compare_latency(
+        small_models, x, backend="onnxruntime", rounds=4, repeats=3, warmup=2, threads=threads
+    )
     for r in recovered:
         r["latency_ort_ms"] = medians[f"trial {r['trial']}"]
         r["speedup_ort"] = medians["dense"] / r["latency_ort_ms"]
     total = time.perf_counter() - started
 
-    dense = {"recall": dense_recall, "latency_ort_ms": medians["dense"],
-             "latency_torch_ms": base.latency_ms, "params": base.params, "macs": base.macs}
-    met = [r for r in recovered
-           if r["speedup_ort"] >= TARGET_SPEEDUP and r["kept"] >= TARGET_KEPT]
+    dense = {
+        "recall": dense_recall,
+        "latency_ort_ms": medians["dense"],
+        "latency_torch_ms": base.latency_ms,
+        "params": base.params,
+        "macs": base.macs,
+    }
+    met = [r for r in recovered if r["speedup_ort"] >= TARGET_SPEEDUP and r["kept"] >= TARGET_KEPT]
     recover_total = sum(r["distill_seconds"] for r in recovered)
 
-    t1 = Table(title=f"Search front ({len(front.completed)} trials, recall@1 without recovery "
-               f"on {search_eval} queries, onnxruntime latency)")
-    for col in ("trial", "recall@1", "latency ms", "speedup", "MACs red.", "params",
-                "kept widths"):
+    t1 = Table(
+        title=f"Search front ({len(front.completed)} trials, recall@1 without recovery "
+        f"on {search_eval} queries, onnxruntime latency)"
+    )
+    for col in ("trial", "recall@1", "latency ms", "speedup", "MACs red.", "params", "kept widths"):
         t1.add_column(col, justify="left" if col == "kept widths" else "right")
     for r in front_rows:
-        t1.add_row(str(r["trial"]), f"{r['recall']:.4f}", f"{r['latency_ms']:.0f}",
-                   f"{r['speedup_search']:.2f}x", f"{r['macs_reduction']:.2f}x", f"{r['params']:,}",
-                   r["widths"])
-    t2 = Table(title=f"Distilled sub-networks (recall@1 on {n_eval} queries; onnxruntime, "
-               f"batch 32, seq 128, {threads} thread(s))")
-    for col in ("trial", "before", "after", "% of dense", "ort speedup", "MACs red.",
-                "distill s", "params"):
+        t1.add_row(
+            str(r["trial"]),
+            f"{r['recall']:.4f}",
+            f"{r['latency_ms']:.0f}",
+            f"{r['speedup_search']:.2f}x",
+            f"{r['macs_reduction']:.2f}x",
+            f"{r['params']:,}",
+            r["widths"],
+        )
+    t2 = Table(
+        title=f"Distilled sub-networks (recall@1 on {n_eval} queries; onnxruntime, "
+        f"batch 32, seq 128, {threads} thread(s))"
+    )
+    for col in (
+        "trial",
+        "before",
+        "after",
+        "% of dense",
+        "ort speedup",
+        "MACs red.",
+        "distill s",
+        "params",
+    ):
         t2.add_column(col, justify="right")
-    t2.add_row("dense", f"{dense_recall:.4f}", f"{dense_recall:.4f}", "100.0%", "1.00x", "1.00x",
-               "", f"{base.params:,}")
+    t2.add_row(
+        "dense",
+        f"{dense_recall:.4f}",
+        f"{dense_recall:.4f}",
+        "100.0%",
+        "1.00x",
+        "1.00x",
+        "",
+        f"{base.params:,}",
+    )
     for r in recovered:
-        t2.add_row(str(r["trial"]), f"{r['recall_before']:.4f}", f"{r['recall_after']:.4f}",
-                   f"{r['kept']:.1%}", f"{r['speedup_ort']:.2f}x", f"{r['macs_reduction']:.2f}x",
-                   f"{r['distill_seconds']:.0f}", f"{r['params']:,}")
+        t2.add_row(
+            str(r["trial"]),
+            f"{r['recall_before']:.4f}",
+            f"{r['recall_after']:.4f}",
+            f"{r['kept']:.1%}",
+            f"{r['speedup_ort']:.2f}x",
+            f"{r['macs_reduction']:.2f}x",
+            f"{r['distill_seconds']:.0f}",
+            f"{r['params']:,}",
+        )
     console.print(t1)
     console.print(t2)
 
-    verdict = (f"**met** by trial {met[0]['trial']} ({met[0]['speedup_ort']:.2f}x, "
-               f"{met[0]['kept']:.1%} of dense recall@1)" if met else "**not met**")
+    verdict = (
+        f"**met** by trial {met[0]['trial']} ({met[0]['speedup_ort']:.2f}x, "
+        f"{met[0]['kept']:.1%} of dense recall@1)"
+        if met
+        else "**not met**"
+    )
     lines = [
         "# all-MiniLM-L6-v2: Pareto front and distilled sub-networks",
         "",
-        (f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-         f"{threads} thread(s); run {time.strftime('%Y-%m-%d')}; {total / 60:.1f} minutes in "
-         f"all (search {search_seconds / 60:.1f}, distillation {recover_total / 60:.1f})."),
+        (
+            f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+            f"{threads} thread(s); run {time.strftime('%Y-%m-%d')}; {total / 60:.1f} minutes in "
+            f"all (search {search_seconds / 60:.1f}, distillation {recover_total / 60:.1f})."
+        ),
         "",
-        (f"Dense encoder: recall@1 {dense_recall:.4f} ({n_eval} queries), "
-         f"{base.params:,} params, {base.macs / 1e9:.1f} GMACs, onnxruntime "
-         f"{medians['dense']:.0f} ms per batch of 32 x 128 tokens."),
+        (
+            f"Dense encoder: recall@1 {dense_recall:.4f} ({n_eval} queries), "
+            f"{base.params:,} params, {base.macs / 1e9:.1f} GMACs, onnxruntime "
+            f"{medians['dense']:.0f} ms per batch of 32 x 128 tokens."
+        ),
         "",
-        (f"## Search front ({len(front.completed)} trials, NSGA-II + predictor, "
-         f"latency limit {limit_ms:.0f} ms)"),
+        (
+            f"## Search front ({len(front.completed)} trials, NSGA-II + predictor, "
+            f"latency limit {limit_ms:.0f} ms)"
+        ),
         "",
-        (f"Recall@1 without recovery on {search_eval} queries; onnxruntime latency measured in "
-         f"the loop, speedup over the dense model measured at the start of the search. "
-         f"The front holds the trials under the limit (dense {dense_ms:.0f} ms / "
-         f"{min_speedup}); {sum(1 for t in front.completed if t.latency_ms <= limit_ms)} of "
-         f"{len(front.completed)} trials kept it."),
-
+        (
+            f"Recall@1 without recovery on {search_eval} queries; onnxruntime latency measured in "
+            f"the loop, speedup over the dense model measured at the start of the search. "
+            f"The front holds the trials under the limit (dense {dense_ms:.0f} ms / "
+            f"{min_speedup}); {sum(1 for t in front.completed if t.latency_ms <= limit_ms)} of "
+            f"{len(front.completed)} trials kept it."
+        ),
         "",
-        ("| trial | recall@1 | latency ms | speedup | MACs red. | params | kept (heads h / "
-         "MLP neurons n) |"),
+        (
+            "| trial | recall@1 | latency ms | speedup | MACs red. | params | kept (heads h / "
+            "MLP neurons n) |"
+        ),
         "|---|---|---|---|---|---|---|",
-        *[f"| {r['trial']} | {r['recall']:.4f} | {r['latency_ms']:.0f} | "
-          f"{r['speedup_search']:.2f}x | {r['macs_reduction']:.2f}x | {r['params']:,} | "
-          f"{r['widths']} |" for r in front_rows],        "",
+        *[
+            f"| {r['trial']} | {r['recall']:.4f} | {r['latency_ms']:.0f} | "
+            f"{r['speedup_search']:.2f}x | {r['macs_reduction']:.2f}x | {r['params']:,} | "
+            f"{r['widths']} |"
+            for r in front_rows
+        ],
+        "",
         "Candidates timed again side by side with the dense model:",
         "",
-        (f"| trial | recall@1 (search, {search_eval} q.) | recall@1 ({n_eval} q.) | "
-         "onnxruntime speedup, side by side |"),
+        (
+            f"| trial | recall@1 (search, {search_eval} q.) | recall@1 ({n_eval} q.) | "
+            "onnxruntime speedup, side by side |"
+        ),
         "|---|---|---|---|",
-        *[f"| {r['trial']} | {r['recall']:.4f} | {r['recall_full']:.4f} | "
-          f"{r['speedup_check']:.2f}x |" for r in pool_rows],
+        *[
+            f"| {r['trial']} | {r['recall']:.4f} | {r['recall_full']:.4f} | "
+            f"{r['speedup_check']:.2f}x |"
+            for r in pool_rows
+        ],
         "",
-        (f"## Distilled ({recover_seconds / 60:.0f}-minute budget in all, the most "
-         f"accurate of {len(pool_rows)} candidate(s) at >= {min_speedup}x side by side)"),
+        (
+            f"## Distilled ({recover_seconds / 60:.0f}-minute budget in all, the most "
+            f"accurate of {len(pool_rows)} candidate(s) at >= {min_speedup}x side by side)"
+        ),
         "",
-        ("| trial | recall@1 before | after | % of dense | onnxruntime speedup | MACs red. | "
-         "distill s | params | kept |"),
+        (
+            "| trial | recall@1 before | after | % of dense | onnxruntime speedup | MACs red. | "
+            "distill s | params | kept |"
+        ),
         "|---|---|---|---|---|---|---|---|---|",
-        *[f"| {r['trial']} | {r['recall_before']:.4f} | {r['recall_after']:.4f} | "
-          f"{r['kept']:.1%} | {r['speedup_ort']:.2f}x | {r['macs_reduction']:.2f}x | "
-          f"{r['distill_seconds']:.0f} | {r['params']:,} | {r['widths']} |" for r in recovered],
+        *[
+            f"| {r['trial']} | {r['recall_before']:.4f} | {r['recall_after']:.4f} | "
+            f"{r['kept']:.1%} | {r['speedup_ort']:.2f}x | {r['macs_reduction']:.2f}x | "
+            f"{r['distill_seconds']:.0f} | {r['params']:,} | {r['widths']} |"
+            for r in recovered
+        ],
         "",
-        (f"Target (>= {TARGET_SPEEDUP}x onnxruntime speedup at >= {TARGET_KEPT:.0%} of dense "
-         f"recall@1, distilled within 10 CPU minutes): {verdict}."),
+        (
+            f"Target (>= {TARGET_SPEEDUP}x onnxruntime speedup at >= {TARGET_KEPT:.0%} of dense "
+            f"recall@1, distilled within 10 CPU minutes): {verdict}."
+        ),
     ]
     markdown = "\n".join(lines) + "\n"
     name = "minilm_quick" if quick else "minilm"
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(
-        {"dense": dense, "front": front_rows,
-         "trials": [{"trial": t.number, "recall": t.score, "latency_ms": t.latency_ms,
-                     "widths": widths_summary(t.plan) if t.plan is not None else ""}
-                    for t in front.completed], "candidates": pool_rows, "recovered": recovered,
-         "search_seconds": search_seconds, "total_seconds": total,
-         "latency_limit_ms": limit_ms}, indent=1))
+    (out / f"{name}.json").write_text(
+        json.dumps(
+            {
+                "dense": dense,
+                "front": front_rows,
+                "trials": [
+                    {
+                        "trial": t.number,
+                        "recall": t.score,
+                        "latency_ms": t.latency_ms,
+                        "widths": widths_summary(t.plan) if t.plan is not None else "",
+                    }
+                    for t in front.completed
+                ],
+                "candidates": pool_rows,
+                "recovered": recovered,
+                "search_seconds": search_seconds,
+                "total_seconds": total,
+                "latency_limit_ms": limit_ms,
+            },
+            indent=1,
+        )
+    )
     from netsculpt.report.png import write_png
 
     png = write_png(figure(front_rows, recovered, dense), out / f"{name}.png")

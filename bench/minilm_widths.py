@@ -53,49 +53,84 @@ def main(
     dense_macs = ns.count_macs(model, x)
     models = {"dense": model}
     for heads, neurons in WIDTHS:
-        ratio = {"re:.*attention\\.self$": 1 - heads / HEADS,
-                 "re:.*intermediate\\.dense$": 1 - neurons / NEURONS}
+        ratio = {
+            "re:.*attention\\.self$": 1 - heads / HEADS,
+            "re:.*intermediate\\.dense$": 1 - neurons / NEURONS,
+        }
         plan = ns.plan(model, x, ratio=ratio, graph=graph, round_to=16)
         models[f"{heads}h/{neurons}n"] = ns.apply(model, plan)
-    medians = compare_latency(models, x, backend="onnxruntime", rounds=rounds, repeats=2,
-                              warmup=1, threads=threads)
+    medians = compare_latency(
+        models, x, backend="onnxruntime", rounds=rounds, repeats=2, warmup=1, threads=threads
+    )
     rows = []
     for name, small in models.items():
         if name == "dense":
             continue
         macs_reduction = dense_macs / ns.count_macs(small, x)
         speedup = medians["dense"] / medians[name]
-        rows.append({"widths": name, "macs_reduction": macs_reduction, "latency_ms":
-                     medians[name], "speedup": speedup, "ratio": speedup / macs_reduction})
+        rows.append(
+            {
+                "widths": name,
+                "macs_reduction": macs_reduction,
+                "latency_ms": medians[name],
+                "speedup": speedup,
+                "ratio": speedup / macs_reduction,
+            }
+        )
 
-    table = Table(title=f"MiniLM widths, onnxruntime, batch 32 x 128, {threads} thread(s); "
-                  f"dense {medians['dense']:.0f} ms")
-    for col in ("kept heads / neurons", "MACs red.", "latency ms", "speedup",
-                "speedup / MACs red."):
+    table = Table(
+        title=f"MiniLM widths, onnxruntime, batch 32 x 128, {threads} thread(s); "
+        f"dense {medians['dense']:.0f} ms"
+    )
+    for col in (
+        "kept heads / neurons",
+        "MACs red.",
+        "latency ms",
+        "speedup",
+        "speedup / MACs red.",
+    ):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(r["widths"], f"{r['macs_reduction']:.2f}x", f"{r['latency_ms']:.0f}",
-                      f"{r['speedup']:.2f}x", f"{r['ratio']:.2f}")
+        table.add_row(
+            r["widths"],
+            f"{r['macs_reduction']:.2f}x",
+            f"{r['latency_ms']:.0f}",
+            f"{r['speedup']:.2f}x",
+            f"{r['ratio']:.2f}",
+        )
     console.print(table)
     lines = [
         "# all-MiniLM-L6-v2: heads against MLP neurons in onnxruntime",
         "",
-        (f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-         f"{threads} thread(s); run {time.strftime('%Y-%m-%d')}. Batch 32 x 128 tokens; "
-         f"dense {medians['dense']:.0f} ms, {dense_macs / 1e9:.1f} GMACs; every copy timed "
-         f"side by side with the dense model ({rounds} interleaved rounds, medians)."),
+        (
+            f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+            f"{threads} thread(s); run {time.strftime('%Y-%m-%d')}. Batch 32 x 128 tokens; "
+            f"dense {medians['dense']:.0f} ms, {dense_macs / 1e9:.1f} GMACs; every copy timed "
+            f"side by side with the dense model ({rounds} interleaved rounds, medians)."
+        ),
         "",
         "| kept heads / MLP neurons per layer | MACs red. | latency ms | speedup | "
         "speedup / MACs red. |",
         "|---|--:|--:|--:|--:|",
-        *[f"| {r['widths']} | {r['macs_reduction']:.2f}x | {r['latency_ms']:.0f} | "
-          f"{r['speedup']:.2f}x | {r['ratio']:.2f} |" for r in rows],
+        *[
+            f"| {r['widths']} | {r['macs_reduction']:.2f}x | {r['latency_ms']:.0f} | "
+            f"{r['speedup']:.2f}x | {r['ratio']:.2f} |"
+            for r in rows
+        ],
     ]
     out.mkdir(parents=True, exist_ok=True)
     (out / "minilm_widths.md").write_text("\n".join(lines) + "\n")
-    (out / "minilm_widths.json").write_text(json.dumps(
-        {"dense_ms": medians["dense"], "dense_macs": dense_macs, "threads": threads,
-         "rows": rows}, indent=1))
+    (out / "minilm_widths.json").write_text(
+        json.dumps(
+            {
+                "dense_ms": medians["dense"],
+                "dense_macs": dense_macs,
+                "threads": threads,
+                "rows": rows,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -86,7 +86,11 @@ def measure(name: str, fn: Callable[[], Any]) -> tuple[Step, Any]:
         value = fn()
     except Exception as exc:  # a failing step is a result: report it
         value = None
-        step.status = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:200]
+        step.status = (
+            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[
+                :200
+            ]
+        )
     step.seconds = time.perf_counter() - start
     step.cpu_seconds = time.process_time() - cpu_start
     step.peak = peak_rss_bytes()
@@ -132,7 +136,9 @@ def build_model(layers: int, dtype: str) -> tuple[Any, dict[str, Any]]:
                 param.fill_(1.0)
             else:
                 param.normal_(0.0, config.initializer_range, generator=generator)
-    model.model.rotary_emb = LlamaRotaryEmbedding(config=config)  # its buffers are computed, not loaded
+    model.model.rotary_emb = LlamaRotaryEmbedding(
+        config=config
+    )  # its buffers are computed, not loaded
     ids = torch.randint(0, config.vocab_size, (1, 16), generator=generator)
     return model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "use_cache": False}
 
@@ -153,7 +159,8 @@ def main(
     ratio: Annotated[float, typer.Option(help="pruning ratio for ns.prune")] = 0.3,
     threads: Annotated[int, typer.Option(help="torch intra-op threads")] = 2,
     reference_export: Annotated[bool, typer.Option(help="also time a plain torch.export")] = True,
-    out: Annotated[Path, typer.Option(help="where to write the markdown table")] = RESULTS / "scale.md",
+    out: Annotated[Path, typer.Option(help="where to write the markdown table")] = RESULTS
+    / "scale.md",
 ) -> None:
     """Build a ~1B-parameter Llama, then time and measure ns.analyze and ns.prune on it."""
     import torch
@@ -189,7 +196,10 @@ def main(
 
     missing = _core_available()
     if missing:
-        steps += [Step("ns.analyze", status=f"unavailable: {missing}"), Step("ns.prune", status="unavailable")]
+        steps += [
+            Step("ns.analyze", status=f"unavailable: {missing}"),
+            Step("ns.prune", status="unavailable"),
+        ]
     else:
         import netsculpt as ns
 
@@ -198,11 +208,15 @@ def main(
         if graph is not None:
             console.print(f"groups: {len(graph.groups)}, prunable: {len(graph.prunable_groups)}")
         del graph
-        step, small = measure(f"ns.prune (ratio {ratio})", lambda: ns.prune(model, example_inputs, ratio=ratio))
+        step, small = measure(
+            f"ns.prune (ratio {ratio})", lambda: ns.prune(model, example_inputs, ratio=ratio)
+        )
         steps.append(step)
         if small is not None:
             kept = sum(p.numel() for p in small.parameters())
-            console.print(f"pruned: {kept / 1e9:.2f}B parameters ({100 * (1 - kept / n_params):.1f}% fewer)")
+            console.print(
+                f"pruned: {kept / 1e9:.2f}B parameters ({100 * (1 - kept / n_params):.1f}% fewer)"
+            )
         del small
         # last: pruning in place modifies the model, so that it never exists twice in memory
         step, small = measure(
@@ -212,8 +226,18 @@ def main(
         steps.append(step)
         del small
 
-    table = Table(title=f"Llama-style {n_params / 1e9:.2f}B ({layers} layers, {dtype}), model {model_bytes / GIB:.2f} GiB")
-    for column in ("step", "wall s", "CPU s", "peak growth GiB", "growth / model", "peak RSS / model", "status"):
+    table = Table(
+        title=f"Llama-style {n_params / 1e9:.2f}B ({layers} layers, {dtype}), model {model_bytes / GIB:.2f} GiB"
+    )
+    for column in (
+        "step",
+        "wall s",
+        "CPU s",
+        "peak growth GiB",
+        "growth / model",
+        "peak RSS / model",
+        "status",
+    ):
         table.add_column(column, justify="left" if column in ("step", "status") else "right")
     rows = []
     for s in steps:

@@ -70,25 +70,42 @@ def hv_curve(trials: list[Any], dense_macs: int, checkpoints: list[int]) -> dict
 
 
 def run_one(
-    method: str, seed: int, n_trials: int, recover: int, folder: Path, model: Any, x: Any,
+    method: str,
+    seed: int,
+    n_trials: int,
+    recover: int,
+    folder: Path,
+    model: Any,
+    x: Any,
     task: Any,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     front = ns.search(
-        model, x, task=task, n_trials=n_trials, objectives=("score", "macs"),
-        storage=f"sqlite:///{folder / f'{method}-{seed}.db'}", study_name=f"{method}-{seed}",
+        model,
+        x,
+        task=task,
+        n_trials=n_trials,
+        objectives=("score", "macs"),
+        storage=f"sqlite:///{folder / f'{method}-{seed}.db'}",
+        study_name=f"{method}-{seed}",
         sampler="random" if method == "random" else "nsga2",
         predictor=Predictor() if method.endswith("predictor") else False,
-        seed=seed, recover_budget=recover, progress=False,
+        seed=seed,
+        recover_budget=recover,
+        progress=False,
         measure_options={"warmup": 0, "repeats": 1, "memory": False},
     )
     seconds = time.perf_counter() - started
     assert front.baseline is not None
-    checkpoints = sorted({k for k in (10, 20, 30, 40, 50, 75, 100, 150, 200, n_trials)
-                          if k <= n_trials})
+    checkpoints = sorted(
+        {k for k in (10, 20, 30, 40, 50, 75, 100, 150, 200, n_trials) if k <= n_trials}
+    )
     curve = hv_curve(front.study.trials, front.baseline.macs, list(range(1, n_trials + 1)))
     return {
-        "method": method, "seed": seed, "n_trials": n_trials, "seconds": seconds,
+        "method": method,
+        "seed": seed,
+        "n_trials": n_trials,
+        "seconds": seconds,
         "curve": {str(k): curve[k] for k in curve},
         "checkpoints": checkpoints,
         "front": [{"trial": t.number, "score": t.score, "macs": t.macs} for t in front.trials],
@@ -107,8 +124,10 @@ def summarise(runs: list[dict[str, Any]], trials: int, predictor_trials: int) ->
     by_method: dict[str, list[dict[str, Any]]] = {m: [] for m in METHODS}
     for r in runs:
         by_method[r["method"]].append(r)
-    ks = sorted({k for k in (10, 20, 30, 40, 50, 75, 100, 150, 200) if k <= trials}
-                | {trials, predictor_trials})
+    ks = sorted(
+        {k for k in (10, 20, 30, 40, 50, 75, 100, 150, 200) if k <= trials}
+        | {trials, predictor_trials}
+    )
     table: dict[str, dict[int, tuple[float, float] | None]] = {}
     for m, rs in by_method.items():
         table[m] = {}
@@ -125,19 +144,27 @@ def summarise(runs: list[dict[str, Any]], trials: int, predictor_trials: int) ->
     for m, rs in by_method.items():
         if rs:
             n = min(len(r["curve"]) for r in rs)
-            mean_curves[m] = [statistics.mean(r["curve"][str(k)] for r in rs)
-                              for k in range(1, n + 1)]
+            mean_curves[m] = [
+                statistics.mean(r["curve"][str(k)] for r in rs) for k in range(1, n + 1)
+            ]
     pred_reach_mean = None
     mc = mean_curves.get("nsga2+predictor")
     if mc and random_ref is not None:
-        pred_reach_mean = next((i + 1 for i, v in enumerate(mc) if v >= random_ref[0] - 1e-12),
-                               None)
-    return {"ks": ks, "table": table, "reference_k": ref_k,
-            "random_reference": None if random_ref is None else random_ref[0],
-            "reach": reach, "mean_curves": mean_curves,
-            "predictor_reaches_mean_at": pred_reach_mean,
-            "seconds": {m: statistics.mean(r["seconds"] for r in rs) for m, rs in by_method.items()
-                        if rs}}
+        pred_reach_mean = next(
+            (i + 1 for i, v in enumerate(mc) if v >= random_ref[0] - 1e-12), None
+        )
+    return {
+        "ks": ks,
+        "table": table,
+        "reference_k": ref_k,
+        "random_reference": None if random_ref is None else random_ref[0],
+        "reach": reach,
+        "mean_curves": mean_curves,
+        "predictor_reaches_mean_at": pred_reach_mean,
+        "seconds": {
+            m: statistics.mean(r["seconds"] for r in rs) for m, rs in by_method.items() if rs
+        },
+    }
 
 
 def render(summary: dict[str, Any], args: dict[str, Any]) -> tuple[Table, str]:
@@ -162,11 +189,13 @@ def render(summary: dict[str, Any], args: dict[str, Any]) -> tuple[Table, str]:
     lines = [
         "# Search efficiency on the digits task",
         "",
-        (f"Hypervolume of the (MACs / dense MACs, accuracy) front after k evaluated trials; "
-         f"reference point (1.0, 0.0). Each trial is recovered by a {args['recover']}-step "
-         f"distillation before scoring. Seeds: {args['seeds']}. Machine: "
-         f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
-         f"{torch.get_num_threads()} thread(s). Run: {args['date']}."),
+        (
+            f"Hypervolume of the (MACs / dense MACs, accuracy) front after k evaluated trials; "
+            f"reference point (1.0, 0.0). Each trial is recovered by a {args['recover']}-step "
+            f"distillation before scoring. Seeds: {args['seeds']}. Machine: "
+            f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} thread(s). Run: {args['date']}."
+        ),
         "",
         "| method | " + " | ".join(f"k={k}" for k in ks) + " | seconds / run |",
         "|---" * (len(ks) + 2) + "|",
@@ -174,11 +203,12 @@ def render(summary: dict[str, Any], args: dict[str, Any]) -> tuple[Table, str]:
         "",
     ]
     if ref is not None:
-        lines.append(f"Random search after {summary['reference_k']} trials (mean): "
-                     f"hypervolume **{ref:.4f}**.")
+        lines.append(
+            f"Random search after {summary['reference_k']} trials (mean): "
+            f"hypervolume **{ref:.4f}**."
+        )
         lines.append("")
-        lines.append("Trials each run needed to reach it (per seed; `-` = not within its "
-                     "budget):")
+        lines.append("Trials each run needed to reach it (per seed; `-` = not within its budget):")
         lines.append("")
         for m in METHODS:
             vals = reach.get(m, [])
@@ -186,12 +216,15 @@ def render(summary: dict[str, Any], args: dict[str, Any]) -> tuple[Table, str]:
         pm = summary["predictor_reaches_mean_at"]
         verdict = (
             f"the mean curve of NSGA-II + predictor reaches it after **{pm}** trials"
-            if pm is not None else "the mean curve of NSGA-II + predictor does not reach it "
+            if pm is not None
+            else "the mean curve of NSGA-II + predictor does not reach it "
             f"within {args['predictor_trials']} trials"
         )
         met = pm is not None and pm <= TARGET_TRIALS
-        lines += ["", (f"Target (<= {TARGET_TRIALS} trials): {verdict}: "
-                   f"**{'met' if met else 'not met'}**.")]
+        lines += [
+            "",
+            (f"Target (<= {TARGET_TRIALS} trials): {verdict}: **{'met' if met else 'not met'}**."),
+        ]
     return table, "\n".join(lines) + "\n"
 
 
@@ -201,15 +234,29 @@ def figure(summary: dict[str, Any]) -> Any:
     fig = go.Figure()
     colours = {"random": "#7f7f7f", "nsga2": "#1f77b4", "nsga2+predictor": "#d62728"}
     for m, curve in summary["mean_curves"].items():
-        fig.add_trace(go.Scatter(x=list(range(1, len(curve) + 1)), y=curve, mode="lines",
-                                 name=m, line={"color": colours[m], "width": 2}))
+        fig.add_trace(
+            go.Scatter(
+                x=list(range(1, len(curve) + 1)),
+                y=curve,
+                mode="lines",
+                name=m,
+                line={"color": colours[m], "width": 2},
+            )
+        )
     if summary["random_reference"] is not None:
-        fig.add_hline(y=summary["random_reference"], line_dash="dash", line_color="#7f7f7f",
-                      annotation_text=f"random @ {summary['reference_k']}")
+        fig.add_hline(
+            y=summary["random_reference"],
+            line_dash="dash",
+            line_color="#7f7f7f",
+            annotation_text=f"random @ {summary['reference_k']}",
+        )
     fig.add_vline(x=TARGET_TRIALS, line_dash="dot", line_color="#d62728")
-    fig.update_layout(title="Search efficiency on digits: hypervolume vs evaluated trials "
-                      "(mean over seeds)", xaxis_title="evaluated trials",
-                      yaxis_title="hypervolume (accuracy vs MACs)", template="plotly_white")
+    fig.update_layout(
+        title="Search efficiency on digits: hypervolume vs evaluated trials (mean over seeds)",
+        xaxis_title="evaluated trials",
+        yaxis_title="hypervolume (accuracy vs MACs)",
+        template="plotly_white",
+    )
     return fig
 
 
@@ -240,8 +287,12 @@ def main(
                 runs.append(run)
                 console.print(f"  hypervolume {run['curve'][str(n)]:.4f} in {run['seconds']:.0f} s")
     summary = summarise(runs, trials, predictor_trials)
-    args = {"seeds": seeds, "recover": recover, "predictor_trials": predictor_trials,
-            "date": time.strftime("%Y-%m-%d")}
+    args = {
+        "seeds": seeds,
+        "recover": recover,
+        "predictor_trials": predictor_trials,
+        "date": time.strftime("%Y-%m-%d"),
+    }
     table, markdown = render(summary, args)
     console.print(table)
     console.print(markdown)

@@ -129,8 +129,12 @@ def bert_case(hidden: int, layers: int, heads: int, seq: int) -> Case:
     from transformers import BertConfig, BertModel
 
     config = BertConfig(
-        vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers,
-        num_attention_heads=heads, intermediate_size=4 * hidden, max_position_embeddings=512,
+        vocab_size=30522,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        max_position_embeddings=512,
     )
 
     def build() -> nn.Module:
@@ -142,9 +146,7 @@ def bert_case(hidden: int, layers: int, heads: int, seq: int) -> Case:
         ids = torch.randint(0, config.vocab_size, (batch, seq), generator=generator)
         return {"input_ids": ids, "attention_mask": torch.ones(batch, seq, dtype=torch.long)}
 
-    return Case(
-        name=f"BERT h{hidden} L{layers} H{heads} seq{seq}", build=build, inputs=inputs
-    )
+    return Case(name=f"BERT h{hidden} L{layers} H{heads} seq{seq}", build=build, inputs=inputs)
 
 
 # --------------------------------------------------------------------------- pruning
@@ -173,14 +175,20 @@ def prune_to_half_macs(model: nn.Module, inputs: Any, *, round_to: int, steps: i
         plan = ns.plan(model, inputs, ratio=ratio, round_to=round_to, graph=graph)
         small = ns.apply(model, plan)
         fraction = count_macs(small, inputs) / base
-        if best is None or abs(fraction - TARGET_MACS_FRACTION) < abs(best[1] - TARGET_MACS_FRACTION):
+        if best is None or abs(fraction - TARGET_MACS_FRACTION) < abs(
+            best[1] - TARGET_MACS_FRACTION
+        ):
             best = (ratio, fraction, small)
         if abs(fraction - TARGET_MACS_FRACTION) <= MACS_TOLERANCE:
             break
         lo, hi = (ratio, hi) if fraction > TARGET_MACS_FRACTION else (lo, ratio)
     assert best is not None
-    return Pruned(model=best[2].eval(), ratio=best[0], macs_fraction=best[1],
-                  seconds=time.perf_counter() - start)
+    return Pruned(
+        model=best[2].eval(),
+        ratio=best[0],
+        macs_fraction=best[1],
+        seconds=time.perf_counter() - start,
+    )
 
 
 # --------------------------------------------------------------------------- measuring
@@ -214,8 +222,14 @@ class Row:
 
 
 def measure_case(
-    case: Case, *, batches: tuple[int, ...], rounds: int, repeats: int, threads: int,
-    round_to: int, console: Console,
+    case: Case,
+    *,
+    batches: tuple[int, ...],
+    rounds: int,
+    repeats: int,
+    threads: int,
+    round_to: int,
+    console: Console,
 ) -> list[Row]:
     from netsculpt.measure.api import compare_latency, count_macs, count_params
 
@@ -234,14 +248,26 @@ def measure_case(
         for backend in BACKENDS:
             start = time.perf_counter()
             medians = compare_latency(
-                {"base": base, "pruned": pruned.model}, inputs, backend=backend,
-                rounds=rounds, repeats=reps, warmup=warmup, threads=threads,
+                {"base": base, "pruned": pruned.model},
+                inputs,
+                backend=backend,
+                rounds=rounds,
+                repeats=reps,
+                warmup=warmup,
+                threads=threads,
             )
             row = Row(
-                model=case.name, batch=batch, backend=backend, ratio=pruned.ratio,
-                params_base=count_params(base), params_pruned=count_params(pruned.model),
-                macs_base=macs[0], macs_pruned=macs[1], ms_base=medians["base"],
-                ms_pruned=medians["pruned"], runs=rounds * reps,
+                model=case.name,
+                batch=batch,
+                backend=backend,
+                ratio=pruned.ratio,
+                params_base=count_params(base),
+                params_pruned=count_params(pruned.model),
+                macs_base=macs[0],
+                macs_pruned=macs[1],
+                ms_base=medians["base"],
+                ms_pruned=medians["pruned"],
+                runs=rounds * reps,
             )
             console.print(
                 f"  batch {batch:>2} {backend:>11}: {row.ms_base:8.2f} -> {row.ms_pruned:8.2f} ms"
@@ -260,19 +286,36 @@ def _verdict(row: Row) -> str:
 
 
 def render_table(rows: list[Row], threads: int) -> Table:
-    table = Table(title=f"Pruned to ~{1 / TARGET_MACS_FRACTION:.0f}x fewer MACs: measured "
-                        f"speedup ({threads} thread(s), interleaved medians)")
-    for column in ("model", "batch", "backend", "params (M)", "GMACs", "MACs red.",
-                   "base ms", "pruned ms", "speedup", "speedup / MACs red."):
+    table = Table(
+        title=f"Pruned to ~{1 / TARGET_MACS_FRACTION:.0f}x fewer MACs: measured "
+        f"speedup ({threads} thread(s), interleaved medians)"
+    )
+    for column in (
+        "model",
+        "batch",
+        "backend",
+        "params (M)",
+        "GMACs",
+        "MACs red.",
+        "base ms",
+        "pruned ms",
+        "speedup",
+        "speedup / MACs red.",
+    ):
         table.add_column(column, justify="left" if column in ("model", "backend") else "right")
     for row in rows:
         color = "green" if row.efficiency >= TARGET_EFFICIENCY else "yellow"
         table.add_row(
-            row.model, str(row.batch), row.backend,
+            row.model,
+            str(row.batch),
+            row.backend,
             f"{row.params_base / 1e6:.2f} -> {row.params_pruned / 1e6:.2f}",
             f"{row.macs_base / 1e9:.2f} -> {row.macs_pruned / 1e9:.2f}",
-            f"{row.macs_reduction:.2f}x", f"{row.ms_base:.2f}", f"{row.ms_pruned:.2f}",
-            f"{row.speedup:.2f}x", f"[{color}]{row.efficiency:.2f}[/{color}]",
+            f"{row.macs_reduction:.2f}x",
+            f"{row.ms_base:.2f}",
+            f"{row.ms_pruned:.2f}",
+            f"{row.speedup:.2f}x",
+            f"[{color}]{row.efficiency:.2f}[/{color}]",
         )
     return table
 
@@ -343,16 +386,24 @@ def main(
     rows: list[Row] = []
     for name in chosen:
         rows += measure_case(
-            cases[name], batches=batches, rounds=rounds or default_rounds, repeats=repeats,
-            threads=threads, round_to=round_to, console=console,
+            cases[name],
+            batches=batches,
+            rounds=rounds or default_rounds,
+            repeats=repeats,
+            threads=threads,
+            round_to=round_to,
+            console=console,
         )
     seconds = time.perf_counter() - start
     console.print(render_table(rows, threads))
     console.print(f"{seconds:.0f} s in all")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(markdown(rows, threads=threads, quick=quick, seconds=seconds))
-    payload = [asdict(r) | {"macs_reduction": r.macs_reduction, "speedup": r.speedup,
-                            "efficiency": r.efficiency} for r in rows]
+    payload = [
+        asdict(r)
+        | {"macs_reduction": r.macs_reduction, "speedup": r.speedup, "efficiency": r.efficiency}
+        for r in rows
+    ]
     out.with_suffix(".json").write_text(json.dumps(payload, indent=1))
     console.print(f"wrote {out}")
 

@@ -170,7 +170,10 @@ def run_one(tool: str, name: str, ratio: float, timeout: float) -> Outcome:
             cmd, capture_output=True, text=True, timeout=WALL_FACTOR * timeout, preexec_fn=limit_cpu
         )
     except subprocess.TimeoutExpired:
-        hung.detail, hung.wall_seconds = f"no result after {WALL_FACTOR * timeout:.0f} s", WALL_FACTOR * timeout
+        hung.detail, hung.wall_seconds = (
+            f"no result after {WALL_FACTOR * timeout:.0f} s",
+            WALL_FACTOR * timeout,
+        )
         return hung
     wall = time.perf_counter() - start
     if proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
@@ -212,7 +215,9 @@ def summary(results: list[Outcome], models: list[str]) -> str:
             parts.append(f"{tool}: unavailable ({mine[0].detail})")
             continue
         ok = sum(r.outcome == "ok" for r in mine)
-        counts = {o: sum(r.outcome == o for r in mine) for o in dict.fromkeys(r.outcome for r in mine)}
+        counts = {
+            o: sum(r.outcome == o for r in mine) for o in dict.fromkeys(r.outcome for r in mine)
+        }
         spread = ", ".join(f"{n} {o}" for o, n in counts.items())
         parts.append(f"{tool}: {ok}/{len(models)} runnable with unchanged output shapes ({spread})")
     return "; ".join(parts)
@@ -275,11 +280,18 @@ def markdown(results: list[Outcome], models: list[str], ratio: float, timeout: f
 
 
 def main(
-    models: Annotated[str, typer.Option(help="'held-out', 'all', or comma-separated zoo names")] = "held-out",
-    tools: Annotated[str, typer.Option(help="comma-separated: netsculpt, torch-pruning")] = ",".join(TOOLS),
+    models: Annotated[
+        str, typer.Option(help="'held-out', 'all', or comma-separated zoo names")
+    ] = "held-out",
+    tools: Annotated[
+        str, typer.Option(help="comma-separated: netsculpt, torch-pruning")
+    ] = ",".join(TOOLS),
     ratio: Annotated[float, typer.Option(help="fraction of prunable width to remove")] = 0.3,
-    timeout: Annotated[float, typer.Option(help="CPU seconds before a model counts as hung")] = 60.0,
-    out: Annotated[Path, typer.Option(help="where to write the markdown table")] = RESULTS / "zoo.md",
+    timeout: Annotated[
+        float, typer.Option(help="CPU seconds before a model counts as hung")
+    ] = 60.0,
+    out: Annotated[Path, typer.Option(help="where to write the markdown table")] = RESULTS
+    / "zoo.md",
     worker: Annotated[bool, typer.Option(hidden=True)] = False,
     worker_args: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
 ) -> None:
@@ -302,14 +314,18 @@ def main(
     for name in names:
         for tool in chosen:
             result = run_one(tool, name, ratio, timeout)
-            console.print(f"{name:>20} {tool:>14}: {_cell(result)[:110]} ({result.wall_seconds:.1f} s)")
+            console.print(
+                f"{name:>20} {tool:>14}: {_cell(result)[:110]} ({result.wall_seconds:.1f} s)"
+            )
             results.append(result)
     console.print(render_table(results, names, ratio))
     console.print(summary(results, names))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(markdown(results, names, ratio, timeout))
     out.with_suffix(".json").write_text(
-        json.dumps([asdict(r) | {"reduction_percent": round(r.reduction, 2)} for r in results], indent=1)
+        json.dumps(
+            [asdict(r) | {"reduction_percent": round(r.reduction, 2)} for r in results], indent=1
+        )
     )
     console.print(f"wrote {out}")
 

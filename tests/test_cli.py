@@ -18,8 +18,14 @@ runner = CliRunner()
 
 def tiny() -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3))
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 3),
+    )
     return model.eval(), torch.randn(2, 3, 8, 8)
 
 
@@ -27,8 +33,17 @@ SPEC = "test_cli:tiny"
 
 
 def test_help_everywhere() -> None:
-    for cmd in ([], ["analyze"], ["prune"], ["measure"], ["export"], ["demo"], ["search"],
-                ["pareto"], ["report"]):
+    for cmd in (
+        [],
+        ["analyze"],
+        ["prune"],
+        ["measure"],
+        ["export"],
+        ["demo"],
+        ["search"],
+        ["pareto"],
+        ["report"],
+    ):
         result = runner.invoke(app, [*cmd, "--help"])
         assert result.exit_code == 0, (cmd, result.output)
         assert "Usage" in result.output

@@ -75,18 +75,22 @@ def _factory_of(spec: str) -> str | None:
 
 
 ModelArg = Annotated[
-    str, typer.Argument(help="built-in name (digits, minilm), 'package.module:factory' or a "
-                             "netsculpt save folder")
+    str,
+    typer.Argument(
+        help="built-in name (digits, minilm), 'package.module:factory' or a netsculpt save folder"
+    ),
 ]
 
 
 @app.command()
 def analyze(
     model: ModelArg,
-    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="module name or "
-                                                      "re:pattern to keep whole")] = None,
-    show_protected: Annotated[bool, typer.Option("--protected/--no-protected",
-                                                 help="list protected groups too")] = True,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", help="module name or re:pattern to keep whole")
+    ] = None,
+    show_protected: Annotated[
+        bool, typer.Option("--protected/--no-protected", help="list protected groups too")
+    ] = True,
 ) -> None:
     """Show what can be cut, what is coupled, and what is protected (and why)."""
     from netsculpt.graph.analysis import analyze as run_analyze
@@ -97,16 +101,17 @@ def analyze(
             graph = run_analyze(module, inputs, exclude=tuple(exclude or ()))
     except NetsculptError as exc:
         _fail(exc)
-    table = Table(title=f"{graph.model_name}: dependency groups "
-                        f"(captured in {graph.capture_seconds:.2f} s, {graph.n_nodes} nodes)")
+    table = Table(
+        title=f"{graph.model_name}: dependency groups "
+        f"(captured in {graph.capture_seconds:.2f} s, {graph.n_nodes} nodes)"
+    )
     for col in ("group", "kind", "units", "tensors", "state"):
         table.add_column(col)
     for g in graph.groups:
         if not g.prunable and not show_protected:
             continue
         state = (
-            "[green]prunable[/green]" if g.prunable
-            else f"[yellow]protected[/yellow]: {g.reason}"
+            "[green]prunable[/green]" if g.prunable else f"[yellow]protected[/yellow]: {g.reason}"
         )
         if g.note:
             state += f" ({g.note})"
@@ -125,8 +130,14 @@ def _measure_table(title: str, rows: dict[str, Measurement]) -> Table:
         table.add_column(col, justify="right")
     for name, m in rows.items():
         mem = "-" if m.peak_memory_bytes is None else f"{m.peak_memory_bytes / 2**20:.2f}"
-        table.add_row(name, f"{m.params:,}", f"{m.macs:,}", f"{m.latency_ms_median:.3f}",
-                      f"{m.latency_ms_p90:.3f}", mem)
+        table.add_row(
+            name,
+            f"{m.params:,}",
+            f"{m.macs:,}",
+            f"{m.latency_ms_median:.3f}",
+            f"{m.latency_ms_p90:.3f}",
+            mem,
+        )
     return table
 
 
@@ -136,8 +147,9 @@ def prune(
     ratio: Annotated[
         float, typer.Option("--ratio", help="fraction of width removed, in [0, 1)")
     ] = 0.3,
-    importance: Annotated[str, typer.Option("--importance", help="magnitude, l1, taylor, "
-                                            "activation, random or lamp")] = "magnitude",
+    importance: Annotated[
+        str, typer.Option("--importance", help="magnitude, l1, taylor, activation, random or lamp")
+    ] = "magnitude",
     round_to: Annotated[
         int, typer.Option("--round-to", help="keep widths at multiples of this")
     ] = 1,
@@ -158,21 +170,32 @@ def prune(
             calib = [inputs]
         with console.status("planning"):
             start = time.perf_counter()
-            the_plan = plan(module, inputs, ratio=ratio, importance=importance,
-                            round_to=round_to, exclude=tuple(exclude or ()), calib=calib)
+            the_plan = plan(
+                module,
+                inputs,
+                ratio=ratio,
+                importance=importance,
+                round_to=round_to,
+                exclude=tuple(exclude or ()),
+                calib=calib,
+            )
             small = apply(module, the_plan)
             seconds = time.perf_counter() - start
         with console.status("measuring"):
             before = measure(module, inputs, backend=backend)
             after = measure(small, inputs, backend=backend)
             # the speed-up comes from interleaved runs of both models, medians
-            medians = compare_latency({"original": module, "pruned": small}, inputs,
-                                      backend=backend)
+            medians = compare_latency(
+                {"original": module, "pruned": small}, inputs, backend=backend
+            )
     except NetsculptError as exc:
         _fail(exc)
     console.print(the_plan.describe())
-    console.print(_measure_table(f"planned and applied in {seconds:.2f} s",
-                                 {"original": before, "pruned": after}))
+    console.print(
+        _measure_table(
+            f"planned and applied in {seconds:.2f} s", {"original": before, "pruned": after}
+        )
+    )
     console.print(
         f"params x{before.params / max(after.params, 1):.2f} smaller, MACs "
         f"x{before.macs / max(after.macs, 1):.2f} fewer, latency x"
@@ -214,8 +237,9 @@ def measure(
             m = run_measure(module, inputs, backend=backend, repeats=repeats, threads=threads)
     except NetsculptError as exc:
         _fail(exc)
-    console.print(_measure_table(f"{type(module).__name__} ({backend}, {m.threads} threads)",
-                                 {model: m}))
+    console.print(
+        _measure_table(f"{type(module).__name__} ({backend}, {m.threads} threads)", {model: m})
+    )
 
 
 @app.command()
@@ -271,9 +295,17 @@ def demo(
             dense = task.evaluate(model)
         console.print(f"dense digits CNN: held-out accuracy {dense:.4f}")
         storage = f"sqlite:///{(out / 'netsculpt.db').resolve()}"
-        front = search("digits", inputs, task=task, n_trials=trials, storage=storage,
-                       study_name=f"digits-demo-{backend}", backend=backend, seed=seed,
-                       recover_budget=30)
+        front = search(
+            "digits",
+            inputs,
+            task=task,
+            n_trials=trials,
+            storage=storage,
+            study_name=f"digits-demo-{backend}",
+            backend=backend,
+            seed=seed,
+            recover_budget=30,
+        )
         console.print(front_table(front))
         page = report(front, out / "report.html")
         knee = front.knee()

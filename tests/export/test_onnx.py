@@ -104,8 +104,12 @@ def tiny_bert():
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     config = transformers.BertConfig(
-        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=64,
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
     )
     return transformers.BertModel(config)
 
@@ -127,10 +131,10 @@ def test_bert_with_dict_inputs_round_trips(tmp_path) -> None:
     got = run_onnx(path, batch)
     with torch.no_grad():
         want = model.eval()(**batch)
-    torch.testing.assert_close(torch.from_numpy(got[0]), want.last_hidden_state,
-                               atol=1e-4, rtol=1e-3)
-    torch.testing.assert_close(torch.from_numpy(got[1]), want.pooler_output,
-                               atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(
+        torch.from_numpy(got[0]), want.last_hidden_state, atol=1e-4, rtol=1e-3
+    )
+    torch.testing.assert_close(torch.from_numpy(got[1]), want.pooler_output, atol=1e-4, rtol=1e-3)
 
 
 def test_tuple_inputs_are_named_by_position(tmp_path) -> None:
@@ -143,8 +147,9 @@ def test_tuple_inputs_are_named_by_position(tmp_path) -> None:
     proto = onnx.load(str(path))
     assert [i.name for i in proto.graph.input] == ["input_0", "input_1"]
     assert {p.key: p.value for p in proto.metadata_props}["netsculpt.exporter"] == "torchscript"
-    np.testing.assert_allclose(run_onnx(path, inputs)[0], ((inputs[0] + inputs[1]) * 2).numpy(),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        run_onnx(path, inputs)[0], ((inputs[0] + inputs[1]) * 2).numpy(), rtol=1e-6
+    )
 
 
 def test_check_onnx_names_the_output_that_differs(cnn_export) -> None:

@@ -18,8 +18,15 @@ from netsculpt.testing.zoo import ZOO
 
 def factory() -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(),
-                          nn.Conv2d(16, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 3))
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 8, 3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 4 * 4, 3),
+    )
     return model.eval(), torch.randn(2, 3, 8, 8)
 
 
@@ -27,7 +34,11 @@ def test_round_trip_with_base(tmp_path: Path) -> None:
     model, x = factory()
     small = ns.prune(model, x, ratio=0.5)
     ns.save(small, tmp_path)
-    assert {p.name for p in tmp_path.iterdir()} == {"netsculpt.json", "plan.json", "model.safetensors"}
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "netsculpt.json",
+        "plan.json",
+        "model.safetensors",
+    }
     again = ns.load(tmp_path, base=factory()[0])
     torch.testing.assert_close(call_model(again, x), call_model(small, x), rtol=0, atol=0)
     assert again[0].out_channels == small[0].out_channels < 16
@@ -47,8 +58,9 @@ def test_transformers_model_reloads_without_base(tmp_path: Path) -> None:
     ns.save(small, tmp_path)
     again = ns.load(tmp_path)
     assert type(again) is type(model)
-    torch.testing.assert_close(call_model(again, inputs).logits, call_model(small, inputs).logits,
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        call_model(again, inputs).logits, call_model(small, inputs).logits, rtol=0, atol=0
+    )
 
 
 def test_tampered_or_missing_files_are_refused(tmp_path: Path) -> None:
@@ -83,8 +95,11 @@ def test_wrong_base_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "spec, match",
-    [("no_colon", "not of the form"), ("no_such_pkg_xyz:f", "cannot import"),
-     ("test_save:nothing", "has no attribute")],
+    [
+        ("no_colon", "not of the form"),
+        ("no_such_pkg_xyz:f", "cannot import"),
+        ("test_save:nothing", "has no attribute"),
+    ],
 )
 def test_bad_factory_strings(spec: str, match: str) -> None:
     with pytest.raises(FactoryError, match=match):

@@ -33,8 +33,13 @@ def test_residual_add_couples_producers_and_consumers() -> None:
     coupled = graph.group("conv1")
     assert coupled.prunable and coupled.kind == "channels" and coupled.size == 8
     # conv1 out, bn1, conv2 in, conv3 out (residual) and the head's input all move together
-    assert set(coupled.params) >= {"conv1.weight", "bn1.weight", "conv2.weight",
-                                   "conv3.weight", "head.weight"}
+    assert set(coupled.params) >= {
+        "conv1.weight",
+        "bn1.weight",
+        "conv2.weight",
+        "conv3.weight",
+        "head.weight",
+    }
     inner = graph.group("conv2")
     assert inner.prunable and set(inner.params) == {"conv2.weight", "conv2.bias", "conv3.weight"}
     assert not graph.group("head").prunable
@@ -55,7 +60,9 @@ def test_llama_gqa_heads_are_pruned_in_whole_key_value_groups() -> None:
     # unit j of q_proj owns rows of query heads j*rep .. j*rep+rep-1
     q = next(s for s in g.slots if s.tensor.endswith("q_proj.weight"))
     _leaf, arr = graph.index_map(q.tensor, q.dim)[g.uid]
-    np.testing.assert_array_equal(arr, np.arange(cfg.num_attention_heads * head_dim) // (rep * head_dim))
+    np.testing.assert_array_equal(
+        arr, np.arange(cfg.num_attention_heads * head_dim) // (rep * head_dim)
+    )
     k = next(s for s in g.slots if s.tensor.endswith("k_proj.weight"))
     _leaf, arr = graph.index_map(k.tensor, k.dim)[g.uid]
     np.testing.assert_array_equal(arr, np.arange(cfg.num_key_value_heads * head_dim) // head_dim)
@@ -73,8 +80,9 @@ def test_bert_heads_and_ffn_neurons() -> None:
 
 
 def test_grouped_conv_splits_channels_into_groups_and_members() -> None:
-    model = nn.Sequential(nn.Conv2d(3, 16, 1), nn.Conv2d(16, 32, 3, groups=4), nn.Flatten(),
-                          nn.LazyLinear(2))
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 1), nn.Conv2d(16, 32, 3, groups=4), nn.Flatten(), nn.LazyLinear(2)
+    )
     x = torch.randn(1, 3, 5, 5)
     model(x)
     graph = ns.analyze(model, x)

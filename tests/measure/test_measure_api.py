@@ -99,8 +99,13 @@ def test_count_macs_of_bert_sdpa_equals_eager_attention() -> None:
     for impl in ("sdpa", "eager"):
         torch.manual_seed(0)
         config = transformers.BertConfig(
-            vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-            intermediate_size=64, max_position_embeddings=32, attn_implementation=impl,
+            vocab_size=50,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=32,
+            attn_implementation=impl,
         )
         ids = torch.randint(0, 50, (2, 12))
         counts[impl] = count_macs(transformers.BertModel(config), {"input_ids": ids})

@@ -34,8 +34,12 @@ def scratch_backends():
 def small_cnn() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 4),
     )
 
 
@@ -54,8 +58,15 @@ def test_custom_backend_timings_become_median_and_p90(scratch_backends) -> None:
             calls.append((warmup, repeats, threads))
             return [4.0, 1.0, 3.0, 2.0]
 
-    m = measure(nn.Linear(2, 2), torch.randn(1, 2), backend="fixed", warmup=3, repeats=9,
-                threads=2, memory=False)
+    m = measure(
+        nn.Linear(2, 2),
+        torch.randn(1, 2),
+        backend="fixed",
+        warmup=3,
+        repeats=9,
+        threads=2,
+        memory=False,
+    )
     assert calls == [(3, 9, 2)]
     assert (m.backend, m.latency_ms_median, m.repeats) == ("fixed", 2.5, 4)
     assert m.latency_ms_p90 == pytest.approx(3.7)
@@ -89,8 +100,9 @@ def test_compare_latency_interleaves_prepared_runs(scratch_backends) -> None:
 
     a, b = nn.Identity(), nn.Identity()
     a.tag, b.tag = "a", "b"
-    medians = compare_latency({"a": a, "b": b}, torch.zeros(1), backend="log",
-                              rounds=3, repeats=2, warmup=1)
+    medians = compare_latency(
+        {"a": a, "b": b}, torch.zeros(1), backend="log", rounds=3, repeats=2, warmup=1
+    )
     assert set(medians) == {"a", "b"} and all(v >= 0 for v in medians.values())
     warm, timed = order[:2], order[2:]
     assert warm == ["a", "b"]
@@ -108,8 +120,9 @@ def test_compare_latency_calls_measure_per_round_without_prepare(scratch_backend
 
     fast, slow = nn.Identity(), nn.Identity()
     fast.tag, slow.tag = "fast", "slow"
-    medians = compare_latency({"slow": slow, "fast": fast}, torch.zeros(1), backend="plain",
-                              rounds=2, repeats=3)
+    medians = compare_latency(
+        {"slow": slow, "fast": fast}, torch.zeros(1), backend="plain", rounds=2, repeats=3
+    )
     assert medians == {"slow": 2.0, "fast": 1.0}
     assert seen == [("slow", 3), ("fast", 3), ("fast", 3), ("slow", 3)]
 
@@ -118,8 +131,14 @@ def test_compare_latency_calls_measure_per_round_without_prepare(scratch_backend
 def test_compare_latency_with_builtin_backends(backend: str) -> None:
     big = nn.Sequential(nn.Linear(256, 1024), nn.ReLU(), nn.Linear(1024, 256))
     small = nn.Sequential(nn.Linear(256, 16), nn.ReLU(), nn.Linear(16, 256))
-    medians = compare_latency({"big": big, "small": small}, torch.randn(64, 256),
-                              backend=backend, rounds=3, repeats=3, threads=1)
+    medians = compare_latency(
+        {"big": big, "small": small},
+        torch.randn(64, 256),
+        backend=backend,
+        rounds=3,
+        repeats=3,
+        threads=1,
+    )
     assert set(medians) == {"big", "small"}
     assert all(v > 0 for v in medians.values())
     assert torch.get_num_threads() == 1
@@ -135,6 +154,5 @@ def test_public_measure_stays_callable_after_submodule_imports() -> None:
         "import netsculpt as ns, netsculpt.measure.backends, netsculpt.export.onnx\n"
         "assert callable(ns.measure), type(ns.measure)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=False)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -15,9 +15,17 @@ from netsculpt.errors import InputError, InvalidRatioError
 
 def cnn() -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-                          nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(32 * 6 * 6, 64), nn.ReLU(), nn.Linear(64, 5))
+    model = nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(32 * 6 * 6, 64),
+        nn.ReLU(),
+        nn.Linear(64, 5),
+    )
     return model.eval(), torch.randn(2, 3, 6, 6)
 
 
@@ -48,7 +56,9 @@ def test_factorize_composes_with_pruning(tmp_path: Path) -> None:
     ns.save(low, tmp_path)
     again = ns.load(tmp_path, base=cnn()[0])
     torch.testing.assert_close(call_model(again, x), call_model(low, x), rtol=0, atol=0)
-    assert "factorised to rank" in ns.Plan.from_json((tmp_path / "plan.json").read_text()).describe()
+    assert (
+        "factorised to rank" in ns.Plan.from_json((tmp_path / "plan.json").read_text()).describe()
+    )
 
 
 def test_factorize_rank_by_energy_and_errors() -> None:

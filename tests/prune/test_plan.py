@@ -20,8 +20,9 @@ from netsculpt.testing.zoo import ZOO
 
 def mlp() -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(),
-                          nn.Linear(32, 4))
+    model = nn.Sequential(
+        nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4)
+    )
     return model.eval(), torch.randn(8, 16)
 
 
@@ -81,7 +82,9 @@ def test_round_to_keeps_kernel_friendly_widths() -> None:
     assert all(kept % 8 == 0 for _size, kept in plan.widths.values())
 
 
-@pytest.mark.parametrize("importance", ["magnitude", "l1", "taylor", "activation", "random", "lamp"])
+@pytest.mark.parametrize(
+    "importance", ["magnitude", "l1", "taylor", "activation", "random", "lamp"]
+)
 def test_every_importance_criterion_produces_a_runnable_model(importance: str) -> None:
     model, x = mlp()
     calib = [torch.randn(8, 16) for _ in range(2)]
@@ -100,8 +103,14 @@ def test_calibration_criteria_need_batches() -> None:
 def test_taylor_follows_the_loss() -> None:
     model, x = mlp()
     # a loss that only looks at output 0 makes units feeding other outputs less important
-    plan = ns.plan(model, x, ratio={"2": 0.5}, importance="taylor", calib=[x],
-                   loss_fn=lambda out, batch: out[:, 0].pow(2).sum())
+    plan = ns.plan(
+        model,
+        x,
+        ratio={"2": 0.5},
+        importance="taylor",
+        calib=[x],
+        loss_fn=lambda out, batch: out[:, 0].pow(2).sum(),
+    )
     grads_w = model[4].weight[0].detach().abs()
     kept = dict((g.name, g.kept) for g in plan.groups)["2"]
     assert grads_w[list(kept)].mean() > 0  # kept units connect to output 0
@@ -121,7 +130,9 @@ def test_lamp_global_ranking_gives_layer_adaptive_ratios() -> None:
 
 def test_custom_importance_callable() -> None:
     model, x = mlp()
-    plan = ns.plan(model, x, ratio={"0": 0.5}, importance=lambda g, ctx: -torch.arange(g.size).numpy())
+    plan = ns.plan(
+        model, x, ratio={"0": 0.5}, importance=lambda g, ctx: -torch.arange(g.size).numpy()
+    )
     assert dict((g.name, g.kept) for g in plan.groups)["0"] == tuple(range(32))
 
 
@@ -135,10 +146,12 @@ def test_plan_json_round_trip_and_apply_checks_shapes() -> None:
     plan = ns.plan(model, x, ratio=0.5)
     again = ns.Plan.from_json(plan.to_json())
     assert again == plan
-    torch.testing.assert_close(call_model(ns.apply(model, again), x),
-                               call_model(ns.apply(model, plan), x))
-    other = nn.Sequential(nn.Linear(16, 60), nn.ReLU(), nn.Linear(60, 32), nn.ReLU(),
-                          nn.Linear(32, 4))
+    torch.testing.assert_close(
+        call_model(ns.apply(model, again), x), call_model(ns.apply(model, plan), x)
+    )
+    other = nn.Sequential(
+        nn.Linear(16, 60), nn.ReLU(), nn.Linear(60, 32), nn.ReLU(), nn.Linear(32, 4)
+    )
     with pytest.raises(PlanError, match="expects"):
         ns.apply(other, plan)
     with pytest.raises(PlanError, match="not a netsculpt plan"):

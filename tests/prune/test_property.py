@@ -12,8 +12,9 @@ from netsculpt.testing.conformance import zero_units
 from netsculpt.testing.random_arch import random_architectures
 
 
-@settings(max_examples=25, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(random_architectures())
 def test_pruning_keeps_the_forward_pass(arch: tuple) -> None:
     torch.set_num_threads(1)

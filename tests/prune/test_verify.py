@@ -22,7 +22,9 @@ class HeadCountAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
-        q, k, v = (m(x).view(b, t, self.n_head, -1).transpose(1, 2) for m in (self.q, self.k, self.v))
+        q, k, v = (
+            m(x).view(b, t, self.n_head, -1).transpose(1, 2) for m in (self.q, self.k, self.v)
+        )
         y = torch.nn.functional.scaled_dot_product_attention(q, k, v)
         return self.proj(y.transpose(1, 2).reshape(b, t, -1))
 
@@ -84,5 +86,6 @@ def test_prune_in_place_matches_the_copy() -> None:
     other, _ = ZOO["hf_llama_gqa"]()
     in_place = ns.prune(other, inputs, ratio=0.3, inplace=True)
     assert in_place is other
-    torch.testing.assert_close(call_model(in_place, inputs).logits,
-                               call_model(copy_pruned, inputs).logits)
+    torch.testing.assert_close(
+        call_model(in_place, inputs).logits, call_model(copy_pruned, inputs).logits
+    )

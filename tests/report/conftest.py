@@ -26,7 +26,15 @@ def front(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-
     model, x = tiny_mlp()
     storage = f"sqlite:///{tmp_path_factory.mktemp('report') / 'study.db'}"
     return search(
-        model, x, task=WidthTask(fail_below=0.3), n_trials=8, storage=storage,
-        study_name="report", sampler="random", progress=False, measure_options=FAST_MEASURE,
-        space=SearchSpace(tie="layer", importance=("magnitude",), round_to=(1,)), seed=1,
+        model,
+        x,
+        task=WidthTask(fail_below=0.3),
+        n_trials=8,
+        storage=storage,
+        study_name="report",
+        sampler="random",
+        progress=False,
+        measure_options=FAST_MEASURE,
+        space=SearchSpace(tie="layer", importance=("magnitude",), round_to=(1,)),
+        seed=1,
     )

@@ -50,8 +50,13 @@ def test_figures_hold_the_front_the_baseline_and_the_widths(front) -> None:  # t
     on_front = next(t for t in fig.data if t.name.startswith("Pareto front"))
     assert sorted(on_front.y) == sorted(t.score for t in front.trials)
     # marker size grows with the parameter count
-    by_params = sorted(zip([t.params for t in sorted(front.trials, key=lambda t: t.latency_ms)],
-                           on_front.marker.size, strict=False))
+    by_params = sorted(
+        zip(
+            [t.params for t in sorted(front.trials, key=lambda t: t.latency_ms)],
+            on_front.marker.size,
+            strict=False,
+        )
+    )
     assert [s for _, s in by_params] == sorted(s for _, s in by_params)
     t = front.trials[0]
     bars = widths_figure(front, t.number)
@@ -66,15 +71,25 @@ def test_empty_study_has_nothing_to_report(tmp_path) -> None:  # type: ignore[no
         ns.report(study, tmp_path / "e.html")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/system-deps.sh "
-                    "installs Debian's chromium)")
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="chromium is not installed (.ci/system-deps.sh installs Debian's chromium)",
+)
 def test_report_renders_in_headless_chromium(front, tmp_path) -> None:  # type: ignore[no-untyped-def]
     path = report(front, tmp_path / "report.html")
     flags = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-        "--virtual-time-budget=10000", "--window-size=1200,1600",
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=10000",
+        "--window-size=1200,1600",
     ]
     url = path.resolve().as_uri()
     dom = subprocess.run(
@@ -82,8 +97,8 @@ def test_report_renders_in_headless_chromium(front, tmp_path) -> None:  # type: 
     ).stdout
     # plotly drew both figures as SVG: the front's scatter points and the width bars
     assert dom.count('class="main-svg"') >= 4  # two per figure (plot + hover layers)
-    front_div = dom[dom.index('id="netsculpt-front"'):dom.index('id="netsculpt-widths"')]
-    widths_div = dom[dom.index('id="netsculpt-widths"'):]
+    front_div = dom[dom.index('id="netsculpt-front"') : dom.index('id="netsculpt-widths"')]
+    widths_div = dom[dom.index('id="netsculpt-widths"') :]
     assert "scatterlayer" in front_div
     # one point per completed trial, the dense star and the ring around the shown trial
     assert front_div.count('class="point"') >= len(front.completed) + 2
@@ -91,6 +106,7 @@ def test_report_renders_in_headless_chromium(front, tmp_path) -> None:  # type: 
     assert widths_div.count('class="trace bars"') == 2  # original and kept
     assert widths_div.count('class="point"') == 2 * len(knee.plan.widths)
     shot = tmp_path / "report.png"
-    subprocess.run([*flags, f"--screenshot={shot}", url], capture_output=True, timeout=120,
-                   check=True)
+    subprocess.run(
+        [*flags, f"--screenshot={shot}", url], capture_output=True, timeout=120, check=True
+    )
     assert shot.stat().st_size > 20_000

@@ -56,8 +56,13 @@ class WidthTask(ns.Task):
 
     name = "width-task"
 
-    def __init__(self, *, fail_below: float | None = None, nan_below: float | None = None,
-                 calls: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        fail_below: float | None = None,
+        nan_below: float | None = None,
+        calls: list[int] | None = None,
+    ) -> None:
         self.fail_below = fail_below
         self.nan_below = nan_below
         self.calls = calls if calls is not None else []

@@ -70,7 +70,9 @@ def test_search_returns_a_front_of_measured_plans(tiny, task, tmp_path) -> None:
     for a in front.trials:
         for b in front.completed:
             dominated = (
-                b.score >= a.score and b.latency_ms <= a.latency_ms and b.params <= a.params
+                b.score >= a.score
+                and b.latency_ms <= a.latency_ms
+                and b.params <= a.params
                 and (b.score > a.score or b.latency_ms < a.latency_ms or b.params < a.params)
             )
             assert not dominated, (a.number, b.number)
@@ -128,8 +130,9 @@ def test_identical_plans_are_not_measured_twice(tiny, tmp_path, monkeypatch) -> 
 
     monkeypatch.setattr(objective, "measure_model", counting)
     model, x = tiny
-    space = SearchSpace(tie="uniform", min_keep=0.5, step=0.5, importance=("magnitude",),
-                        round_to=(1,))
+    space = SearchSpace(
+        tie="uniform", min_keep=0.5, step=0.5, importance=("magnitude",), round_to=(1,)
+    )
     front = run(model, x, WidthTask(), tmp_path, n_trials=8, space=space)
     hashes = {t.user_attrs["plan_hash"] for t in front.study.trials}
     assert len(hashes) <= 2  # keep 0.5 or 1.0
@@ -157,8 +160,15 @@ def test_failing_evaluations_are_recorded_and_the_search_goes_on(tiny, tmp_path,
 def test_constraints_reach_the_sampler_and_the_front(tiny, tmp_path) -> None:  # type: ignore[no-untyped-def]
     model, x = tiny
     limit = int(DENSE_PARAMS * 0.7)
-    front = run(model, x, WidthTask(), tmp_path, n_trials=8, sampler="nsga2",
-                constraints={"max_params": limit})
+    front = run(
+        model,
+        x,
+        WidthTask(),
+        tmp_path,
+        n_trials=8,
+        sampler="nsga2",
+        constraints={"max_params": limit},
+    )
     values = [t.user_attrs["constraints"] for t in front.study.trials]
     assert all(len(v) == 1 for v in values)
     assert all(t.params <= limit for t in front.trials)
@@ -169,8 +179,16 @@ def test_constraints_reach_the_sampler_and_the_front(tiny, tmp_path) -> None:  #
 
 def test_tpe_and_predictor_run(tiny, tmp_path) -> None:  # type: ignore[no-untyped-def]
     model, x = tiny
-    front = run(model, x, WidthTask(), tmp_path, n_trials=9, sampler="tpe",
-                predictor=Predictor(min_trials=4, n_candidates=6), study_name="pred")
+    front = run(
+        model,
+        x,
+        WidthTask(),
+        tmp_path,
+        n_trials=9,
+        sampler="tpe",
+        predictor=Predictor(min_trials=4, n_candidates=6),
+        study_name="pred",
+    )
     trials = front.study.trials
     assert len(front.completed) == 9
     screened = [t for t in trials if "netsculpt:predicted" in t.system_attrs]
@@ -244,11 +262,27 @@ def test_front_load_reopens_the_study(tiny, tmp_path) -> None:  # type: ignore[n
 def test_default_storage_is_sqlite_in_the_working_folder(tiny, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.chdir(tmp_path)
     model, x = tiny
-    front = search(model, x, task=WidthTask(), n_trials=2, space=SMALL, progress=False,
-                   measure_options=FAST_MEASURE, sampler="random")
+    front = search(
+        model,
+        x,
+        task=WidthTask(),
+        n_trials=2,
+        space=SMALL,
+        progress=False,
+        measure_options=FAST_MEASURE,
+        sampler="random",
+    )
     assert (tmp_path / "netsculpt.db").is_file()
     assert front.study_name.startswith("netsculpt-tinymlp-")
     # the same call resumes the same study
-    again = search(model, x, task=WidthTask(), n_trials=3, space=SMALL, progress=False,
-                   measure_options=FAST_MEASURE, sampler="random")
+    again = search(
+        model,
+        x,
+        task=WidthTask(),
+        n_trials=3,
+        space=SMALL,
+        progress=False,
+        measure_options=FAST_MEASURE,
+        sampler="random",
+    )
     assert again.study_name == front.study_name and len(again.completed) == 3

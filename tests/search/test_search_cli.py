@@ -47,9 +47,21 @@ def test_search_pareto_export_report_commands(tmp_path) -> None:  # type: ignore
     storage = f"sqlite:///{tmp_path / 'cli.db'}"
     result = runner.invoke(
         app,
-        ["search", "search_helpers:tiny_mlp", "--task", "search_helpers:WidthTask",
-         "--trials", "4", "--storage", storage, "--study", "cli", "--sampler", "random",
-         "--no-progress"],
+        [
+            "search",
+            "search_helpers:tiny_mlp",
+            "--task",
+            "search_helpers:WidthTask",
+            "--trials",
+            "4",
+            "--storage",
+            storage,
+            "--study",
+            "cli",
+            "--sampler",
+            "random",
+            "--no-progress",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "study cli" in result.output and "dense" in result.output
@@ -76,8 +88,9 @@ def test_search_pareto_export_report_commands(tmp_path) -> None:  # type: ignore
     torch.testing.assert_close(loaded(x), knee.model(x))
 
     page = tmp_path / "report.html"
-    result = runner.invoke(app, ["report", "--study", "cli", "--storage", storage,
-                                 "--out", str(page)])
+    result = runner.invoke(
+        app, ["report", "--study", "cli", "--storage", storage, "--out", str(page)]
+    )
     assert result.exit_code == 0, result.output
     assert page.is_file() and "netsculpt-front" in page.read_text()
 
@@ -88,12 +101,24 @@ def test_commands_report_errors_with_exit_code_2(tmp_path) -> None:  # type: ign
     result = runner.invoke(app, ["pareto", "--study", "missing", "--storage", storage])
     assert result.exit_code == 2
     assert "no study 'missing'" in result.output
-    result = runner.invoke(app, ["search", "nope", "--trials", "2", "--storage", storage,
-                                 "--no-progress"])
+    result = runner.invoke(
+        app, ["search", "nope", "--trials", "2", "--storage", storage, "--no-progress"]
+    )
     assert result.exit_code == 2
     assert "FactoryError" in result.output
-    result = runner.invoke(app, ["search", "search_helpers:tiny_mlp", "--task",
-                                 "search_helpers:WidthTask", "--sampler", "grid",
-                                 "--storage", storage, "--no-progress"])
+    result = runner.invoke(
+        app,
+        [
+            "search",
+            "search_helpers:tiny_mlp",
+            "--task",
+            "search_helpers:WidthTask",
+            "--sampler",
+            "grid",
+            "--storage",
+            storage,
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 2
     assert "unknown sampler 'grid'" in result.output

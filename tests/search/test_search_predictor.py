@@ -32,8 +32,7 @@ def test_predictor_settings_are_validated() -> None:
 
 
 DIMS = 5
-DISTS = {f"k{i}": optuna.distributions.FloatDistribution(0.25, 1.0, step=0.05)
-         for i in range(DIMS)}
+DISTS = {f"k{i}": optuna.distributions.FloatDistribution(0.25, 1.0, step=0.05) for i in range(DIMS)}
 
 
 def _objective(trial: optuna.Trial) -> tuple[float, float]:
@@ -53,8 +52,9 @@ def test_screening_finds_a_better_front_than_random_sampling() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     gains = []
     for seed in range(2):
-        plain = optuna.create_study(directions=["maximize", "minimize"],
-                                    sampler=optuna.samplers.RandomSampler(seed=seed))
+        plain = optuna.create_study(
+            directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=seed)
+        )
         plain.optimize(_objective, n_trials=24)
         screened = optuna.create_study(
             directions=["maximize", "minimize"],
@@ -108,6 +108,11 @@ def test_screening_aims_inside_limits_on_objectives() -> None:
 
 def test_screening_limits_must_name_an_objective() -> None:
     with pytest.raises(InputError, match="limits"):
-        ScreeningSampler(optuna.samplers.RandomSampler(), distributions=DISTS,
-                         encode=lambda params: [params[n] for n in DISTS],
-                         maximize=[True, False], config=Predictor(), limits=[(2, 1.0)])
+        ScreeningSampler(
+            optuna.samplers.RandomSampler(),
+            distributions=DISTS,
+            encode=lambda params: [params[n] for n in DISTS],
+            maximize=[True, False],
+            config=Predictor(),
+            limits=[(2, 1.0)],
+        )

@@ -90,8 +90,7 @@ def test_kill_9_mid_trial_then_resume(tmp_path, monkeypatch, kind) -> None:  # t
     second = [p for pid, p in lines if int(pid) == os.getpid()]
     assert len(first) == 5
     new = [
-        t for t in complete
-        if t.number not in finished_before and "cached_from" not in t.user_attrs
+        t for t in complete if t.number not in finished_before and "cached_from" not in t.user_attrs
     ]
     assert len(second) == len(new)
     assert len(after) == n_trials + 1  # 8 complete + the interrupted one

@@ -98,8 +98,10 @@ def test_encoding_follows_the_rounded_widths(tiny) -> None:  # type: ignore[no-u
     base = {"keep:fc1": 0.5, "keep:fc2": 0.5, "importance": "magnitude", "round_to": 8}
     # 0.5 and 0.55 of 32 units both round to 16 units: the predictor sees one point
     assert bound.encode(base) == bound.encode({**base, "keep:fc1": 0.55})
-    assert bound.encode({**base, "round_to": 1})[:2] != bound.encode(
-        {**base, "keep:fc1": 0.55, "round_to": 1})[:2]
+    assert (
+        bound.encode({**base, "round_to": 1})[:2]
+        != bound.encode({**base, "keep:fc1": 0.55, "round_to": 1})[:2]
+    )
     # and the encoded fraction is what the plan keeps
     plan = bound.to_plan(model, x, base)
     kept, size = plan.widths["fc1"][1], plan.widths["fc1"][0]

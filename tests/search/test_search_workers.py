@@ -59,16 +59,21 @@ def test_two_worker_processes_on_a_journal_file(tmp_path, monkeypatch) -> None: 
     evals = _eval_log(log)
     assert evals[os.getpid()] == 1
     for pid in owners:
-        fresh = [t for t in trials if t.user_attrs["worker"]["pid"] == pid
-                 and "cached_from" not in t.user_attrs]
+        fresh = [
+            t
+            for t in trials
+            if t.user_attrs["worker"]["pid"] == pid and "cached_from" not in t.user_attrs
+        ]
         assert evals[pid] == len(fresh)
 
 
 def _postgres_url() -> str:
     url = os.environ.get("NETSCULPT_TEST_POSTGRES_URL")
     if not url:
-        pytest.skip("NETSCULPT_TEST_POSTGRES_URL is not set; run .ci/postgres.sh and export "
-                    "the URL it prints")
+        pytest.skip(
+            "NETSCULPT_TEST_POSTGRES_URL is not set; run .ci/postgres.sh and export "
+            "the URL it prints"
+        )
     from netsculpt.errors import StorageError
     from netsculpt.search.storage import open_storage, resolve_storage
 
@@ -91,7 +96,10 @@ def test_two_machines_on_postgresql(tmp_path) -> None:  # type: ignore[no-untype
     procs = [
         subprocess.Popen(
             [sys.executable, str(HERE / "search_helpers.py"), url, study, str(n_trials)],
-            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         for _ in range(2)
     ]
@@ -110,9 +118,13 @@ def test_two_machines_on_postgresql(tmp_path) -> None:  # type: ignore[no-untype
     # every trial was evaluated once, by its owner (plus the baseline, by one or both)
     evals = _eval_log(log)
     for pid in owners:
-        fresh = [t for t in trials if t.user_attrs["worker"]["pid"] == pid
-                 and "cached_from" not in t.user_attrs]
+        fresh = [
+            t
+            for t in trials
+            if t.user_attrs["worker"]["pid"] == pid and "cached_from" not in t.user_attrs
+        ]
         assert evals[pid] - len(fresh) in (0, 1)
-    assert sum(evals.values()) - sum(
-        1 for t in trials if "cached_from" not in t.user_attrs
-    ) in (1, 2)
+    assert sum(evals.values()) - sum(1 for t in trials if "cached_from" not in t.user_attrs) in (
+        1,
+        2,
+    )

@@ -22,8 +22,9 @@ def fake_training(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     def train(model: nn.Module, task: Any, steps: int, **kwargs: Any) -> nn.Module:
         calls.append(steps)
-        return loop(model, task, steps, lr=kwargs["lr"], seed=kwargs["seed"],
-                    callbacks=kwargs["callbacks"])
+        return loop(
+            model, task, steps, lr=kwargs["lr"], seed=kwargs["seed"], callbacks=kwargs["callbacks"]
+        )
 
     monkeypatch.setattr("netsculpt.sparsity.api.train", train)
     return calls

@@ -27,8 +27,9 @@ from netsculpt.sparsity import (
 
 
 @pytest.mark.parametrize("value", [1.0, 1.5, -0.1, math.nan, "0.5", True])
-@pytest.mark.parametrize("cls", [MagnitudeConfig, GradualConfig, LotteryTicketConfig,
-                                 RandomConfig, RigLConfig])
+@pytest.mark.parametrize(
+    "cls", [MagnitudeConfig, GradualConfig, LotteryTicketConfig, RandomConfig, RigLConfig]
+)
 def test_sparsity_outside_zero_one(cls: type, value: object) -> None:
     with pytest.raises(InvalidRatioError) as info:
         cls(sparsity=value)
@@ -77,8 +78,9 @@ def test_fractional_budget(task) -> None:
         ns.sparsify(mlp(), MagnitudeConfig(), task=task, budget=2.5)
 
 
-@pytest.mark.parametrize("config", [GradualConfig(), RigLConfig(), LotteryTicketConfig(),
-                                    NMConfig(method="sr-ste")])
+@pytest.mark.parametrize(
+    "config", [GradualConfig(), RigLConfig(), LotteryTicketConfig(), NMConfig(method="sr-ste")]
+)
 def test_training_methods_need_a_task_and_budget(config) -> None:
     with pytest.raises(InputError, match="needs task=") as info:
         ns.sparsify(mlp(), config)
@@ -124,7 +126,13 @@ def test_other_bad_fields(make, error: type, text: str) -> None:
 def test_configs_round_trip_through_dicts() -> None:
     import json
 
-    for config in [MagnitudeConfig(sparsity=0.7, exclude=("re:.*head",)), GradualConfig(),
-                   GraNetConfig(initial_sparsity=0.5), LotteryTicketConfig(control=True),
-                   RandomConfig(), NMConfig(n=1, m=8, method="sr-ste"), RigLConfig()]:
+    for config in [
+        MagnitudeConfig(sparsity=0.7, exclude=("re:.*head",)),
+        GradualConfig(),
+        GraNetConfig(initial_sparsity=0.5),
+        LotteryTicketConfig(control=True),
+        RandomConfig(),
+        NMConfig(n=1, m=8, method="sr-ste"),
+        RigLConfig(),
+    ]:
         assert config_from_dict(json.loads(json.dumps(config.to_dict()))) == config

@@ -20,8 +20,9 @@ from netsculpt.sparsity.masks import weight_sparsity
 
 
 def test_default_selection_is_linear_and_conv_weights() -> None:
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2),
-                          nn.Embedding(5, 4))
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2), nn.Embedding(5, 4)
+    )
     assert select_parameters(model) == ["0.weight", "3.weight"]
 
 
@@ -31,11 +32,15 @@ def test_selection_by_name_and_pattern() -> None:
     assert select_parameters(model, exclude=["head"]) == ["conv1.weight", "conv2.weight"]
     assert select_parameters(model, include=["head.weight"]) == ["head.weight"]
     assert select_parameters(model, exclude=["re:nothing.*"]) == [
-        "conv1.weight", "conv2.weight", "head.weight"]
+        "conv1.weight",
+        "conv2.weight",
+        "head.weight",
+    ]
 
 
-@pytest.mark.parametrize("kwargs", [{"include": ["conv9"]}, {"exclude": ["hed"]},
-                                    {"include": ["re:fc.*"]}])
+@pytest.mark.parametrize(
+    "kwargs", [{"include": ["conv9"]}, {"exclude": ["hed"]}, {"include": ["re:fc.*"]}]
+)
 def test_unknown_layer_names_say_what_exists(kwargs: dict) -> None:
     with pytest.raises(UnknownNameError) as info:
         select_parameters(TinyConvNet(), **kwargs)

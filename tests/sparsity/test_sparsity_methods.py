@@ -55,8 +55,9 @@ def test_granet_callback_regrows_but_follows_the_schedule() -> None:
     names = select_parameters(model)
     masks = random_masks(model, names, 0.5, generator=torch.Generator().manual_seed(0))
     masks.apply(model)
-    cb = GradualPruning(masks, final=0.8, initial=0.5, start=0, end=20, frequency=5,
-                        regrow_fraction=0.5)
+    cb = GradualPruning(
+        masks, final=0.8, initial=0.5, start=0, end=20, frequency=5, regrow_fraction=0.5
+    )
     snapshots = []
 
     class Snap:
@@ -151,7 +152,9 @@ def test_one_shot_with_budget_fine_tunes_with_the_mask_fixed(fake_training, task
     assert fake_training == [15]
     assert result.steps == 15
     _zeros_match(result.model, result.masks)
-    assert result.sparsity == pytest.approx(round(0.8 * result.masks.numel()) / result.masks.numel())
+    assert result.sparsity == pytest.approx(
+        round(0.8 * result.masks.numel()) / result.masks.numel()
+    )
 
 
 def test_gradual_through_sparsify(fake_training, task) -> None:
@@ -174,8 +177,9 @@ def test_rigl_through_sparsify(fake_training, task) -> None:
     model = mlp(sizes=(16, 64, 64, 4))
     config = RigLConfig(sparsity=0.85, update_every=5)
     result = ns.sparsify(model, config, task=task, budget=40)
-    start = random_masks(model, select_parameters(model), 0.85,
-                         generator=torch.Generator().manual_seed(0))
+    start = random_masks(
+        model, select_parameters(model), 0.85, generator=torch.Generator().manual_seed(0)
+    )
     assert result.layer_sparsity() == pytest.approx(start.layer_sparsity())
     assert any(not torch.equal(result.masks[n], start[n]) for n in start)
     assert [s for s, _ in result.history] == [5, 10, 15, 20, 25]  # before 3/4 of the budget
@@ -244,8 +248,9 @@ def test_rewind_restores_early_weights_on_unpruned_positions(fake_training, task
     assert result.control is not None
     _zeros_match(result.control, result.masks)
     _zeros_match(result.model, result.masks)
-    assert not torch.equal(result.control.get_parameter("0.weight"),
-                           result.model.get_parameter("0.weight"))
+    assert not torch.equal(
+        result.control.get_parameter("0.weight"), result.model.get_parameter("0.weight")
+    )
 
 
 def test_lottery_rewind_to_init(fake_training, task) -> None:
@@ -257,8 +262,12 @@ def test_lottery_rewind_to_init(fake_training, task) -> None:
 
 @pytest.mark.parametrize(
     "config",
-    [GradualConfig(sparsity=0.9, frequency=4), RigLConfig(sparsity=0.8, update_every=5),
-     NMConfig(method="sr-ste"), LotteryTicketConfig(sparsity=0.6, rounds=2, rewind_step=2)],
+    [
+        GradualConfig(sparsity=0.9, frequency=4),
+        RigLConfig(sparsity=0.8, update_every=5),
+        NMConfig(method="sr-ste"),
+        LotteryTicketConfig(sparsity=0.6, rounds=2, rewind_step=2),
+    ],
 )
 def test_methods_compose_with_ns_finetune(config, task) -> None:
     """The real recovery loop (no stand-in): masks hold, and the model learns the task."""

@@ -19,8 +19,9 @@ from netsculpt.testing.random_arch import (
     random_specs,
 )
 
-FAST = settings(max_examples=60, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(
+    max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @pytest.fixture(autouse=True)
@@ -68,7 +69,9 @@ def test_same_spec_gives_same_model_and_inputs(spec: ArchSpec) -> None:
     model_a, x_a = build_arch(spec)
     state = torch.random.get_rng_state()
     model_b, x_b = build_arch(spec)
-    assert torch.equal(torch.random.get_rng_state(), state), "building must not touch the global RNG"
+    assert torch.equal(torch.random.get_rng_state(), state), (
+        "building must not touch the global RNG"
+    )
     torch.testing.assert_close(x_a, x_b)
     for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b)
@@ -85,7 +88,9 @@ def test_options_restrict_what_is_drawn(spec: ArchSpec) -> None:
 
 @settings(max_examples=8, deadline=None, derandomize=True)
 @given(random_architectures(max_ops=6))
-def test_drawn_models_are_captured_by_torch_export(arch: tuple[torch.nn.Module, torch.Tensor]) -> None:
+def test_drawn_models_are_captured_by_torch_export(
+    arch: tuple[torch.nn.Module, torch.Tensor],
+) -> None:
     model, example_inputs = arch
     args, kwargs = split_inputs(example_inputs)
     exported = torch.export.export(model, args, kwargs, strict=False)
@@ -120,7 +125,11 @@ def test_repr_shows_the_wiring() -> None:
     spec = ArchSpec(
         input=Shape("image", 3, 4),
         ops=(
-            Op("conv", (0,), (("cout", 4), ("kernel", 3), ("stride", 1), ("groups", 1), ("bias", False))),
+            Op(
+                "conv",
+                (0,),
+                (("cout", 4), ("kernel", 3), ("stride", 1), ("groups", 1), ("bias", False)),
+            ),
             Op("merge", (1, 1), (("fn", "add"),)),
         ),
         seed=0,

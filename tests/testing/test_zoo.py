@@ -70,7 +70,9 @@ def test_factories_are_deterministic(name: str) -> None:
     model_a, inputs_a = ZOO[name]()
     torch.manual_seed(123)  # the factory must not depend on the caller's RNG state
     model_b, inputs_b = ZOO[name]()
-    for (key_a, a), (key_b, b) in zip(model_a.state_dict().items(), model_b.state_dict().items(), strict=True):
+    for (key_a, a), (key_b, b) in zip(
+        model_a.state_dict().items(), model_b.state_dict().items(), strict=True
+    ):
         assert key_a == key_b
         torch.testing.assert_close(a, b)
     flat_a, _ = torch.utils._pytree.tree_flatten(inputs_a)

@@ -143,8 +143,9 @@ def _doubled_batch(example_inputs: ExampleInputs) -> ExampleInputs | None:
         return None
     batch = tensors[0].shape[0]
     leaves = [
-        torch.cat([leaf, leaf]) if isinstance(leaf, torch.Tensor) and leaf.ndim and
-        leaf.shape[0] == batch else leaf
+        torch.cat([leaf, leaf])
+        if isinstance(leaf, torch.Tensor) and leaf.ndim and leaf.shape[0] == batch
+        else leaf
         for _, leaf in with_paths
     ]
     args2, kwargs2 = tree_unflatten(leaves, spec)
@@ -355,8 +356,10 @@ def check_onnx(
             "with these inputs, or with dynamic_batch=True if only the batch size differs"
         ) from exc
     with _eval_mode(model), torch.inference_mode():
-        expected = [t.detach().float().cpu().numpy() for t in
-                    flatten_outputs(call_model(model, example_inputs))]
+        expected = [
+            t.detach().float().cpu().numpy()
+            for t in flatten_outputs(call_model(model, example_inputs))
+        ]
     if len(got) != len(expected):
         raise ExportError(
             f"{path} has {len(got)} outputs but the PyTorch model returns {len(expected)} "

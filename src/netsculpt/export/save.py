@@ -50,8 +50,10 @@ def base_reference(model: nn.Module, factory: str | None = None) -> dict[str, An
     if factory:
         return {"kind": "factory", "factory": factory}
     config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "to_dict") and type(model).__module__.startswith(
-        "transformers."
+    if (
+        config is not None
+        and hasattr(config, "to_dict")
+        and type(model).__module__.startswith("transformers.")
     ):
         return {
             "kind": "transformers",
@@ -224,8 +226,9 @@ def load(path: str | Path, *, base: nn.Module | None = None, strict: bool = True
     folder = Path(path)
     manifest_path = folder / MANIFEST
     if not folder.is_dir():
-        raise SaveLoadError(f"save folder {str(folder)!r} does not exist; pass the folder "
-                            f"written by netsculpt.save")
+        raise SaveLoadError(
+            f"save folder {str(folder)!r} does not exist; pass the folder written by netsculpt.save"
+        )
     if not manifest_path.is_file():
         raise SaveLoadError(
             f"{str(folder)!r} has no {MANIFEST}; it was not written by netsculpt.save (or the "

@@ -152,9 +152,7 @@ def analyze(
         timeout_s: bound on the capture time.
     """
     if on_unsupported not in ("skip", "error"):
-        raise InputError(
-            f"on_unsupported must be 'skip' or 'error', got {on_unsupported!r}"
-        )
+        raise InputError(f"on_unsupported must be 'skip' or 'error', got {on_unsupported!r}")
     program, seconds = capture(model, example_inputs, timeout_s=timeout_s)
     prop = Propagator(program, on_unsupported=on_unsupported, protect_outputs=protect_outputs)
     prop.run()
@@ -162,8 +160,10 @@ def analyze(
 
     # tied weights: every name of one tensor shares its spaces
     by_id: dict[int, list[str]] = {}
-    for name, t in [*model.named_parameters(remove_duplicate=False),
-                    *model.named_buffers(remove_duplicate=False)]:
+    for name, t in [
+        *model.named_parameters(remove_duplicate=False),
+        *model.named_buffers(remove_duplicate=False),
+    ]:
         by_id.setdefault(id(t), []).append(name)
     for names in by_id.values():
         known = [n for n in names if n in prop.param_slots or n in prop.buffer_slots]
@@ -253,9 +253,13 @@ def _removable_blocks(
         inputs = []
         for n in nodes:
             for a in n.args:
-                if (isinstance(a, torch.fx.Node) and a.name not in names
-                        and a.name not in params_inside and a.op != "get_attr"
-                        and isinstance(a.meta.get("val"), torch.Tensor)):
+                if (
+                    isinstance(a, torch.fx.Node)
+                    and a.name not in names
+                    and a.name not in params_inside
+                    and a.op != "get_attr"
+                    and isinstance(a.meta.get("val"), torch.Tensor)
+                ):
                     inputs.append(a)
         if not inputs:
             continue
@@ -268,8 +272,11 @@ def _removable_blocks(
             return [u]
 
         final_users = [w for u in users for w in skip_identity(u)]
-        if (final_users and all(op_name(u.target) in _ADD_OPS for u in final_users)
-                and tuple(inputs[0].meta["val"].shape) == shape):
+        if (
+            final_users
+            and all(op_name(u.target) in _ADD_OPS for u in final_users)
+            and tuple(inputs[0].meta["val"].shape) == shape
+        ):
             out.append(path)
             kinds[path] = "zeros"
             continue
@@ -326,7 +333,8 @@ def _collect_groups(
         producers = [(s, st) for s, st in occ if (s.tensor, s.dim) in prop.output_slots]
         if not producers:
             producers = [
-                (s, st) for s, st in occ
+                (s, st)
+                for s, st in occ
                 if not s.is_buffer and s.dim == 0 and param_ndim.get(s.tensor, 0) >= 2
             ]
         if not producers:

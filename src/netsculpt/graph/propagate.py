@@ -198,9 +198,7 @@ class Propagator:
         # a parameter or buffer the graph never reads (for example the second name of a
         # tied weight) keeps its size
         for node in self.program.graph.nodes:
-            if node.op == "placeholder" and not node.users and node.name in {
-                **params, **buffers
-            }:
+            if node.op == "placeholder" and not node.users and node.name in {**params, **buffers}:
                 self.taint_desc(self.desc(node), "not read by the captured graph")
         # remember which ops read each parameter
         for node in self.program.graph.nodes:
@@ -227,8 +225,10 @@ class Propagator:
             raise
         except Exception as exc:  # noqa: BLE001 - an unexpected argument form: be conservative
             return self.unsupported(
-                node, name, why=f"reaches '{name}' in module '{self.module_of(node) or '<top>'}'"
-                f" with arguments netsculpt does not understand ({type(exc).__name__}: {exc})"
+                node,
+                name,
+                why=f"reaches '{name}' in module '{self.module_of(node) or '<top>'}'"
+                f" with arguments netsculpt does not understand ({type(exc).__name__}: {exc})",
             )
 
     def unsupported(self, node: fx.Node, name: str, why: str = "") -> Any:
@@ -302,16 +302,88 @@ def _seq(arg: Any) -> list[Any]:
 
 
 @handles(
-    "add", "sub", "mul", "div", "where", "masked_fill", "clamp", "clamp_min", "clamp_max",
-    "pow", "neg", "relu", "gelu", "silu", "sigmoid", "tanh", "hardtanh", "hardswish",
-    "hardsigmoid", "leaky_relu", "elu", "selu", "celu", "exp", "log", "sqrt", "rsqrt", "abs",
-    "erf", "softplus", "mish", "relu6", "eq", "ne", "lt", "gt", "le", "ge", "minimum",
-    "maximum", "lerp", "addcmul", "addcdiv", "sign", "floor", "ceil", "round", "reciprocal",
-    "square", "sin", "cos", "logical_not", "logical_and", "logical_or", "bitwise_not",
-    "bitwise_and", "bitwise_or", "__and__", "__or__", "__xor__", "prelu", "rsub", "fill",
-    "glu_backward", "sgn", "expm1", "log1p", "log_sigmoid", "hardshrink", "floor_divide",
-    "remainder", "fmod", "atan", "atan2", "tan", "trunc", "frac", "xlogy", "isnan", "isinf",
-    "nan_to_num", "threshold",
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "where",
+    "masked_fill",
+    "clamp",
+    "clamp_min",
+    "clamp_max",
+    "pow",
+    "neg",
+    "relu",
+    "gelu",
+    "silu",
+    "sigmoid",
+    "tanh",
+    "hardtanh",
+    "hardswish",
+    "hardsigmoid",
+    "leaky_relu",
+    "elu",
+    "selu",
+    "celu",
+    "exp",
+    "log",
+    "sqrt",
+    "rsqrt",
+    "abs",
+    "erf",
+    "softplus",
+    "mish",
+    "relu6",
+    "eq",
+    "ne",
+    "lt",
+    "gt",
+    "le",
+    "ge",
+    "minimum",
+    "maximum",
+    "lerp",
+    "addcmul",
+    "addcdiv",
+    "sign",
+    "floor",
+    "ceil",
+    "round",
+    "reciprocal",
+    "square",
+    "sin",
+    "cos",
+    "logical_not",
+    "logical_and",
+    "logical_or",
+    "bitwise_not",
+    "bitwise_and",
+    "bitwise_or",
+    "__and__",
+    "__or__",
+    "__xor__",
+    "prelu",
+    "rsub",
+    "fill",
+    "glu_backward",
+    "sgn",
+    "expm1",
+    "log1p",
+    "log_sigmoid",
+    "hardshrink",
+    "floor_divide",
+    "remainder",
+    "fmod",
+    "atan",
+    "atan2",
+    "tan",
+    "trunc",
+    "frac",
+    "xlogy",
+    "isnan",
+    "isinf",
+    "nan_to_num",
+    "threshold",
 )
 def _pointwise(p: Propagator, node: fx.Node) -> Any:
     out_shape = p.out_shape(node)
@@ -336,11 +408,35 @@ def _pointwise(p: Propagator, node: fx.Node) -> Any:
 
 
 @handles(
-    "clone", "contiguous", "detach", "alias", "to", "_to_copy", "type_as", "lift_fresh_copy",
-    "dropout", "feature_dropout", "alpha_dropout", "zeros_like", "ones_like", "empty_like",
-    "full_like", "rand_like", "randn_like", "_conj", "conj", "resolve_conj", "resolve_neg",
-    "bernoulli", "_assert_tensor_metadata_identity", "positive", "identity",
-    "_native_batch_norm_legit_no_stats_identity", "lift_fresh", "detach_copy", "alias_copy",
+    "clone",
+    "contiguous",
+    "detach",
+    "alias",
+    "to",
+    "_to_copy",
+    "type_as",
+    "lift_fresh_copy",
+    "dropout",
+    "feature_dropout",
+    "alpha_dropout",
+    "zeros_like",
+    "ones_like",
+    "empty_like",
+    "full_like",
+    "rand_like",
+    "randn_like",
+    "_conj",
+    "conj",
+    "resolve_conj",
+    "resolve_neg",
+    "bernoulli",
+    "_assert_tensor_metadata_identity",
+    "positive",
+    "identity",
+    "_native_batch_norm_legit_no_stats_identity",
+    "lift_fresh",
+    "detach_copy",
+    "alias_copy",
 )
 def _identity(p: Propagator, node: fx.Node) -> Any:
     d = p.desc(node.args[0]) if node.args else None
@@ -364,17 +460,38 @@ def _copy_(p: Propagator, node: fx.Node) -> Any:
 
 
 @handles(
-    "_assert_tensor_metadata", "_assert_async", "_assert_scalar", "sym_constrain_range",
-    "sym_constrain_range_for_size", "_functional_assert_async",
+    "_assert_tensor_metadata",
+    "_assert_async",
+    "_assert_scalar",
+    "sym_constrain_range",
+    "sym_constrain_range_for_size",
+    "_functional_assert_async",
 )
 def _no_output(p: Propagator, node: fx.Node) -> Any:
     return None
 
 
 @handles(
-    "arange", "zeros", "ones", "full", "empty", "scalar_tensor", "new_zeros", "new_ones",
-    "new_full", "new_empty", "rand", "randn", "randint", "tensor", "linspace", "eye",
-    "_local_scalar_dense", "empty_strided", "new_empty_strided", "randperm",
+    "arange",
+    "zeros",
+    "ones",
+    "full",
+    "empty",
+    "scalar_tensor",
+    "new_zeros",
+    "new_ones",
+    "new_full",
+    "new_empty",
+    "rand",
+    "randn",
+    "randint",
+    "tensor",
+    "linspace",
+    "eye",
+    "_local_scalar_dense",
+    "empty_strided",
+    "new_empty_strided",
+    "randperm",
 )
 def _creation(p: Propagator, node: fx.Node) -> Any:
     return p.fresh_like(node, "created by the model's code with a literal size")
@@ -443,8 +560,15 @@ def _squeeze(p: Propagator, node: fx.Node) -> Any:
 
 
 @handles(
-    "view", "_unsafe_view", "reshape", "view_copy", "flatten", "unflatten", "_reshape_alias",
-    "view_as", "reshape_as",
+    "view",
+    "_unsafe_view",
+    "reshape",
+    "view_copy",
+    "flatten",
+    "unflatten",
+    "_reshape_alias",
+    "view_as",
+    "reshape_as",
 )
 def _reshape(p: Propagator, node: fx.Node) -> Any:
     d = p.desc(node.args[0])
@@ -506,9 +630,7 @@ def _record_literals(p: Propagator, node: fx.Node, result: Desc) -> None:
         return
     for lit, space in zip(sizes, result, strict=True):
         if isinstance(lit, int) and lit > 1:
-            p.shape_sites.append(
-                ShapeSite(node.name, p.module_stack(node), int(lit), space)
-            )
+            p.shape_sites.append(ShapeSite(node.name, p.module_stack(node), int(lit), space))
 
 
 @handles("expand", "expand_copy", "expand_as", "broadcast_to")
@@ -552,9 +674,7 @@ def _cat(p: Propagator, node: fx.Node) -> Any:
     tensors = [t for t in _seq(node.args[0]) if p.desc(t)]
     out_shape = p.out_shape(node)
     dim = _dim(_int(node.args[1]) if len(node.args) > 1 else 0, len(out_shape))
-    descs = [
-        x for x in (p.desc(t) for t in tensors) if x is not None and len(x) == len(out_shape)
-    ]
+    descs = [x for x in (p.desc(t) for t in tensors) if x is not None and len(x) == len(out_shape)]
     if not descs:
         return p.fresh_like(node, "")
     if sum(x[dim].size for x in descs) != out_shape[dim]:
@@ -608,8 +728,9 @@ def _split_pieces(p: Propagator, node: fx.Node, d: Desc, dim: int, sizes: list[i
     return outs
 
 
-@handles("split", "split_with_sizes", "split_copy", "split_with_sizes_copy", "chunk",
-         "tensor_split")
+@handles(
+    "split", "split_with_sizes", "split_copy", "split_with_sizes_copy", "chunk", "tensor_split"
+)
 def _split(p: Propagator, node: fx.Node) -> Any:
     """Every piece is a range of the split dimension; sizes come from the traced outputs."""
     d = p.desc(node.args[0])
@@ -715,8 +836,17 @@ def _index(p: Propagator, node: fx.Node) -> Any:
     return p.fresh(out_shape, reason)
 
 
-@handles("constant_pad_nd", "pad", "reflection_pad1d", "reflection_pad2d", "replication_pad1d",
-         "replication_pad2d", "reflection_pad3d", "replication_pad3d", "circular_pad2d")
+@handles(
+    "constant_pad_nd",
+    "pad",
+    "reflection_pad1d",
+    "reflection_pad2d",
+    "replication_pad1d",
+    "replication_pad2d",
+    "reflection_pad3d",
+    "replication_pad3d",
+    "circular_pad2d",
+)
 def _pad(p: Propagator, node: fx.Node) -> Any:
     d = p.desc(node.args[0])
     out_shape = p.out_shape(node)
@@ -732,8 +862,19 @@ def _pad(p: Propagator, node: fx.Node) -> Any:
     return out
 
 
-@handles("tril", "triu", "flip", "roll", "cumsum", "cumprod", "sort", "topk", "argsort",
-         "cummax", "cummin")
+@handles(
+    "tril",
+    "triu",
+    "flip",
+    "roll",
+    "cumsum",
+    "cumprod",
+    "sort",
+    "topk",
+    "argsort",
+    "cummax",
+    "cummin",
+)
 def _mixes_positions(p: Propagator, node: fx.Node) -> Any:
     d = p.desc(node.args[0])
     if d is None:
@@ -761,8 +902,10 @@ def _mixes_positions(p: Propagator, node: fx.Node) -> Any:
         p.taint_desc([d[i]], reason)
     val = node.meta.get("val")
     val_shape = p.out_shape(node) if isinstance(val, torch.Tensor) else cast(Any, val)[0].shape
-    out = [s if s.size == int(val_dim) else p.table.new(int(val_dim), reason)
-           for s, val_dim in zip(d, val_shape, strict=False)]
+    out = [
+        s if s.size == int(val_dim) else p.table.new(int(val_dim), reason)
+        for s, val_dim in zip(d, val_shape, strict=False)
+    ]
     if isinstance(val, (list, tuple)):
         return [out, list(out)]
     return out
@@ -773,12 +916,31 @@ def _mixes_positions(p: Propagator, node: fx.Node) -> Any:
 # ---------------------------------------------------------------------------------------
 
 _TAINTING_REDUCTIONS = {
-    "mean", "var", "std", "var_mean", "std_mean", "amax", "amin", "max", "min", "argmax",
-    "argmin", "logsumexp", "norm", "linalg_vector_norm", "prod", "any", "all", "median",
-    "aminmax", "nanmean", "count_nonzero",
+    "mean",
+    "var",
+    "std",
+    "var_mean",
+    "std_mean",
+    "amax",
+    "amin",
+    "max",
+    "min",
+    "argmax",
+    "argmin",
+    "logsumexp",
+    "norm",
+    "linalg_vector_norm",
+    "prod",
+    "any",
+    "all",
+    "median",
+    "aminmax",
+    "nanmean",
+    "count_nonzero",
     # a sum over channels keeps the contribution of a removed channel that is not zero
     # after a non-linearity (sigmoid(0) = 0.5): removing it changes the result
-    "sum", "nansum",
+    "sum",
+    "nansum",
 }
 
 
@@ -812,9 +974,7 @@ def _reduce(p: Propagator, node: fx.Node) -> Any:
     else:
         dims = [_dim(int(x), ndim) for x in dims_arg]
     if name in _TAINTING_REDUCTIONS:
-        reason = (
-            f"'{name}' over it in module '{p.module_of(node)}' depends on the channel count"
-        )
+        reason = f"'{name}' over it in module '{p.module_of(node)}' depends on the channel count"
         for i in dims:
             if d[i].size > 1:
                 p.taint_desc([d[i]], reason)
@@ -858,8 +1018,11 @@ def _layer_norm(p: Propagator, node: fx.Node) -> Any:
         if w is not None and len(w) == n:
             for x, y in zip(tail, w, strict=True):
                 p.unify(x, y)
-    p.taint_desc(tail, f"normalised over by '{op_name(node.target)}' in module "
-                       f"'{p.module_of(node)}' (its statistics depend on every channel)")
+    p.taint_desc(
+        tail,
+        f"normalised over by '{op_name(node.target)}' in module "
+        f"'{p.module_of(node)}' (its statistics depend on every channel)",
+    )
     out = list(d)
     val = node.meta.get("val")
     if isinstance(val, (list, tuple)):
@@ -868,9 +1031,17 @@ def _layer_norm(p: Propagator, node: fx.Node) -> Any:
     return out
 
 
-@handles("batch_norm", "_native_batch_norm_legit_no_training", "_native_batch_norm_legit",
-         "native_batch_norm", "_native_batch_norm_legit_functional", "instance_norm",
-         "cudnn_batch_norm", "_batch_norm_with_update", "_batch_norm_no_update")
+@handles(
+    "batch_norm",
+    "_native_batch_norm_legit_no_training",
+    "_native_batch_norm_legit",
+    "native_batch_norm",
+    "_native_batch_norm_legit_functional",
+    "instance_norm",
+    "cudnn_batch_norm",
+    "_batch_norm_with_update",
+    "_batch_norm_no_update",
+)
 def _batch_norm(p: Propagator, node: fx.Node) -> Any:
     d = p.desc(node.args[0])
     if d is None:
@@ -910,8 +1081,7 @@ def _group_norm(p: Propagator, node: fx.Node) -> Any:
     c = d[1]
     per_group = c.size // groups
     g = p.table.new(groups)
-    inner = p.table.new(per_group, f"channels inside one GroupNorm group in "
-                                   f"'{p.module_of(node)}'")
+    inner = p.table.new(per_group, f"channels inside one GroupNorm group in '{p.module_of(node)}'")
     p.unify(c, p.table.make_prod([g, inner]))
     for a in weights:
         w = p.desc(a)
@@ -996,8 +1166,16 @@ def _addmm(p: Propagator, node: fx.Node) -> Any:
     return out
 
 
-@handles("conv1d", "conv2d", "conv3d", "convolution", "_convolution", "conv_transpose1d",
-         "conv_transpose2d", "conv_transpose3d")
+@handles(
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "convolution",
+    "_convolution",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
+)
 def _conv(p: Propagator, node: fx.Node) -> Any:
     name = op_name(node.target)
     x, w = p.desc(node.args[0]), p.desc(node.args[1])
@@ -1051,7 +1229,7 @@ def _conv(p: Propagator, node: fx.Node) -> Any:
     if batched:
         out.append(x[0])
     out.append(out_c)
-    for size in out_shape[len(out):]:
+    for size in out_shape[len(out) :]:
         out.append(p.table.new(size, "a spatial dimension"))
     return out
 
@@ -1070,9 +1248,13 @@ def _embedding(p: Propagator, node: fx.Node) -> Any:
     return out
 
 
-@handles("scaled_dot_product_attention", "_scaled_dot_product_flash_attention_for_cpu",
-         "_scaled_dot_product_attention_math", "_scaled_dot_product_efficient_attention",
-         "_scaled_dot_product_flash_attention")
+@handles(
+    "scaled_dot_product_attention",
+    "_scaled_dot_product_flash_attention_for_cpu",
+    "_scaled_dot_product_attention_math",
+    "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_flash_attention",
+)
 def _sdpa(p: Propagator, node: fx.Node) -> Any:
     q, k, v = (p.desc(a) for a in node.args[:3])
     if q is None or k is None or v is None:
@@ -1118,13 +1300,34 @@ def _sdpa(p: Propagator, node: fx.Node) -> Any:
 
 
 @handles(
-    "max_pool1d", "max_pool2d", "max_pool3d", "max_pool2d_with_indices",
-    "max_pool1d_with_indices", "max_pool3d_with_indices", "avg_pool1d", "avg_pool2d",
-    "avg_pool3d", "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
-    "_adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d",
-    "upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "upsample_bilinear2d",
-    "upsample_bicubic2d", "upsample_linear1d", "upsample_trilinear3d", "_upsample_nearest_exact2d",
-    "_upsample_bilinear2d_aa", "interpolate", "grid_sampler", "grid_sampler_2d", "lp_pool2d",
+    "max_pool1d",
+    "max_pool2d",
+    "max_pool3d",
+    "max_pool2d_with_indices",
+    "max_pool1d_with_indices",
+    "max_pool3d_with_indices",
+    "avg_pool1d",
+    "avg_pool2d",
+    "avg_pool3d",
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool3d",
+    "_adaptive_avg_pool2d",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "upsample_nearest1d",
+    "upsample_nearest2d",
+    "upsample_nearest3d",
+    "upsample_bilinear2d",
+    "upsample_bicubic2d",
+    "upsample_linear1d",
+    "upsample_trilinear3d",
+    "_upsample_nearest_exact2d",
+    "_upsample_bilinear2d_aa",
+    "interpolate",
+    "grid_sampler",
+    "grid_sampler_2d",
+    "lp_pool2d",
 )
 def _spatial(p: Propagator, node: fx.Node) -> Any:
     d = p.desc(node.args[0])

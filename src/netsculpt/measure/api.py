@@ -87,7 +87,8 @@ class Measurement:
 
     def __str__(self) -> str:
         memory = (
-            "" if self.peak_memory_bytes is None
+            ""
+            if self.peak_memory_bytes is None
             else f", peak activations {self.peak_memory_bytes / 2**20:.2f} MiB"
         )
         overall = self.sparsity.get("*", 0.0)
@@ -122,7 +123,11 @@ def count_params(model: nn.Module) -> int:
 
 
 def _cpu_flash_attention_flop(
-    query_shape: Any, key_shape: Any, value_shape: Any, *args: Any, out_shape: Any = None,
+    query_shape: Any,
+    key_shape: Any,
+    value_shape: Any,
+    *args: Any,
+    out_shape: Any = None,
     **kwargs: Any,
 ) -> int:
     return int(flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape))
@@ -157,8 +162,8 @@ def count_macs(model: nn.Module, example_inputs: ExampleInputs) -> int:
 def _is_weight_layer(module: nn.Module) -> bool:
     # transformers' Conv1D (GPT-2) is a Linear with a transposed weight
     return isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) or (
-        type(module).__name__ == "Conv1D" and isinstance(getattr(module, "weight", None),
-                                                         torch.Tensor)
+        type(module).__name__ == "Conv1D"
+        and isinstance(getattr(module, "weight", None), torch.Tensor)
     )
 
 
@@ -291,13 +296,16 @@ def compare_latency(
                 for _ in range(warmup):
                     runs[name]()
             for r in range(rounds):
-                for name in names[r % len(names):] + names[: r % len(names)]:
+                for name in names[r % len(names) :] + names[: r % len(names)]:
                     times[name] += time_runs(runs[name], warmup=0, repeats=repeats)
     else:
         for r in range(rounds):
-            for name in names[r % len(names):] + names[: r % len(names)]:
+            for name in names[r % len(names) :] + names[: r % len(names)]:
                 times[name] += runner.measure(
-                    models[name], example_inputs, warmup=warmup if r == 0 else 1,
-                    repeats=repeats, threads=threads,
+                    models[name],
+                    example_inputs,
+                    warmup=warmup if r == 0 else 1,
+                    repeats=repeats,
+                    threads=threads,
                 )
     return {name: percentile(values, 50) for name, values in times.items()}

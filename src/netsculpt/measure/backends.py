@@ -150,9 +150,7 @@ class OnnxRuntimeBackend(_PreparedBackend):
 
         with tempfile.TemporaryDirectory(prefix="netsculpt-onnx-") as folder:
             try:
-                path = export_onnx(
-                    model, example_inputs, Path(folder) / "model.onnx", check=False
-                )
+                path = export_onnx(model, example_inputs, Path(folder) / "model.onnx", check=False)
                 session = onnxruntime_session(path, threads=threads)
             except NetsculptError as exc:
                 raise MeasureError(

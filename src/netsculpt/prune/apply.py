@@ -138,8 +138,7 @@ def apply(model: nn.Module, plan: Plan, *, inplace: bool = False) -> nn.Module:
             module = new.get_submodule(module_path)
         except AttributeError as exc:
             raise PlanError(
-                f"the plan sets {attr!r} on module {module_path!r}, which the model does not "
-                f"have"
+                f"the plan sets {attr!r} on module {module_path!r}, which the model does not have"
             ) from exc
         setattr(module, attr, value)
     for module_path, kind in plan.removed:

@@ -259,4 +259,3 @@ def activation(group: Group, ctx: ImportanceContext) -> np.ndarray:
             per = per * act.numpy().astype(np.float64) ** 2
         total += np.sqrt(_bins(ctx.graph, group, tensor, dim, per))
     return total
-

@@ -59,12 +59,21 @@ def iterative_prune(
     current = model
     calib = task.calib_batches() if importance in ("taylor", "activation") else None
     for i in range(steps):
-        step_plan = plan(current, example_inputs, ratio=per_step, importance=importance,
-                         exclude=exclude, round_to=round_to, calib=calib, seed=seed + i)
+        step_plan = plan(
+            current,
+            example_inputs,
+            ratio=per_step,
+            importance=importance,
+            exclude=exclude,
+            round_to=round_to,
+            calib=calib,
+            seed=seed + i,
+        )
         current = apply(current, step_plan)
         if recovery == "distill":
-            current = distill(current, model, task, budget_per_step, seed=seed + i,
-                              progress=progress)
+            current = distill(
+                current, model, task, budget_per_step, seed=seed + i, progress=progress
+            )
         else:
             current = finetune(current, task, budget_per_step, seed=seed + i, progress=progress)
     return current

@@ -79,11 +79,16 @@ def factorize_module(module: nn.Module, rank: int) -> nn.Sequential:
         second = nn.Linear(rank, module.out_features, bias=bias is not None)
     else:
         conv = cast(nn.Conv2d, module)
-        first = nn.Conv2d(conv.in_channels, rank, cast(tuple[int, int], conv.kernel_size),
-                          stride=cast(tuple[int, int], conv.stride),
-                          padding=cast(tuple[int, int], conv.padding),
-                          dilation=cast(tuple[int, int], conv.dilation), bias=False,
-                          padding_mode=conv.padding_mode)
+        first = nn.Conv2d(
+            conv.in_channels,
+            rank,
+            cast(tuple[int, int], conv.kernel_size),
+            stride=cast(tuple[int, int], conv.stride),
+            padding=cast(tuple[int, int], conv.padding),
+            dilation=cast(tuple[int, int], conv.dilation),
+            bias=False,
+            padding_mode=conv.padding_mode,
+        )
         second = nn.Conv2d(rank, conv.out_channels, 1, bias=bias is not None)
     with torch.no_grad():
         first.weight.copy_(first_w.reshape(first.weight.shape))
@@ -145,9 +150,12 @@ def factorize(
             f"{config.min_saving:.0%} of parameters); lower energy= or rank_ratio="
         )
     shapes = {
-        f"{m}.weight": tuple(cast(torch.Tensor, model.get_submodule(m).weight).shape)
-        for m in ranks
+        f"{m}.weight": tuple(cast(torch.Tensor, model.get_submodule(m).weight).shape) for m in ranks
     }
-    step = Plan(tensors={}, shapes=shapes, lowrank=tuple(ranks.items()),
-                meta={"factorize": {"energy": config.energy, "rank_ratio": config.rank_ratio}})
+    step = Plan(
+        tensors={},
+        shapes=shapes,
+        lowrank=tuple(ranks.items()),
+        meta={"factorize": {"energy": config.energy, "rank_ratio": config.rank_ratio}},
+    )
     return apply(model, step)

@@ -83,10 +83,14 @@ class Plan:
 
     @property
     def is_identity(self) -> bool:
-        return not self.removed and not self.lowrank and all(
-            len(idx) == self.shapes[name][dim]
-            for name, dims in self.tensors.items()
-            for dim, idx in dims.items()
+        return (
+            not self.removed
+            and not self.lowrank
+            and all(
+                len(idx) == self.shapes[name][dim]
+                for name, dims in self.tensors.items()
+                for dim, idx in dims.items()
+            )
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,7 +138,9 @@ class Plan:
                 attrs=tuple((str(m), str(a), v) for m, a, v in data.get("attrs", [])),
                 groups=tuple(
                     GroupDecision(
-                        name=g["name"], kind=g["kind"], size=int(g["size"]),
+                        name=g["name"],
+                        kind=g["kind"],
+                        size=int(g["size"]),
                         kept=decode_indices(g["kept"]),
                     )
                     for g in data.get("groups", [])
@@ -183,7 +189,9 @@ class Plan:
         for g in second.groups:
             old = by_name.pop(g.name, None)
             if old is not None and len(old.kept) == g.size:
-                groups.append(GroupDecision(g.name, g.kind, old.size, tuple(old.kept[i] for i in g.kept)))
+                groups.append(
+                    GroupDecision(g.name, g.kind, old.size, tuple(old.kept[i] for i in g.kept))
+                )
             else:
                 groups.append(g)
         groups.extend(by_name.values())

@@ -23,10 +23,12 @@ __all__ = ["plan", "prune"]
 
 Ratio = float | Mapping[str, float]
 
-_ATTR_NAME = re.compile(r"(head|size|dim|num|width|channel|feature|embed|split|inner|hidden)",
-                        re.IGNORECASE)
-_ATTR_SKIP = re.compile(r"(idx|index|layer_id|layer_num|seed|vocab|max_position|position)",
-                        re.IGNORECASE)
+_ATTR_NAME = re.compile(
+    r"(head|size|dim|num|width|channel|feature|embed|split|inner|hidden)", re.IGNORECASE
+)
+_ATTR_SKIP = re.compile(
+    r"(idx|index|layer_id|layer_num|seed|vocab|max_position|position)", re.IGNORECASE
+)
 
 
 def _check_ratio(value: Any, where: str) -> float:
@@ -157,8 +159,7 @@ def plan(
     meta = {
         "ratio": dict(ratio) if isinstance(ratio, Mapping) else ratio,
         "importance": (
-            importance if isinstance(importance, str)
-            else getattr(importance, "__name__", "custom")
+            importance if isinstance(importance, str) else getattr(importance, "__name__", "custom")
         ),
         "round_to": round_to,
         "global_ranking": bool(global_ranking),
@@ -179,10 +180,13 @@ def plan(
         keep_whole = {uid for uid in keep_whole if not decisions.get(uid, np.ones(1, bool)).all()}
         if not keep_whole:
             continue
-        relaxed = {uid: (np.ones_like(m) if uid in keep_whole else m) for uid, m in decisions.items()}
+        relaxed = {
+            uid: (np.ones_like(m) if uid in keep_whole else m) for uid, m in decisions.items()
+        }
         names = [g.name for g in groups if g.uid in keep_whole]
-        result, shape_attrs, _ = _build(model, graph, groups, relaxed, removed,
-                                        {**meta, "kept_whole": names})
+        result, shape_attrs, _ = _build(
+            model, graph, groups, relaxed, removed, {**meta, "kept_whole": names}
+        )
         outcome = _verify(model, example_inputs, graph, relaxed, result, shape_attrs)
         if isinstance(outcome, Plan):
             return outcome
@@ -213,13 +217,21 @@ def _build(
     meta: Mapping[str, Any],
 ) -> tuple[Plan, list[tuple[str, str, Any]], set[int]]:
     decided = [
-        GroupDecision(g.name, g.kind, g.size, tuple(int(i) for i in np.nonzero(decisions[g.uid])[0]))
+        GroupDecision(
+            g.name, g.kind, g.size, tuple(int(i) for i in np.nonzero(decisions[g.uid])[0])
+        )
         for g in groups
     ]
     tensors, shapes = _slice_tensors(model, graph, decisions)
     group_attrs, shape_attrs, unresolved = _attribute_updates(model, graph, decisions)
-    plan_ = Plan(tensors=tensors, shapes=shapes, attrs=tuple(group_attrs),
-                 groups=tuple(decided), removed=tuple(removed), meta=dict(meta))
+    plan_ = Plan(
+        tensors=tensors,
+        shapes=shapes,
+        attrs=tuple(group_attrs),
+        groups=tuple(decided),
+        removed=tuple(removed),
+        meta=dict(meta),
+    )
     return plan_, shape_attrs, unresolved
 
 
@@ -251,6 +263,7 @@ def _removed_blocks(
     arity: dict[str, int] = {}
     hooks = []
     for name in names:
+
         def hook(module: nn.Module, args: Any, output: Any, name: str = name) -> None:
             if isinstance(output, torch.Tensor):
                 arity[name] = 1
@@ -258,6 +271,7 @@ def _removed_blocks(
                 arity[name] = len(output)
             else:
                 arity[name] = -1
+
         hooks.append(model.get_submodule(name).register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -312,7 +326,9 @@ def _keep_counts(
     return counts
 
 
-def _mask_of(imap: Mapping[int, tuple[Any, np.ndarray]], decisions: Mapping[int, np.ndarray]) -> np.ndarray | None:
+def _mask_of(
+    imap: Mapping[int, tuple[Any, np.ndarray]], decisions: Mapping[int, np.ndarray]
+) -> np.ndarray | None:
     """Kept positions of a dimension from its index map; None when nothing there is removed."""
     mask: np.ndarray | None = None
     for uid, (_leaf, arr) in imap.items():
@@ -421,7 +437,7 @@ def _zeroed_reference(
     saved: list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]] = []
     try:
         with torch.no_grad():
-            for (tensor, dim) in graph.slot_spaces:
+            for tensor, dim in graph.slot_spaces:
                 t = params.get(tensor)
                 if t is None:
                     continue
@@ -438,7 +454,10 @@ def _zeroed_reference(
                         continue
                     saved.append((p, 0, all_idx, p.detach().clone()))
                     p.zero_()
-            return [o.detach().float().clone() for o in flatten_outputs(call_model(model, example_inputs))]
+            return [
+                o.detach().float().clone()
+                for o in flatten_outputs(call_model(model, example_inputs))
+            ]
     finally:
         with torch.no_grad():
             for target, dim, idx, values in reversed(saved):
@@ -489,15 +508,22 @@ def _verify(
     errors: list[str] = []
 
     def with_attrs(attrs: Sequence[tuple[str, str, Any]]) -> Plan:
-        return Plan(tensors=result.tensors, shapes=result.shapes,
-                    attrs=result.attrs + tuple(attrs), groups=result.groups,
-                    removed=result.removed, meta=result.meta)
+        return Plan(
+            tensors=result.tensors,
+            shapes=result.shapes,
+            attrs=result.attrs + tuple(attrs),
+            groups=result.groups,
+            removed=result.removed,
+            meta=result.meta,
+        )
 
     def runs(candidate: Plan) -> str:
         small = apply(model, candidate).eval()
         try:
             with torch.no_grad():
-                outs = [o.detach().float() for o in flatten_outputs(call_model(small, example_inputs))]
+                outs = [
+                    o.detach().float() for o in flatten_outputs(call_model(small, example_inputs))
+                ]
         except Exception as exc:  # noqa: BLE001 - reported below with every attempt
             cause = exc.__cause__ or exc
             first = str(cause).splitlines()[0] if str(cause) else ""
@@ -511,8 +537,10 @@ def _verify(
             return f"output shapes changed from {expected} to {got}"
         diff = _max_difference(outs, reference or [])
         if diff is not None:
-            return (f"outputs differ from the original with the removed units zeroed "
-                    f"(max difference {diff:.3g})")
+            return (
+                f"outputs differ from the original with the removed units zeroed "
+                f"(max difference {diff:.3g})"
+            )
         return ""
 
     error = runs(result)
@@ -554,7 +582,9 @@ def prune(
     if not inplace:
         return apply(model, plan(model, example_inputs, **options))
     graph = options.pop("graph", None) or analyze(
-        model, example_inputs, exclude=options.get("exclude", ()),
+        model,
+        example_inputs,
+        exclude=options.get("exclude", ()),
         protect_outputs=options.get("protect_outputs", True),
     )
     options["verify"] = False

@@ -103,10 +103,15 @@ def front_figure(front: Any, *, highlight: int | None = None) -> go.Figure:
         t = front.trial(highlight)
         fig.add_trace(
             go.Scatter(
-                x=[t.latency_ms], y=[t.score], mode="markers",
+                x=[t.latency_ms],
+                y=[t.score],
+                mode="markers",
                 name=f"trial {t.number} (shown below)",
-                marker={"size": _size(t.params, lo, hi) + 8, "color": "rgba(0,0,0,0)",
-                            "line": {"color": "#d62728", "width": 3}},
+                marker={
+                    "size": _size(t.params, lo, hi) + 8,
+                    "color": "rgba(0,0,0,0)",
+                    "line": {"color": "#d62728", "width": 3},
+                },
                 hoverinfo="skip",
             )
         )
@@ -114,12 +119,22 @@ def front_figure(front: Any, *, highlight: int | None = None) -> go.Figure:
         b = front.baseline
         fig.add_trace(
             go.Scatter(
-                x=[b.latency_ms], y=[b.score], mode="markers+text", name="dense model",
-                marker={"symbol": "star", "size": _size(b.params, lo, hi) + 4, "color": "#ff7f0e",
-                            "line": {"color": "black", "width": 1}},
-                text=["dense"], textposition="top center",
-                hovertemplate=(f"dense model<br>{b.params:,} params, {b.macs:,} MACs<br>"
-                               "%{x:.3f} ms, score %{y:.4f}<extra></extra>"),
+                x=[b.latency_ms],
+                y=[b.score],
+                mode="markers+text",
+                name="dense model",
+                marker={
+                    "symbol": "star",
+                    "size": _size(b.params, lo, hi) + 4,
+                    "color": "#ff7f0e",
+                    "line": {"color": "black", "width": 1},
+                },
+                text=["dense"],
+                textposition="top center",
+                hovertemplate=(
+                    f"dense model<br>{b.params:,} params, {b.macs:,} MACs<br>"
+                    "%{x:.3f} ms, score %{y:.4f}<extra></extra>"
+                ),
             )
         )
     fig.update_layout(
@@ -145,8 +160,12 @@ def widths_figure(front: Any, number: int) -> go.Figure:
     fig.add_trace(go.Bar(x=names, y=original, name="original", marker_color="#c7d7ea"))
     fig.add_trace(
         go.Bar(
-            x=names, y=kept, name="kept", marker_color="#1f77b4",
-            text=[f"{k}/{o}" for k, o in zip(kept, original, strict=False)], textposition="outside",
+            x=names,
+            y=kept,
+            name="kept",
+            marker_color="#1f77b4",
+            text=[f"{k}/{o}" for k, o in zip(kept, original, strict=False)],
+            textposition="outside",
             hovertemplate="%{x}<br>kept %{y} units<extra></extra>",
         )
     )
@@ -181,8 +200,11 @@ def _table(front: Any, highlight: int | None) -> str:
             f"<td>{speed}</td><td>{row['params']:,}</td><td>{row['macs']:,}</td></tr>"
         )
     return (
-        "<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>"
-        + "".join(rows) + "</tbody></table>"
+        "<table><thead><tr>"
+        + "".join(f"<th>{h}</th>" for h in head)
+        + "</tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
     )
 
 
@@ -222,14 +244,26 @@ def report(
     chosen = front.knee().number if trial is None else front.trial(trial).number
     fig_front = front_figure(front, highlight=chosen)
     fig_widths = widths_figure(front, chosen)
-    div_front = pio.to_html(fig_front, include_plotlyjs=True, full_html=False,
-                            div_id="netsculpt-front", config={"displaylogo": False})
-    div_widths = pio.to_html(fig_widths, include_plotlyjs=False, full_html=False,
-                             div_id="netsculpt-widths", config={"displaylogo": False})
+    div_front = pio.to_html(
+        fig_front,
+        include_plotlyjs=True,
+        full_html=False,
+        div_id="netsculpt-front",
+        config={"displaylogo": False},
+    )
+    div_widths = pio.to_html(
+        fig_widths,
+        include_plotlyjs=False,
+        full_html=False,
+        div_id="netsculpt-widths",
+        config={"displaylogo": False},
+    )
     base = front.baseline
     meta = [
-        (f"{len(front.completed)} completed trials, {len(front.failed)} failed, "
-         f"{len(front.trials)} on the Pareto front of {', '.join(front.objectives)}"),
+        (
+            f"{len(front.completed)} completed trials, {len(front.failed)} failed, "
+            f"{len(front.trials)} on the Pareto front of {', '.join(front.objectives)}"
+        ),
         f"latency backend: {front.backend}",
     ]
     if base is not None:
@@ -247,12 +281,12 @@ def report(
 <style>{_CSS}</style></head>
 <body>
 <h1>netsculpt search report: {name}</h1>
-<p class="meta">{'<br>'.join(html.escape(m) for m in meta)}<br>written {stamp}</p>
+<p class="meta">{"<br>".join(html.escape(m) for m in meta)}<br>written {stamp}</p>
 <h2>Pareto front</h2>
 {div_front}
 <h2>Trials on the front</h2>
 {_table(front, chosen)}
-<h2>Kept widths of trial {chosen}{' (knee of the front)' if trial is None else ''}</h2>
+<h2>Kept widths of trial {chosen}{" (knee of the front)" if trial is None else ""}</h2>
 {div_widths}
 </body></html>
 """

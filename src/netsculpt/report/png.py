@@ -49,16 +49,30 @@ def write_png(
         page = Path(tmp) / "figure.html"
         fig = go.Figure(fig)
         fig.update_layout(width=width, height=height, margin={"l": 60, "r": 30, "t": 60, "b": 60})
-        html = pio.to_html(fig, include_plotlyjs=True, full_html=True,
-                           config={"displayModeBar": False, "staticPlot": True})
+        html = pio.to_html(
+            fig,
+            include_plotlyjs=True,
+            full_html=True,
+            config={"displayModeBar": False, "staticPlot": True},
+        )
         html = html.replace("<body>", "<body style='margin:0;overflow:hidden'>", 1)
         page.write_text(html, encoding="utf-8")
         cmd = [
-            browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-            "--no-first-run", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--hide-scrollbars", f"--user-data-dir={Path(tmp) / 'profile'}",
-            "--virtual-time-budget=10000", f"--window-size={width},{height}",
-            f"--screenshot={out.resolve()}", page.resolve().as_uri(),
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            f"--user-data-dir={Path(tmp) / 'profile'}",
+            "--virtual-time-budget=10000",
+            f"--window-size={width},{height}",
+            f"--screenshot={out.resolve()}",
+            page.resolve().as_uri(),
         ]
         try:
             subprocess.run(cmd, capture_output=True, timeout=120, check=True)

@@ -133,9 +133,15 @@ def worker_main(payload: str, index: int, share: int, threads: int, error_path: 
             from netsculpt.tasks.registry import get_task
 
             task = get_task(job.task_name)
-        run_worker(job, model=model, example_inputs=example_inputs, task=task,
-                   graph=content["graph"],
-                   index=index, share=share)
+        run_worker(
+            job,
+            model=model,
+            example_inputs=example_inputs,
+            task=task,
+            graph=content["graph"],
+            index=index,
+            share=share,
+        )
     except BaseException:  # noqa: BLE001 -- reported to the parent, then exit 1
         Path(error_path).write_text(traceback.format_exc())
         raise SystemExit(1) from None

@@ -165,10 +165,24 @@ def search(
 
     with _gc_frozen():
         return _search(
-            model, example_inputs, task=task, n_trials=n_trials, objectives=objectives,
-            storage=storage, study_name=study_name, sampler=sampler, workers=workers,
-            space=space, limits=limits, screening=screening, backend=backend, seed=seed,
-            recover_budget=recover_budget, timeout=timeout, progress=progress, options=options,
+            model,
+            example_inputs,
+            task=task,
+            n_trials=n_trials,
+            objectives=objectives,
+            storage=storage,
+            study_name=study_name,
+            sampler=sampler,
+            workers=workers,
+            space=space,
+            limits=limits,
+            screening=screening,
+            backend=backend,
+            seed=seed,
+            recover_budget=recover_budget,
+            timeout=timeout,
+            progress=progress,
+            options=options,
         )
 
 
@@ -212,8 +226,7 @@ def _search(
     graph = analyze(model, example_inputs)
     bound = build_space(graph, space)
     spec = (
-        storage if isinstance(storage, BaseStorage)
-        else resolve_storage(storage, workers=workers)
+        storage if isinstance(storage, BaseStorage) else resolve_storage(storage, workers=workers)
     )
     opened = spec if isinstance(spec, BaseStorage) else open_storage(spec)
     name = study_name or f"netsculpt-{type(model).__name__.lower()}-{bound.signature[:8]}"
@@ -271,7 +284,10 @@ def _search(
             )
             if workers == 1:
                 study.sampler = build_sampler(
-                    job, bound, worker=0, plan_key=evaluator.plan_key,
+                    job,
+                    bound,
+                    worker=0,
+                    plan_key=evaluator.plan_key,
                     instance=sampler if isinstance(sampler, BaseSampler) else None,
                 )
                 run_trials(study, evaluator, remaining, job, progress=progress)
@@ -279,8 +295,15 @@ def _search(
                 from netsculpt.search._workers import run_workers
 
                 run_workers(
-                    job, model=model, example_inputs=example_inputs, task=task, graph=graph,
-                    workers=workers, remaining=remaining, study=study, progress=progress,
+                    job,
+                    model=model,
+                    example_inputs=example_inputs,
+                    task=task,
+                    graph=graph,
+                    workers=workers,
+                    remaining=remaining,
+                    study=study,
+                    progress=progress,
                 )
     study = optuna.load_study(study_name=name, storage=opened)
     return Front(study, model=model, task=task)
@@ -400,8 +423,10 @@ def load_study(
     storage: str | os.PathLike[str] | BaseStorage | None, study_name: str
 ) -> optuna.Study:
     """Open an existing study; a missing one raises SearchError listing those stored."""
-    opened = storage if isinstance(storage, BaseStorage) else open_storage(
-        resolve_storage(storage), heartbeat=False
+    opened = (
+        storage
+        if isinstance(storage, BaseStorage)
+        else open_storage(resolve_storage(storage), heartbeat=False)
     )
     try:
         return optuna.load_study(study_name=study_name, storage=opened)
@@ -435,7 +460,8 @@ def _open_study(
     from netsculpt.search.objective import OBJECTIVES
 
     directions = [
-        optuna.study.StudyDirection.MAXIMIZE if OBJECTIVES[o]
+        optuna.study.StudyDirection.MAXIMIZE
+        if OBJECTIVES[o]
         else optuna.study.StudyDirection.MINIMIZE
         for o in objectives
     ]
@@ -524,9 +550,7 @@ def _predictor(value: bool | Predictor | None) -> Predictor | None:
         return Predictor()
     if isinstance(value, Predictor):
         return value
-    raise InputError(
-        f"predictor must be True, False or a netsculpt Predictor(...), got {value!r}"
-    )
+    raise InputError(f"predictor must be True, False or a netsculpt Predictor(...), got {value!r}")
 
 
 def _check_importance(evaluator: Evaluator) -> None:
@@ -544,7 +568,10 @@ def _check_importance(evaluator: Evaluator) -> None:
         params["importance"] = criterion
         try:
             bound.to_plan(
-                evaluator.model, evaluator.example_inputs, params, graph=evaluator.graph,
+                evaluator.model,
+                evaluator.example_inputs,
+                params,
+                graph=evaluator.graph,
                 calib=evaluator._calib_batches(params),
             )
         except _InputError:

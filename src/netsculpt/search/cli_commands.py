@@ -45,8 +45,9 @@ BUILTIN_MODELS = ("digits", "minilm")
 # models are rebuilt from their saved config)
 _BASE_FACTORIES = {"digits": "netsculpt.tasks.digits:DigitsCNN"}
 
-app = typer.Typer(help="Search sub-networks, inspect the front, export and report.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Search sub-networks, inspect the front, export and report.", no_args_is_help=True
+)
 console = Console()
 
 
@@ -99,11 +100,7 @@ def resolve_model(spec: str) -> tuple[nn.Module, Any]:
         raise FactoryError(
             f"model spec {spec!r}: calling {attr}() raised {type(exc).__name__}: {exc}"
         ) from exc
-    if (
-        not isinstance(result, tuple)
-        or len(result) != 2
-        or not isinstance(result[0], nn.Module)
-    ):
+    if not isinstance(result, tuple) or len(result) != 2 or not isinstance(result[0], nn.Module):
         raise FactoryError(
             f"model spec {spec!r}: {attr}() returned {type(result).__name__}, not "
             f"(nn.Module, example_inputs); return e.g. (model, torch.randn(1, 3, 224, 224))"
@@ -138,25 +135,44 @@ def front_table(front: Any, *, all_trials: bool = False) -> Table:
     )
     table = Table(title=title)
     for col, justify in (
-        ("trial", "right"), ("score", "right"), ("vs dense", "right"),
-        ("latency ms", "right"), ("p90 ms", "right"), ("speedup", "right"),
-        ("params", "right"), ("MACs", "right"), ("", "left"),
+        ("trial", "right"),
+        ("score", "right"),
+        ("vs dense", "right"),
+        ("latency ms", "right"),
+        ("p90 ms", "right"),
+        ("speedup", "right"),
+        ("params", "right"),
+        ("MACs", "right"),
+        ("", "left"),
     ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     base = front.baseline
     if base is not None:
         table.add_row(
-            "dense", f"{base.score:.4f}", "", f"{base.latency_ms:.3f}",
-            f"{base.latency_p90_ms:.3f}", "1.00x", f"{base.params:,}", f"{base.macs:,}", "",
+            "dense",
+            f"{base.score:.4f}",
+            "",
+            f"{base.latency_ms:.3f}",
+            f"{base.latency_p90_ms:.3f}",
+            "1.00x",
+            f"{base.params:,}",
+            f"{base.macs:,}",
+            "",
             style="dim",
         )
     for t in sorted(trials, key=lambda t: t.latency_ms):
         speed = front.speedup(t)
         rel = "" if base is None or base.score == 0 else f"{t.score / base.score:.1%}"
         table.add_row(
-            str(t.number), f"{t.score:.4f}", rel, f"{t.latency_ms:.3f}",
-            f"{t.latency_p90_ms:.3f}", "" if speed is None else f"{speed:.2f}x",
-            f"{t.params:,}", f"{t.macs:,}", "knee" if t.number == knee else "",
+            str(t.number),
+            f"{t.score:.4f}",
+            rel,
+            f"{t.latency_ms:.3f}",
+            f"{t.latency_p90_ms:.3f}",
+            "" if speed is None else f"{speed:.2f}x",
+            f"{t.params:,}",
+            f"{t.macs:,}",
+            "knee" if t.number == knee else "",
         )
     return table
 
@@ -170,36 +186,51 @@ def _fail(exc: NetsculptError) -> None:
 
 StorageOpt = Annotated[
     str | None,
-    typer.Option("--storage", help="sqlite:///file.db, postgresql://..., or a journal file "
-                 "path; default sqlite:///netsculpt.db (netsculpt.journal with --workers > 1)"),
+    typer.Option(
+        "--storage",
+        help="sqlite:///file.db, postgresql://..., or a journal file "
+        "path; default sqlite:///netsculpt.db (netsculpt.journal with --workers > 1)",
+    ),
 ]
 
 
 def search_command(
-    model: Annotated[str, typer.Argument(help="built-in name (digits, minilm) or "
-                                         "'package.module:factory'")],
-    task: Annotated[str, typer.Option("--task", help="task name or 'package.module:factory'")]
-    = "digits",
-    trials: Annotated[int, typer.Option("--trials", help="trials the study holds when done")]
-    = 60,
+    model: Annotated[
+        str, typer.Argument(help="built-in name (digits, minilm) or 'package.module:factory'")
+    ],
+    task: Annotated[
+        str, typer.Option("--task", help="task name or 'package.module:factory'")
+    ] = "digits",
+    trials: Annotated[int, typer.Option("--trials", help="trials the study holds when done")] = 60,
     storage: StorageOpt = None,
-    study: Annotated[str | None, typer.Option("--study", help="study name (default: derived "
-                                               "from the model, so a rerun resumes)")] = None,
+    study: Annotated[
+        str | None,
+        typer.Option(
+            "--study", help="study name (default: derived from the model, so a rerun resumes)"
+        ),
+    ] = None,
     sampler: Annotated[str, typer.Option("--sampler", help="nsga2, tpe or random")] = "nsga2",
     workers: Annotated[int, typer.Option("--workers", help="worker processes here")] = 1,
-    backend: Annotated[str, typer.Option("--backend", help="latency backend: torch or "
-                                          "onnxruntime")] = "torch",
-    predictor: Annotated[bool, typer.Option("--predictor/--no-predictor",
-                                            help="screen candidates with a surrogate")] = False,
-    objectives: Annotated[str, typer.Option("--objectives", help="comma-separated")]
-    = "score,latency_ms,params",
-    tie: Annotated[str, typer.Option("--tie", help="keep ratios per stage, layer or uniform")]
-    = "stage",
+    backend: Annotated[
+        str, typer.Option("--backend", help="latency backend: torch or onnxruntime")
+    ] = "torch",
+    predictor: Annotated[
+        bool, typer.Option("--predictor/--no-predictor", help="screen candidates with a surrogate")
+    ] = False,
+    objectives: Annotated[
+        str, typer.Option("--objectives", help="comma-separated")
+    ] = "score,latency_ms,params",
+    tie: Annotated[
+        str, typer.Option("--tie", help="keep ratios per stage, layer or uniform")
+    ] = "stage",
     min_keep: Annotated[float, typer.Option("--min-keep")] = 0.25,
-    max_latency_ms: Annotated[float | None, typer.Option("--max-latency-ms",
-                                                        help="constraint")] = None,
-    recover_budget: Annotated[str | None, typer.Option(
-        "--recover-budget", help="recovery budget per trial, e.g. 200 (steps) or 30s")] = None,
+    max_latency_ms: Annotated[
+        float | None, typer.Option("--max-latency-ms", help="constraint")
+    ] = None,
+    recover_budget: Annotated[
+        str | None,
+        typer.Option("--recover-budget", help="recovery budget per trial, e.g. 200 (steps) or 30s"),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     timeout: Annotated[float | None, typer.Option("--timeout", help="seconds")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
@@ -256,11 +287,11 @@ def pareto_command(
 def export_command(
     study: Annotated[str, typer.Option("--study", help="study name")],
     out: Annotated[Path, typer.Option("--out", help="folder to write")],
-    trial: Annotated[int | None, typer.Option("--trial", help="trial number (default: the "
-                                              "knee of the front)")] = None,
+    trial: Annotated[
+        int | None, typer.Option("--trial", help="trial number (default: the knee of the front)")
+    ] = None,
     storage: StorageOpt = None,
-    onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="also write model.onnx")]
-    = False,
+    onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="also write model.onnx")] = False,
 ) -> None:
     """Materialise one trial: plan + weights (ns.save), optionally ONNX."""
     from netsculpt.search.front import Front
@@ -279,8 +310,9 @@ def export_command(
         if onnx:
             from netsculpt.export.onnx import export_onnx
 
-            written.append(str(export_onnx(small, front.example_inputs(),
-                                           Path(out) / "model.onnx")))
+            written.append(
+                str(export_onnx(small, front.example_inputs(), Path(out) / "model.onnx"))
+            )
     except NetsculptError as exc:
         _fail(exc)
         return
@@ -294,8 +326,9 @@ def report_command(
     study: Annotated[str, typer.Option("--study", help="study name")],
     out: Annotated[Path, typer.Option("--out", help="HTML file to write")] = Path("report.html"),
     storage: StorageOpt = None,
-    trial: Annotated[int | None, typer.Option("--trial", help="trial whose widths are shown "
-                                              "(default: the knee)")] = None,
+    trial: Annotated[
+        int | None, typer.Option("--trial", help="trial whose widths are shown (default: the knee)")
+    ] = None,
 ) -> None:
     """Write a self-contained HTML report of a stored study."""
     from netsculpt.report.html import report

@@ -215,8 +215,10 @@ class Front:
         )
         frozen = study.get_trials(deepcopy=False)
         done = [
-            t for t in frozen
-            if t.state == TrialState.COMPLETE and all(m in t.user_attrs for m in METRICS)
+            t
+            for t in frozen
+            if t.state == TrialState.COMPLETE
+            and all(m in t.user_attrs for m in METRICS)
             and "plan" in t.user_attrs
         ]
         self._frozen = {t.number: t for t in done}
@@ -296,8 +298,11 @@ class Front:
 
     def is_feasible(self, trial: FrontTrial) -> bool:
         """Whether ``trial`` satisfies the study's constraints."""
-        values = self._frozen[trial.number].user_attrs.get("constraints") if trial.number in \
-            self._frozen else None
+        values = (
+            self._frozen[trial.number].user_attrs.get("constraints")
+            if trial.number in self._frozen
+            else None
+        )
         return values is None or all(float(v) <= 0.0 for v in values)
 
     def speedup(self, trial: FrontTrial) -> float | None:
@@ -331,9 +336,7 @@ class Front:
         ok = [t for t in pool if all(_excess(t, k, b, s) <= 0 for k, (b, s) in active.items())]
         if ok:
             return max(ok, key=lambda t: (t.score, -t.latency_ms, -t.params))
-        asked = ", ".join(
-            f"{'min' if s < 0 else 'max'}_{k}={b}" for k, (b, s) in active.items()
-        )
+        asked = ", ".join(f"{'min' if s < 0 else 'max'}_{k}={b}" for k, (b, s) in active.items())
         if not pool:
             raise ConstraintError(
                 f"study {self.study_name!r} has no completed trial to pick from (asked for "
@@ -341,10 +344,12 @@ class Front:
             )
 
         def violation(t: FrontTrial) -> float:
-            return float(sum(
-                max(0.0, _excess(t, k, b, s)) / max(abs(b), 1e-12)
-                for k, (b, s) in active.items()
-            ))
+            return float(
+                sum(
+                    max(0.0, _excess(t, k, b, s)) / max(abs(b), 1e-12)
+                    for k, (b, s) in active.items()
+                )
+            )
 
         closest = sorted(pool, key=violation)[:3]
         described = "; ".join(

@@ -126,7 +126,9 @@ class Evaluator:
                 f"(higher is better) before a search can rank sub-networks"
             )
         metrics = measure_model(
-            self.model, self.example_inputs, backend=self.backend,
+            self.model,
+            self.example_inputs,
+            backend=self.backend,
             measure_options=self.measure_options,
         )
         return {"score": float(score), **metrics}
@@ -173,7 +175,10 @@ class Evaluator:
         found = self._plans.get(key)
         if found is None:
             plan = self.bound.to_plan(
-                self.model, self.example_inputs, params, graph=self.graph,
+                self.model,
+                self.example_inputs,
+                params,
+                graph=self.graph,
                 calib=self._calib_batches(params),
             )
             plan_json = plan.to_json()
@@ -210,7 +215,9 @@ class Evaluator:
             raise TrialFailed(reason)
         try:
             metrics = measure_model(
-                small, self.example_inputs, backend=self.backend,
+                small,
+                self.example_inputs,
+                backend=self.backend,
                 measure_options=self.measure_options,
             )
         except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial

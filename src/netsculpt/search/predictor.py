@@ -260,8 +260,9 @@ class ScreeningSampler(BaseSampler):
         optimistic = mean - self.config.kappa * std
         reference = np.full(y.shape[1], 1.1)
         base_hv = hypervolume(front, reference)
-        gains = np.array([hypervolume(np.vstack([front, o]), reference) - base_hv
-                          for o in optimistic])
+        gains = np.array(
+            [hypervolume(np.vstack([front, o]), reference) - base_hv for o in optimistic]
+        )
         excess = self._excess(lo + mean * np.where(hi - lo > 0, hi - lo, 1.0), hi - lo)
         if self._limits and not (excess <= 0).any():
             # every candidate is predicted to break a limit: the least breaking one first
@@ -331,8 +332,9 @@ class ScreeningSampler(BaseSampler):
             return order[0]
         known = {
             t.user_attrs.get("plan_hash")
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
-                                                              TrialState.RUNNING))
+            for t in study.get_trials(
+                deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)
+            )
         }
         for i in order[: self.config.max_plan_checks]:
             try:
@@ -406,9 +408,11 @@ def _fit_regressor(name: str, seed: int | None) -> Any:
     def boosting(X: np.ndarray, y: np.ndarray, Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from sklearn.ensemble import GradientBoostingRegressor
 
-        mean = GradientBoostingRegressor(n_estimators=100, max_depth=3, random_state=seed).fit(
-            X, y
-        ).predict(Xc)
+        mean = (
+            GradientBoostingRegressor(n_estimators=100, max_depth=3, random_state=seed)
+            .fit(X, y)
+            .predict(Xc)
+        )
         return mean, np.zeros_like(mean)
 
     def gp(X: np.ndarray, y: np.ndarray, Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -439,8 +443,9 @@ def _lbfgs_capped(obj_func: Any, initial_theta: np.ndarray, bounds: np.ndarray) 
     surrogate refitted after every trial, and a fraction of the default's time."""
     from scipy.optimize import minimize
 
-    result = minimize(obj_func, initial_theta, method="L-BFGS-B", jac=True, bounds=bounds,
-                      options={"maxiter": 50})
+    result = minimize(
+        obj_func, initial_theta, method="L-BFGS-B", jac=True, bounds=bounds, options={"maxiter": 50}
+    )
     return result.x, result.fun
 
 

@@ -32,8 +32,10 @@ def summarise(study: optuna.Study, n_trials: int) -> dict[str, Any]:
     """Counts, front size and the best score per latency band of ``study`` right now."""
     trials = study.get_trials(deepcopy=False)
     complete = [
-        t for t in trials
-        if t.state == TrialState.COMPLETE and "score" in t.user_attrs
+        t
+        for t in trials
+        if t.state == TrialState.COMPLETE
+        and "score" in t.user_attrs
         and "latency_ms" in t.user_attrs
     ]
     feasible = [
@@ -91,8 +93,11 @@ def render(summary: dict[str, Any], elapsed: float, study_name: str) -> Group:
     base = summary["baseline"]
     for band in summary["bands"]:
         lo, hi = band["band"]
-        label = f"<= {hi:.2f}x" if lo == 0 else (f"> {lo:.2f}x" if hi == float("inf")
-                                                else f"{lo:.2f}-{hi:.2f}x")
+        label = (
+            f"<= {hi:.2f}x"
+            if lo == 0
+            else (f"> {lo:.2f}x" if hi == float("inf") else f"{lo:.2f}-{hi:.2f}x")
+        )
         table.add_row(
             label,
             str(band["count"]),
@@ -131,8 +136,9 @@ class SearchProgress:
     def __enter__(self) -> Self:
         if self.enabled:
             self._start = time.monotonic()
-            self._live = Live(self._renderable(), console=self._console, refresh_per_second=4,
-                              transient=False)
+            self._live = Live(
+                self._renderable(), console=self._console, refresh_per_second=4, transient=False
+            )
             self._live.__enter__()
         return self
 

@@ -102,9 +102,7 @@ class SearchSpace:
                 f"e.g. round_to=(1, 8)"
             )
         if self.calib_batches < 1:
-            raise InputError(
-                f"SearchSpace(calib_batches={self.calib_batches}) must be at least 1"
-            )
+            raise InputError(f"SearchSpace(calib_batches={self.calib_batches}) must be at least 1")
 
     def keep_choices(self) -> tuple[float, ...]:
         """The keep ratios on the grid, smallest first."""
@@ -221,7 +219,8 @@ class BoundSpace:
             importance=importance,
             exclude=self.space.exclude,
             round_to=round_to,
-            calib=list(calib) if (calib is not None and importance in DATA_DRIVEN_IMPORTANCE)
+            calib=list(calib)
+            if (calib is not None and importance in DATA_DRIVEN_IMPORTANCE)
             else None,
             graph=graph,
             **options,
@@ -246,7 +245,6 @@ class BoundSpace:
                 if len(dist.choices) > 1:
                     row.extend(1.0 if value == c else 0.0 for c in dist.choices)
         return row
-
 
     def _kept_fraction(self, name: str, keep: float, round_to: int) -> float:
         groups = self.keep_groups.get(name, ())

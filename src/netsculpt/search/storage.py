@@ -126,10 +126,12 @@ def open_storage(spec: StorageSpec, *, heartbeat: bool = True) -> BaseStorage:
         engine_kwargs["pool_pre_ping"] = True
     kwargs: dict[str, Any] = {}
     if heartbeat:
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning,
-                                module="optuna")
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning,
-                                module=__name__)
+        warnings.filterwarnings(
+            "ignore", category=optuna.exceptions.ExperimentalWarning, module="optuna"
+        )
+        warnings.filterwarnings(
+            "ignore", category=optuna.exceptions.ExperimentalWarning, module=__name__
+        )
         kwargs = {
             "heartbeat_interval": HEARTBEAT_INTERVAL,
             "grace_period": GRACE_PERIOD,

@@ -21,6 +21,7 @@ def train(
     """Train ``model`` for ``steps`` optimiser steps on ``task`` and return the trained model."""
     from netsculpt.recover.train import finetune
 
-    out = finetune(model, task, steps, lr=lr, seed=seed, callbacks=tuple(callbacks),
-                   progress=progress)
+    out = finetune(
+        model, task, steps, lr=lr, seed=seed, callbacks=tuple(callbacks), progress=progress
+    )
     return out if isinstance(out, nn.Module) else getattr(out, "model", model)

@@ -92,8 +92,15 @@ class _Run:
     names: list[str]
 
     def fit(self, model: nn.Module, steps: int, callbacks: Sequence[Any]) -> nn.Module:
-        return train(model, self.task, steps, lr=self.lr, seed=self.seed,
-                     callbacks=callbacks, progress=self.progress)
+        return train(
+            model,
+            self.task,
+            steps,
+            lr=self.lr,
+            seed=self.seed,
+            callbacks=callbacks,
+            progress=self.progress,
+        )
 
 
 def _check_budget(config: SparsityConfig, task: Any, budget: Any) -> int | None:
@@ -198,8 +205,9 @@ def _magnitude(model: nn.Module, config: MagnitudeConfig, run: _Run) -> SparseRe
 
 def _random(model: nn.Module, config: RandomConfig, run: _Run) -> SparseResult:
     generator = torch.Generator().manual_seed(run.seed)
-    masks = random_masks(model, run.names, config.sparsity,
-                         distribution=config.distribution, generator=generator)
+    masks = random_masks(
+        model, run.names, config.sparsity, distribution=config.distribution, generator=generator
+    )
     return _one_shot_then_train(model, config, run, masks, {})
 
 
@@ -211,8 +219,7 @@ def _nm(model: nn.Module, config: NMConfig, run: _Run) -> SparseResult:
     callback = SRSTE(list(masks), n=config.n, m=config.m, decay=config.decay)
     model = run.fit(model, run.budget, [callback])
     masks = callback.final_masks()
-    return SparseResult(model=model, masks=masks, config=config, skipped=skipped,
-                        steps=run.budget)
+    return SparseResult(model=model, masks=masks, config=config, skipped=skipped, steps=run.budget)
 
 
 def _schedule_end(config: GradualConfig, budget: int) -> int:
@@ -236,44 +243,81 @@ def _gradual(model: nn.Module, config: GradualConfig, run: _Run) -> SparseResult
         regrow_fraction = config.regrow_fraction
         if config.initial_sparsity > 0:
             generator = torch.Generator().manual_seed(run.seed)
-            masks = random_masks(model, run.names, config.initial_sparsity,
-                                 distribution=config.initial_distribution, generator=generator)
+            masks = random_masks(
+                model,
+                run.names,
+                config.initial_sparsity,
+                distribution=config.initial_distribution,
+                generator=generator,
+            )
     masks.apply(model)
     callback = GradualPruning(
-        masks, final=config.sparsity, initial=config.initial_sparsity, start=config.start_step,
-        end=end, frequency=config.frequency, scope=config.scope, regrow_fraction=regrow_fraction,
+        masks,
+        final=config.sparsity,
+        initial=config.initial_sparsity,
+        start=config.start_step,
+        end=end,
+        frequency=config.frequency,
+        scope=config.scope,
+        regrow_fraction=regrow_fraction,
     )
     model = run.fit(model, run.budget, [callback])
-    return SparseResult(model=model, masks=callback.masks, config=config,
-                        history=tuple(callback.history), steps=run.budget)
+    return SparseResult(
+        model=model,
+        masks=callback.masks,
+        config=config,
+        history=tuple(callback.history),
+        steps=run.budget,
+    )
 
 
 def _rigl(model: nn.Module, config: RigLConfig, run: _Run) -> SparseResult:
     assert run.budget is not None
     generator = torch.Generator().manual_seed(run.seed)
     if config.init == "random":
-        masks = random_masks(model, run.names, config.sparsity,
-                             distribution=config.distribution, generator=generator)
+        masks = random_masks(
+            model, run.names, config.sparsity, distribution=config.distribution, generator=generator
+        )
     else:
         dense = Masks.dense(model, include=config.include, exclude=config.exclude)
-        masks = magnitude_masks(model, dense, config.sparsity,
-                                scope="global" if config.distribution == "erk" else "layer")
+        masks = magnitude_masks(
+            model,
+            dense,
+            config.sparsity,
+            scope="global" if config.distribution == "erk" else "layer",
+        )
     masks.apply(model)
     end = max(1, int(config.end_fraction * run.budget))
-    callback = RigLUpdates(masks, update_every=config.update_every, end=end,
-                           drop_fraction=config.drop_fraction, grow=config.grow, seed=run.seed)
+    callback = RigLUpdates(
+        masks,
+        update_every=config.update_every,
+        end=end,
+        drop_fraction=config.drop_fraction,
+        grow=config.grow,
+        seed=run.seed,
+    )
     model = run.fit(model, run.budget, [callback])
-    return SparseResult(model=model, masks=callback.masks, config=config,
-                        history=tuple((s, float(k)) for s, k in callback.history),
-                        steps=run.budget)
+    return SparseResult(
+        model=model,
+        masks=callback.masks,
+        config=config,
+        history=tuple((s, float(k)) for s, k in callback.history),
+        steps=run.budget,
+    )
 
 
 def _lottery(model: nn.Module, config: LotteryTicketConfig, run: _Run) -> SparseResult:
     assert run.budget is not None
     out = run_lottery(model, config, run.budget, run.fit, seed=run.seed)
-    return SparseResult(model=out.model, masks=out.masks, config=config,
-                        history=tuple(out.history), steps=out.steps, control=out.control,
-                        rewound=out.rewound)
+    return SparseResult(
+        model=out.model,
+        masks=out.masks,
+        config=config,
+        history=tuple(out.history),
+        steps=out.steps,
+        control=out.control,
+        rewound=out.rewound,
+    )
 
 
 _RUNNERS: dict[type, Callable[[nn.Module, Any, _Run], SparseResult]] = {

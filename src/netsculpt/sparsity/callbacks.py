@@ -74,8 +74,9 @@ class GradualPruning(MaskCallback):
             )
             grads = _grads(model, self.masks) if self.regrow_fraction > 0 else None
             masks = magnitude_masks(model, self.masks, target, scope=self.scope)
-            fraction = cosine_fraction(step - self.start, initial=self.regrow_fraction,
-                                       end=self.end - self.start)
+            fraction = cosine_fraction(
+                step - self.start, initial=self.regrow_fraction, end=self.end - self.start
+            )
             if grads is not None and fraction > 0:
                 masks, grown = regrow(model, masks, fraction, grads)
                 grown.zero(model)  # grown weights start from zero
@@ -106,7 +107,10 @@ class RigLUpdates(MaskCallback):
     ) -> None:
         super().__init__(masks)
         self.update_every, self.end, self.drop_fraction, self.grow = (
-            update_every, end, drop_fraction, grow,
+            update_every,
+            end,
+            drop_fraction,
+            grow,
         )
         self.generator = torch.Generator().manual_seed(seed)
         self.history: list[tuple[int, int]] = []

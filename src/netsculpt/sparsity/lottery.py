@@ -107,5 +107,11 @@ def run_lottery(
     for name, mask in masks.items():
         if name in rewound_masked:
             rewound_masked[name] = rewound_masked[name] * mask.to(rewound_masked[name].dtype)
-    return LotteryOutcome(model=ticket, masks=masks, rewound=rewound_masked, steps=steps,
-                          history=history, control=control)
+    return LotteryOutcome(
+        model=ticket,
+        masks=masks,
+        rewound=rewound_masked,
+        steps=steps,
+        history=history,
+        control=control,
+    )

@@ -76,12 +76,16 @@ def select_parameters(
         weight = _original(module, "weight")
         if weight is None or weight.dim() < 2:
             continue
-        candidates.append((module_name, f"{module_name}.weight" if module_name else "weight", module))
+        candidates.append(
+            (module_name, f"{module_name}.weight" if module_name else "weight", module)
+        )
 
     def hit(selector: str, module_name: str, param_name: str) -> bool:
         return _matches(module_name, selector) or _matches(param_name, selector)
 
-    available = ", ".join(repr(m) for m, _, _ in candidates[:8]) + (", ..." if len(candidates) > 8 else "")
+    available = ", ".join(repr(m) for m, _, _ in candidates[:8]) + (
+        ", ..." if len(candidates) > 8 else ""
+    )
     for kind, selectors in (("include", include or ()), ("exclude", exclude)):
         for selector in selectors:
             if kind == "exclude" and selector.startswith("re:"):

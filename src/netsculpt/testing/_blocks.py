@@ -95,7 +95,12 @@ class PlainCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            conv_bn(3, 16), nn.ReLU(), conv_bn(16, 32, stride=2), nn.ReLU(), conv_bn(32, 32), nn.ReLU()
+            conv_bn(3, 16),
+            nn.ReLU(),
+            conv_bn(16, 32, stride=2),
+            nn.ReLU(),
+            conv_bn(32, 32),
+            nn.ReLU(),
         )
         self.head = ClassifierHead(32)
 
@@ -247,11 +252,16 @@ class MobileNetV1(nn.Module):
 
         def separable(cin: int, cout: int, stride: int) -> nn.Sequential:
             return nn.Sequential(
-                conv_bn(cin, cin, stride=stride, groups=cin), nn.ReLU6(), conv_bn(cin, cout, k=1), nn.ReLU6()
+                conv_bn(cin, cin, stride=stride, groups=cin),
+                nn.ReLU6(),
+                conv_bn(cin, cout, k=1),
+                nn.ReLU6(),
             )
 
         self.stem = nn.Sequential(conv_bn(3, 16, stride=2), nn.ReLU6())
-        self.features = nn.Sequential(separable(16, 32, 1), separable(32, 64, 2), separable(64, 64, 1))
+        self.features = nn.Sequential(
+            separable(16, 32, 1), separable(32, 64, 2), separable(64, 64, 1)
+        )
         self.head = ClassifierHead(64)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -334,7 +344,9 @@ class ShuffleNetV2(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.stem = nn.Sequential(conv_bn(3, 24), nn.ReLU())
-        self.stage = nn.Sequential(ShuffleUnit(24, 48, stride=2), ShuffleUnit(48, 48), ShuffleUnit(48, 48))
+        self.stage = nn.Sequential(
+            ShuffleUnit(24, 48, stride=2), ShuffleUnit(48, 48), ShuffleUnit(48, 48)
+        )
         self.head = ClassifierHead(48)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -451,7 +463,9 @@ class Conv1dNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv1 = nn.Sequential(nn.Conv1d(4, 16, 5, padding=2), nn.BatchNorm1d(16), nn.ReLU())
-        self.conv2 = nn.Sequential(nn.Conv1d(16, 32, 3, stride=2, padding=1), nn.BatchNorm1d(32), nn.ReLU())
+        self.conv2 = nn.Sequential(
+            nn.Conv1d(16, 32, 3, stride=2, padding=1), nn.BatchNorm1d(32), nn.ReLU()
+        )
         self.res = nn.Sequential(nn.Conv1d(32, 32, 3, padding=1), nn.BatchNorm1d(32))
         self.fc = nn.Linear(32, 6)
 
@@ -516,7 +530,8 @@ class TwoTower(nn.Module):
         self.cls = nn.Linear(32, 5)
         self.reg = nn.Linear(32, 1)
 
-    def forward(self, image: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, image: torch.Tensor, features: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         h = F.relu(self.fuse(torch.cat([self.image(image), self.vector(features)], dim=1)))
         return self.cls(h), self.reg(h)
-

@@ -114,4 +114,3 @@ def check_model(
         zero_units_max_diff=zero_diff,
         n_groups=len(graph.prunable_groups),
     )
-

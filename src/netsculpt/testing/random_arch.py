@@ -229,7 +229,9 @@ def _draw_op(draw: st.DrawFn, shapes: list[Shape], uneven_splits: bool) -> Op:
     joinable = [
         i for i, s in enumerate(shapes) if i != src and s.domain == x.domain and s.size == x.size
     ]
-    kinds = ["norm", "act"] + (["merge", "merge"] if same else []) + (["concat"] if joinable else [])
+    kinds = (
+        ["norm", "act"] + (["merge", "merge"] if same else []) + (["concat"] if joinable else [])
+    )
     can_chunk = x.channels >= 2 and (uneven_splits or x.channels % 2 == 0)
     kinds += ["split"] if can_chunk else []
     if x.domain == "image":
@@ -246,7 +248,11 @@ def _draw_op(draw: st.DrawFn, shapes: list[Shape], uneven_splits: bool) -> Op:
     if kind == "conv":
         cout = draw(width)
         # grouped (up to 8 groups) or depthwise
-        groups = [g for g in _divisors(x.channels) if (cout % g == 0 and g <= 8) or g == x.channels == cout]
+        groups = [
+            g
+            for g in _divisors(x.channels)
+            if (cout % g == 0 and g <= 8) or g == x.channels == cout
+        ]
         opts = {
             "cout": cout,
             "kernel": draw(st.sampled_from([1, 3])),
@@ -334,4 +340,6 @@ def random_architectures(
     width (``x.chunk(2)``, drawn either way, adapts to any even width).
     """
     _check_options(max_ops, domains)
-    return random_specs(max_ops=max_ops, domains=domains, uneven_splits=uneven_splits).map(build_arch)
+    return random_specs(max_ops=max_ops, domains=domains, uneven_splits=uneven_splits).map(
+        build_arch
+    )

@@ -242,12 +242,30 @@ _CNN = dict(num_labels=10, image_size=IMAGE, _inputs="pixel_values")
 
 # encoders
 _hf("hf_bert", "BertForSequenceClassification", "BertConfig", dict(_ENC), attn="sdpa")
-_hf("hf_roberta", "RobertaForSequenceClassification", "RobertaConfig", dict(_ENC, pad_token_id=1), attn="sdpa")
+_hf(
+    "hf_roberta",
+    "RobertaForSequenceClassification",
+    "RobertaConfig",
+    dict(_ENC, pad_token_id=1),
+    attn="sdpa",
+)
 _hf("hf_distilbert", "DistilBertForSequenceClassification", "DistilBertConfig",
     dict(vocab_size=VOCAB, dim=64, n_layers=2, n_heads=4, hidden_dim=128, max_position_embeddings=64,
          num_labels=3), attn="sdpa")  # fmt: skip
-_hf("hf_albert", "AlbertForSequenceClassification", "AlbertConfig", dict(_ENC, embedding_size=32), attn="sdpa")
-_hf("hf_electra", "ElectraForSequenceClassification", "ElectraConfig", dict(_ENC, embedding_size=32), attn="sdpa")
+_hf(
+    "hf_albert",
+    "AlbertForSequenceClassification",
+    "AlbertConfig",
+    dict(_ENC, embedding_size=32),
+    attn="sdpa",
+)
+_hf(
+    "hf_electra",
+    "ElectraForSequenceClassification",
+    "ElectraConfig",
+    dict(_ENC, embedding_size=32),
+    attn="sdpa",
+)
 _hf("hf_t5_encoder", "T5EncoderModel", "T5Config",
     dict(vocab_size=VOCAB, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4), attn=None)  # fmt: skip
 
@@ -260,10 +278,22 @@ _hf("hf_opt", "OPTForCausalLM", "OPTConfig",
     dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, ffn_dim=128, num_attention_heads=4,
          max_position_embeddings=64, word_embed_proj_dim=64), attn="sdpa")  # fmt: skip
 _hf("hf_llama_gqa", "LlamaForCausalLM", "LlamaConfig", dict(_GQA), attn="sdpa")
-_hf("hf_mistral_gqa", "MistralForCausalLM", "MistralConfig", dict(_GQA, sliding_window=None), attn="sdpa")
+_hf(
+    "hf_mistral_gqa",
+    "MistralForCausalLM",
+    "MistralConfig",
+    dict(_GQA, sliding_window=None),
+    attn="sdpa",
+)
 _hf("hf_qwen2_gqa", "Qwen2ForCausalLM", "Qwen2Config", dict(_GQA), attn="sdpa")
 _hf("hf_qwen3_gqa", "Qwen3ForCausalLM", "Qwen3Config", dict(_GQA, head_dim=16), attn="sdpa")
-_hf("hf_gemma", "GemmaForCausalLM", "GemmaConfig", dict(_DEC, num_key_value_heads=1, head_dim=16), attn="sdpa")
+_hf(
+    "hf_gemma",
+    "GemmaForCausalLM",
+    "GemmaConfig",
+    dict(_DEC, num_key_value_heads=1, head_dim=16),
+    attn="sdpa",
+)
 _hf("hf_phi", "PhiForCausalLM", "PhiConfig", dict(_DEC, partial_rotary_factor=0.5), attn="sdpa")
 _hf("hf_falcon", "FalconForCausalLM", "FalconConfig",
     dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4), attn="sdpa")  # fmt: skip
@@ -271,7 +301,13 @@ _hf("hf_falcon", "FalconForCausalLM", "FalconConfig",
 # vision transformers
 _hf("hf_vit", "ViTForImageClassification", "ViTConfig", dict(_VIT), attn="sdpa")
 _hf("hf_deit", "DeiTForImageClassification", "DeiTConfig", dict(_VIT), attn="sdpa")
-_hf("hf_beit", "BeitForImageClassification", "BeitConfig", dict(_VIT, use_relative_position_bias=True), attn="eager")
+_hf(
+    "hf_beit",
+    "BeitForImageClassification",
+    "BeitConfig",
+    dict(_VIT, use_relative_position_bias=True),
+    attn="eager",
+)
 _hf("hf_dinov2", "Dinov2ForImageClassification", "Dinov2Config",
     dict(_VIT, mlp_ratio=2), attn="sdpa")  # fmt: skip
 _hf("hf_swin", "SwinForImageClassification", "SwinConfig",
@@ -290,10 +326,20 @@ _hf("hf_convnext", "ConvNextForImageClassification", "ConvNextConfig",
     dict(hidden_sizes=[16, 32, 64, 96], depths=[1, 1, 1, 1], num_labels=10, _inputs="pixel_values"), attn=None)  # fmt: skip
 _hf("hf_convnextv2", "ConvNextV2ForImageClassification", "ConvNextV2Config",
     dict(hidden_sizes=[16, 32, 64, 96], depths=[1, 1, 1, 1], num_labels=10, _inputs="pixel_values"), attn=None)  # fmt: skip
-_hf("hf_mobilenet_v2", "MobileNetV2ForImageClassification", "MobileNetV2Config",
-    dict(_CNN, depth_multiplier=0.35), attn=None)
-_hf("hf_mobilenet_v1", "MobileNetV1ForImageClassification", "MobileNetV1Config",
-    dict(_CNN, depth_multiplier=0.25), attn=None)
+_hf(
+    "hf_mobilenet_v2",
+    "MobileNetV2ForImageClassification",
+    "MobileNetV2Config",
+    dict(_CNN, depth_multiplier=0.35),
+    attn=None,
+)
+_hf(
+    "hf_mobilenet_v1",
+    "MobileNetV1ForImageClassification",
+    "MobileNetV1Config",
+    dict(_CNN, depth_multiplier=0.25),
+    attn=None,
+)
 _hf("hf_regnet", "RegNetForImageClassification", "RegNetConfig",
     dict(embedding_size=16, hidden_sizes=[16, 32, 48, 64], depths=[1, 1, 1, 1], groups_width=8, layer_type="y",
          num_labels=10, _inputs="pixel_values"), attn=None)  # fmt: skip
