@@ -15,6 +15,7 @@ message names the offending value and says what to do about it::
     ├── SaveLoadError                          a save folder that is missing, incomplete or foreign
     │   └── ChecksumError                      a save folder whose files were changed after saving
     ├── FactoryError                           a "package.module:factory" string that does not import
+    ├── UntrustedCodeError                     data (a folder, a study) names code to run, not opted in
     ├── MeasureError                           a latency / size measurement that could not be taken
     ├── ExportError                            ONNX export failed or does not match PyTorch
     ├── SearchError                            search set-up problems
@@ -50,6 +51,7 @@ __all__ = [
     "TrainingError",
     "UnknownNameError",
     "UnsupportedOperationError",
+    "UntrustedCodeError",
 ]
 
 
@@ -99,6 +101,14 @@ class ChecksumError(SaveLoadError):
 
 class FactoryError(NetsculptError):
     """A ``package.module:factory`` string could not be imported or called."""
+
+
+class UntrustedCodeError(NetsculptError):
+    """A save folder, plan or study names code to import or call, and the caller did not opt in.
+
+    Files a user did not write are data; running what they name needs ``trust_code=True``
+    (``--trust-code`` on the command line).
+    """
 
 
 class MeasureError(NetsculptError):
