@@ -13,17 +13,27 @@ attention, whole key/value groups with the query heads that share them).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
+from netsculpt._checks import check_number
 from netsculpt._inputs import ExampleInputs
 from netsculpt.errors import InputError
+from netsculpt.graph._arguments import check_bool, check_model_and_inputs, check_selection
 from netsculpt.graph.capture import capture
-from netsculpt.graph.propagate import GroupsSite, Propagator, ShapeSite, Skipped, op_name
+from netsculpt.graph.propagate import (
+    GroupsSite,
+    Handler,
+    Propagator,
+    ShapeSite,
+    Skipped,
+    default_registry,
+    op_name,
+)
 from netsculpt.graph.spaces import Space, SpaceTable
 
 __all__ = ["Graph", "Group", "Slot", "analyze", "match_names"]
@@ -137,6 +147,7 @@ def analyze(
     exclude: Sequence[str] = (),
     protect_outputs: bool = True,
     on_unsupported: str = "skip",
+    handlers: Mapping[str, Handler] | None = None,
     timeout_s: float | None = 120.0,
 ) -> Graph:
     """Capture ``model`` and find its dependency groups.
@@ -149,12 +160,26 @@ def analyze(
             sizes that feed outputs be pruned too.
         on_unsupported: ``"skip"`` (channels reaching an unknown op are protected and listed
             in ``graph.skipped``) or ``"error"`` (raise :class:`UnsupportedOperationError`).
-        timeout_s: bound on the capture time.
+        handlers: extra operation handlers for this analysis only, by namespaced op name
+            (``{"mylib::my_op": fn}``); they extend or override the defaults
+            (docs/extending.md).
+        timeout_s: bound, in seconds, on the whole capture (``None``: no bound); it holds
+            in any thread and uses no signal.
+
+    A model whose every weight is on the meta device may be analysed with meta inputs
+    (the structure only; no weight is read); any mix of meta and real tensors is refused.
     """
+    model = check_model_and_inputs(model, example_inputs, allow_meta=True)
+    exclude = check_selection(model, exclude, "exclude")
+    check_bool(protect_outputs, "protect_outputs")
+    check_number(timeout_s, "timeout_s", strictly_positive=True, allow_none=True)
     if on_unsupported not in ("skip", "error"):
         raise InputError(f"on_unsupported must be 'skip' or 'error', got {on_unsupported!r}")
+    registry = default_registry(handlers)  # checked before the capture, which takes seconds
     program, seconds = capture(model, example_inputs, timeout_s=timeout_s)
-    prop = Propagator(program, on_unsupported=on_unsupported, protect_outputs=protect_outputs)
+    prop = Propagator(
+        program, registry, on_unsupported=on_unsupported, protect_outputs=protect_outputs
+    )
     prop.run()
     table = prop.table
 
@@ -208,8 +233,10 @@ def analyze(
     )
 
 
-_IDENTITY_OPS = {"dropout", "clone", "contiguous", "alias", "to", "_to_copy", "detach"}
-_ADD_OPS = {"add", "add_"}
+_IDENTITY_OPS = {
+    f"aten::{op}" for op in ("dropout", "clone", "contiguous", "alias", "to", "_to_copy", "detach")
+}
+_ADD_OPS = {"aten::add", "aten::add_"}
 
 
 def _removable_blocks(
@@ -286,7 +313,14 @@ def _removable_blocks(
         ):
             out.append(path)
             kinds[path] = "identity"
-    return sorted(set(out), key=lambda p: prop.node_order.get(next(iter(inside[p])), 0))
+    # graph order of each block's first node, outer blocks before the blocks they hold,
+    # then the name: never the iteration order of a set of strings, which changes with
+    # PYTHONHASHSEED (and with it the search signature and the default study name)
+    def first_node(path: str) -> tuple[int, int, str]:
+        start = min((prop.node_order.get(n, 1 << 30) for n in inside[path]), default=1 << 30)
+        return (start, path.count("."), path)
+
+    return sorted(set(out), key=first_node)
 
 
 def _output_shapes(program: torch.export.ExportedProgram) -> list[tuple[int, ...]]:

@@ -1,81 +1,168 @@
-"""Capturing a model's graph with ``torch.export`` (non-strict), bounded in time."""
+"""Capturing a model's graph with ``torch.export`` (non-strict), bounded in time.
+
+The bound holds in any thread and leaves the caller's signal handlers and timers alone: the
+capture (the export and, when it fails, the plain call that tells inputs the model cannot
+take from code ``torch.export`` cannot trace) runs in a daemon worker thread, and the caller
+waits for it at most until the deadline.
+
+Python cannot stop a thread, so a capture that runs past its limit goes on in the
+background until the model's forward returns (the model stays in eval mode until then);
+the caller gets a :class:`CaptureError` at once. ``torch.export`` keeps some state global
+to the process, so captures run one at a time: a capture waits, within its own limit, for
+one still running in another thread or in the background.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from netsculpt._inputs import ExampleInputs, describe_inputs, split_inputs
+from netsculpt._inputs import describe_inputs, split_inputs
 from netsculpt.errors import CaptureError, ExampleInputsError
 
+__all__ = ["capture"]
 
-@contextlib.contextmanager
-def _time_limit(seconds: float | None, what: str) -> Iterator[None]:
-    """Raise CaptureError after ``seconds`` (main thread only; elsewhere unbounded)."""
-    if not seconds or threading.current_thread() is not threading.main_thread():
-        yield
-        return
+# torch.export pushes modes on process-wide stacks: two exports at once corrupt each other
+_CAPTURE_LOCK = threading.Lock()
+_TIMED_OUT: Any = object()
 
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise CaptureError(
-            f"capturing {what} took longer than {seconds:.0f} s and was stopped; pass a "
-            f"smaller example input or raise timeout_s"
-        )
 
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+class _Status:
+    """What the worker is doing, for the timeout message."""
+
+    def __init__(self) -> None:
+        self.step = "capturing"
+        self.export_failure = ""
 
 
 def capture(
-    model: nn.Module, example_inputs: ExampleInputs, *, timeout_s: float | None = 120.0
+    model: nn.Module, example_inputs: Any, *, timeout_s: float | None = 120.0
 ) -> tuple[torch.export.ExportedProgram, float]:
     """Export ``model`` non-strictly in eval mode; returns the program and the seconds taken.
 
-    The model's training flag is restored afterwards; its weights are never changed.
+    ``timeout_s`` bounds the whole capture, including the plain call that runs when the
+    export fails; ``None`` means no bound. The model's training flag is restored afterwards;
+    its weights are never changed.
+
+    Raises:
+        ExampleInputsError: the model cannot be called with ``example_inputs``.
+        CaptureError: ``torch.export`` cannot trace the model, or the limit passed.
     """
     args, kwargs = split_inputs(example_inputs)
     if not isinstance(model, nn.Module):
         raise ExampleInputsError(
             f"netsculpt works on torch.nn.Module objects, got {type(model).__name__}"
         )
+    name = type(model).__name__
+    start = time.perf_counter()
+    deadline = None if timeout_s is None else time.monotonic() + float(timeout_s)
+    if not _CAPTURE_LOCK.acquire(timeout=-1 if deadline is None else _left(deadline)):
+        raise CaptureError(
+            f"capturing model {name} could not start within timeout_s={timeout_s:g} s: "
+            f"another capture is still running in this process (an earlier one that ran past "
+            f"its limit and finishes in the background, or ns.analyze in another thread), and "
+            f"torch.export cannot run twice at once; raise timeout_s, or wait for the other "
+            f"capture to finish"
+        )
+    status = _Status()
+
+    def job() -> torch.export.ExportedProgram:
+        try:
+            return _capture(model, args, kwargs, example_inputs, status)
+        finally:
+            _CAPTURE_LOCK.release()
+
+    if deadline is None:
+        program = job()
+    else:
+        program = _run_in_thread(job, deadline, name=f"capture-{name}")
+        if program is _TIMED_OUT:
+            cause = f" after torch.export failed ({status.export_failure})"
+            raise CaptureError(
+                f"{status.step} model {name} took longer than timeout_s={timeout_s:g} s and "
+                f"was abandoned{cause if status.export_failure else ''} (it finishes in a "
+                f"background thread); pass a smaller example input (a batch of 1, a shorter "
+                f"sequence), raise timeout_s (timeout_s=None: no limit), or exclude the slow "
+                f"module from the model you analyse"
+            )
+    return program, time.perf_counter() - start
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+def _run_in_thread(fn: Callable[[], Any], deadline: float, *, name: str) -> Any:
+    """``fn()`` in a daemon thread, waited for until ``deadline`` (``time.monotonic()``).
+
+    Returns ``_TIMED_OUT`` when the deadline passes first; an exception of ``fn`` is raised
+    again in the caller. Grad mode and the default device are thread-local in PyTorch, so
+    the worker runs under ``torch.no_grad`` on the caller's default device. No signal is
+    used, so this works in any thread and never touches the caller's ``SIGALRM`` handler or
+    interval timer.
+    """
+    device = torch.get_default_device()
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            placed = torch.device(device) if device.type != "cpu" else contextlib.nullcontext()
+            with torch.no_grad(), placed:
+                box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 -- handed to the caller below
+            box["error"] = exc
+
+    worker = threading.Thread(target=work, name=f"netsculpt-{name}", daemon=True)
+    worker.start()
+    worker.join(_left(deadline))
+    if worker.is_alive():
+        return _TIMED_OUT
+    if "error" in box:
+        raise box.pop("error")
+    return box["value"]
+
+
+def _capture(
+    model: nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    example_inputs: Any,
+    status: _Status,
+) -> torch.export.ExportedProgram:
+    name = type(model).__name__
     was_training = model.training
     model.eval()
-    start = time.perf_counter()
-    name = type(model).__name__
     try:
-        with _time_limit(timeout_s, f"model {name}"), torch.no_grad():
-            program = torch.export.export(model, args, kwargs, strict=False)
-    except CaptureError:
-        raise
-    except Exception as exc:
-        # distinguish "the inputs do not fit" from "the model cannot be traced"
-        try:
-            with torch.no_grad():
+        with torch.no_grad():
+            try:
+                return torch.export.export(model, args, kwargs, strict=False)
+            except Exception as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                status.export_failure = f"{type(exc).__name__}: {first}".rstrip(": ")
+                status.step = "calling"
+                export_exc = exc
+            # distinguish "the inputs do not fit" from "the model cannot be traced"
+            try:
                 model(*args, **kwargs)
-        except Exception as call_exc:
-            raise ExampleInputsError(
-                f"model {name} could not be called with the example inputs "
-                f"({describe_inputs(example_inputs)}): {type(call_exc).__name__}: {call_exc}; "
-                f"pass inputs the model accepts (a tensor, a tuple, or a dict of keywords)"
-            ) from call_exc
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            except Exception as call_exc:
+                raise ExampleInputsError(
+                    f"model {name} could not be called with the example inputs "
+                    f"({describe_inputs(example_inputs)}): {type(call_exc).__name__}: "
+                    f"{call_exc}; pass inputs the model accepts (a tensor, a tuple, or a dict "
+                    f"of keywords)"
+                ) from call_exc
+        if isinstance(export_exc, CaptureError):
+            raise export_exc
         raise CaptureError(
-            f"torch.export could not capture model {name}: {type(exc).__name__}: {first}; "
+            f"torch.export could not capture model {name}: {status.export_failure}; "
             f"netsculpt needs a graph it can trace: remove data-dependent Python control flow "
             f"from forward, or exclude the module that causes it"
-        ) from exc
+        ) from export_exc
     finally:
         model.train(was_training)
-    return program, time.perf_counter() - start
