@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,12 +23,15 @@ def wants_hidden_kwarg(model: nn.Module) -> bool:
 
 
 class _Tap:
-    """Hidden states of one forward pass: transformers ``hidden_states`` or hooked children."""
+    """Hidden states of one forward pass: transformers ``hidden_states`` or hooked modules."""
 
-    def __init__(self) -> None:
+    def __init__(self, named: bool = False) -> None:
         self.hooked: dict[str, torch.Tensor] = {}
+        self.named = named
 
     def collect(self, outputs: Any) -> dict[str, torch.Tensor] | list[torch.Tensor]:
+        if self.named:
+            return dict(self.hooked)
         states = getattr(outputs, "hidden_states", None)
         if states is None and isinstance(outputs, Mapping):
             states = outputs.get("hidden_states")
@@ -38,11 +41,23 @@ class _Tap:
 
 
 @contextmanager
-def hidden_states_of(model: nn.Module, hook_children: bool) -> Iterator[_Tap]:
-    """Collect the outputs of ``model``'s top-level children (when ``hook_children``)."""
-    tap = _Tap()
+def hidden_states_of(
+    model: nn.Module, hook_children: bool, names: Sequence[str] | None = None
+) -> Iterator[_Tap]:
+    """Collect the outputs of the modules ``names`` (their first tensor output) or, when
+    ``names`` is None and ``hook_children`` is set, of ``model``'s top-level children."""
+    tap = _Tap(named=names is not None)
     handles = []
-    if hook_children:
+    if names is not None:
+        for name in names:
+
+            def first(_: nn.Module, __: Any, output: Any, name: str = name) -> None:
+                found = flatten_outputs(output)
+                if found:
+                    tap.hooked[name] = found[0]
+
+            handles.append(model.get_submodule(name).register_forward_hook(first))
+    elif hook_children:
         for name, child in model.named_children():
 
             def keep(_: nn.Module, __: Any, output: Any, name: str = name) -> None:
@@ -106,6 +121,30 @@ def _kl_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -
     return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature**2
 
 
+def _check_named_states(
+    student: dict[str, torch.Tensor] | list[torch.Tensor],
+    teacher: dict[str, torch.Tensor] | list[torch.Tensor],
+    names: Sequence[str],
+) -> None:
+    """Every layer of ``hidden_layers`` gave a tensor in both models, of the same shape."""
+    if not (isinstance(student, dict) and isinstance(teacher, dict)):
+        return
+    for name in names:
+        for what, states in (("student", student), ("teacher", teacher)):
+            if name not in states:
+                raise TrainingError(
+                    f"distill: hidden_layers names {name!r}, but that module of the {what} gave "
+                    f"no tensor output (or did not run in the forward pass); name a module "
+                    f"that returns a tensor"
+                )
+        if student[name].shape != teacher[name].shape:
+            raise TrainingError(
+                f"distill: hidden layer {name!r} gives shape {tuple(student[name].shape)} in "
+                f"the student but {tuple(teacher[name].shape)} in the teacher; name layers "
+                f"whose outputs were not pruned (e.g. block outputs on the residual stream)"
+            )
+
+
 def _hidden_loss(
     student: dict[str, torch.Tensor] | list[torch.Tensor],
     teacher: dict[str, torch.Tensor] | list[torch.Tensor],
@@ -146,8 +185,12 @@ def distill_loss(
     hidden_weight: float,
     student_hidden: dict[str, torch.Tensor] | list[torch.Tensor],
     teacher_hidden: dict[str, torch.Tensor] | list[torch.Tensor],
+    hidden_layers: Sequence[str] | None = None,
 ) -> torch.Tensor:
-    """``alpha * match + (1 - alpha) * task_loss + hidden_weight * hidden`` (see ns.distill)."""
+    """``alpha * match + (1 - alpha) * task_loss + hidden_weight * hidden`` (see ns.distill).
+
+    With ``hidden_layers`` named, each of them must have given outputs of equal shapes.
+    """
     s_main, s_kind = _main_output(student_out, kind)
     t_main, _ = _main_output(teacher_out, kind)
     if s_main.shape != t_main.shape:
@@ -166,6 +209,8 @@ def distill_loss(
     if targets is not None and alpha < 1.0:
         loss = alpha * match + (1.0 - alpha) * task_loss(student_out, targets)
     if hidden_weight > 0:
+        if hidden_layers is not None:
+            _check_named_states(student_hidden, teacher_hidden, hidden_layers)
         hidden = _hidden_loss(student_hidden, teacher_hidden, inputs)
         if hidden is not None:
             loss = loss + hidden_weight * hidden

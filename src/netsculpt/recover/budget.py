@@ -11,6 +11,7 @@ Budget(steps=500, seconds=None)
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -19,6 +20,8 @@ from netsculpt.errors import InputError
 
 __all__ = ["Budget", "BudgetLike"]
 
+#: More optimiser steps than any run takes: a larger count is a typo (or a time in ms).
+_MAX_STEPS = 10**12
 _UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(steps?|s|sec|m|min|h)?\s*$", re.IGNORECASE)
 
@@ -41,16 +44,22 @@ class Budget:
                 "Budget(seconds=30)"
             )
         if self.steps is not None:
-            if isinstance(self.steps, bool) or not isinstance(self.steps, int):
+            if isinstance(self.steps, bool) or not isinstance(self.steps, numbers.Integral):
                 raise InputError(
                     f"Budget steps must be an int, got {self.steps!r}; e.g. Budget(steps=200)"
+                )
+            object.__setattr__(self, "steps", int(self.steps))
+            if self.steps > _MAX_STEPS:
+                raise InputError(
+                    f"Budget steps={self.steps} is more than any run can take; pass a realistic "
+                    f"number, e.g. Budget(steps=2000), or a time such as Budget(seconds=600)"
                 )
             if self.steps <= 0:
                 raise InputError(
                     f"Budget steps must be positive, got {self.steps}; e.g. Budget(steps=200)"
                 )
         if self.seconds is not None:
-            if isinstance(self.seconds, bool) or not isinstance(self.seconds, (int, float)):
+            if isinstance(self.seconds, bool) or not isinstance(self.seconds, numbers.Real):
                 raise InputError(
                     f"Budget seconds must be a number, got {self.seconds!r}; e.g. "
                     f"Budget(seconds=30)"
@@ -69,9 +78,17 @@ class Budget:
         if isinstance(value, Budget):
             return value
         if isinstance(value, bool):
-            raise InputError(f"budget must be steps, a time or a Budget, got {value!r}")
-        if isinstance(value, int):
-            return cls(steps=value)
+            raise InputError(
+                f"budget must be steps, a time or a Budget, got {value!r}; pass e.g. "
+                f"budget=200 (steps) or budget='30s'"
+            )
+        if isinstance(value, numbers.Integral):
+            if value <= 0:
+                raise InputError(
+                    f"budget={value} leaves no training steps; pass a positive number of steps, "
+                    f"e.g. budget=200, or a time such as budget='30s'"
+                )
+            return cls(steps=int(value))
         if isinstance(value, str):
             match = _PATTERN.match(value)
             if match is None:
@@ -82,12 +99,29 @@ class Budget:
             number, unit = match.group(1), (match.group(2) or "steps").lower()
             if unit.startswith("step"):
                 if "." in number:
-                    raise InputError(f"budget {value!r}: a number of steps must be whole")
+                    raise InputError(
+                        f"budget {value!r}: a number of steps must be whole; pass e.g. "
+                        f"'{int(float(number)) or 1} steps'"
+                    )
+                if int(number) == 0:
+                    raise InputError(
+                        f"budget {value!r} leaves no training steps; pass e.g. budget=200"
+                    )
                 return cls(steps=int(number))
-            return cls(seconds=float(number) * _UNITS[unit])
+            seconds = float(number) * _UNITS[unit]
+            if seconds <= 0:
+                raise InputError(f"budget {value!r} leaves no training time; pass e.g. '30s'")
+            return cls(seconds=seconds)
+        if isinstance(value, numbers.Real):
+            whole = math.isfinite(value) and float(value).is_integer()
+            fix = f"pass {int(value)}" if whole and value > 0 else "pass e.g. budget=200"
+            raise InputError(
+                f"budget={value!r} is a {type(value).__name__}: steps are whole numbers and "
+                f"times are strings; {fix} (steps) or a time such as '30s'"
+            )
         raise InputError(
             f"budget must be an int (steps), a string such as '30s' or '2m', or a Budget, "
-            f"got {type(value).__name__} {value!r}"
+            f"got {type(value).__name__} {value!r}; pass e.g. budget=200 or budget='2m'"
         )
 
     def __str__(self) -> str:

@@ -5,9 +5,11 @@ Both train the model they are given **in place** and return that same object, so
 same thing. Training is deterministic for a given ``seed`` (the data order comes from
 ``task.train_batches(seed=seed)`` and the random state, e.g. for dropout, from
 ``torch.manual_seed(seed)`` inside a forked RNG, so the caller's random state is left as
-it was). When the loss becomes NaN or infinite (or explodes) the model's weights are restored to what
-they were before training and :class:`~netsculpt.errors.DivergenceError` is raised; any
-other error during training (a ``KeyboardInterrupt`` included) restores them too.
+it was). When the loss becomes NaN or infinite (or explodes) the model's weights are
+restored to what they were before training and :class:`~netsculpt.errors.DivergenceError`
+is raised; any other error during training (a ``KeyboardInterrupt`` included) restores them
+too. Every argument is checked before the first step: a bad call raises an
+:class:`~netsculpt.errors.InputError` that names the value and the fix, and trains nothing.
 
 >>> small = ns.finetune(small, task, "30s", lr=1e-3)                 # doctest: +SKIP
 >>> small = ns.distill(small, teacher, task, 500, temperature=2.0)  # doctest: +SKIP
@@ -26,11 +28,20 @@ import torch
 from torch import nn
 
 from netsculpt._inputs import ExampleInputs, inputs_to, split_inputs
-from netsculpt.errors import DivergenceError, InputError, TrainingError
+from netsculpt.errors import DivergenceError, TrainingError
 from netsculpt.recover._distill import distill_loss, hidden_states_of, wants_hidden_kwarg
+from netsculpt.recover._validate import (
+    check_callbacks,
+    check_distill_options,
+    check_hidden_layers,
+    check_models,
+    check_optimizer,
+    check_train_options,
+    made_optimizer,
+)
 from netsculpt.recover.budget import Budget, BudgetLike
 from netsculpt.recover.callbacks import call_hooks
-from netsculpt.tasks.base import Task
+from netsculpt.tasks.base import Task, checked_score
 
 __all__ = ["distill", "finetune"]
 
@@ -79,9 +90,29 @@ def finetune(
         DivergenceError: the loss became NaN or infinite, or exploded to more than a
             million times the first step's loss (more than 1e6 when that was below 1);
             the weights were restored.
-        TrainingError: the task has no training data, or the model no trainable weights.
-        InputError: a bad budget or option.
+        TrainingError: the task has no training data, the model no trainable weights, the
+            optimizer factory returned something else than an optimiser, or the task's
+            validation score is not a finite number.
+        InputError: checked before any step: a model that is not an ``nn.Module`` or has
+            meta, NaN or infinite weights; a task that is not a :class:`~netsculpt.Task`
+            (a name: build it with ``ns.get_task``); a bad budget, option, callback or
+            optimizer (the message names the value and the fix).
     """
+    limit, callbacks = _check_call(
+        "finetune",
+        {"model": model},
+        task=task,
+        budget=budget,
+        lr=lr,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+        seed=seed,
+        early_stop_patience=early_stop_patience,
+        eval_every=eval_every,
+        progress=progress,
+        callbacks=callbacks,
+        optimizer=optimizer,
+    )
     task_loss = task.loss
 
     def step_loss(step: int, inputs: ExampleInputs, targets: Any) -> torch.Tensor:
@@ -90,7 +121,7 @@ def finetune(
     return _train(
         model,
         task,
-        budget,
+        limit,
         step_loss,
         lr=lr,
         weight_decay=weight_decay,
@@ -114,6 +145,7 @@ def distill(
     temperature: float = 2.0,
     alpha: float = 0.5,
     hidden_weight: float = 0.0,
+    hidden_layers: Sequence[str] | None = None,
     output_kind: Literal["auto", "logits", "embeddings"] = "auto",
     lr: float = 1e-3,
     weight_decay: float = 0.0,
@@ -137,44 +169,66 @@ def distill(
     * ``hidden``: mean squared error between hidden states whose shapes match. For
       transformers models these are ``output_hidden_states`` (student layer ``i`` is
       paired with the teacher layer at the same relative depth); for other models, the
-      outputs of top-level child modules with the same name.
+      outputs of top-level child modules with the same name. ``hidden_layers`` names the
+      modules to match instead (qualified names present in both models, e.g.
+      ``["features.3", "classifier.0"]``); their outputs must then have equal shapes.
 
     The teacher runs in eval mode without gradients and is not changed. The other options
     are those of :func:`finetune`.
 
     Raises:
         TrainingError: the teacher's output shape differs from the student's (both are
-            named), or the teacher is the student.
+            named), a layer of ``hidden_layers`` gives outputs of different shapes, or the
+            teacher is the student.
         DivergenceError: the loss became NaN or infinite; the weights were restored.
+        InputError: checked before any step: as for :func:`finetune`, plus a teacher that
+            is not a module, ``temperature <= 0``, ``alpha`` outside [0, 1], an unknown
+            ``output_kind``, or ``hidden_layers`` names that a model lacks (close names are
+            listed).
     """
+    limit, callbacks = _check_call(
+        "distill",
+        {"student": student, "teacher": teacher},
+        task=task,
+        budget=budget,
+        lr=lr,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+        seed=seed,
+        early_stop_patience=early_stop_patience,
+        eval_every=eval_every,
+        progress=progress,
+        callbacks=callbacks,
+        optimizer=optimizer,
+    )
     if teacher is student:
         raise TrainingError(
             "distill got the same module as student and teacher; pass a frozen copy as the "
             "teacher, e.g. teacher=copy.deepcopy(model) taken before pruning"
         )
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise InputError(f"distill temperature must be positive, got {temperature}; try 2.0")
-    if not 0.0 <= alpha <= 1.0:
-        raise InputError(f"distill alpha must be in [0, 1], got {alpha}; try 0.5")
-    if not (math.isfinite(hidden_weight) and hidden_weight >= 0):
-        raise InputError(f"distill hidden_weight must be >= 0, got {hidden_weight}")
-    if output_kind not in ("auto", "logits", "embeddings"):
-        raise InputError(
-            f"distill output_kind must be 'auto', 'logits' or 'embeddings', got {output_kind!r}"
-        )
+    check_distill_options(
+        temperature=temperature, alpha=alpha, hidden_weight=hidden_weight, output_kind=output_kind
+    )
+    layers = check_hidden_layers(student, teacher, hidden_layers, hidden_weight)
     teacher_device = _device_of(teacher)
     student_device = _device_of(student)
     task_loss = task.loss
-    hf_kwargs = hidden_weight > 0 and wants_hidden_kwarg(student) and wants_hidden_kwarg(teacher)
+    hf_kwargs = (
+        hidden_weight > 0
+        and layers is None
+        and wants_hidden_kwarg(student)
+        and wants_hidden_kwarg(teacher)
+    )
     extra = {"output_hidden_states": True} if hf_kwargs else {}
+    hook = hidden_weight > 0 and not hf_kwargs
 
     def step_loss(step: int, inputs: ExampleInputs, targets: Any) -> torch.Tensor:
         with torch.no_grad():
-            with hidden_states_of(teacher, hidden_weight > 0 and not hf_kwargs) as t_tap:
+            with hidden_states_of(teacher, hook, layers) as t_tap:
                 t_out = _call(teacher, inputs_to(inputs, teacher_device), extra)
             t_out = _to_device(t_out, student_device)
             t_hidden = _to_device(t_tap.collect(t_out), student_device)
-        with hidden_states_of(student, hidden_weight > 0 and not hf_kwargs) as s_tap:
+        with hidden_states_of(student, hook, layers) as s_tap:
             s_out = _call(student, inputs, extra)
         s_hidden = s_tap.collect(s_out)
         return distill_loss(
@@ -189,6 +243,7 @@ def distill(
             hidden_weight=hidden_weight,
             student_hidden=s_hidden,
             teacher_hidden=t_hidden,
+            hidden_layers=layers,
         )
 
     was_training = teacher.training
@@ -197,7 +252,7 @@ def distill(
         return _train(
             student,
             task,
-            budget,
+            limit,
             step_loss,
             lr=lr,
             weight_decay=weight_decay,
@@ -217,10 +272,45 @@ def distill(
 # -- the shared loop -----------------------------------------------------------------------
 
 
+def _check_call(
+    label: str,
+    models: dict[str, Any],
+    *,
+    task: Any,
+    budget: Any,
+    lr: Any,
+    weight_decay: Any,
+    batch_size: Any,
+    seed: Any,
+    early_stop_patience: Any,
+    eval_every: Any,
+    progress: Any,
+    callbacks: Any,
+    optimizer: Any,
+) -> tuple[Budget, tuple[Any, ...]]:
+    """Every check of a finetune / distill call, before anything is trained or copied."""
+    check_models(label, **models)
+    _, limit = check_train_options(
+        label,
+        task=task,
+        budget=budget,
+        lr=lr,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+        seed=seed,
+        early_stop_patience=early_stop_patience,
+        eval_every=eval_every,
+        progress=progress,
+    )
+    checked = check_callbacks(label, callbacks)
+    check_optimizer(label, optimizer)
+    return limit, checked
+
+
 def _train(
     model: nn.Module,
     task: Task,
-    budget: BudgetLike,
+    limit: Budget,
     step_loss: StepLoss,
     *,
     lr: float,
@@ -234,8 +324,6 @@ def _train(
     optimizer: OptimizerFactory | None,
     label: str,
 ) -> nn.Module:
-    limit = Budget.parse(budget)
-    _check_options(lr, weight_decay, batch_size, early_stop_patience, eval_every)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise TrainingError(
@@ -245,7 +333,7 @@ def _train(
     if eval_every is None and early_stop_patience is not None:
         eval_every = max(1, limit.steps // 10) if limit.steps is not None else 50
     callbacks = tuple(callbacks)
-    validation = getattr(task, "validation_score", task.evaluate)
+    validation = "validation_score" if hasattr(task, "validation_score") else "evaluate"
     device = _device_of(model)
     batches = task.train_batches(batch_size=batch_size, seed=seed)
     before = _Snapshot(model)
@@ -255,13 +343,13 @@ def _train(
         with torch.random.fork_rng(devices=cuda), _ProgressBar(progress, label, limit) as bar:
             torch.manual_seed(seed)
             opt = (
-                optimizer(params)
+                made_optimizer(label, optimizer(params))
                 if optimizer is not None
                 else torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
             )
             stopper = _EarlyStopper(model, early_stop_patience)
             if early_stop_patience is not None:
-                stopper.update(_score(validation, model))
+                stopper.update(_score(task, validation, model))
             call_hooks(callbacks, "on_train_start", model, limit.steps)
             start = time.perf_counter()
             step = 0
@@ -285,14 +373,14 @@ def _train(
                 step += 1
                 bar.advance(step, time.perf_counter() - start, value)
                 if eval_every is not None and step % eval_every == 0:
-                    score = _score(validation, model)
+                    score = _score(task, validation, model)
                     call_hooks(callbacks, "on_evaluate", step, model, score)
                     if stopper.update(score):
                         break
             _check_finite_weights(model, label, step)
             if early_stop_patience is not None:
                 if eval_every is None or step % eval_every:
-                    score = _score(validation, model)
+                    score = _score(task, validation, model)
                     call_hooks(callbacks, "on_evaluate", step, model, score)
                     stopper.update(score)
                 stopper.restore_best()
@@ -303,27 +391,6 @@ def _train(
     model.train(was_training)
     call_hooks(callbacks, "on_train_end", model)
     return model
-
-
-def _check_options(
-    lr: float,
-    weight_decay: float,
-    batch_size: int,
-    early_stop_patience: int | None,
-    eval_every: int | None,
-) -> None:
-    if not (math.isfinite(lr) and lr > 0):
-        raise InputError(f"lr must be a positive number, got {lr}; try 1e-3")
-    if not (math.isfinite(weight_decay) and weight_decay >= 0):
-        raise InputError(f"weight_decay must be >= 0, got {weight_decay}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive int, got {batch_size!r}; try 64")
-    if early_stop_patience is not None and early_stop_patience < 1:
-        raise InputError(
-            f"early_stop_patience must be >= 1 or None, got {early_stop_patience}; try 3"
-        )
-    if eval_every is not None and eval_every < 1:
-        raise InputError(f"eval_every must be >= 1 or None, got {eval_every}; try 50")
 
 
 def _spent(limit: Budget, step: int, elapsed: float) -> bool:
@@ -372,10 +439,10 @@ def _device_of(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _score(validation: Callable[[nn.Module], float], model: nn.Module) -> float:
+def _score(task: Task, method: str, model: nn.Module) -> float:
     was_training = model.training
     try:
-        return float(validation(model))
+        return checked_score(task, model, method=method)
     finally:
         model.train(was_training)
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from netsculpt.errors import InputError, SparsityError
 from netsculpt.sparsity._training import train
+from netsculpt.sparsity._validate import check_sparsify_call
 from netsculpt.sparsity.callbacks import SRSTE, GradualPruning, RigLUpdates
 from netsculpt.sparsity.config import (
     GradualConfig,
@@ -35,7 +36,7 @@ from netsculpt.sparsity.config import (
     RigLConfig,
     SparsityConfig,
 )
-from netsculpt.sparsity.criteria import magnitude_masks, nm_masks, random_masks
+from netsculpt.sparsity.criteria import magnitude_masks, nm_masks, nm_skip_reason, random_masks
 from netsculpt.sparsity.lottery import run_lottery
 from netsculpt.sparsity.masks import MaskCallback, Masks, fold, select_parameters
 
@@ -126,6 +127,12 @@ def _check_budget(config: SparsityConfig, task: Any, budget: Any) -> int | None:
             f"sparsify: budget={budget} was given without a task to train on; pass task=, or "
             f"budget=None to prune without training"
         )
+    if task is not None and budget is None:
+        raise InputError(
+            f"sparsify: task={task!r} was given with budget=None, so {name} would not train on "
+            f"it; pass budget= (optimiser steps, e.g. budget=1000) to fine-tune with the mask "
+            f"fixed, or leave task out"
+        )
     return budget
 
 
@@ -159,17 +166,29 @@ def sparsify(
         progress: show progress bars while training.
 
     Raises:
-        InputError: a budget that is zero, negative or not whole steps, or a training method
-            without a task and a budget.
-        SparsityError: a schedule that does not fit the budget, or masks that do not fit.
+        InputError: checked before anything is copied or trained: a model that is not an
+            ``nn.Module`` or has meta, NaN or infinite weights; a config that is not a config
+            instance; a task that is not a :class:`~netsculpt.Task`; a budget that is zero,
+            negative or not whole steps; a training method without a task and a budget, or a
+            task without a budget; a bad ``lr``, ``seed`` or ``progress``.
+        UnknownNameError: ``include`` or ``exclude`` names a layer the model does not have
+            (close names are listed).
+        SparsityError: a selection with no weight in it, a schedule that does not fit the
+            budget, an N:M group size that fits no selected layer, or masks that do not fit.
     """
-    if not isinstance(config, SparsityConfig):
-        raise InputError(
-            f"sparsify: config must be a sparsity config such as MagnitudeConfig(sparsity=0.9), "
-            f"got {type(config).__name__}; see netsculpt.sparsity for the methods"
-        )
+    model, config = check_sparsify_call(
+        model, config, task=task, lr=lr, seed=seed, progress=progress
+    )
     budget = _check_budget(config, task, budget)
     names = select_parameters(model, include=config.include, exclude=config.exclude)
+    if not names:
+        raise SparsityError(
+            f"sparsify: {type(config).__name__}(include={config.include!r}, "
+            f"exclude={config.exclude!r}) selects no weight of {type(model).__name__}, so "
+            f"nothing would be sparsified; by default every Linear and Conv1d/2d/3d weight is "
+            f"selected: include other layers by name (include=('name',)) or exclude fewer"
+        )
+    _check_fits(model, config, names, budget)
     runner = _RUNNERS.get(type(config))
     if runner is None:
         raise InputError(
@@ -184,6 +203,31 @@ def sparsify(
     fold(result.model)
     result.masks.apply(result.model)
     return result
+
+
+def _check_fits(
+    model: nn.Module, config: SparsityConfig, names: list[str], budget: int | None
+) -> None:
+    """Settings that would sparsify nothing: an N:M size that fits no layer, RigL without an
+    update within its budget."""
+    if isinstance(config, NMConfig):
+        skipped = {n: nm_skip_reason(model, n, config.m) for n in names}
+        if all(skipped.values()):
+            reasons = "; ".join(f"{n}: {r}" for n, r in list(skipped.items())[:4])
+            raise SparsityError(
+                f"sparsify: NMConfig(n={config.n}, m={config.m}) fits none of the selected "
+                f"layers ({reasons}), so nothing would be sparsified; pass an m that divides "
+                f"their input dimensions, or include other layers"
+            )
+    if isinstance(config, RigLConfig) and budget is not None:
+        end = max(1, int(config.end_fraction * budget))
+        if config.update_every >= end:
+            raise SparsityError(
+                f"sparsify: RigLConfig(update_every={config.update_every}) makes no mask update "
+                f"before step {end} (end_fraction={config.end_fraction} of budget={budget}), so "
+                f"the mask would never change; pass update_every < {end}, e.g. "
+                f"update_every={max(1, end // 10)}, or a larger budget"
+            )
 
 
 def _one_shot_then_train(

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -58,7 +60,8 @@ def _fraction(owner: str, field: str, value: Any) -> None:
 def _int_at_least(owner: str, field: str, value: Any, low: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
         raise SparsityError(
-            f"{owner}({field}={value!r}): must be an integer >= {low}; pass e.g. {field}={max(low, 1)}"
+            f"{owner}({field}={value!r}): must be an integer >= {low}; pass e.g. "
+            f"{field}={max(low, 1)}"
         )
 
 
@@ -93,15 +96,16 @@ class SparsityConfig:
         for field in ("include", "exclude"):
             value = getattr(self, field)
             if value is None:
+                if field == "exclude":
+                    object.__setattr__(self, field, ())
                 continue
-            if isinstance(value, str):
-                value = (value,)
-            if not all(isinstance(v, str) for v in value):
-                raise SparsityError(
-                    f"{owner}({field}={value!r}): layers are selected by qualified module name "
-                    f"or 're:' pattern strings, e.g. {field}=('classifier', 're:.*fc.*')"
-                )
-            object.__setattr__(self, field, tuple(value))
+            object.__setattr__(self, field, _selectors(owner, field, value))
+        if self.include == ():
+            raise SparsityError(
+                f"{owner}(include=()): an empty include selects no layer, so nothing would be "
+                f"sparsified; pass include=None for every Linear and Conv layer, or name layers, "
+                f"e.g. include=('classifier', 're:.*fc.*')"
+            )
         self._validate(owner)
 
     @property
@@ -122,18 +126,64 @@ class SparsityConfig:
 
 
 def config_from_dict(data: dict[str, Any]) -> SparsityConfig:
-    """Rebuild a config from :meth:`SparsityConfig.to_dict` output."""
+    """Rebuild a config from :meth:`SparsityConfig.to_dict` output.
+
+    Raises:
+        SparsityError: ``data`` is not a dict, or names a field the method does not have.
+        UnknownNameError: ``data["kind"]`` names no method.
+    """
+    if not isinstance(data, Mapping):
+        raise SparsityError(
+            f"a sparsity config dict is needed, got {type(data).__name__} ({data!r:.60}); pass "
+            f"what SparsityConfig.to_dict() returned, e.g. {{'kind': 'magnitude', "
+            f"'sparsity': 0.9}}"
+        )
     data = dict(data)
     kind = data.pop("kind", None)
-    cls = _REGISTRY.get(kind)  # type: ignore[arg-type]
+    cls = _REGISTRY.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise UnknownNameError(
             f"sparsity method kind={kind!r} is not known; pass one of {sorted(_REGISTRY)}"
+        )
+    fields = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(str(k) for k in data if k not in fields)
+    if unknown:
+        raise SparsityError(
+            f"{cls.__name__} has no field {', '.join(repr(k) for k in unknown)}; its fields are "
+            f"{', '.join(fields)}"
         )
     for key in ("include", "exclude"):
         if isinstance(data.get(key), list):
             data[key] = tuple(data[key])
     return cls(**data)
+
+
+def _selectors(owner: str, field: str, value: Any) -> tuple[str, ...]:
+    """Layer selectors as a tuple of strings; ``"re:"`` patterns must compile."""
+    example = f"e.g. {field}=('classifier', 're:.*fc.*')"
+    if isinstance(value, str):
+        value = (value,)
+    if isinstance(value, Mapping) or not isinstance(value, Iterable):
+        raise SparsityError(
+            f"{owner}({field}={value!r}): layers are selected by a list of qualified module "
+            f"names or 're:' pattern strings, not a {type(value).__name__}; {example}"
+        )
+    items = tuple(value)
+    for item in items:
+        if not isinstance(item, str):
+            raise SparsityError(
+                f"{owner}({field}={value!r}): layers are selected by qualified module name "
+                f"or 're:' pattern strings, got {item!r} ({type(item).__name__}); {example}"
+            )
+        if item.startswith("re:"):
+            try:
+                re.compile(item[3:])
+            except re.error as exc:
+                raise SparsityError(
+                    f"{owner}({field}={value!r}): {item!r} is not a valid regular expression "
+                    f"({exc}); write Python re syntax after 're:', {example}"
+                ) from None
+    return items
 
 
 def _schedule(owner: str, start: Any, end: Any, frequency: Any) -> None:
@@ -251,6 +301,11 @@ class LotteryTicketConfig(SparsityConfig):
         _int_at_least(owner, "rounds", self.rounds, 1)
         _int_at_least(owner, "rewind_step", self.rewind_step, 0)
         _choice(owner, "scope", self.scope, ("global", "layer"))
+        if not isinstance(self.control, bool):
+            raise SparsityError(
+                f"{owner}(control={self.control!r}): must be True or False; pass control=True "
+                f"to also train the mask from a fresh initialisation"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)

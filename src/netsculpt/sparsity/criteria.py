@@ -23,6 +23,7 @@ __all__ = [
     "magnitude_masks",
     "nm_mask",
     "nm_masks",
+    "nm_skip_reason",
     "random_masks",
     "regrow",
 ]
@@ -160,7 +161,8 @@ def nm_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
     if weight.dim() < 2 or weight.shape[1] % m != 0:
         raise SparsityError(
             f"a weight of shape {tuple(weight.shape)} cannot be split into groups of m={m} along "
-            f"its input dimension; exclude this layer or pick an m that divides {weight.shape[1] if weight.dim() > 1 else 1}"
+            f"its input dimension; exclude this layer or pick an m that divides "
+            f"{weight.shape[1] if weight.dim() > 1 else 1}"
         )
     groups = _nm_view(weight.detach().abs().float(), m)
     keep = torch.zeros_like(groups, dtype=torch.bool)
@@ -178,15 +180,23 @@ def nm_masks(
     out: dict[str, torch.Tensor] = {}
     skipped: dict[str, str] = {}
     for name in names:
-        w = stored_tensor(model, name)
-        module = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
-        if getattr(module, "groups", 1) != 1:
-            skipped[name] = "grouped convolution: its input groups are too small for N:M"
-        elif w.shape[1] % m != 0:
-            skipped[name] = f"input dimension {w.shape[1]} is not a multiple of m={m}"
+        reason = nm_skip_reason(model, name, m)
+        if reason is not None:
+            skipped[name] = reason
         else:
-            out[name] = nm_mask(w, n, m)
+            out[name] = nm_mask(stored_tensor(model, name), n, m)
     return Masks(out), skipped
+
+
+def nm_skip_reason(model: nn.Module, name: str, m: int) -> str | None:
+    """Why the weight ``name`` cannot take an N:M mask with group size ``m`` (None: it can)."""
+    w = stored_tensor(model, name)
+    module = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+    if getattr(module, "groups", 1) != 1:
+        return "grouped convolution: its input groups are too small for N:M"
+    if w.shape[1] % m != 0:
+        return f"input dimension {w.shape[1]} is not a multiple of m={m}"
+    return None
 
 
 def regrow(

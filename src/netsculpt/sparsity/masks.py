@@ -23,6 +23,7 @@ ways:
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterator, Mapping, Sequence
 
@@ -31,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils import parametrize
 
+from netsculpt._checks import check_names
 from netsculpt.errors import SparsityError, UnknownNameError
 
 __all__ = [
@@ -68,9 +70,14 @@ def select_parameters(
     type that has a weight with two or more dimensions.
 
     Raises:
-        UnknownNameError: an exact name in ``include`` or ``exclude`` matches no layer, or an
-            ``include`` selector matches nothing.
+        UnknownNameError: an exact name in ``include`` or ``exclude`` matches no layer (the
+            closest layer names are listed), an ``include`` selector matches nothing, or a
+            ``"re:"`` pattern does not compile.
+        InputError: ``include`` or ``exclude`` is not a name or a list of names.
     """
+    if include is not None:
+        include = check_names(include, "include")
+    exclude = check_names(exclude, "exclude")
     candidates: list[tuple[str, str, nn.Module]] = []  # (module name, parameter name, module)
     for module_name, module in model.named_modules():
         weight = _original(module, "weight")
@@ -83,17 +90,22 @@ def select_parameters(
     def hit(selector: str, module_name: str, param_name: str) -> bool:
         return _matches(module_name, selector) or _matches(param_name, selector)
 
-    available = ", ".join(repr(m) for m, _, _ in candidates[:8]) + (
-        ", ..." if len(candidates) > 8 else ""
-    )
     for kind, selectors in (("include", include or ()), ("exclude", exclude)):
         for selector in selectors:
-            if kind == "exclude" and selector.startswith("re:"):
-                continue  # a pattern that excludes nothing is harmless
+            if selector.startswith("re:"):
+                try:
+                    re.compile(selector[3:])
+                except re.error as exc:
+                    raise UnknownNameError(
+                        f"{kind}={selector!r} is not a valid regular expression ({exc}); write "
+                        f"the pattern after 're:' in Python's re syntax, e.g. 're:.*fc.*'"
+                    ) from None
+                if kind == "exclude":
+                    continue  # a pattern that excludes nothing is harmless
             if not any(hit(selector, m, p) for m, p, _ in candidates):
                 raise UnknownNameError(
                     f"{kind}={selector!r} matches no layer with a weight in "
-                    f"{type(model).__name__}; layers that can be selected: {available}; pass a "
+                    f"{type(model).__name__}; {_close_names(selector, candidates)}; pass a "
                     f"qualified module name or a pattern such as 're:.*fc.*'"
                 )
     chosen: list[str] = []
@@ -107,6 +119,18 @@ def select_parameters(
             continue
         chosen.append(param_name)
     return chosen
+
+
+def _close_names(selector: str, candidates: Sequence[tuple[str, str, nn.Module]]) -> str:
+    """The selectable layers closest to ``selector`` (or the first few when none is close)."""
+    modules = [m for m, _, _ in candidates]
+    if not modules:
+        return "it has no layer with a weight of two or more dimensions"
+    close = difflib.get_close_matches(selector.removeprefix("re:"), modules, n=4, cutoff=0.5)
+    listed = ", ".join(repr(m) for m in modules[:8]) + (", ..." if len(modules) > 8 else "")
+    if close:
+        return f"close names: {', '.join(repr(c) for c in close)} (all layers: {listed})"
+    return f"layers that can be selected: {listed}"
 
 
 def _split(name: str) -> tuple[str, str]:

@@ -21,20 +21,25 @@ from __future__ import annotations
 
 import abc
 import itertools
-from collections.abc import Iterator
+import math
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from netsculpt._checks import check_finite_inputs, check_int, check_model
 from netsculpt._inputs import ExampleInputs, flatten_outputs
 from netsculpt.errors import ExampleInputsError, InputError, TrainingError
 
 if TYPE_CHECKING:
     from netsculpt.recover.budget import BudgetLike
 
-__all__ = ["Task"]
+__all__ = ["Task", "check_calib_batches", "check_task", "checked_score"]
+
+#: What ``ns.finetune`` and ``ns.distill`` call on a task (a duck-typed task needs them all).
+TRAINING_METHODS: tuple[str, ...] = ("evaluate", "train_batches", "loss")
 
 
 class Task(abc.ABC):
@@ -49,6 +54,15 @@ class Task(abc.ABC):
 
     #: Short name of the task, used in logs, reports and :func:`netsculpt.get_task`.
     name: str = "task"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("name", "task")
+        if not isinstance(name, str) or not name:
+            raise InputError(
+                f"{cls.__name__}.name must be a non-empty string, got {name!r} "
+                f"({type(name).__name__}); e.g. name = 'my-task'"
+            )
 
     @abc.abstractmethod
     def evaluate(self, model: nn.Module) -> float:
@@ -88,12 +102,22 @@ class Task(abc.ABC):
         The default takes the inputs of the first ``n`` training batches, or the example
         inputs alone when the task has no training data.
         """
+        check_int(n, "n")
         if n < 1:
             raise InputError(f"calib_batches needs n >= 1, got n={n}; ask for at least one batch")
         if not self.has_training_data:
-            return [self.example_inputs()]
+            return check_calib_batches([self.example_inputs()], what=f"task {self.name!r}")
         stream = self.train_batches(batch_size=32, seed=0)
-        return [inputs for inputs, _ in itertools.islice(stream, n)]
+        batches = []
+        for batch in itertools.islice(stream, n):
+            if not (isinstance(batch, tuple) and len(batch) == 2):
+                raise TrainingError(
+                    f"task {self.name!r} ({type(self).__name__}): train_batches() must yield "
+                    f"(inputs, targets) pairs, got {type(batch).__name__}; yield x, y (y may "
+                    f"be None)"
+                )
+            batches.append(batch[0])
+        return check_calib_batches(batches, what=f"task {self.name!r}")
 
     def train_batches(
         self, *, batch_size: int = 64, seed: int = 0
@@ -143,6 +167,12 @@ class Task(abc.ABC):
         :func:`netsculpt.finetune` when ``teacher`` is ``None``); without training data the
         model is returned unchanged. Override it to plug in your own recipe.
         """
+        check_model(model)
+        if teacher is not None:
+            check_model(teacher, what="teacher")
+        from netsculpt.recover.budget import Budget
+
+        Budget.parse(budget)  # a bad budget is an error even when there is nothing to train
         if not self.has_training_data:
             return model
         from netsculpt.recover.train import distill, finetune
@@ -153,3 +183,118 @@ class Task(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+def _label(task: Any) -> str:
+    return f"task {getattr(task, 'name', type(task).__name__)!r} ({type(task).__name__})"
+
+
+def check_task(task: Any, *, caller: str, what: str = "task") -> Task:
+    """``task`` is a :class:`Task` instance (or an object with ``evaluate``, ``train_batches``
+    and ``loss``, the methods the training loops call); return it.
+
+    A task name is not a task: the message says to build it with ``ns.get_task(name)``.
+
+    Raises:
+        InputError: ``task`` is ``None``, a string, a class, or an object without the methods.
+    """
+    if isinstance(task, Task):
+        return task
+    if task is None:
+        raise InputError(
+            f"{caller}: {what}=None, but {caller} needs a task to train on; pass a "
+            f"netsculpt.Task, e.g. {what}=ns.get_task('digits') or an instance of your own "
+            f"Task subclass"
+        )
+    if isinstance(task, str):
+        raise InputError(
+            f"{caller}: {what}={task!r} is a task name, not a task; build it first with "
+            f"{what}=ns.get_task({task!r})"
+        )
+    if isinstance(task, type):
+        hint = f"{task.__name__}()" if issubclass(task, Task) else "an instance of a Task subclass"
+        raise InputError(
+            f"{caller}: {what}={task.__name__} is a class, not a task; pass an instance: "
+            f"{what}={hint}"
+        )
+    missing = [m for m in TRAINING_METHODS if not callable(getattr(task, m, None))]
+    if missing:
+        raise InputError(
+            f"{caller}: {what} must be a netsculpt.Task, got {type(task).__name__} "
+            f"({_short(task)}), which lacks {', '.join(missing)}; subclass netsculpt.Task "
+            f"(or use ns.get_task(name))"
+        )
+    return task  # type: ignore[no-any-return]  # duck-typed: has every method the loops call
+
+
+def checked_score(task: Any, model: nn.Module, *, method: str = "evaluate") -> float:
+    """``task.<method>(model)`` as a float; a score that is not a finite number is an error.
+
+    Accepts Python and NumPy numbers and one-element tensors.
+
+    Raises:
+        TrainingError: the score is not a number (``None``, a string, a dict, a bool, a tensor
+            of several values) or is NaN or infinite; the message names the task.
+    """
+    score = getattr(task, method)(model)
+    value: float | None = None
+    if isinstance(score, torch.Tensor):
+        if score.numel() == 1 and score.dtype != torch.bool:
+            value = float(score.detach().reshape(()))
+    elif not isinstance(score, bool):
+        try:
+            value = float(score) if hasattr(score, "__float__") else None
+        except (TypeError, ValueError):
+            value = None
+    if value is None:
+        raise TrainingError(
+            f"{_label(task)}: {method}() returned {_short(score)} ({type(score).__name__}), not a "
+            f"number; return a float score (higher is better), e.g. the accuracy"
+        )
+    if not math.isfinite(value):
+        raise TrainingError(
+            f"{_label(task)}: {method}() returned {value}, not a finite score; check the "
+            f"model's outputs and the metric for NaN/inf (an empty split divides by zero)"
+        )
+    return value
+
+
+def check_calib_batches(batches: Any, *, what: str = "calib") -> list[ExampleInputs]:
+    """``batches`` is a non-empty list of example inputs; return it as a list.
+
+    Each batch is what the model is called with: a tensor, a tuple of positional inputs or a
+    dict of keyword inputs, holding finite real tensors.
+
+    Raises:
+        ExampleInputsError: a single tensor or dict instead of a list of them, an empty list,
+            a batch of another type, or a batch with NaN, infinite or meta tensors.
+    """
+    if isinstance(batches, (torch.Tensor, Mapping)):
+        raise ExampleInputsError(
+            f"{what}: calibration batches must be a list of batches, got one "
+            f"{type(batches).__name__}; wrap it in a list: [batch]"
+        )
+    if isinstance(batches, (str, bytes)) or not isinstance(batches, Iterable):
+        raise ExampleInputsError(
+            f"{what}: calibration batches must be a list of example inputs (tensors, tuples "
+            f"or dicts), got {type(batches).__name__} ({_short(batches)})"
+        )
+    out = list(batches)
+    if not out:
+        raise ExampleInputsError(
+            f"{what}: got no calibration batches; pass at least one batch of example inputs"
+        )
+    for i, batch in enumerate(out):
+        if not isinstance(batch, (torch.Tensor, tuple, list, Mapping)):
+            raise ExampleInputsError(
+                f"{what}: calibration batch {i} is {type(batch).__name__} ({_short(batch)}), "
+                f"not example inputs; each batch is a tensor, a tuple of tensors or a dict of "
+                f"keyword inputs"
+            )
+        check_finite_inputs(batch, what=f"{what}: calibration batch {i}")
+    return out
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
