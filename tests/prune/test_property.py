@@ -25,8 +25,10 @@ def test_pruning_keeps_the_forward_pass(arch: tuple) -> None:
     graph = ns.analyze(model, inputs)
     try:
         small = ns.apply(model, ns.plan(model, inputs, ratio=0.4, graph=graph))
-    except NothingToPruneError:
-        assert not graph.prunable_groups
+    except NothingToPruneError as exc:
+        # nothing prunable, or every group so narrow that 40 % of it is less than one unit
+        assert all(int(g.size * 0.4) == 0 for g in graph.prunable_groups)
+        assert not graph.prunable_groups or "removes no unit" in str(exc)
         return
     with torch.no_grad():
         out = call_model(small, inputs)

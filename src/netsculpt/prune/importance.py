@@ -13,7 +13,7 @@ one with :func:`register_importance`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,11 +21,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from netsculpt._checks import check_finite_inputs
 from netsculpt._inputs import ExampleInputs, call_model, flatten_outputs
-from netsculpt.errors import InputError, UnknownNameError
+from netsculpt.errors import ExampleInputsError, InputError, UnknownNameError
 from netsculpt.graph.analysis import Graph, Group
 
-__all__ = ["IMPORTANCE", "ImportanceContext", "register_importance"]
+__all__ = ["IMPORTANCE", "NEEDS_CALIB", "ImportanceContext", "check_calib", "register_importance"]
+
+#: built-in criteria that read calibration batches
+NEEDS_CALIB = frozenset({"taylor", "activation"})
 
 
 @dataclass
@@ -59,8 +63,15 @@ IMPORTANCE: dict[str, Importance] = {}
 
 def register_importance(name: str) -> Callable[[Importance], Importance]:
     """Register an importance criterion under ``name`` (usable as ``importance=name``)."""
+    if not isinstance(name, str) or not name:
+        raise InputError(f"an importance name must be a non-empty str, got {name!r}")
 
     def deco(fn: Importance) -> Importance:
+        if not callable(fn):
+            raise InputError(
+                f"importance {name!r} must be a callable (group, context) -> scores, got "
+                f"{type(fn).__name__}"
+            )
         IMPORTANCE[name] = fn
         return fn
 
@@ -70,12 +81,58 @@ def register_importance(name: str) -> Callable[[Importance], Importance]:
 def get_importance(name: str | Importance) -> Importance:
     if callable(name):
         return name
+    if not isinstance(name, str):
+        raise InputError(
+            f"importance must be a criterion name or a callable (group, context) -> scores, "
+            f"got {name!r} ({type(name).__name__}); choose one of {sorted(IMPORTANCE)}"
+        )
     if name not in IMPORTANCE:
         raise UnknownNameError(
             f"unknown importance {name!r}; choose one of {sorted(IMPORTANCE)} or register "
             f"your own with netsculpt.register_importance"
         )
     return IMPORTANCE[name]
+
+
+def check_calib(calib: Any, importance: Any) -> Any:
+    """Calibration batches for ``importance``: required by the criteria in :data:`NEEDS_CALIB`,
+    and when given, a collection of batches (a list, or an iterable such as a DataLoader),
+    each a tensor, a tuple or a dict of keyword inputs. A list or tuple is checked batch by
+    batch and returned as a list; other iterables are returned unread."""
+    name = importance if isinstance(importance, str) else None
+    if calib is None:
+        if name in NEEDS_CALIB:
+            raise InputError(
+                f"importance {name!r} needs calibration batches: pass calib=[batch, ...] "
+                f"(each batch shaped like example_inputs)"
+                + (", and optionally loss_fn=(outputs, batch) -> loss" if name == "taylor" else "")
+                + "; or choose importance='magnitude', which needs no data"
+            )
+        return None
+    if isinstance(calib, (torch.Tensor, Mapping)):
+        raise ExampleInputsError(
+            f"calib must be a list of batches, got one {type(calib).__name__}; wrap a single "
+            f"batch in a list: calib=[batch]"
+        )
+    if isinstance(calib, (str, bytes)) or not isinstance(calib, Iterable):
+        raise ExampleInputsError(
+            f"calib must be a list of batches (tensors, tuples or dicts of keyword inputs), got "
+            f"{calib!r} ({type(calib).__name__})"
+        )
+    if not isinstance(calib, (list, tuple)):
+        return calib
+    if not calib:
+        raise ExampleInputsError(
+            "calib is empty; pass at least one batch of example inputs, e.g. calib=[x]"
+        )
+    for i, batch in enumerate(calib):
+        if not isinstance(batch, (torch.Tensor, tuple, list, Mapping)):
+            raise ExampleInputsError(
+                f"calib[{i}] is {type(batch).__name__} ({batch!r:.60}), not a batch; each batch "
+                f"is a tensor, a tuple of tensors or a dict of keyword inputs"
+            )
+        check_finite_inputs(batch, what=f"calib[{i}]")
+    return list(calib)
 
 
 def _per_position(t: torch.Tensor, dim: int, how: str) -> np.ndarray:

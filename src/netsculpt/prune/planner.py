@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -11,12 +13,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from netsculpt._checks import check_finite_weights, check_int, check_names
 from netsculpt._inputs import ExampleInputs, call_model, flatten_outputs
 from netsculpt.errors import InputError, InvalidRatioError, NothingToPruneError, PlanError
+from netsculpt.graph._arguments import check_bool, check_model_and_inputs, check_selection
 from netsculpt.graph.analysis import Graph, Group, analyze, match_names
 from netsculpt.graph.spaces import Space
 from netsculpt.prune.apply import apply
-from netsculpt.prune.importance import ImportanceContext, get_importance
+from netsculpt.prune.importance import ImportanceContext, check_calib, get_importance
 from netsculpt.prune.plan import GroupDecision, Plan
 
 __all__ = ["plan", "prune"]
@@ -32,12 +36,30 @@ _ATTR_SKIP = re.compile(
 
 
 def _check_ratio(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < 1):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not (0 <= value < 1)
+    ):
         raise InvalidRatioError(
             f"{where} must be a number in [0, 1) (the fraction of width removed), got "
             f"{value!r}; for example ratio=0.3 removes 30% of every prunable group"
         )
     return float(value)
+
+
+def _check_ratio_argument(ratio: Any) -> None:
+    """A number in [0, 1), or a mapping from group names (strings) to such numbers."""
+    if not isinstance(ratio, Mapping):
+        _check_ratio(ratio, "ratio")
+        return
+    for key, value in ratio.items():
+        if not isinstance(key, str):
+            raise InputError(
+                f"ratio keys must be group names or 're:' patterns (strings), got {key!r} "
+                f"({type(key).__name__}); e.g. ratio={{'layer1': 0.5, '*': 0.3}}"
+            )
+        _check_ratio(value, f"ratio[{key!r}]")
 
 
 def _resolve_ratios(ratio: Ratio, groups: Sequence[Group]) -> dict[str, float]:
@@ -53,8 +75,10 @@ def _resolve_ratios(ratio: Ratio, groups: Sequence[Group]) -> dict[str, float]:
         hits = [g for g in groups if match_names([key], g.name) or match_names([key], g.module)]
         if not hits:
             names = ", ".join(g.name for g in groups[:6])
+            close = difflib.get_close_matches(key, [g.name for g in groups], n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
             raise InputError(
-                f"ratio key {key!r} matches no prunable group; group names look like "
+                f"ratio key {key!r} matches no prunable group; {hint}group names look like "
                 f"{names}{', ...' if len(groups) > 6 else ''} (ns.analyze lists them all); "
                 f"use an exact name or a 're:' pattern"
             )
@@ -117,11 +141,105 @@ def plan(
         seed: seed for ``random``.
         verify: run the pruned copy once on ``example_inputs`` and check its output shapes.
     """
+    exclude, remove_blocks, calib = _check_arguments(
+        model,
+        example_inputs,
+        ratio=ratio,
+        importance=importance,
+        exclude=exclude,
+        round_to=round_to,
+        calib=calib,
+        loss_fn=loss_fn,
+        global_ranking=global_ranking,
+        protect_outputs=protect_outputs,
+        graph=graph,
+        remove_blocks=remove_blocks,
+        seed=seed,
+        verify=verify,
+    )
+    return _plan(
+        model,
+        example_inputs,
+        ratio=ratio,
+        importance=importance,
+        exclude=exclude,
+        round_to=round_to,
+        calib=calib,
+        loss_fn=loss_fn,
+        global_ranking=global_ranking,
+        protect_outputs=protect_outputs,
+        graph=graph,
+        remove_blocks=remove_blocks,
+        seed=seed,
+        verify=verify,
+    )
+
+
+def _check_arguments(
+    model: Any,
+    example_inputs: Any,
+    *,
+    ratio: Any,
+    importance: Any,
+    exclude: Any,
+    round_to: Any,
+    calib: Any,
+    loss_fn: Any,
+    global_ranking: Any,
+    protect_outputs: Any,
+    graph: Any,
+    remove_blocks: Any,
+    seed: Any,
+    verify: Any,
+) -> tuple[list[str], list[str], Any]:
+    """Validate the arguments of :func:`plan`; returns ``exclude``, ``remove_blocks`` and
+    ``calib`` normalised (lists)."""
+    check_model_and_inputs(model, example_inputs)
     if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
         raise InputError(f"round_to must be a positive integer (1, 8, 16, 64), got {round_to!r}")
+    _check_ratio_argument(ratio)
+    get_importance(importance)
+    if graph is not None and not isinstance(graph, Graph):
+        raise InputError(
+            f"graph must be the result of ns.analyze(model, example_inputs) or None, got "
+            f"{type(graph).__name__}"
+        )
+    group_names = tuple(g.name for g in graph.groups) if graph is not None else ()
+    excluded = check_selection(model, exclude, "exclude", extra=group_names)
+    blocks = check_names(remove_blocks, "remove_blocks")
+    check_int(seed, "seed", minimum=0)
+    check_bool(global_ranking, "global_ranking", allow_none=True)
+    check_bool(protect_outputs, "protect_outputs")
+    check_bool(verify, "verify")
+    if loss_fn is not None and not callable(loss_fn):
+        raise InputError(
+            f"loss_fn must be a callable (outputs, batch) -> loss tensor, or None, got "
+            f"{loss_fn!r} ({type(loss_fn).__name__})"
+        )
+    calib = check_calib(calib, importance)
+    check_finite_weights(model)
+    return excluded, blocks, calib
+
+
+def _plan(
+    model: nn.Module,
+    example_inputs: ExampleInputs,
+    *,
+    ratio: Ratio,
+    importance: str | Callable[..., np.ndarray],
+    exclude: Sequence[str],
+    round_to: int,
+    calib: Sequence[ExampleInputs] | None,
+    loss_fn: Callable[[Any, ExampleInputs], torch.Tensor] | None,
+    global_ranking: bool | None,
+    protect_outputs: bool,
+    graph: Graph | None,
+    remove_blocks: Sequence[str],
+    seed: int,
+    verify: bool,
+) -> Plan:
+    """:func:`plan` on arguments already checked."""
     score_fn = get_importance(importance)
-    if not isinstance(ratio, Mapping):
-        _check_ratio(ratio, "ratio")
     if graph is None:
         graph = analyze(model, example_inputs, exclude=exclude, protect_outputs=protect_outputs)
     groups = [g for g in graph.prunable_groups if not (exclude and _touches(g, exclude))]
@@ -139,6 +257,7 @@ def plan(
         global_ranking = importance == "lamp"
     ctx = ImportanceContext(model=model, graph=graph, calib=calib, loss_fn=loss_fn, seed=seed)
     active = [g for g in groups if ratios[g.name] > 0]
+    _check_round_to(active, round_to)
     scores = {g.name: np.asarray(score_fn(g, ctx), dtype=np.float64) for g in active}
     for g in active:
         if scores[g.name].shape != (g.size,):
@@ -146,7 +265,21 @@ def plan(
                 f"importance {importance!r} returned scores of shape {scores[g.name].shape} "
                 f"for group {g.name!r} of {g.size} units; return one score per unit"
             )
+        if not np.isfinite(scores[g.name]).all():
+            raise InputError(
+                f"importance {importance!r} returned NaN or infinite scores for group "
+                f"{g.name!r}; with 'taylor' this means the loss on the calibration batches is "
+                f"NaN or infinite (check loss_fn and calib), with your own criterion return "
+                f"finite numbers"
+            )
     keep_counts = _keep_counts(active, ratios, scores, round_to, bool(global_ranking))
+    if (
+        not isinstance(ratio, Mapping)
+        and active
+        and not removed
+        and all(keep_counts[g.name] >= g.size for g in active)
+    ):
+        raise NothingToPruneError(_too_small(ratio, active, round_to))
 
     decisions: dict[int, np.ndarray] = {}
     for g in groups:
@@ -196,6 +329,40 @@ def plan(
         + "; ".join(dict.fromkeys(errors))
         + "); its code probably hard-codes a size netsculpt removed: exclude the module "
         "named in the error with exclude=[...], or report the model to netsculpt"
+    )
+
+
+def _check_round_to(active: Sequence[Group], round_to: int) -> None:
+    """Refuse a ``round_to`` that leaves every group it applies to whole."""
+    if round_to <= 1 or not active:
+        return
+    if all(g.size <= _granularity(g, round_to) for g in active):
+        widest = max(active, key=lambda g: g.size)
+        raise NothingToPruneError(
+            f"round_to={round_to} exceeds the width of every group it applies to (the widest, "
+            f"{widest.name!r}, has {widest.size} {widest.kind}), so no width can be rounded "
+            f"below its full size and nothing would be pruned; pass round_to=1 or a divisor "
+            f"smaller than {widest.size}, e.g. round_to={_largest_below(widest.size)}"
+        )
+
+
+def _largest_below(size: int) -> int:
+    """The largest power of two below ``size`` (at least 1)."""
+    return max(1, 1 << max(0, (size - 1).bit_length() - 1))
+
+
+def _too_small(ratio: float, active: Sequence[Group], round_to: int) -> str:
+    """Why a uniform ``ratio`` removes no unit, and the smallest ratio that would."""
+    need = min(_granularity(g, round_to) / g.size for g in active)
+    suggestion = math.ceil(need * 1000) / 1000
+    widths = sorted({g.size for g in active})
+    span = f"{widths[0]}" if len(widths) == 1 else f"{widths[0]} to {widths[-1]}"
+    rounding = f", rounded to multiples of round_to={round_to}" if round_to > 1 else ""
+    return (
+        f"ratio={ratio:g} removes no unit from any of the {len(active)} prunable groups "
+        f"(widths {span}{rounding}), so the plan would prune nothing; pass ratio>={suggestion:g}"
+        + (" or a smaller round_to" if round_to > 1 else "")
+        + ", or ratio=0.0 if an unchanged model is what you want"
     )
 
 
@@ -464,6 +631,18 @@ def _zeroed_reference(
                 target.index_copy_(dim, idx, values)
 
 
+def _check_finite_reference(model_name: str, reference: Sequence[torch.Tensor] | None) -> None:
+    """Outputs to compare the pruned copy with must be finite, or no comparison means much."""
+    for i, out in enumerate(reference or []):
+        if out.is_floating_point() and not bool(torch.isfinite(out).all()):
+            raise PlanError(
+                f"output {i} of {model_name} on example_inputs holds NaN or infinite values "
+                f"(with the units the plan removes set to zero), so netsculpt cannot check "
+                f"that the pruned copy computes the same; look for an overflow (float16 "
+                f"activations, huge inputs) in the model, or pass verify=False to skip the check"
+            )
+
+
 def _max_difference(
     outs: Sequence[torch.Tensor],
     reference: Sequence[torch.Tensor],
@@ -504,6 +683,7 @@ def _verify(
         reference = _zeroed_reference(model, example_inputs, graph, decisions, result.removed)
     finally:
         model.train(was_training)
+    _check_finite_reference(graph.model_name, reference)
     expected = sorted(graph.output_shapes)
     errors: list[str] = []
 
@@ -579,21 +759,23 @@ def prune(
     result is still checked against the original outputs with the removed units zeroed,
     but a failure then leaves ``model`` pruned (a :class:`PlanError` says so).
     """
+    check_bool(inplace, "inplace")
+    arguments = _plan_options(options)
+    exclude, blocks, calib = _check_arguments(model, example_inputs, **arguments)
+    arguments.update(exclude=exclude, remove_blocks=blocks, calib=calib)
     if not inplace:
-        return apply(model, plan(model, example_inputs, **options))
-    graph = options.pop("graph", None) or analyze(
-        model,
-        example_inputs,
-        exclude=options.get("exclude", ()),
-        protect_outputs=options.get("protect_outputs", True),
+        return apply(model, _plan(model, example_inputs, **arguments))
+    graph = arguments["graph"] or analyze(
+        model, example_inputs, exclude=exclude, protect_outputs=arguments["protect_outputs"]
     )
-    options["verify"] = False
-    the_plan = plan(model, example_inputs, graph=graph, **options)
+    arguments.update(graph=graph, verify=False)
+    the_plan = _plan(model, example_inputs, **arguments)
     decisions = _decisions_of(graph, the_plan)
     was_training = model.training
     model.eval()
     try:
         reference = _zeroed_reference(model, example_inputs, graph, decisions, the_plan.removed)
+        _check_finite_reference(graph.model_name, reference)
         small = apply(model, the_plan, inplace=True)
         with torch.no_grad():
             outs = [o.detach().float() for o in flatten_outputs(call_model(small, example_inputs))]
@@ -606,6 +788,25 @@ def prune(
             f"which also repairs attribute sizes the module code depends on"
         )
     return small
+
+
+def _plan_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Every keyword option of :func:`plan`, ``options`` over the defaults; unknown names
+    are refused with the closest known ones."""
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(plan).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    unknown = [name for name in options if name not in defaults]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(defaults), n=2, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise InputError(
+            f"ns.prune got an unknown option {unknown[0]}={options[unknown[0]]!r}; {hint}"
+            f"it takes inplace= and the options of ns.plan: {', '.join(defaults)}"
+        )
+    return {**defaults, **options}
 
 
 def _decisions_of(graph: Graph, the_plan: Plan) -> dict[int, np.ndarray]:
