@@ -14,9 +14,12 @@ from typing import Any
 
 from torch import nn
 
+from netsculpt._checks import check_finite_weights, check_int
 from netsculpt._inputs import ExampleInputs
 from netsculpt.errors import InputError
+from netsculpt.graph._arguments import check_bool, check_model_and_inputs, check_selection
 from netsculpt.prune.apply import apply
+from netsculpt.prune.importance import get_importance
 from netsculpt.prune.planner import _check_ratio, plan
 
 __all__ = ["iterative_prune"]
@@ -48,12 +51,29 @@ def iterative_prune(
         budget_per_step: recovery budget of each round (steps, or "30s").
         recovery: ``"distill"`` (from the original model) or ``"finetune"``.
     """
+    from netsculpt.recover.budget import Budget
+    from netsculpt.recover.train import distill, finetune
+    from netsculpt.tasks.base import check_task
+
+    check_model_and_inputs(model, example_inputs)
+    check_task(task, caller="iterative_prune")
     total = _check_ratio(ratio, "ratio")
+    if total == 0:
+        raise InputError(
+            "iterative_prune(ratio=0) would remove nothing and only train; pass the fraction "
+            "of width to remove, e.g. ratio=0.5, or call ns.finetune to train alone"
+        )
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise InputError(f"steps must be a positive integer, got {steps!r}")
+    Budget.parse(budget_per_step)
     if recovery not in ("distill", "finetune"):
         raise InputError(f"recovery must be 'distill' or 'finetune', got {recovery!r}")
-    from netsculpt.recover.train import distill, finetune
+    get_importance(importance)
+    exclude = check_selection(model, exclude, "exclude")
+    check_int(round_to, "round_to", minimum=1)
+    check_int(seed, "seed", minimum=0)
+    check_bool(progress, "progress")
+    check_finite_weights(model)
 
     per_step = 1 - (1 - total) ** (1 / steps)
     current = model

@@ -17,12 +17,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Real
 from typing import cast
 
 import torch
 from torch import nn
 
+from netsculpt._checks import check_finite_weights, check_model, check_names
 from netsculpt.errors import InputError, InvalidRatioError
+from netsculpt.graph._arguments import check_selection
 from netsculpt.graph.analysis import match_names
 from netsculpt.prune.apply import apply
 from netsculpt.prune.plan import Plan
@@ -44,12 +47,20 @@ class FactorizeConfig:
     def __post_init__(self) -> None:
         if (self.energy is None) == (self.rank_ratio is None):
             raise InputError("give exactly one of energy=... or rank_ratio=... to factorize")
+        for name in ("energy", "rank_ratio", "min_saving"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
+                raise InvalidRatioError(
+                    f"{name} must be a number, got {value!r} ({type(value).__name__})"
+                )
         if self.energy is not None and not 0 < self.energy <= 1:
             raise InvalidRatioError(f"energy must be in (0, 1], got {self.energy!r}")
         if self.rank_ratio is not None and not 0 < self.rank_ratio <= 1:
             raise InvalidRatioError(f"rank_ratio must be in (0, 1], got {self.rank_ratio!r}")
         if not 0 <= self.min_saving < 1:
             raise InvalidRatioError(f"min_saving must be in [0, 1), got {self.min_saving!r}")
+        object.__setattr__(self, "modules", tuple(check_names(self.modules, "modules")))
+        object.__setattr__(self, "exclude", tuple(check_names(self.exclude, "exclude")))
 
 
 def _matrix(module: nn.Module) -> torch.Tensor | None:
@@ -137,12 +148,25 @@ def factorize(
     ``model`` may already be pruned by netsculpt: the result's plan is the pruning plan
     followed by the factorisations, so ``ns.save``/``ns.load`` replay both.
     """
+    check_model(model)
     if config is None:
         config = FactorizeConfig(
             energy=energy if energy is not None or rank_ratio is not None else 0.95,
             rank_ratio=rank_ratio,
-            modules=tuple(modules),
+            modules=tuple(check_names(modules, "modules")),
         )
+    elif not isinstance(config, FactorizeConfig):
+        raise InputError(
+            f"config must be a FactorizeConfig or None, got {config!r} "
+            f"({type(config).__name__}); e.g. factorize(model, FactorizeConfig(energy=0.9))"
+        )
+    elif energy is not None or rank_ratio is not None or modules:
+        raise InputError(
+            "give either config=FactorizeConfig(...) or energy=/rank_ratio=/modules=, not both"
+        )
+    check_selection(model, config.modules, "modules")
+    check_selection(model, config.exclude, "exclude")
+    check_finite_weights(model)
     ranks = choose_ranks(model, config)
     if not ranks:
         raise InputError(
