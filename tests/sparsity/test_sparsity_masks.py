@@ -48,6 +48,19 @@ def test_unknown_layer_names_say_what_exists(kwargs: dict) -> None:
     assert "'conv1'" in str(info.value)
 
 
+def test_unknown_name_lists_the_closest_layers_first() -> None:
+    with pytest.raises(UnknownNameError, match=r"close names: 'conv2', 'conv1'"):
+        select_parameters(TinyConvNet(), include=["conv3"])
+
+
+def test_one_name_is_one_selector_and_bad_patterns_are_named() -> None:
+    model = TinyConvNet()
+    assert select_parameters(model, include="head") == ["head.weight"]  # not 'h', 'e', ...
+    assert select_parameters(model, exclude=None) == select_parameters(model)  # type: ignore[arg-type]
+    with pytest.raises(UnknownNameError, match=r"'re:conv\[' is not a valid regular expression"):
+        select_parameters(model, exclude=["re:conv["])
+
+
 def test_apply_zeroes_exactly_the_masked_weights() -> None:
     model = mlp()
     masks = magnitude_masks(model, Masks.dense(model), 0.5, scope="layer")

@@ -50,7 +50,9 @@ def _fix(label: str, check: Callable[[], T], fix: str = "") -> T:
     try:
         return check()
     except InputError as exc:
-        raise type(exc)(f"{label}: {exc}" + (f"; {fix}" if fix else "")) from None
+        message = str(exc)
+        suffix = f"; {fix}" if fix and "e.g." not in message else ""
+        raise type(exc)(f"{label}: {message}{suffix}") from None
 
 
 def check_models(label: str, **models: Any) -> None:
@@ -85,9 +87,11 @@ def check_train_options(
     _fix(label, lambda: check_number(lr, "lr", strictly_positive=True), "try lr=1e-3")
     _fix(label, lambda: check_number(weight_decay, "weight_decay", minimum=0.0), "try 0.0 or 1e-2")
     _fix(label, lambda: check_int(batch_size, "batch_size", minimum=1), "try batch_size=64")
-    _fix(label, lambda: check_int(seed, "seed", minimum=0), "pass a whole number such as seed=0")
-    if seed > _MAX_SEED:
-        raise InputError(f"{label}: seed={seed} is too large for torch; pass a seed below 2**63")
+    _fix(label, lambda: check_int(seed, "seed"))
+    if not 0 <= seed <= _MAX_SEED:
+        raise InputError(
+            f"{label}: seed={seed} is outside what torch takes (0 to 2**63 - 1); pass e.g. seed=0"
+        )
     _fix(
         label,
         lambda: check_int(early_stop_patience, "early_stop_patience", minimum=1, allow_none=True),

@@ -101,7 +101,7 @@ class Budget:
                 if "." in number:
                     raise InputError(
                         f"budget {value!r}: a number of steps must be whole; pass e.g. "
-                        f"'{int(float(number)) or 1} steps'"
+                        f"'{max(1, round(float(number)))} steps'"
                     )
                 if int(number) == 0:
                     raise InputError(

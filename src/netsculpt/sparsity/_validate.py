@@ -61,11 +61,13 @@ def check_sparsify_call(
         if task is not None:
             check_task(task, caller=_LABEL)
         check_number(lr, "lr", strictly_positive=True)
-        check_int(seed, "seed", minimum=0)
+        check_int(seed, "seed")
     except InputError as exc:
         raise type(exc)(_with_label(str(exc))) from None
-    if seed > _MAX_SEED:
-        raise InputError(f"{_LABEL}: seed={seed} is too large for torch; pass a seed below 2**63")
+    if not 0 <= seed <= _MAX_SEED:
+        raise InputError(
+            f"{_LABEL}: seed={seed} is outside what torch takes (0 to 2**63 - 1); pass e.g. seed=0"
+        )
     if not isinstance(progress, bool):
         raise InputError(
             f"{_LABEL}: progress must be True or False, got {progress!r} "

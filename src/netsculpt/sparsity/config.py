@@ -166,7 +166,7 @@ def _selectors(owner: str, field: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, Mapping) or not isinstance(value, Iterable):
         raise SparsityError(
             f"{owner}({field}={value!r}): layers are selected by a list of qualified module "
-            f"names or 're:' pattern strings, not a {type(value).__name__}; {example}"
+            f"names or 're:' pattern strings, got {type(value).__name__}; {example}"
         )
     items = tuple(value)
     for item in items:

@@ -102,7 +102,10 @@ class Task(abc.ABC):
         The default takes the inputs of the first ``n`` training batches, or the example
         inputs alone when the task has no training data.
         """
-        check_int(n, "n")
+        try:
+            check_int(n, "n")
+        except InputError as exc:
+            raise InputError(f"calib_batches: {exc}") from None
         if n < 1:
             raise InputError(f"calib_batches needs n >= 1, got n={n}; ask for at least one batch")
         if not self.has_training_data:
@@ -167,12 +170,15 @@ class Task(abc.ABC):
         :func:`netsculpt.finetune` when ``teacher`` is ``None``); without training data the
         model is returned unchanged. Override it to plug in your own recipe.
         """
-        check_model(model)
-        if teacher is not None:
-            check_model(teacher, what="teacher")
         from netsculpt.recover.budget import Budget
 
-        Budget.parse(budget)  # a bad budget is an error even when there is nothing to train
+        try:
+            check_model(model)
+            if teacher is not None:
+                check_model(teacher, what="teacher")
+            Budget.parse(budget)  # a bad budget is an error even when there is nothing to train
+        except InputError as exc:
+            raise type(exc)(f"{type(self).__name__}.finetune: {exc}") from None
         if not self.has_training_data:
             return model
         from netsculpt.recover.train import distill, finetune
