@@ -108,6 +108,7 @@ __all__ = ["elementwise"]
     "threshold",
 )
 def elementwise(p: Propagator, node: fx.Node) -> Any:
+    """Broadcast from the right: equal-sized dimensions of inputs and output share indices."""
     out_shape = p.out_shape(node)
     n = len(out_shape)
     out: list[Space | None] = [None] * n
