@@ -20,6 +20,7 @@ used is written into the file's metadata under ``netsculpt.exporter``.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -34,8 +35,10 @@ import torch
 from torch import nn
 from torch.utils._pytree import TreeSpec, tree_flatten_with_path, tree_unflatten
 
+from netsculpt._checks import check_finite_inputs, check_int, check_model, check_number
 from netsculpt._inputs import ExampleInputs, call_model, flatten_outputs, split_inputs
 from netsculpt.errors import ExportError, InputError, UnknownNameError
+from netsculpt.graph._arguments import check_bool, check_weights
 
 __all__ = ["check_onnx", "export_onnx", "onnx_feeds", "onnxruntime_session"]
 
@@ -199,7 +202,9 @@ def _export(
             verbose=False,
         )
     else:
-        axes = {name: {0: "batch"} for name, t in zip(signature.names, tensors) if t.ndim}
+        axes = {
+            name: {0: "batch"} for name, t in zip(signature.names, tensors, strict=True) if t.ndim
+        }
         torch.onnx.export(
             flat,
             tensors,
@@ -253,13 +258,21 @@ def export_onnx(
             (``dynamo=False``), or ``"auto"``: dynamo, then TorchScript if dynamo fails.
 
     Raises:
-        ExportError: both exporters failed (the causes are in the message), or the exported
-            model does not match PyTorch.
+        InputError: an argument of the wrong type or out of range, a model with NaN weights.
+        ExportError: ``path`` cannot be written, both exporters failed (the causes are in
+            the message), or the exported model does not match PyTorch.
     """
-    if exporter not in _EXPORTERS:
+    check_model(model)
+    check_finite_inputs(example_inputs)
+    if not isinstance(exporter, str) or exporter not in _EXPORTERS:
         raise UnknownNameError(f"unknown exporter {exporter!r}; choose one of {_EXPORTERS}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_int(opset, "opset", minimum=7, allow_none=True)
+    check_bool(dynamic_batch, "dynamic_batch")
+    check_bool(check, "check")
+    check_number(atol, "atol", minimum=0.0)
+    check_number(rtol, "rtol", minimum=0.0)
+    path = _output_path(path)
+    check_weights(model)
     signature = _signature(example_inputs)
     flat = _FlatModule(model, signature)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -302,6 +315,41 @@ def export_onnx(
         if doubled is not None:
             check_onnx(model, doubled, path, atol=atol, rtol=rtol)
     return path
+
+
+def _output_path(path: Any) -> Path:
+    """``path`` as a file path whose folder exists (created when missing)."""
+    if isinstance(path, bool) or not isinstance(path, (str, PathLike)) or not str(path):
+        raise InputError(
+            f"path must be the .onnx file to write (a str or pathlib.Path), got {path!r} "
+            f"({type(path).__name__}); e.g. path='out/model.onnx'"
+        )
+    out = Path(path)
+    if out.is_dir():
+        raise ExportError(
+            f"cannot export to {str(out)!r}: it is a folder; pass a file path inside it, e.g. "
+            f"{str(out / 'model.onnx')!r}"
+        )
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), out.parent)
+        raise ExportError(
+            f"cannot export to {str(out)!r}: {str(blocker)!r} is a file, not a folder, so "
+            f"the folder for the ONNX file cannot be created; pass a path in a folder, or "
+            f"move that file away"
+        ) from exc
+    except OSError as exc:
+        raise ExportError(
+            f"cannot create the folder {str(out.parent)!r} for {str(out)!r}: "
+            f"{exc.strerror or exc}; pass a path you can write to"
+        ) from exc
+    if not os.access(out.parent, os.W_OK):
+        raise ExportError(
+            f"cannot write {str(out)!r}: the folder {str(out.parent)!r} is not writable; pass "
+            f"a path you can write to"
+        )
+    return out
 
 
 # --------------------------------------------------------------------------- check

@@ -20,6 +20,7 @@ __all__ = [
     "check_bool",
     "check_model_and_inputs",
     "check_selection",
+    "check_weights",
 ]
 
 
@@ -53,6 +54,32 @@ def check_model_and_inputs(
             "of tensors, or a dict of keyword inputs (e.g. torch.randn(1, 3, 224, 224))"
         )
     return module
+
+
+def check_weights(model: nn.Module, *, what: str = "model") -> None:
+    """Parameters are finite and buffers hold no NaN.
+
+    Like :func:`netsculpt._checks.check_finite_weights`, but an infinite *buffer* passes:
+    attention masks are often buffers filled with ``-inf``.
+    """
+    tensors: list[tuple[str, torch.Tensor, bool]] = [
+        (n, t, True) for n, t in model.named_parameters()
+    ]
+    tensors += [(n, t, False) for n, t in model.named_buffers()]
+    for name, tensor, is_param in tensors:
+        if not tensor.is_floating_point() or tensor.is_meta:
+            continue
+        if bool(torch.isnan(tensor).any()):
+            bad = "NaN"
+        elif is_param and not bool(torch.isfinite(tensor).all()):
+            bad = "infinite"
+        else:
+            continue
+        raise InputError(
+            f"{what} has {bad} weights: {name!r} holds {bad} values; netsculpt cannot rank, "
+            f"verify or export units of such a model: load a trained checkpoint, or find "
+            f"where training diverged (a learning rate too high, float16 overflow)"
+        )
 
 
 def _all_meta(model: nn.Module, example_inputs: Any) -> bool:

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
+from netsculpt._checks import check_finite_inputs, check_model
 from netsculpt._inputs import ExampleInputs, call_model
 from netsculpt.errors import InputError
 from netsculpt.measure._memory import peak_forward_bytes
@@ -105,7 +106,11 @@ class Measurement:
 
 
 def count_params(model: nn.Module) -> int:
-    """Unique parameters of ``model``: a weight shared by several modules counts once."""
+    """Unique parameters of ``model``: a weight shared by several modules counts once.
+
+    A model on the meta device can be counted (only shapes are read).
+    """
+    _check_module(model)
     seen_ids: set[int] = set()
     seen_memory: set[tuple[int, int, tuple[int, ...]]] = set()
     total = 0
@@ -120,6 +125,14 @@ def count_params(model: nn.Module) -> int:
             seen_memory.add(where)
         total += param.numel()
     return total
+
+
+def _check_module(model: Any) -> None:
+    if not isinstance(model, nn.Module):
+        raise InputError(
+            f"model must be a torch.nn.Module, got {type(model).__name__} ({model!r:.60}); pass "
+            f"the model object itself"
+        )
 
 
 def _cpu_flash_attention_flop(
@@ -147,6 +160,8 @@ def count_macs(model: nn.Module, example_inputs: ExampleInputs) -> int:
     with the fused ``nn.TransformerEncoderLayer`` fast path off, so that its matmuls are
     seen. Element-wise work (activations, norms, bias adds) is not counted.
     """
+    check_model(model)
+    check_finite_inputs(example_inputs)
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
@@ -174,6 +189,7 @@ def weight_sparsity(model: nn.Module) -> dict[str, float]:
     ``torch.nn.utils.prune`` or parametrizations count. Key ``"*"`` holds the fraction over
     all these weights together (a tied weight counts once); it is 0.0 when there are none.
     """
+    check_model(model)
     result: dict[str, float] = {}
     zeros = total = 0
     seen: set[int] = set()
@@ -227,9 +243,13 @@ def measure(
         ExampleInputsError: the model cannot be called with the example inputs.
         MeasureError: the backend could not run the model.
     """
+    check_model(model)
+    check_finite_inputs(example_inputs)
     runner = get_backend(backend)
     check_counts(warmup=warmup, repeats=repeats)
     threads = resolve_threads(threads)
+    if not isinstance(memory, bool):
+        raise InputError(f"memory must be True or False, got {memory!r} ({type(memory).__name__})")
     params = count_params(model)
     macs = count_macs(model, example_inputs)
     peak: int | None = None
@@ -274,8 +294,17 @@ def compare_latency(
     """
     if not isinstance(models, Mapping) or not models:
         raise InputError(
-            "models must be a non-empty dict of name -> model, e.g. {'base': m, 'pruned': s}"
+            f"models must be a non-empty dict of name -> model, e.g. {{'base': m, 'pruned': s}}, "
+            f"got {type(models).__name__}" + (" (empty)" if isinstance(models, Mapping) else "")
         )
+    for name, candidate in models.items():
+        if not isinstance(name, str):
+            raise InputError(
+                f"models must be keyed by names (strings), got key {name!r} "
+                f"({type(name).__name__}); e.g. {{'base': m, 'pruned': s}}"
+            )
+        check_model(candidate, what=f"models[{name!r}]")
+    check_finite_inputs(example_inputs)
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise InputError(f"rounds must be an int >= 1, got {rounds!r}")
     runner = get_backend(backend)

@@ -14,10 +14,15 @@ from typing import Any
 
 from torch import nn
 
-from netsculpt._checks import check_finite_weights, check_int
+from netsculpt._checks import check_int
 from netsculpt._inputs import ExampleInputs
 from netsculpt.errors import InputError
-from netsculpt.graph._arguments import check_bool, check_model_and_inputs, check_selection
+from netsculpt.graph._arguments import (
+    check_bool,
+    check_model_and_inputs,
+    check_selection,
+    check_weights,
+)
 from netsculpt.prune.apply import apply
 from netsculpt.prune.importance import get_importance
 from netsculpt.prune.planner import _check_ratio, plan
@@ -73,7 +78,7 @@ def iterative_prune(
     check_int(round_to, "round_to", minimum=1)
     check_int(seed, "seed", minimum=0)
     check_bool(progress, "progress")
-    check_finite_weights(model)
+    check_weights(model)
 
     per_step = 1 - (1 - total) ** (1 / steps)
     current = model

@@ -23,9 +23,9 @@ from typing import cast
 import torch
 from torch import nn
 
-from netsculpt._checks import check_finite_weights, check_model, check_names
+from netsculpt._checks import check_model, check_names
 from netsculpt.errors import InputError, InvalidRatioError
-from netsculpt.graph._arguments import check_selection
+from netsculpt.graph._arguments import check_selection, check_weights
 from netsculpt.graph.analysis import match_names
 from netsculpt.prune.apply import apply
 from netsculpt.prune.plan import Plan
@@ -166,7 +166,7 @@ def factorize(
         )
     check_selection(model, config.modules, "modules")
     check_selection(model, config.exclude, "exclude")
-    check_finite_weights(model)
+    check_weights(model)
     ranks = choose_ranks(model, config)
     if not ranks:
         raise InputError(

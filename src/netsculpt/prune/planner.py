@@ -13,10 +13,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from netsculpt._checks import check_finite_weights, check_int, check_names
+from netsculpt._checks import check_int, check_names
 from netsculpt._inputs import ExampleInputs, call_model, flatten_outputs
 from netsculpt.errors import InputError, InvalidRatioError, NothingToPruneError, PlanError
-from netsculpt.graph._arguments import check_bool, check_model_and_inputs, check_selection
+from netsculpt.graph._arguments import (
+    check_bool,
+    check_model_and_inputs,
+    check_selection,
+    check_weights,
+)
 from netsculpt.graph.analysis import Graph, Group, analyze, match_names
 from netsculpt.graph.spaces import Space
 from netsculpt.prune.apply import apply
@@ -217,7 +222,7 @@ def _check_arguments(
             f"{loss_fn!r} ({type(loss_fn).__name__})"
         )
     calib = check_calib(calib, importance)
-    check_finite_weights(model)
+    check_weights(model)
     return excluded, blocks, calib
 
 
