@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -60,14 +61,73 @@ def test_prune_saves_a_folder_that_measure_and_export_accept(tmp_path: Path) -> 
     result = runner.invoke(app, ["prune", SPEC, "--ratio", "0.5", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "16 -> 8" in result.output
-    again = ns.load(out)
+    again = ns.load(out, trust_code=True)
     assert call_model(again, tiny()[1]).shape == (2, 3)
+    result = runner.invoke(app, ["measure", str(out), "--repeats", "3", "--trust-code"])
+    assert result.exit_code == 0, result.output
+    assert "latency" in result.output
+    result = runner.invoke(
+        app, ["export", str(out), "--out", str(tmp_path / "onnx"), "--onnx", "--trust-code"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "onnx" / "model.onnx").is_file()
+    # the re-exported folder keeps the factory of the folder it came from
+    assert json.loads((tmp_path / "onnx" / "netsculpt.json").read_text())["base"] == {
+        "kind": "factory",
+        "factory": SPEC,
+    }
+
+
+def _saved_tiny(folder: Path) -> Path:
+    model, x = tiny()
+    ns.save(ns.prune(model, x, ratio=0.5), folder, base_factory=SPEC, example_inputs=x)
+    return folder
+
+
+def test_folder_factory_needs_trust_code(tmp_path: Path) -> None:
+    out = _saved_tiny(tmp_path / "small")
+    for command in (["measure", str(out), "--repeats", "3"], ["analyze", str(out)]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1, result.output
+        assert lines[0].startswith("UntrustedCodeError: ")
+        assert "test_cli:tiny" in lines[0] and "--trust-code" in lines[0]
+        assert "Traceback" not in result.output
+    result = runner.invoke(app, ["analyze", str(out), "--trust-code"])
+    assert result.exit_code == 0, result.output
+    assert "prunable" in result.output
+
+
+def test_hostile_folder_is_one_line_error(tmp_path: Path) -> None:
+    out = _saved_tiny(tmp_path / "small")
+    manifest = json.loads((out / "netsculpt.json").read_text())
+    manifest["base"] = {"kind": "factory", "factory": "os:abort"}
+    (out / "netsculpt.json").write_text(json.dumps(manifest))
+    result = runner.invoke(app, ["measure", str(out), "--repeats", "3"])
+    assert result.exit_code == 2
+    assert result.output.startswith("UntrustedCodeError: ") and "'os:abort'" in result.output
+    (out / "netsculpt.json").write_text("[/bold red] [" * 3)
+    result = runner.invoke(app, ["export", str(out), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2
+    assert result.output.startswith("SaveLoadError: ") and "not valid JSON" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_builtin_folder_loads_without_trust(tmp_path: Path) -> None:
+    from netsculpt.tasks.digits import DigitsCNN
+
+    torch.manual_seed(0)
+    out = tmp_path / "digits"
+    ns.save(
+        DigitsCNN().eval(),
+        out,
+        base_factory="netsculpt.tasks.digits:DigitsCNN",
+        example_inputs=torch.randn(2, 1, 8, 8),
+    )
     result = runner.invoke(app, ["measure", str(out), "--repeats", "3"])
     assert result.exit_code == 0, result.output
     assert "latency" in result.output
-    result = runner.invoke(app, ["export", str(out), "--out", str(tmp_path / "onnx"), "--onnx"])
-    assert result.exit_code == 0, result.output
-    assert (tmp_path / "onnx" / "model.onnx").is_file()
 
 
 def test_bad_input_exits_with_a_named_error() -> None:

@@ -9,6 +9,10 @@
 
 MODEL is a built-in name (``digits``, ``minilm``), ``package.module:factory`` (a function
 returning ``(model, example_inputs)``), or a folder written by ``netsculpt prune``/``export``.
+
+A factory string typed on the command line is trusted: it is the user's own code. A folder
+is data: it is loaded without running anything it names, unless ``--trust-code`` is given
+(needed for folders whose base model is rebuilt by a factory other than netsculpt's own).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from torch import nn
 
 from netsculpt.errors import FactoryError, NetsculptError
@@ -36,22 +41,27 @@ console = Console()
 
 
 def _fail(exc: NetsculptError) -> NoReturn:
-    console.print(f"[bold red]{type(exc).__name__}[/bold red]: {exc}")
+    # one line, no markup: messages may quote text read from a file
+    message = " ".join(str(exc).split())
+    console.print(Text.assemble((type(exc).__name__, "bold red"), ": ", message), soft_wrap=True)
     raise typer.Exit(code=2)
 
 
-def load_model_spec(spec: str) -> tuple[nn.Module, Any]:
-    """``(model, example_inputs)`` from a built-in name, a factory string or a save folder."""
+def load_model_spec(spec: str, *, trust_code: bool = False) -> tuple[nn.Module, Any]:
+    """``(model, example_inputs)`` from a built-in name, a factory string or a save folder.
+
+    A save folder's factory is run only with ``trust_code=True`` (``--trust-code``).
+    """
     folder = Path(spec)
     if folder.is_dir():
         from netsculpt.export.save import MANIFEST, load, load_inputs
 
-        if not (folder / MANIFEST).is_file():
+        if not (folder / MANIFEST).exists():
             raise FactoryError(
                 f"{spec!r} is a folder but not a netsculpt save folder (no {MANIFEST}); pass "
                 f"a folder written by 'netsculpt prune --out' or 'netsculpt export'"
             )
-        model = load(folder)
+        model = load(folder, trust_code=trust_code)
         inputs = load_inputs(folder)
         if inputs is None:
             raise FactoryError(
@@ -69,15 +79,29 @@ _BUILTIN_FACTORIES = {"digits": "netsculpt.tasks.digits:DigitsCNN"}
 
 
 def _factory_of(spec: str) -> str | None:
+    """The factory a save folder written from ``spec`` should name."""
     if spec in _BUILTIN_FACTORIES:
         return _BUILTIN_FACTORIES[spec]
-    return spec if ":" in spec and not Path(spec).is_dir() else None
+    if Path(spec).is_dir():  # a folder re-saved: keep the base reference it had
+        from netsculpt.export.save import read_manifest
+
+        base = read_manifest(spec)["base"]
+        return str(base["factory"]) if base["kind"] == "factory" else None
+    return spec if ":" in spec else None
 
 
 ModelArg = Annotated[
     str,
     typer.Argument(
         help="built-in name (digits, minilm), 'package.module:factory' or a netsculpt save folder"
+    ),
+]
+TrustCode = Annotated[
+    bool,
+    typer.Option(
+        "--trust-code/--no-trust-code",
+        help="let a save folder run the model factory it names to rebuild its base model "
+        "(only for folders you trust like your own code; off by default)",
     ),
 ]
 
@@ -91,13 +115,14 @@ def analyze(
     show_protected: Annotated[
         bool, typer.Option("--protected/--no-protected", help="list protected groups too")
     ] = True,
+    trust_code: TrustCode = False,
 ) -> None:
     """Show what can be cut, what is coupled, and what is protected (and why)."""
     from netsculpt.graph.analysis import analyze as run_analyze
 
     try:
         with console.status("capturing the graph"):
-            module, inputs = load_model_spec(model)
+            module, inputs = load_model_spec(model, trust_code=trust_code)
             graph = run_analyze(module, inputs, exclude=tuple(exclude or ()))
     except NetsculptError as exc:
         _fail(exc)
@@ -157,6 +182,7 @@ def prune(
     out: Annotated[Path | None, typer.Option("--out", help="save folder")] = None,
     onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="also write model.onnx")] = False,
     backend: Annotated[str, typer.Option("--backend", help="torch or onnxruntime")] = "torch",
+    trust_code: TrustCode = False,
 ) -> None:
     """Prune a model, print the measured before/after table, optionally save it."""
     from netsculpt.measure.api import compare_latency, measure
@@ -164,7 +190,7 @@ def prune(
     from netsculpt.prune.planner import plan
 
     try:
-        module, inputs = load_model_spec(model)
+        module, inputs = load_model_spec(model, trust_code=trust_code)
         calib = None
         if importance in ("taylor", "activation"):
             calib = [inputs]
@@ -203,7 +229,11 @@ def prune(
         f"interleaved runs, medians)"
     )
     if out is not None:
-        _write(small, inputs, out, onnx=onnx, factory=_factory_of(model))
+        try:
+            factory = _factory_of(model)
+        except NetsculptError as exc:
+            _fail(exc)
+        _write(small, inputs, out, onnx=onnx, factory=factory)
 
 
 def _write(small: nn.Module, inputs: Any, out: Path, *, onnx: bool, factory: str | None) -> None:
@@ -227,12 +257,13 @@ def measure(
     backend: Annotated[str, typer.Option("--backend", help="torch or onnxruntime")] = "torch",
     repeats: Annotated[int, typer.Option("--repeats")] = 30,
     threads: Annotated[int | None, typer.Option("--threads")] = None,
+    trust_code: TrustCode = False,
 ) -> None:
     """Measure params, MACs, latency (median, p90) and peak activation memory."""
     from netsculpt.measure.api import measure as run_measure
 
     try:
-        module, inputs = load_model_spec(model)
+        module, inputs = load_model_spec(model, trust_code=trust_code)
         with console.status(f"measuring ({backend})"):
             m = run_measure(module, inputs, backend=backend, repeats=repeats, threads=threads)
     except NetsculptError as exc:
@@ -254,6 +285,7 @@ def export(
         int | None, typer.Option("--trial", help="trial number (default: knee)")
     ] = None,
     storage: Annotated[str | None, typer.Option("--storage")] = None,
+    trust_code: TrustCode = False,
 ) -> None:
     """Write a model (or one trial of a study) as plan + weights, optionally ONNX."""
     if study is not None:
@@ -265,10 +297,11 @@ def export(
         console.print("[red]give a MODEL or --study[/red]")
         raise typer.Exit(code=2)
     try:
-        module, inputs = load_model_spec(model)
+        module, inputs = load_model_spec(model, trust_code=trust_code)
+        factory = _factory_of(model)
     except NetsculptError as exc:
         _fail(exc)
-    _write(module, inputs, out, onnx=onnx, factory=_factory_of(model))
+    _write(module, inputs, out, onnx=onnx, factory=factory)
 
 
 @app.command()

@@ -11,7 +11,13 @@ from torch import nn
 
 import netsculpt as ns
 from netsculpt._inputs import call_model
-from netsculpt.errors import ChecksumError, FactoryError, PlanError, SaveLoadError
+from netsculpt.errors import (
+    ChecksumError,
+    FactoryError,
+    PlanError,
+    SaveLoadError,
+    UntrustedCodeError,
+)
 from netsculpt.export.save import resolve_factory
 from netsculpt.testing.zoo import ZOO
 
@@ -48,7 +54,9 @@ def test_round_trip_with_factory_string(tmp_path: Path) -> None:
     model, x = factory()
     small = ns.prune(model, x, ratio=0.5)
     ns.save(small, tmp_path, base_factory="test_save:factory")
-    again = ns.load(tmp_path)
+    with pytest.raises(UntrustedCodeError, match="trust_code=True"):
+        ns.load(tmp_path)
+    again = ns.load(tmp_path, trust_code=True)
     torch.testing.assert_close(call_model(again, x), call_model(small, x), rtol=0, atol=0)
 
 
