@@ -82,7 +82,7 @@ def test_search_pareto_export_report_commands(tmp_path) -> None:  # type: ignore
     assert result.exit_code == 0, result.output
     assert f"trial {knee.number}" in result.output
     assert (out / "model.onnx").is_file()
-    loaded = ns.load(out)
+    loaded = ns.load(out, trust_code=True)  # the folder names search_helpers:tiny_mlp
     assert count_params(loaded) == knee.params
     x = front.example_inputs()
     torch.testing.assert_close(loaded(x), knee.model(x))
