@@ -55,7 +55,14 @@ def test_search_returns_a_front_of_measured_plans(tiny, task, tmp_path) -> None:
     base = front.baseline
     assert base is not None and base.score == pytest.approx(1.0) and base.params == DENSE_PARAMS
     study = front.study
-    assert study.user_attrs["netsculpt:objectives"] == ["score", "latency_ms", "params"]
+    # every setting is one JSON user attr, written once by the process that created the study
+    settings = json.loads(study.user_attrs["netsculpt:settings"])
+    assert settings["objectives"] == ["score", "latency_ms", "params"]
+    assert settings["space"] == SMALL.to_dict() and settings["model_spec"] is None
+    assert sorted(k for k in study.user_attrs if k.startswith("netsculpt:")) == [
+        "netsculpt:baseline",
+        "netsculpt:settings",
+    ]
     for t in front.trials:
         frozen = study.trials[t.number]
         assert t.params == frozen.user_attrs["params"] == frozen.values[2]

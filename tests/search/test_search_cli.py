@@ -76,16 +76,28 @@ def test_search_pareto_export_report_commands(tmp_path) -> None:  # type: ignore
 
     knee = front.knee()
     out = tmp_path / "knee"
-    result = runner.invoke(
-        app, ["export", "--study", "cli", "--storage", storage, "--out", str(out), "--onnx"]
-    )
+    export = ["export", "--study", "cli", "--storage", storage, "--out", str(out), "--onnx"]
+    # the study names its model factory: data, not run without the user's word
+    result = runner.invoke(app, export)
+    assert result.exit_code == 2
+    assert "UntrustedCodeError" in result.output and "--trust-code" in result.output
+    assert not out.exists()
+    with pytest.raises(ns.UntrustedCodeError, match="search_helpers:tiny_mlp"):
+        _ = knee.model
+    # ... the user names the model, or trusts the study
+    result = runner.invoke(app, [*export, "--model", "search_helpers:tiny_mlp"])
     assert result.exit_code == 0, result.output
     assert f"trial {knee.number}" in result.output
     assert (out / "model.onnx").is_file()
     loaded = ns.load(out, trust_code=True)  # the folder names search_helpers:tiny_mlp
     assert count_params(loaded) == knee.params
-    x = front.example_inputs()
-    torch.testing.assert_close(loaded(x), knee.model(x))
+    trusted = Front.load(storage, "cli", trust_code=True)
+    x = trusted.example_inputs()
+    torch.testing.assert_close(loaded(x), trusted.trial(knee.number).model(x))
+    again = tmp_path / "again"
+    result = runner.invoke(app, [*export[:5], "--out", str(again), "--trust-code"])
+    assert result.exit_code == 0, result.output
+    assert count_params(ns.load(again, trust_code=True)) == knee.params
 
     page = tmp_path / "report.html"
     result = runner.invoke(

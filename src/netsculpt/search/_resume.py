@@ -24,7 +24,16 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["counts_as_done", "n_done", "owner_record", "recover_interrupted"]
+from netsculpt.errors import SearchError
+
+__all__ = [
+    "counts_as_done",
+    "n_done",
+    "owner_alive",
+    "owner_record",
+    "recover_interrupted",
+    "trials_of",
+]
 
 #: A RUNNING trial with no owner record that is older than this (seconds) is stale.
 _UNOWNED_STALE_AFTER = 120.0
@@ -59,12 +68,30 @@ def owner_record() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": pid, "start": _proc_start_time(pid)}
 
 
-def _owner_alive(owner: dict[str, Any]) -> bool | None:
-    """True / False for an owner on this host; None when it runs on another host."""
+def trials_of(study: optuna.Study) -> list[FrozenTrial]:
+    """The study's trials; a storage whose trials cannot be decoded raises SearchError."""
+    try:
+        return study.get_trials(deepcopy=False)
+    except Exception as exc:  # noqa: BLE001 -- a damaged or hostile storage: say so
+        raise SearchError(
+            f"the trials of study {study.study_name!r} cannot be decoded "
+            f"({type(exc).__name__}); the storage was damaged or not written by Optuna: pick "
+            f"another study"
+        ) from None
+
+
+def owner_alive(owner: Any) -> bool | None:
+    """True / False for an owner on this host; None when it runs on another host.
+
+    ``owner`` is the ``"worker"`` user attr of a trial (:func:`owner_record`); anything
+    else counts as a dead owner.
+    """
+    if not isinstance(owner, dict):
+        return False
     if owner.get("host") != socket.gethostname():
         return None
-    pid = int(owner.get("pid", -1))
-    if pid <= 0:
+    pid = owner.get("pid")
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0 or pid > 2**22:
         return False
     try:
         os.kill(pid, 0)
@@ -101,12 +128,16 @@ def n_done(trials: Iterable[FrozenTrial]) -> int:
 def _retried_numbers(trials: Iterable[FrozenTrial]) -> set[int]:
     out: set[int] = set()
     for t in trials:
-        if "retry_of" in t.user_attrs:
-            out.add(int(t.user_attrs["retry_of"]))
+        out.update(_ints([t.user_attrs.get("retry_of")]))
         if "failed_trial" in t.system_attrs:  # Optuna's heartbeat retry
-            out.add(int(t.system_attrs["failed_trial"]))
-            out.update(int(n) for n in t.system_attrs.get("retry_history", []))
+            out.update(_ints([t.system_attrs["failed_trial"]]))
+            history = t.system_attrs.get("retry_history")
+            out.update(_ints(history if isinstance(history, list) else []))
     return out
+
+
+def _ints(values: Iterable[Any]) -> list[int]:
+    return [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
 
 
 def recover_interrupted(study: optuna.Study) -> list[int]:
@@ -117,7 +148,7 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
     already failed is skipped.
     """
     storage = study._storage
-    trials = study.get_trials(deepcopy=False)
+    trials = trials_of(study)
     now = time.time()
     for t in trials:
         if t.state != TrialState.RUNNING:
@@ -128,8 +159,9 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
             dead = now - started > _UNOWNED_STALE_AFTER
             why = "its worker never recorded itself and it has not finished"
         else:
-            dead = _owner_alive(owner) is False
-            why = f"worker process {owner.get('pid')} on {owner.get('host')} died"
+            dead = owner_alive(owner) is False
+            who = owner if isinstance(owner, dict) else {}
+            why = f"worker process {who.get('pid')!r:.20} on {who.get('host')!r:.80} died"
         if not dead:
             continue
         try:
@@ -139,7 +171,7 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
             continue  # another worker got there first
         except RuntimeError:
             continue
-    trials = study.get_trials(deepcopy=False)
+    trials = trials_of(study)
     retried = _retried_numbers(trials)
     queued: list[int] = []
     for t in trials:

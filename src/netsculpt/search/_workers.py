@@ -1,23 +1,37 @@
-"""Worker processes on one machine: spawn N, each loads the study and runs its share.
+"""Worker processes on one machine: start N, each opens the study and runs its share.
 
-The model, the task and the analysed graph travel to the workers in a file written with
-``torch.save``, so every worker prunes the very same weights; when they do not pickle and
-the search was started from a ``"package.module:factory"`` string and a task name, each
-worker rebuilds them from those names (the factory must then be deterministic). Each
-worker opens the same storage, gets its own sampler seed, and runs ``remaining // N``
-trials (the first ones one more). The parent shows progress by reading the study, and on
-Ctrl-C stops the workers; the trials they were running are retried on the next start
-(see ``_resume``).
+Nothing is written to disk to hand a job over, and no worker reads a file it did not
+write. Each worker is a fresh interpreter (multiprocessing's ``spawn``; a ``fork``ed child
+hangs in OpenMP as soon as torch runs with more than one thread), and receives over the
+pipe that multiprocessing opens between the parent and that child only:
+
+* the job's settings as JSON text (:meth:`Job.to_json`);
+* the model: when the search was started from a ``"package.module:factory"`` string or a
+  built-in name, by that name (the parent's caller typed it) plus the parent's weights as
+  safetensors bytes, so every worker prunes the very same weights; otherwise the parent's
+  own model object, like a task object and the example inputs.
+
+Each worker opens the same storage, gets its own sampler seed, and runs
+``remaining // N`` trials (the first ones one more); the parent shows progress by reading
+the study. Workers die with their parent: on Linux the kernel kills them
+(``PR_SET_PDEATHSIG``), and a watchdog thread in each worker ends it when its parent
+process is gone (any platform). A trial a dead worker was running is failed and queued
+again by the next process that looks (see ``_resume``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing as mp
 import os
-import tempfile
+import pickle
+import signal
+import sys
+import threading
 import time
 import traceback
-from pathlib import Path
+from multiprocessing.connection import Connection
 from typing import Any
 
 import optuna
@@ -26,6 +40,11 @@ import torch
 from netsculpt.errors import SearchError
 
 __all__ = ["run_workers", "worker_main"]
+
+#: ``prctl`` option: the signal a process gets when its parent dies (linux/prctl.h)
+_PR_SET_PDEATHSIG = 1
+#: seconds between two looks of a worker's watchdog at its parent
+_WATCHDOG_S = 0.5
 
 
 def run_workers(
@@ -45,72 +64,89 @@ def run_workers(
 
     shares = [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
     shares = [s for s in shares if s > 0]
-    with tempfile.TemporaryDirectory(prefix="netsculpt-workers-") as tmp:
-        payload = Path(tmp) / "job.pt"
-        _write_payload(payload, job, model, example_inputs, task, graph)
-        ctx = mp.get_context("spawn")
-        threads = max(1, (os.cpu_count() or 1) // len(shares))
-        procs = []
+    job_json = job.to_json()
+    by_name = job.model_spec is not None
+    weights = state_bytes(model) if by_name else None
+    common = {
+        "model": None if by_name else model,
+        "task": None if job.task_name else task,
+        "example_inputs": example_inputs,
+    }
+    variants = [{**common, "graph": graph}, {**common, "graph": None}]
+    ctx = mp.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // len(shares))
+    procs: list[tuple[Any, Connection]] = []
+    try:
         for i, share in enumerate(shares):
-            err = Path(tmp) / f"error-{i}.txt"
-            p = ctx.Process(
-                target=worker_main,
-                args=(str(payload), i, share, threads, str(err)),
-                name=f"netsculpt-worker-{i}",
+            procs.append(
+                _start(ctx, variants, job_json, weights, index=i, share=share, threads=threads)
             )
-            p.start()
-            procs.append((p, err))
         display = SearchProgress(study, job.n_trials, enabled=progress)
-        try:
-            with display:
-                while any(p.is_alive() for p, _ in procs):
-                    display.refresh()
-                    time.sleep(0.5)
+        with display:
+            while any(p.is_alive() for p, _ in procs):
                 display.refresh()
-        except BaseException:
-            for p, _ in procs:
-                if p.is_alive():
-                    p.terminate()
-            for p, _ in procs:
-                p.join(10)
-            raise
+                time.sleep(0.5)
+            display.refresh()
+    except BaseException:
         for p, _ in procs:
-            p.join()
-        errors = []
-        for i, (p, err) in enumerate(procs):
-            if p.exitcode != 0:
-                text = err.read_text() if err.exists() else f"exit code {p.exitcode}"
-                errors.append(f"worker {i}: {text.strip()}")
-        if errors:
-            raise SearchError(
-                "worker processes failed; finished trials are kept in the study and a new "
-                "run resumes it:\n" + "\n".join(errors)
-            )
-
-
-def _write_payload(
-    path: Path, job: Any, model: Any, example_inputs: Any, task: Any, graph: Any
-) -> None:
-    """Save what the workers need; objects that do not pickle travel by name instead."""
-    attempts = [
-        {"model": model, "task": task, "graph": graph},
-        {"model": model, "task": task, "graph": None},
-    ]
-    if job.model_spec or job.task_name:  # rebuilt by name in each worker
-        attempts.append(
-            {
-                "model": None if job.model_spec else model,
-                "task": None if job.task_name else task,
-                "graph": None,
-            }
+            if p.is_alive():
+                p.terminate()
+        for p, _ in procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+                p.join(5)
+        for _, conn in procs:
+            conn.close()
+        raise
+    errors = []
+    for i, (p, conn) in enumerate(procs):
+        p.join()
+        if p.exitcode != 0:
+            text = f"exit code {p.exitcode}"
+            try:
+                if conn.poll():
+                    text = str(conn.recv())
+            except (EOFError, OSError):
+                pass
+            errors.append(f"worker {i}: {text.strip()}")
+        conn.close()
+    if errors:
+        raise SearchError(
+            "worker processes failed; finished trials are kept in the study and a new "
+            "run resumes it:\n" + "\n".join(errors)
         )
+
+
+def _start(
+    ctx: Any,
+    variants: list[dict[str, Any]],
+    job_json: str,
+    weights: bytes | None,
+    *,
+    index: int,
+    share: int,
+    threads: int,
+) -> tuple[Any, Connection]:
+    """Start one worker with the first ``variants`` entry whose objects can be sent."""
     error: Exception | None = None
-    for objects in attempts:
+    while variants:
+        receive, send = ctx.Pipe(duplex=False)
+        p = ctx.Process(
+            target=worker_main,
+            args=(job_json, weights, variants[0], index, share, threads, os.getpid(), send),
+            name=f"netsculpt-worker-{index}",
+        )
         try:
-            torch.save({"job": job, "example_inputs": example_inputs, **objects}, path)
-            return
-        except Exception as exc:  # noqa: BLE001 -- pickling fails with many types
+            p.start()  # the arguments are serialised into the child's pipe before it starts
+        except (pickle.PicklingError, TypeError, AttributeError, RuntimeError, ValueError) as exc:
+            receive.close()
+            send.close()
             error = exc
+            variants.pop(0)  # later workers skip what failed here
+            continue
+        send.close()  # the child holds the writing end now
+        return p, receive
     raise SearchError(
         f"the model or the task cannot be sent to worker processes ({type(error).__name__}: "
         f"{error}); pass the model as a 'package.module:factory' string and the task by "
@@ -118,33 +154,116 @@ def _write_payload(
     ) from error
 
 
-def worker_main(payload: str, index: int, share: int, threads: int, error_path: str) -> None:
+def worker_main(
+    job_json: str,
+    weights: bytes | None,
+    objects: dict[str, Any],
+    index: int,
+    share: int,
+    threads: int,
+    parent_pid: int,
+    conn: Connection,
+) -> None:
     """Entry point of a spawned worker: rebuild everything, then optimise ``share`` trials."""
     try:
+        die_with_parent(parent_pid)
         torch.set_num_threads(threads)
-        content = torch.load(payload, weights_only=False)
-        job = content["job"]
-        model, example_inputs, task = content["model"], content["example_inputs"], content["task"]
-        if model is None:
-            from netsculpt.search.cli_commands import resolve_model
+        from netsculpt.search.api import Job
 
+        job = Job.from_json(job_json)
+        model = objects["model"]
+        if model is None and job.model_spec is not None:
+            from netsculpt.search._specs import resolve_model
+
+            # the spec the parent's caller typed (not one read from a study)
             model, _ = resolve_model(job.model_spec)
-        if task is None:
+            if weights is not None:
+                load_state_bytes(model, weights)
+        task = objects["task"]
+        if task is None and job.task_name is not None:
             from netsculpt.tasks.registry import get_task
 
             task = get_task(job.task_name)
         run_worker(
             job,
             model=model,
-            example_inputs=example_inputs,
+            example_inputs=objects["example_inputs"],
             task=task,
-            graph=content["graph"],
+            graph=objects["graph"],
             index=index,
             share=share,
         )
     except BaseException:  # noqa: BLE001 -- reported to the parent, then exit 1
-        Path(error_path).write_text(traceback.format_exc())
+        with contextlib.suppress(OSError, ValueError):
+            conn.send(traceback.format_exc()[-20_000:])
         raise SystemExit(1) from None
+    finally:
+        conn.close()
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """End this process when the process ``parent_pid`` (its parent) ends.
+
+    Linux: the kernel sends SIGKILL when the parent dies (``prctl(PR_SET_PDEATHSIG)``).
+    Everywhere: a daemon thread checks every half second that the parent is still this
+    process's parent, and kills this process when it is not.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl: the watchdog below still runs
+            pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+    threading.Thread(
+        target=_watch_parent, args=(parent_pid,), name="netsculpt-parent-watchdog", daemon=True
+    ).start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while True:
+        time.sleep(_WATCHDOG_S)
+        if os.getppid() != parent_pid:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def state_bytes(model: torch.nn.Module) -> bytes:
+    """The model's parameters and buffers as safetensors bytes (tied tensors stored once)."""
+    from safetensors.torch import save
+
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[tuple[int, tuple[int, ...], tuple[int, ...], torch.dtype]] = set()
+    for name, tensor in model.state_dict().items():
+        if not isinstance(tensor, torch.Tensor):
+            continue
+        key = (tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype)
+        if tensor.numel() and key in seen:
+            continue  # a tied weight: the first name carries it
+        seen.add(key)
+        tensors[name] = tensor.detach().to("cpu").contiguous().clone()
+    return save(tensors)
+
+
+def load_state_bytes(model: torch.nn.Module, data: bytes) -> None:
+    """Load :func:`state_bytes` output into ``model`` (built by the same factory)."""
+    from safetensors.torch import load
+
+    tensors = load(data)
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if unexpected:
+        raise SearchError(
+            f"the worker's model has no tensors {sorted(unexpected)[:5]}; the model factory "
+            f"must build the same architecture in every process"
+        )
+    state = model.state_dict()
+    for name in missing:  # only tied copies of tensors that were loaded may be missing
+        ptr = state[name].data_ptr()
+        if not any(state[n].data_ptr() == ptr for n in tensors):
+            raise SearchError(
+                f"the worker's model has a tensor {name!r} the parent's model did not send; "
+                f"the model factory must build the same architecture in every process"
+            )
 
 
 def run_worker(
@@ -167,6 +286,12 @@ def run_worker(
     if graph is None:
         graph = analyze(model, example_inputs)
     bound = build_space(graph, job.space)
+    if bound.signature != job.signature:
+        raise SearchError(
+            f"worker {index} found another search space (signature {bound.signature}, the "
+            f"study has {job.signature}); the model factory {job.model_spec!r} must build "
+            f"the same model in every process"
+        )
     storage = open_storage(job.storage)
     evaluator = Evaluator(
         model=model,

@@ -9,7 +9,12 @@
 The study is a plain Optuna study (``optuna-dashboard sqlite:///netsculpt.db`` opens it);
 running the same call again resumes it: finished trials are kept, trials cut off by a
 crash or ``kill -9`` are evaluated again, and the search stops once ``n_trials`` trials
-are done.
+are done. The default study name and the space signature depend only on the model's
+graph, never on the process (hash seeds included), so a rerun in a new process resumes.
+
+Every argument is checked before a study is opened (``_arguments``); the study's settings
+are written once, as one JSON user attr, by the process that creates it, and are checked
+whenever a study is resumed or read (``_settings``).
 """
 
 from __future__ import annotations
@@ -21,9 +26,9 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.samplers import BaseSampler
 from optuna.storages import BaseStorage
@@ -31,34 +36,31 @@ from optuna.trial import TrialState
 from torch import nn
 
 from netsculpt._inputs import ExampleInputs
-from netsculpt.errors import (
-    InputError,
-    SearchError,
-    StudyMismatchError,
-    UnknownNameError,
+from netsculpt.errors import InputError, SearchError, StudyMismatchError
+from netsculpt.search._arguments import check_search_arguments
+from netsculpt.search._resume import n_done, recover_interrupted, trials_of
+from netsculpt.search._settings import (
+    BASELINE_ATTR,
+    SETTINGS_ATTR,
+    STUDY_ATTR,
+    check_baseline,
+    read_settings,
+    settings_json,
+    user_attrs,
 )
-from netsculpt.search._resume import n_done, recover_interrupted
-from netsculpt.search.front import STUDY_ATTR, Front
-from netsculpt.search.objective import (
-    DEFAULT_MEASURE,
-    Evaluator,
-    TrialFailed,
-    check_objectives,
-)
+from netsculpt.search.front import Front
+from netsculpt.search.objective import Evaluator, TrialFailed
 from netsculpt.search.predictor import Predictor, ScreeningSampler
-from netsculpt.search.samplers import (
-    SAMPLERS,
-    check_constraints,
-    make_sampler,
-    population_size_for,
-)
+from netsculpt.search.samplers import SeededPerProcess, make_sampler, population_size_for
 from netsculpt.search.space import BoundSpace, SearchSpace, build_space
 from netsculpt.search.storage import StorageSpec, open_storage, resolve_storage
 
-__all__ = ["load_study", "search"]
+__all__ = ["Job", "default_study_name", "load_study", "search"]
 
 #: study settings that must match when a study is resumed
 _MUST_MATCH = ("objectives", "signature", "space", "backend", "constraints", "recover_budget")
+#: how long a process waits for the creator of a study to write its settings
+_SETTINGS_WAIT_S = 10.0
 
 
 def search(
@@ -133,35 +135,27 @@ def search(
         StudyMismatchError: ``study_name`` exists with other objectives or settings.
         NothingToPruneError: the model has nothing to search over.
     """
-    objectives = check_objectives(objectives)
-    if isinstance(sampler, str) and sampler not in SAMPLERS:
-        raise UnknownNameError(
-            f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)} or pass an "
-            f"optuna.samplers.BaseSampler instance"
-        )
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise InputError(f"workers must be an int >= 1, got {workers!r}")
-    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
-        raise InputError(f"n_trials must be an int >= 1, got {n_trials!r}")
-    limits = check_constraints(constraints)
-    space = space if space is not None else SearchSpace()
-    if not isinstance(space, SearchSpace):
-        raise InputError(
-            f"space must be a netsculpt SearchSpace, got {type(space).__name__}; e.g. "
-            f"space=SearchSpace(tie='stage', min_keep=0.3)"
-        )
-    screening = _predictor(predictor)
-    options = {**DEFAULT_MEASURE, **dict(measure_options or {})}
-    if workers > 1 and isinstance(sampler, BaseSampler):
-        raise InputError(
-            "a sampler instance cannot be shared by worker processes; pass its name "
-            "(sampler='nsga2'|'tpe'|'random') with workers > 1"
-        )
-    if workers > 1 and isinstance(storage, BaseStorage):
-        raise InputError(
-            "workers > 1 need a storage the worker processes can reopen; pass a journal path "
-            "or an RDB URL string instead of a storage object"
-        )
+    checked = check_search_arguments(
+        model=model,
+        example_inputs=example_inputs,
+        task=task,
+        n_trials=n_trials,
+        objectives=objectives,
+        storage=storage,
+        study_name=study_name,
+        sampler=sampler,
+        workers=workers,
+        space=space,
+        constraints=constraints,
+        predictor=predictor,
+        backend=backend,
+        seed=seed,
+        recover_budget=recover_budget,
+        timeout=timeout,
+        progress=progress,
+        measure_options=measure_options,
+    )
+    objectives, space, limits, screening, options = checked
 
     with _gc_frozen():
         return _search(
@@ -207,14 +201,15 @@ def _search(
     progress: bool,
     options: dict[str, Any],
 ) -> Front:
-    model_spec = model if isinstance(model, str) else None
+    # strings here are the caller's own (typed): they may name code to import
+    model_spec = model.strip() if isinstance(model, str) else None
     task_name = task if isinstance(task, str) else None
     if isinstance(task, str):
         from netsculpt.tasks.registry import get_task
 
         task = get_task(task)
     if isinstance(model, str):
-        from netsculpt.search.cli_commands import resolve_model
+        from netsculpt.search._specs import resolve_model
 
         model, spec_inputs = resolve_model(model)
         example_inputs = example_inputs if example_inputs is not None else spec_inputs
@@ -229,7 +224,9 @@ def _search(
         storage if isinstance(storage, BaseStorage) else resolve_storage(storage, workers=workers)
     )
     opened = spec if isinstance(spec, BaseStorage) else open_storage(spec)
-    name = study_name or f"netsculpt-{type(model).__name__.lower()}-{bound.signature[:8]}"
+    name = study_name or default_study_name(model, bound)
+    import netsculpt
+
     settings = {
         "objectives": list(objectives),
         "signature": bound.signature,
@@ -237,10 +234,12 @@ def _search(
         "backend": backend,
         "constraints": limits,
         "recover_budget": _jsonable(recover_budget),
+        "model_spec": model_spec,
+        "task": task_name or _task_label(task),
+        "version": netsculpt.__version__,
     }
-    extra = {"model_spec": model_spec, "task": task_name or getattr(task, "name", None)}
     with _quiet_optuna():
-        study = _open_study(opened, name, objectives, settings, extra)
+        study = _open_study(opened, name, objectives, settings)
 
     evaluator = Evaluator(
         model=model,
@@ -258,12 +257,12 @@ def _search(
 
     with _quiet_optuna():
         recover_interrupted(study)
-        if STUDY_ATTR + "baseline" not in study.user_attrs:
-            study.set_user_attr(STUDY_ATTR + "baseline", evaluator.baseline())
-        done = n_done(study.get_trials(deepcopy=False))
+        if user_attrs(study).get(BASELINE_ATTR) is None:
+            study.set_user_attr(BASELINE_ATTR, evaluator.baseline())
+        done = n_done(trials_of(study))
         remaining = n_trials - done
         if remaining > 0:
-            job = _Job(
+            job = Job(
                 model_spec=model_spec,
                 task_name=task_name,
                 storage=None if isinstance(spec, BaseStorage) else spec,
@@ -279,8 +278,7 @@ def _search(
                 constraints=limits,
                 space=space,
                 timeout=timeout,
-                n_existing=len(study.trials),
-                salt=_machine_salt(spec),
+                signature=bound.signature,
             )
             if workers == 1:
                 study.sampler = build_sampler(
@@ -306,17 +304,21 @@ def _search(
                     progress=progress,
                 )
     study = optuna.load_study(study_name=name, storage=opened)
-    return Front(study, model=model, task=task)
+    return Front(study, model=model, task=task, example_inputs=example_inputs)
+
+
+def default_study_name(model: nn.Module, bound: BoundSpace) -> str:
+    """``netsculpt-<model class>-<space signature>``: the same in every process and run."""
+    return f"netsculpt-{type(model).__name__.lower()}-{bound.signature[:8]}"
 
 
 # --------------------------------------------------------------------------- pieces
 
 
-class _Job:
-    """Everything a worker process needs besides the model and the task."""
-
-    def __init__(self, **fields: Any) -> None:
-        self.__dict__.update(fields)
+@dataclass(frozen=True, kw_only=True)
+class Job:
+    """Everything a worker process needs besides the model and the task, as plain values
+    that travel as JSON (:meth:`to_json`, :meth:`from_json`)."""
 
     model_spec: str | None
     task_name: str | None
@@ -333,54 +335,108 @@ class _Job:
     constraints: dict[str, float]
     space: SearchSpace
     timeout: float | None
-    n_existing: int
-    salt: int
+    signature: str
+
+    def to_json(self) -> str:
+        """The job as JSON text; a value that is not JSON raises SearchError naming it."""
+        data = {
+            **{k: getattr(self, k) for k in self.__dataclass_fields__},
+            "objectives": list(self.objectives),
+            "storage": None if self.storage is None else asdict(self.storage),
+            "predictor": None if self.predictor is None else asdict(self.predictor),
+            "space": self.space.to_dict(),
+            "recover_budget": _budget_json(self.recover_budget),
+        }
+        try:
+            return json.dumps(data, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise SearchError(
+                f"the search settings cannot be sent to worker processes ({exc}); pass plain "
+                f"numbers, strings and booleans in measure_options and recover_budget, or use "
+                f"workers=1"
+            ) from None
+
+    @classmethod
+    def from_json(cls, text: str) -> Job:
+        """The job written by :meth:`to_json` (in the parent process of this worker)."""
+        data = json.loads(text)
+        storage = data["storage"]
+        predictor = data["predictor"]
+        return cls(
+            **{
+                **data,
+                "objectives": tuple(data["objectives"]),
+                "storage": None if storage is None else StorageSpec(**storage),
+                "predictor": None if predictor is None else Predictor(**predictor),
+                "space": SearchSpace.from_dict(data["space"]),
+                "recover_budget": _budget_value(data["recover_budget"]),
+            }
+        )
+
+
+def _budget_json(value: Any) -> Any:
+    if hasattr(value, "steps") and hasattr(value, "seconds"):  # a recovery Budget
+        return {"budget": {"steps": value.steps, "seconds": value.seconds}}
+    return value
+
+
+def _budget_value(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"budget"}:
+        from netsculpt.recover.budget import Budget
+
+        return Budget(**value["budget"])
+    return value
 
 
 def build_sampler(
-    job: _Job,
+    job: Job,
     bound: BoundSpace,
     *,
     worker: int,
     plan_key: Any = None,
     instance: BaseSampler | None = None,
 ) -> BaseSampler:
-    """The sampler of one process: seeded per worker and per resume, maybe screened.
+    """The sampler of one process: seeded per worker and per first trial, maybe screened.
 
-    ``instance`` is a user's sampler, used as the base instead of one built by name.
+    The seed joins the user's ``seed``, the worker index and the number of the first trial
+    this process gets (:class:`SeededPerProcess`), so processes sharing one study never
+    draw the same candidates in lockstep. ``instance`` is a user's sampler, used as the
+    base instead of one built by name (and not reseeded).
     """
-    seed = None
-    if job.seed is not None:
-        entropy = [job.seed, worker, job.n_existing, job.salt]
-        seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
-    base = instance or make_sampler(
-        job.sampler,
-        seed=seed,
-        n_constraints=len(job.constraints),
-        population_size=population_size_for(job.n_trials),
-    )
-    if job.predictor is None:
-        return base
-    from netsculpt.search.objective import OBJECTIVES
-    from netsculpt.search.samplers import CONSTRAINT_KEYS
+    if instance is not None and job.predictor is None:
+        return instance
 
-    maximize = [OBJECTIVES[o] for o in job.objectives]
-    limits = []  # constraints on objectives, as bounds on the minimised values
-    for key, value in job.constraints.items():
-        metric, _ = CONSTRAINT_KEYS[key]
-        if metric in job.objectives:
-            j = job.objectives.index(metric)
-            limits.append((j, -value if maximize[j] else value))
-    return ScreeningSampler(
-        base,
-        distributions=bound.distributions,
-        encode=bound.encode,
-        maximize=maximize,
-        config=job.predictor,
-        seed=seed,
-        plan_key=plan_key,
-        limits=limits,
-    )
+    def build(seed: int | None) -> BaseSampler:
+        base = instance or make_sampler(
+            job.sampler,
+            seed=seed,
+            n_constraints=len(job.constraints),
+            population_size=population_size_for(job.n_trials),
+        )
+        if job.predictor is None:
+            return base
+        from netsculpt.search.objective import OBJECTIVES
+        from netsculpt.search.samplers import CONSTRAINT_KEYS
+
+        maximize = [OBJECTIVES[o] for o in job.objectives]
+        limits = []  # constraints on objectives, as bounds on the minimised values
+        for key, value in job.constraints.items():
+            metric, _ = CONSTRAINT_KEYS[key]
+            if metric in job.objectives:
+                j = job.objectives.index(metric)
+                limits.append((j, -value if maximize[j] else value))
+        return ScreeningSampler(
+            base,
+            distributions=bound.distributions,
+            encode=bound.encode,
+            maximize=maximize,
+            config=job.predictor,
+            seed=seed,
+            plan_key=plan_key,
+            limits=limits,
+        )
+
+    return SeededPerProcess(build, seed=job.seed, worker=worker)
 
 
 class _StopWhenDone:
@@ -394,11 +450,27 @@ class _StopWhenDone:
             study.stop()
 
 
+class _RecoverDeadTrials:
+    """Optuna callback: after a trial, fail and queue again the RUNNING trials of processes
+    on this machine that died (every few seconds at most), so a trial cut off while this
+    process runs is retried now, not at the next start."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        self.every_s = every_s
+        self._last = time.monotonic()
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.every_s:
+            self._last = now
+            recover_interrupted(study)
+
+
 def run_trials(
     study: optuna.Study,
     evaluator: Evaluator,
     share: int,
-    job: _Job,
+    job: Job,
     *,
     progress: bool = False,
     callbacks: Sequence[Any] = (),
@@ -406,7 +478,7 @@ def run_trials(
     """Optimise ``share`` trials in this process (stops early once the study is done)."""
     from netsculpt.search.progress import SearchProgress
 
-    cbs = [_StopWhenDone(job.n_trials), *callbacks]
+    cbs = [_StopWhenDone(job.n_trials), _RecoverDeadTrials(), *callbacks]
     display = SearchProgress(study, job.n_trials, enabled=progress)
     with display:
         cbs.append(display.callback)
@@ -423,6 +495,13 @@ def load_study(
     storage: str | os.PathLike[str] | BaseStorage | None, study_name: str
 ) -> optuna.Study:
     """Open an existing study; a missing one raises SearchError listing those stored."""
+    if storage is not None and not isinstance(storage, (str, os.PathLike, BaseStorage)):
+        raise InputError(
+            f"storage must be None, a URL or path string, or an optuna storage, got "
+            f"{type(storage).__name__}; e.g. storage='sqlite:///netsculpt.db'"
+        )
+    if not isinstance(study_name, str) or not study_name:
+        raise InputError(f"study_name must be a non-empty string, got {study_name!r}")
     opened = (
         storage
         if isinstance(storage, BaseStorage)
@@ -431,11 +510,20 @@ def load_study(
     try:
         return optuna.load_study(study_name=study_name, storage=opened)
     except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
+        pass
+    except Exception as exc:  # noqa: BLE001 -- a damaged or hostile storage: say so
         raise SearchError(
-            f"storage {_display(storage)!r} has no study {study_name!r}; stored studies: "
-            f"{', '.join(names) or 'none'}"
+            f"study {study_name!r} in storage {_display(storage)!r} cannot be read "
+            f"({type(exc).__name__}); the storage was damaged or not written by Optuna"
         ) from None
+    try:
+        names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
+    except Exception:  # noqa: BLE001 -- listing is only a hint
+        names = []
+    raise SearchError(
+        f"storage {_display(storage)!r} has no study {study_name!r}; stored studies: "
+        f"{', '.join(sorted(map(str, names))[:20]) or 'none'}"
+    )
 
 
 def _display(storage: Any) -> str:
@@ -449,13 +537,13 @@ def _open_study(
     name: str,
     objectives: tuple[str, ...],
     settings: dict[str, Any],
-    extra: dict[str, Any],
 ) -> optuna.Study:
     """Create the study, or open it and check that its settings match.
 
-    Settings are written one user attr at a time, ``objectives`` last: a worker that finds
-    a study being created by another (``netsculpt:creating`` set, ``objectives`` not yet)
-    waits for it.
+    Creation is atomic (the storage refuses a second study of the same name), and the
+    creator writes every setting in one user attr, so a process that finds the study
+    either sees all of its settings or none; with none it waits for the creator, and
+    takes over an empty study whose creator died.
     """
     from netsculpt.search.objective import OBJECTIVES
 
@@ -468,65 +556,82 @@ def _open_study(
     try:
         storage.get_study_id_from_name(name)
     except KeyError:
-        study = optuna.create_study(
-            storage=storage, study_name=name, directions=directions, load_if_exists=True
-        )
-        if not study.user_attrs and not study.trials:
-            import netsculpt
-
-            study.set_user_attr(STUDY_ATTR + "creating", time.time())
-            for key, value in {**settings, **extra}.items():
-                if key != "objectives":
-                    study.set_user_attr(STUDY_ATTR + key, value)
-            study.set_user_attr(STUDY_ATTR + "version", netsculpt.__version__)
-            study.set_user_attr(STUDY_ATTR + "objectives", settings["objectives"])
+        try:
+            study = optuna.create_study(storage=storage, study_name=name, directions=directions)
+        except optuna.exceptions.DuplicatedStudyError:
+            pass  # another process created it a moment ago: check its settings below
+        else:
+            study.set_user_attr(SETTINGS_ATTR, settings_json(settings))
             return study
     study = optuna.load_study(study_name=name, storage=storage)
     stored = _wait_for_settings(study)
-    if STUDY_ATTR + "objectives" not in stored:
-        raise StudyMismatchError(
-            f"study {name!r} exists in this storage but was not created by netsculpt "
-            f"(directions {[d.name.lower() for d in study.directions]}); pick another "
-            f"study_name"
-        )
+    if stored is None:
+        attrs = user_attrs(study)
+        if trials_of(study) or any(not k.startswith(STUDY_ATTR) for k in attrs):
+            raise StudyMismatchError(
+                f"study {name!r} exists in this storage but was not created by netsculpt "
+                f"(directions {[d.name.lower() for d in study.directions]}); pick another "
+                f"study_name"
+            )
+        stored = _adopt(study, directions, settings)
     diffs = []
     for key in _MUST_MATCH:
-        old = stored.get(STUDY_ATTR + key)
-        if _canon(old) != _canon(settings[key]):
-            diffs.append(f"{key}: stored {old!r}, now {settings[key]!r}")
+        if _canon(stored[key]) != _canon(settings[key]):
+            diffs.append(f"{key}: stored {stored[key]!r}, now {settings[key]!r}")
+    if list(study.directions) != directions and not diffs:
+        diffs.append(f"directions: stored {[d.name.lower() for d in study.directions]}")
     if diffs:
         raise StudyMismatchError(
             f"study {name!r} exists with other settings ({'; '.join(diffs)}); resume it "
             f"with the same settings, or pass another study_name to start a new study"
         )
+    try:
+        check_baseline(name, user_attrs(study).get(BASELINE_ATTR))
+    except SearchError as exc:
+        raise StudyMismatchError(str(exc)) from None
     return study
 
 
-def _wait_for_settings(study: optuna.Study, timeout: float = 30.0) -> dict[str, Any]:
-    """The study's user attrs, once another worker has finished writing the settings."""
-    deadline = time.monotonic() + timeout
-    grace = time.monotonic() + 2.0  # an empty study may be one created a moment ago
+def _adopt(study: optuna.Study, directions: list[Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """Take over an empty study that holds no settings (its creator died before writing
+    them): write ours, then read back what the storage kept (another process may have
+    written its own at the same moment)."""
+    if list(study.directions) != directions:
+        raise StudyMismatchError(
+            f"study {study.study_name!r} exists with directions "
+            f"{[d.name.lower() for d in study.directions]} and no netsculpt settings; pick "
+            f"another study_name"
+        )
+    study.set_user_attr(SETTINGS_ATTR, settings_json(settings))
+    time.sleep(0.2)
+    stored = _checked_settings(study)
+    if stored is None:
+        raise StudyMismatchError(f"study {study.study_name!r} lost its settings; try again")
+    return stored
+
+
+def _checked_settings(study: optuna.Study) -> dict[str, Any] | None:
+    try:
+        return read_settings(study.study_name, user_attrs(study))
+    except StudyMismatchError:
+        raise
+    except SearchError as exc:
+        raise StudyMismatchError(str(exc)) from None
+
+
+def _wait_for_settings(study: optuna.Study) -> dict[str, Any] | None:
+    """The study's checked settings, once its creator has written them; None for a study
+    that has none (after a short wait when it is empty, as one created a moment ago is)."""
+    deadline = time.monotonic() + _SETTINGS_WAIT_S
     while True:
-        stored = study.user_attrs
-        if STUDY_ATTR + "objectives" in stored:
+        stored = _checked_settings(study)
+        if stored is not None:
             return stored
-        creating = STUDY_ATTR + "creating" in stored
-        empty = not stored and not study.trials
-        now = time.monotonic()
-        if now > deadline or not (creating or (empty and now < grace)):
-            return stored
+        attrs = user_attrs(study)
+        empty = not trials_of(study) and all(k.startswith(STUDY_ATTR) for k in attrs)
+        if not empty or time.monotonic() > deadline:
+            return None
         time.sleep(0.2)
-
-
-def _machine_salt(spec: Any) -> int:
-    """0, except on a database server shared by machines: there each process must draw
-    its own trials, so its host and process id join the seed."""
-    if isinstance(spec, StorageSpec) and spec.kind == "rdb" and not spec.url.startswith("sqlite"):
-        import socket
-        import zlib
-
-        return zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
-    return 0
 
 
 def _canon(value: Any) -> str:
@@ -536,28 +641,17 @@ def _canon(value: Any) -> str:
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "steps") and hasattr(value, "seconds"):  # a recovery Budget
         return {"steps": value.steps, "seconds": value.seconds}
-    try:
-        json.dumps(value)
-        return value
-    except TypeError:
-        return repr(value)
+    return value
 
 
-def _predictor(value: bool | Predictor | None) -> Predictor | None:
-    if value is None or value is False:
-        return None
-    if value is True:
-        return Predictor()
-    if isinstance(value, Predictor):
-        return value
-    raise InputError(f"predictor must be True, False or a netsculpt Predictor(...), got {value!r}")
+def _task_label(task: Any) -> str | None:
+    name = getattr(task, "name", None)
+    return name if isinstance(name, str) and name else None
 
 
 def _check_importance(evaluator: Evaluator) -> None:
     """Fail fast on an importance name ``ns.plan`` does not know (instead of every trial)."""
     from optuna.distributions import FloatDistribution
-
-    from netsculpt.errors import InputError as _InputError
 
     bound = evaluator.bound
     for criterion in bound.space.importance:
@@ -574,7 +668,7 @@ def _check_importance(evaluator: Evaluator) -> None:
                 graph=evaluator.graph,
                 calib=evaluator._calib_batches(params),
             )
-        except _InputError:
+        except InputError:
             raise
         except Exception:  # noqa: BLE001, S110 -- other failures are recorded per trial
             pass

@@ -9,23 +9,23 @@
 
 ``MODEL`` is a built-in name (``digits``, ``minilm``: the task's own pretrained model) or
 ``"package.module:factory"`` (also ``path/to/file.py:factory``), a function with no
-arguments returning ``(model, example_inputs)``.
+arguments returning ``(model, example_inputs)``: a string typed on the command line is
+trusted and run. A study is data: ``export`` rebuilds the base model from the name stored
+in the study only when it is a built-in name; a stored factory string needs
+``--trust-code``, a stored file path is never run; ``--model`` gives the model instead.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from torch import nn
 
-from netsculpt.errors import FactoryError, NetsculptError
+from netsculpt.errors import NetsculptError
+from netsculpt.search._specs import BUILTIN_MODELS, is_file_spec, resolve_model
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -39,8 +39,6 @@ __all__ = [
     "search_command",
 ]
 
-#: built-in model names: each is the pretrained model of the task of the same name
-BUILTIN_MODELS = ("digits", "minilm")
 # how a save folder of a built-in model rebuilds its unpruned architecture (transformers
 # models are rebuilt from their saved config)
 _BASE_FACTORIES = {"digits": "netsculpt.tasks.digits:DigitsCNN"}
@@ -49,77 +47,6 @@ app = typer.Typer(
     help="Search sub-networks, inspect the front, export and report.", no_args_is_help=True
 )
 console = Console()
-
-
-def resolve_model(spec: str) -> tuple[nn.Module, Any]:
-    """``(model, example_inputs)`` from a built-in name or a ``"module:factory"`` string.
-
-    Raises:
-        FactoryError: the string is malformed, does not import, or the factory does not
-            return ``(nn.Module, example_inputs)``.
-    """
-    if not isinstance(spec, str) or not spec.strip():
-        raise FactoryError(
-            f"model spec {spec!r} is empty; use a built-in name ({', '.join(BUILTIN_MODELS)}) "
-            f"or 'package.module:factory'"
-        )
-    spec = spec.strip()
-    if spec in BUILTIN_MODELS:
-        from netsculpt.tasks.registry import get_task
-
-        task = get_task(spec)
-        return task.pretrained_model(), task.example_inputs()
-    module_name, sep, attr = spec.rpartition(":")
-    if not sep or not module_name or not attr:
-        raise FactoryError(
-            f"model spec {spec!r} is neither a built-in name ({', '.join(BUILTIN_MODELS)}) nor "
-            f"'package.module:factory'; write e.g. 'mypkg.models:build' for a function "
-            f"returning (model, example_inputs)"
-        )
-    try:
-        if module_name.endswith(".py"):
-            module = _import_file(module_name)
-        else:
-            module = importlib.import_module(module_name)
-    except FactoryError:
-        raise
-    except Exception as exc:
-        raise FactoryError(
-            f"model spec {spec!r}: module {module_name!r} could not be imported "
-            f"({type(exc).__name__}: {exc}); check the spelling and that it is on PYTHONPATH"
-        ) from exc
-    factory = getattr(module, attr, None)
-    if factory is None or not callable(factory):
-        raise FactoryError(
-            f"model spec {spec!r}: module {module_name!r} has no callable {attr!r}; point it "
-            f"at a function returning (model, example_inputs)"
-        )
-    try:
-        result = factory()
-    except Exception as exc:
-        raise FactoryError(
-            f"model spec {spec!r}: calling {attr}() raised {type(exc).__name__}: {exc}"
-        ) from exc
-    if not isinstance(result, tuple) or len(result) != 2 or not isinstance(result[0], nn.Module):
-        raise FactoryError(
-            f"model spec {spec!r}: {attr}() returned {type(result).__name__}, not "
-            f"(nn.Module, example_inputs); return e.g. (model, torch.randn(1, 3, 224, 224))"
-        )
-    return result[0], result[1]
-
-
-def _import_file(path: str) -> Any:
-    file = Path(path)
-    if not file.is_file():
-        raise FactoryError(f"model spec file {path!r} does not exist; check the path")
-    name = f"_netsculpt_factory_{abs(hash(str(file.resolve())))}"
-    module_spec = importlib.util.spec_from_file_location(name, file)
-    if module_spec is None or module_spec.loader is None:
-        raise FactoryError(f"model spec file {path!r} cannot be imported as Python")
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[name] = module
-    module_spec.loader.exec_module(module)
-    return module
 
 
 # --------------------------------------------------------------------------- tables
@@ -292,27 +219,45 @@ def export_command(
     ] = None,
     storage: StorageOpt = None,
     onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="also write model.onnx")] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="the base model: built-in name or 'package.module:factory' (default: the "
+            "built-in name stored in the study)",
+        ),
+    ] = None,
+    trust_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-code/--no-trust-code",
+            help="import the model factory or task stored in the study (only for studies "
+            "whose author you trust; a stored file path is never run)",
+        ),
+    ] = False,
 ) -> None:
     """Materialise one trial: plan + weights (ns.save), optionally ONNX."""
     from netsculpt.search.front import Front
 
     try:
-        front = Front.load(storage, study)
+        front = Front.load(storage, study, model=model, trust_code=trust_code)
         chosen = front.knee() if trial is None else front.trial(trial)
         small = chosen.model
         from netsculpt.export.save import save
 
-        spec = front.model_spec
-        inputs = front.example_inputs() if spec else None
-        factory = (_BASE_FACTORIES.get(spec) or (spec if ":" in spec else None)) if spec else None
+        inputs = front.example_inputs()
+        spec = model if model is not None else front.model_spec
+        factory = None
+        if spec:
+            factory = _BASE_FACTORIES.get(spec) or (
+                spec if ":" in spec and not is_file_spec(spec) else None
+            )
         save(small, out, base_factory=factory, example_inputs=inputs)
         written = [str(out)]
         if onnx:
             from netsculpt.export.onnx import export_onnx
 
-            written.append(
-                str(export_onnx(small, front.example_inputs(), Path(out) / "model.onnx"))
-            )
+            written.append(str(export_onnx(small, inputs, Path(out) / "model.onnx")))
     except NetsculptError as exc:
         _fail(exc)
         return

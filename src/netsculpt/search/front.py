@@ -11,6 +11,7 @@ A :class:`Front` reads everything from the Optuna study (trial user attrs and th
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,14 +22,21 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
-from netsculpt.errors import ConstraintError, SearchError
+from netsculpt.errors import ConstraintError, InputError, NetsculptError, SearchError
 from netsculpt.search._pareto import pareto_mask, to_losses
+from netsculpt.search._settings import (
+    BASELINE_ATTR,
+    STUDY_ATTR,
+    check_baseline,
+    read_settings,
+    user_attrs,
+)
 from netsculpt.search.objective import METRICS, OBJECTIVES
 
 __all__ = ["STUDY_ATTR", "Baseline", "Front", "FrontTrial"]
 
-#: prefix of the study user attrs netsculpt writes
-STUDY_ATTR = "netsculpt:"
+#: longest plan JSON read from a trial (a plan of a 70B-parameter model is a few MB)
+_MAX_PLAN_CHARS = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -43,18 +51,29 @@ class Baseline:
 
 
 class _Materialiser:
-    """Rebuilds trial models: ``ns.apply`` on the base model, then recovery if used."""
+    """Rebuilds trial models: ``ns.apply`` on the base model, then recovery if used.
+
+    The base model is the caller's (an ``nn.Module``, or a spec the caller typed), else the
+    model spec stored in the study, which runs only when it is a built-in name or the
+    caller passed ``trust_code=True`` (see ``_specs.check_stored_model_spec``); the same
+    holds for the task.
+    """
 
     def __init__(
         self,
-        model: nn.Module | None,
+        model: nn.Module | str | None,
         task: Any,
         recover_budget: Any,
         model_spec: str | None,
         task_name: str | None,
+        *,
+        study_name: str,
+        example_inputs: Any = None,
+        trust_code: bool = False,
     ) -> None:
-        self._model = model
-        self._inputs: Any = None
+        self._model = model if isinstance(model, nn.Module) else None
+        self._typed_spec = model if isinstance(model, str) else None
+        self._inputs: Any = example_inputs
         self._task = task
         if isinstance(recover_budget, dict):  # stored as {"steps": ..., "seconds": ...}
             from netsculpt.recover.budget import Budget
@@ -63,34 +82,61 @@ class _Materialiser:
         self.recover_budget = recover_budget
         self.model_spec = model_spec
         self.task_name = task_name
+        self.study_name = study_name
+        self.trust_code = trust_code
         self._lock = threading.Lock()
+
+    def _spec(self) -> str | None:
+        """The spec to build the base model from: the caller's, else the study's (checked)."""
+        if self._typed_spec is not None:
+            return self._typed_spec
+        if not self.model_spec:
+            return None
+        from netsculpt.search._specs import check_stored_model_spec
+
+        return check_stored_model_spec(
+            self.model_spec, study=self.study_name, trust_code=self.trust_code
+        )
+
+    def _build_base(self) -> None:
+        spec = self._spec()
+        if spec is None:
+            raise SearchError(
+                "this front has no base model to apply plans to; pass it with "
+                "Front.load(storage, study_name, model=your_model) (the study was not "
+                "started from a 'package.module:factory' or built-in model name)"
+            )
+        from netsculpt.search._specs import resolve_model
+
+        model, inputs = resolve_model(spec, allow_files=self._typed_spec is not None)
+        self._model = model
+        if self._inputs is None:
+            self._inputs = inputs
 
     def base_model(self) -> nn.Module:
         with self._lock:
             if self._model is None:
-                if not self.model_spec:
-                    raise SearchError(
-                        "this front has no base model to apply plans to; pass it with "
-                        "Front.load(storage, study_name, model=your_model) (the study was not "
-                        "started from a 'package.module:factory' or built-in model name)"
-                    )
-                from netsculpt.search.cli_commands import resolve_model
-
-                self._model, self._inputs = resolve_model(self.model_spec)
+                self._build_base()
+            assert self._model is not None
             return self._model
 
     def example_inputs(self) -> Any:
-        self.base_model()
         with self._lock:
-            if self._inputs is None and self.model_spec:
-                from netsculpt.search.cli_commands import resolve_model
+            if self._inputs is None and (self._typed_spec is not None or self.model_spec):
+                if self._model is None:
+                    self._build_base()
+                else:
+                    from netsculpt.search._specs import resolve_model
 
-                _, self._inputs = resolve_model(self.model_spec)
+                    spec = self._spec()
+                    assert spec is not None
+                    _, self._inputs = resolve_model(spec, allow_files=self._typed_spec is not None)
             if self._inputs is None:
                 raise SearchError(
                     "the example inputs of this study are unknown here (it was not started "
-                    "from a 'package.module:factory' or built-in model name); export from "
-                    "Python, e.g. ns.export_onnx(front.pick(...).model, inputs, path)"
+                    "from a 'package.module:factory' or built-in model name); pass them with "
+                    "Front.load(storage, study_name, model=..., example_inputs=...), or "
+                    "export from Python: ns.export_onnx(front.pick(...).model, inputs, path)"
                 )
             return self._inputs
 
@@ -102,9 +148,17 @@ class _Materialiser:
                         "the study used recovery but this front has no task to recover with; "
                         "pass it with Front.load(storage, study_name, model=..., task=your_task)"
                     )
+                from netsculpt.tasks.registry import task_from_data
+
+                self._task = task_from_data(
+                    self.task_name,
+                    source=f"study {self.study_name!r}",
+                    trust_code=self.trust_code,
+                )
+            elif isinstance(self._task, str):  # a name the caller typed
                 from netsculpt.tasks.registry import get_task
 
-                self._task = get_task(self.task_name)
+                self._task = get_task(self._task)
             return self._task
 
     def build(self, plan: Any) -> nn.Module:
@@ -158,21 +212,79 @@ class FrontTrial:
         return float(getattr(self, name))
 
 
-def _trial_from_frozen(t: FrozenTrial, materialiser: _Materialiser | None) -> FrontTrial:
+def _trial_from_frozen(
+    t: FrozenTrial, materialiser: _Materialiser | None, study_name: str
+) -> FrontTrial:
+    """A :class:`FrontTrial` from a finished trial's user attrs, each checked: a study is
+    data, and a trial that netsculpt did not write this way is refused with SearchError."""
     from netsculpt.prune.plan import Plan
 
     attrs = t.user_attrs
+
+    def bad(field: str, value: Any) -> SearchError:
+        text = repr(value)
+        return SearchError(
+            f"study {study_name!r}, trial {t.number}: the stored {field} "
+            f"{text if len(text) <= 80 else text[:77] + '...'} is not what netsculpt writes; "
+            f"the study was edited or not written by netsculpt: pick another study"
+        )
+
+    def number(field: str, *, integer: bool = False, minimum: float | None = None) -> Any:
+        value = attrs[field]
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+            raise bad(field, value)
+        number = float(value)
+        if not math.isfinite(number) or (minimum is not None and number < minimum):
+            raise bad(field, value)
+        return int(value) if integer else number
+
+    text = attrs["plan"]
+    if not isinstance(text, str) or len(text) > _MAX_PLAN_CHARS:
+        raise bad("plan", text if not isinstance(text, str) else f"<{len(text):,} characters>")
+    try:
+        plan = Plan.from_json(text)
+    except NetsculptError as exc:
+        raise SearchError(
+            f"study {study_name!r}, trial {t.number}: its stored plan is invalid ({exc}); the "
+            f"study was edited or not written by netsculpt: pick another study"
+        ) from exc
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as exc:
+        raise SearchError(
+            f"study {study_name!r}, trial {t.number}: its stored plan cannot be read "
+            f"({type(exc).__name__}); the study was edited or not written by netsculpt: pick "
+            f"another study"
+        ) from None
     return FrontTrial(
         number=t.number,
-        plan=Plan.from_json(attrs["plan"]),
-        score=float(attrs["score"]),
-        latency_ms=float(attrs["latency_ms"]),
-        latency_p90_ms=float(attrs["latency_p90_ms"]),
-        params=int(attrs["params"]),
-        macs=int(attrs["macs"]),
+        plan=plan,
+        score=number("score"),
+        latency_ms=number("latency_ms", minimum=0.0),
+        latency_p90_ms=number("latency_p90_ms", minimum=0.0),
+        params=number("params", integer=True, minimum=0),
+        macs=number("macs", integer=True, minimum=0),
         params_dict=dict(t.params),
         _materialiser=materialiser,
     )
+
+
+def _constraint_values(t: FrozenTrial) -> list[float] | None:
+    values = t.user_attrs.get("constraints")
+    if values is None:
+        return None
+    if not isinstance(values, list) or len(values) > 16:
+        raise SearchError(
+            f"trial {t.number} stores constraint values {values!r:.80}, not a short list of "
+            f"numbers; the study was edited or not written by netsculpt: pick another study"
+        )
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
+            raise SearchError(
+                f"trial {t.number} stores the constraint value {v!r:.80}, not a number; the "
+                f"study was edited or not written by netsculpt: pick another study"
+            )
+        out.append(float(v))
+    return out
 
 
 class Front:
@@ -192,28 +304,56 @@ class Front:
         self,
         study: optuna.Study,
         *,
-        model: nn.Module | None = None,
+        model: nn.Module | str | None = None,
         task: Any = None,
+        example_inputs: Any = None,
+        trust_code: bool = False,
     ) -> None:
-        attrs = study.user_attrs
-        if STUDY_ATTR + "objectives" not in attrs:
+        if not isinstance(study, optuna.Study):
+            raise InputError(
+                f"Front needs an optuna.Study, got {type(study).__name__}; open a stored "
+                f"search with Front.load(storage, study_name)"
+            )
+        model, task = _check_model_task(model, task, trust_code)
+        name = study.study_name
+        attrs = user_attrs(study)
+        settings = read_settings(name, attrs)
+        if settings is None:
             raise SearchError(
-                f"study {study.study_name!r} was not created by netsculpt (it has no "
-                f"'{STUDY_ATTR}objectives' user attr); run ns.search to create it, or pick "
+                f"study {name!r} was not created by netsculpt (it has no "
+                f"'{STUDY_ATTR}settings' user attr); run ns.search to create it, or pick "
                 f"another study_name"
             )
+        if len(settings["objectives"]) != len(study.directions):
+            raise SearchError(
+                f"study {name!r} stores {len(settings['objectives'])} objectives but has "
+                f"{len(study.directions)} directions; it was edited or not written by "
+                f"netsculpt: pick another study"
+            )
         self.study = study
-        self.objectives: tuple[str, ...] = tuple(attrs[STUDY_ATTR + "objectives"])
-        base = attrs.get(STUDY_ATTR + "baseline")
-        self.baseline: Baseline | None = Baseline(**base) if base else None
-        self.constraints: dict[str, float] = dict(attrs.get(STUDY_ATTR + "constraints") or {})
-        self.backend: str = attrs.get(STUDY_ATTR + "backend", "torch")
-        self.recover_budget = attrs.get(STUDY_ATTR + "recover_budget")
-        task_name = attrs.get(STUDY_ATTR + "task")
+        self.objectives: tuple[str, ...] = tuple(settings["objectives"])
+        base = check_baseline(name, attrs.get(BASELINE_ATTR))
+        self.baseline: Baseline | None = Baseline(**base) if base else None  # type: ignore[arg-type]
+        self.constraints: dict[str, float] = dict(settings["constraints"])
+        self.backend: str = settings["backend"]
+        self.recover_budget = settings["recover_budget"]
         self._materialiser = _Materialiser(
-            model, task, self.recover_budget, attrs.get(STUDY_ATTR + "model_spec"), task_name
+            model,
+            task,
+            self.recover_budget,
+            settings["model_spec"],
+            settings["task"],
+            study_name=name,
+            example_inputs=example_inputs,
+            trust_code=trust_code,
         )
-        frozen = study.get_trials(deepcopy=False)
+        try:
+            frozen = study.get_trials(deepcopy=False)
+        except (RecursionError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise SearchError(
+                f"the trials of study {name!r} cannot be decoded ({type(exc).__name__}); the "
+                f"storage was damaged or not written by Optuna: pick another study"
+            ) from None
         done = [
             t
             for t in frozen
@@ -222,12 +362,13 @@ class Front:
             and "plan" in t.user_attrs
         ]
         self._frozen = {t.number: t for t in done}
+        self._constraint_values = {t.number: _constraint_values(t) for t in done}
         self.completed: tuple[FrontTrial, ...] = tuple(
-            _trial_from_frozen(t, self._materialiser) for t in done
+            _trial_from_frozen(t, self._materialiser, name) for t in done
         )
         self._by_number = {t.number: t for t in self.completed}
         self.failed: tuple[tuple[int, str], ...] = tuple(
-            (t.number, str(t.user_attrs["fail_reason"]))
+            (t.number, str(t.user_attrs["fail_reason"])[:2000])
             for t in frozen
             if t.state == TrialState.FAIL and "fail_reason" in t.user_attrs
         )
@@ -243,18 +384,43 @@ class Front:
         storage: str | Any | None,
         study_name: str,
         *,
-        model: nn.Module | None = None,
+        model: nn.Module | str | None = None,
         task: Any = None,
+        example_inputs: Any = None,
+        trust_code: bool = False,
     ) -> Front:
         """Reopen the stored study ``study_name`` (``storage`` as in :func:`netsculpt.search`).
 
-        ``model`` is the base model the plans apply to; without it, the model is rebuilt
-        from the ``"package.module:factory"`` or built-in name the search was started with,
-        when there was one. ``task`` is needed only to re-run recovery.
+        Args:
+            storage: where the study lives (as in :func:`netsculpt.search`).
+            study_name: the study.
+            model: the base model the plans apply to (an ``nn.Module``, or a built-in name
+                or ``"package.module:factory"`` string you write here). Without it, the
+                model is rebuilt from the name stored in the study when that is a built-in
+                name; a stored factory string is imported only with ``trust_code=True``,
+                and a stored file path never.
+            task: the task, needed only to re-run recovery (same rules for a stored name).
+            example_inputs: the inputs for ONNX export (default: the factory's).
+            trust_code: run the factory or task import string stored in the study. A study
+                is data: set this only for studies whose author you trust.
+
+        Raises:
+            SearchError: no such study, or its stored settings or trials are not what
+                netsculpt writes.
+            UntrustedCodeError: (on first use of ``.model``) the study names code to run
+                and ``trust_code`` is False.
         """
         from netsculpt.search.api import load_study
 
-        return cls(load_study(storage, study_name), model=model, task=task)
+        if not isinstance(study_name, str) or not study_name:
+            raise InputError(f"study_name must be a non-empty string, got {study_name!r}")
+        return cls(
+            load_study(storage, study_name),
+            model=model,
+            task=task,
+            example_inputs=example_inputs,
+            trust_code=trust_code,
+        )
 
     # -- queries --------------------------------------------------------------------------------
     @property
@@ -282,7 +448,8 @@ class Front:
 
     @property
     def model_spec(self) -> str | None:
-        """The ``"package.module:factory"`` or built-in name the search started from."""
+        """The ``"package.module:factory"`` or built-in name the search started from, as
+        stored in the study (data: nothing runs it without ``trust_code=True``)."""
         return self._materialiser.model_spec
 
     def trial(self, number: int) -> FrontTrial:
@@ -298,12 +465,8 @@ class Front:
 
     def is_feasible(self, trial: FrontTrial) -> bool:
         """Whether ``trial`` satisfies the study's constraints."""
-        values = (
-            self._frozen[trial.number].user_attrs.get("constraints")
-            if trial.number in self._frozen
-            else None
-        )
-        return values is None or all(float(v) <= 0.0 for v in values)
+        values = self._constraint_values.get(trial.number)
+        return values is None or all(v <= 0.0 for v in values)
 
     def speedup(self, trial: FrontTrial) -> float | None:
         """Dense latency / trial latency, when the baseline was measured."""
@@ -425,6 +588,27 @@ class Front:
             },
             indent=2,
         )
+
+
+def _check_model_task(model: Any, task: Any, trust_code: Any) -> tuple[Any, Any]:
+    from netsculpt._checks import check_model
+
+    if not isinstance(trust_code, bool):
+        raise InputError(f"trust_code must be True or False, got {trust_code!r}")
+    if model is not None and not isinstance(model, str):
+        check_model(model)
+    if isinstance(model, str) and not model.strip():
+        raise InputError("model='' is empty; pass the base model or its factory string")
+    if (
+        task is not None
+        and not isinstance(task, str)
+        and not callable(getattr(task, "evaluate", None))
+    ):
+        raise InputError(
+            f"task must be an ns.Task (or a task name), got {type(task).__name__}; e.g. "
+            f"task=ns.get_task('digits')"
+        )
+    return model, task
 
 
 def _excess(t: FrontTrial, key: str, bound: float, sign: float) -> float:

@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 from torch import nn
 
 from netsculpt._inputs import ExampleInputs
-from netsculpt.errors import SearchError, UnknownNameError
+from netsculpt.errors import InputError, SearchError, UnknownNameError
 from netsculpt.search._resume import owner_record
 from netsculpt.search.samplers import constraint_values
 from netsculpt.search.space import DATA_DRIVEN_IMPORTANCE, BoundSpace, plan_hash
@@ -52,6 +52,8 @@ OBJECTIVES: dict[str, bool] = {
 METRICS = ("score", "latency_ms", "latency_p90_ms", "params", "macs")
 #: default options of ns.measure inside the search loop
 DEFAULT_MEASURE = {"warmup": 5, "repeats": 30, "memory": False}
+#: longest wait for another process evaluating the same plan (then evaluate it here too)
+TWIN_WAIT_S = 3600.0
 
 
 class TrialFailed(Exception):
@@ -62,7 +64,18 @@ def check_objectives(objectives: Sequence[str]) -> tuple[str, ...]:
     """Validate objective names; returns them as a tuple."""
     if isinstance(objectives, str):
         objectives = (objectives,)
+    if isinstance(objectives, Mapping) or not isinstance(objectives, (list, tuple)):
+        raise InputError(
+            f"objectives must be a tuple of names, got {type(objectives).__name__} "
+            f"({objectives!r:.60}); e.g. objectives=('score', 'latency_ms')"
+        )
     objectives = tuple(objectives)
+    for name in objectives:
+        if not isinstance(name, str):
+            raise InputError(
+                f"objectives must hold names (strings), got {name!r} ({type(name).__name__}); "
+                f"choose from {', '.join(OBJECTIVES)}"
+            )
     if not objectives:
         raise UnknownNameError(
             f"objectives=() is empty; use some of {', '.join(OBJECTIVES)}, "
@@ -151,7 +164,11 @@ class Evaluator:
         trial.set_user_attr("plan", plan_json)
         trial.set_user_attr("plan_hash", key)
 
-        cached = self._cache.get(key) or self._from_study(trial.study, key)
+        cached = (
+            self._cache.get(key)
+            or self._from_study(trial.study, key)
+            or self._from_twin(trial, key)
+        )
         if cached is not None:
             metrics = dict(cached["metrics"])
             trial.set_user_attr("cached_from", int(cached["trial"]))
@@ -240,13 +257,40 @@ class Evaluator:
 
     def _from_study(self, study: optuna.Study, key: str) -> dict[str, Any] | None:
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if t.user_attrs.get("plan_hash") == key and all(m in t.user_attrs for m in METRICS):
-                found = {
-                    "metrics": {m: t.user_attrs[m] for m in METRICS},
-                    "trial": t.user_attrs.get("cached_from", t.number),
-                }
+            found = _results_of(t, key)
+            if found is not None:
                 self._cache[key] = found
                 return found
+        return None
+
+    def _from_twin(self, trial: optuna.Trial, key: str) -> dict[str, Any] | None:
+        """Wait for an identical plan that another process is evaluating right now.
+
+        A process sharing the study (a worker, or another run on the same storage) may have
+        drawn the same plan a moment earlier: the trial with the lower number evaluates it,
+        the others wait for its results instead of evaluating it again. Waiting ends when
+        that trial finishes (its results are reused), fails, or its process dies.
+        """
+        from netsculpt.search._resume import owner_alive
+
+        deadline = time.monotonic() + TWIN_WAIT_S
+        study = trial.study
+        while time.monotonic() < deadline:
+            waiting = False
+            states = (TrialState.RUNNING, TrialState.COMPLETE)
+            for t in study.get_trials(deepcopy=False, states=states):
+                if t.number >= trial.number or t.user_attrs.get("plan_hash") != key:
+                    continue
+                if t.state == TrialState.COMPLETE:
+                    found = _results_of(t, key)
+                    if found is not None:
+                        self._cache[key] = found
+                        return found
+                elif owner_alive(t.user_attrs.get("worker")) is not False:
+                    waiting = True
+            if not waiting:
+                return None
+            time.sleep(0.25)
         return None
 
     @staticmethod
@@ -256,3 +300,22 @@ class Evaluator:
         reason = f"{stage} failed: {type(exc).__name__}: {exc}{at}"
         trial.set_user_attr("fail_reason", reason[:2000])
         raise TrialFailed(reason) from exc
+
+
+def _results_of(t: Any, key: str) -> dict[str, Any] | None:
+    """The metrics a finished trial recorded for the plan ``key``, if complete and sane."""
+    attrs = t.user_attrs
+    if attrs.get("plan_hash") != key:
+        return None
+    metrics = {}
+    for m in METRICS:
+        value = attrs.get(m)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        if not math.isfinite(value):
+            return None
+        metrics[m] = value
+    source = attrs.get("cached_from", t.number)
+    if isinstance(source, bool) or not isinstance(source, int):
+        source = t.number
+    return {"metrics": metrics, "trial": source}

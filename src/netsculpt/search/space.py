@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -43,6 +44,8 @@ Tie = Literal["stage", "layer", "uniform"]
 _TIES = ("stage", "layer", "uniform")
 #: Importance criteria that look at data and so need calibration batches from the task.
 DATA_DRIVEN_IMPORTANCE = frozenset({"taylor", "activation"})
+#: Most choices one categorical knob may list.
+_MAX_CHOICES = 1000
 #: Parameter name prefixes.
 KEEP = "keep"
 REMOVE = "remove:"
@@ -78,9 +81,24 @@ class SearchSpace:
     calib_batches: int = 4
 
     def __post_init__(self) -> None:
-        if self.tie not in _TIES:
+        if not isinstance(self.tie, str) or self.tie not in _TIES:
             raise InputError(
                 f"SearchSpace(tie={self.tie!r}) is not a tie mode; use one of {', '.join(_TIES)}"
+            )
+        for name in ("min_keep", "max_keep", "step"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise InputError(
+                    f"SearchSpace({name}={value!r}) must be a number, e.g. min_keep=0.25, "
+                    f"max_keep=1.0, step=0.05"
+                )
+        if not isinstance(self.remove_blocks, bool):
+            raise InputError(
+                f"SearchSpace(remove_blocks={self.remove_blocks!r}) must be True or False"
+            )
+        if isinstance(self.calib_batches, bool) or not isinstance(self.calib_batches, int):
+            raise InputError(
+                f"SearchSpace(calib_batches={self.calib_batches!r}) must be an int, e.g. 4"
             )
         if not (0.0 < self.min_keep <= self.max_keep <= 1.0):
             raise InvalidRatioError(
@@ -95,7 +113,7 @@ class SearchSpace:
         # tuples, so that the value is hashable and JSON round-trips to an equal value
         object.__setattr__(self, "importance", _as_tuple(self.importance, "importance", str))
         object.__setattr__(self, "round_to", _as_tuple(self.round_to, "round_to", int))
-        object.__setattr__(self, "exclude", tuple(self.exclude))
+        object.__setattr__(self, "exclude", _names(self.exclude))
         if any(r < 1 for r in self.round_to):
             raise InputError(
                 f"SearchSpace(round_to={self.round_to}) needs positive channel multiples, "
@@ -126,8 +144,10 @@ class SearchSpace:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchSpace:
         """Rebuild a space from :meth:`to_dict`'s output."""
+        if not isinstance(data, Mapping):
+            raise InputError(f"SearchSpace.from_dict needs a dict, got {type(data).__name__}")
         known = {f for f in cls.__dataclass_fields__}
-        unknown = set(data) - known
+        unknown = {str(k) for k in data} - known
         if unknown:
             raise InputError(
                 f"SearchSpace has no field(s) {sorted(unknown)}; known fields: {sorted(known)}"
@@ -138,10 +158,36 @@ class SearchSpace:
 def _as_tuple(value: Any, name: str, kind: type) -> tuple[Any, ...]:
     if isinstance(value, (str, int)):
         value = (value,)
+    if isinstance(value, Mapping) or not isinstance(value, (list, tuple)):
+        raise InputError(
+            f"SearchSpace({name}={value!r}) must be a tuple of {kind.__name__}s, e.g. "
+            f"{name}={('magnitude', 'lamp') if kind is str else (1, 8)}"
+        )
+    if len(value) > _MAX_CHOICES:
+        raise InputError(f"SearchSpace({name}=...) has {len(value)} choices; keep it under 1000")
+    allowed = numbers.Integral if kind is int else kind
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, allowed):
+            raise InputError(
+                f"SearchSpace({name}=...) holds {v!r} ({type(v).__name__}), not a {kind.__name__}"
+            )
     out = tuple(kind(v) for v in value)
     if not out:
         raise InputError(f"SearchSpace({name}=()) needs at least one choice")
     return out
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = (value,)
+    if isinstance(value, Mapping) or not isinstance(value, (list, tuple)):
+        raise InputError(
+            f"SearchSpace(exclude={value!r}) must be a tuple of group names or 're:' patterns"
+        )
+    for v in value:
+        if not isinstance(v, str):
+            raise InputError(f"SearchSpace(exclude=...) holds {v!r}, not a name (str)")
+    return tuple(value)
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,17 @@
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-from netsculpt.errors import FactoryError, UnknownNameError
+from netsculpt.errors import FactoryError, InputError, UnknownNameError, UntrustedCodeError
 from netsculpt.tasks.base import Task
 
-__all__ = ["available_tasks", "get_task", "register_task"]
+__all__ = ["available_tasks", "get_task", "register_task", "task_from_data"]
+
+#: ``package.module:attribute`` with Python identifiers only
+_DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 TaskFactory = Callable[..., Task]
 F = TypeVar("F", bound=TaskFactory)
@@ -63,8 +67,15 @@ def get_task(name: str, **options: Any) -> Task:
     """Build the task registered as ``name``, passing ``options`` to its constructor.
 
     ``name`` is a registered name (``"digits"``, ``"minilm"``, or one added with
-    :func:`register_task`) or an import string ``"package.module:factory"``.
+    :func:`register_task`) or an import string ``"package.module:factory"``, which is
+    imported: pass only names you typed (a name read from a file or a study goes through
+    :func:`task_from_data`).
     """
+    if not isinstance(name, str) or not name.strip():
+        raise InputError(
+            f"task name must be a non-empty string, got {name!r} ({type(name).__name__}); "
+            f"choose one of {', '.join(available_tasks())} or pass an ns.Task instance"
+        )
     entry: TaskFactory | str | None = _TASKS.get(name)
     if entry is None and ":" in name:
         entry = name
@@ -83,14 +94,59 @@ def get_task(name: str, **options: Any) -> Task:
     return task
 
 
+def task_from_data(name: Any, *, source: str, trust_code: bool = False) -> Task:
+    """Build the task named in data (a study, a save folder) without running its code.
+
+    A registered name builds the registered task. A ``"package.module:factory"`` string
+    would import and call that module, so it needs ``trust_code=True``; ``source`` names
+    where the string was read (``"study 'demo'"``) for the error message.
+
+    Raises:
+        UntrustedCodeError: ``name`` is an import string and ``trust_code`` is False.
+        UnknownNameError: ``name`` is not a registered task.
+    """
+    if not isinstance(name, str) or not name.strip() or len(name) > 500:
+        raise UnknownNameError(
+            f"{source} names the task {_short(name)}, which is not a task name; pass the task "
+            f"yourself (task=your_task)"
+        )
+    if name in _TASKS:
+        return get_task(name)
+    if ":" in name:
+        if not _DOTTED.match(name):
+            raise UntrustedCodeError(
+                f"{source} names the task {_short(name)}, which is not 'package.module:factory'"
+                f"; netsculpt runs no code named by data: pass the task yourself (task=your_task)"
+            )
+        if not trust_code:
+            raise UntrustedCodeError(
+                f"{source} names the task factory {_short(name)}, which netsculpt would import "
+                f"and call; data runs no code unless you opt in: pass trust_code=True "
+                f"(--trust-code) if you trust whoever wrote it, or pass the task yourself "
+                f"(task=your_task)"
+            )
+        return get_task(name)
+    raise UnknownNameError(
+        f"{source} names the task {_short(name)}, which is not registered here; choose one of "
+        f"{', '.join(available_tasks())}, register it with @netsculpt.tasks.register_task, or "
+        f"pass the task yourself (task=your_task)"
+    )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _resolve(spec: str) -> TaskFactory:
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
+    except Exception as exc:  # an import error, or an error raised by the module itself
         raise FactoryError(
-            f"task factory {spec!r}: module {module_name!r} could not be imported ({exc}); "
-            f"check the spelling and that the package is installed"
+            f"task factory {spec!r}: module {module_name!r} could not be imported "
+            f"({type(exc).__name__}: {exc}); check the spelling and that the package is "
+            f"installed"
         ) from exc
     try:
         factory = getattr(module, attr)
