@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import netsculpt as ns
+from netsculpt.tasks.base import Split, check_split
 
 
 class BlobsTask(ns.Task):
@@ -21,10 +22,12 @@ class BlobsTask(ns.Task):
         self.y = torch.arange(3).repeat(200)
         self.x = centres[self.y] + 0.6 * torch.randn(600, 2, generator=g)
 
-    def evaluate(self, model: nn.Module) -> float:
+    def evaluate(self, model: nn.Module, split: Split = "validation") -> float:
+        """Accuracy on points 400-499 (validation) or 500-599 (test); 0-399 train."""
+        rows = slice(400, 500) if check_split(split) == "validation" else slice(500, 600)
         with torch.no_grad():
             model.eval()
-            return float((model(self.x[400:]).argmax(1) == self.y[400:]).float().mean())
+            return float((model(self.x[rows]).argmax(1) == self.y[rows]).float().mean())
 
     def train_batches(
         self, *, batch_size: int = 64, seed: int = 0

@@ -170,7 +170,7 @@ class TextTask(ns.Task):
 
     name = "text"
 
-    def evaluate(self, model: nn.Module) -> float:
+    def evaluate(self, model: nn.Module, split: str = "validation") -> float:
         return 0.0
 
     def train_batches(self, *, batch_size: int = 64, seed: int = 0) -> Iterator[tuple[Any, None]]:

@@ -12,6 +12,7 @@ from recover_helpers import BlobsTask, blobs_mlp, damage, same_state, state
 from torch import nn
 
 import netsculpt as ns
+from netsculpt.tasks.base import Split
 
 
 def test_finetune_improves_a_damaged_digits_model(digits_task, digits_cnn) -> None:
@@ -196,13 +197,18 @@ def test_callbacks_can_implement_masked_training(blobs) -> None:
 
 
 class ScriptedScores(BlobsTask):
-    """validation_score returns scores from a script, so early stopping is predictable."""
+    """Validation scores come from a script, so early stopping is predictable; the test
+    split must never be read while training."""
 
     def __init__(self, scores: list[float]) -> None:
         super().__init__()
         self.scores = iter(scores)
+        self.splits: list[str] = []
 
-    def validation_score(self, model: nn.Module) -> float:
+    def evaluate(self, model: nn.Module, split: Split = "validation") -> float:
+        self.splits.append(split)
+        if split != "validation":
+            raise AssertionError(f"training read the {split!r} split")
         return next(self.scores)
 
 
@@ -228,6 +234,7 @@ def test_early_stopping_stops_and_restores_the_best_weights() -> None:
     assert snaps.steps == 8
     assert sorted(snaps.at) == [2, 4, 6, 8]
     assert same_state(state(model), snaps.at[2])
+    assert task.splits == ["validation"] * 5  # before training, then steps 2, 4, 6, 8
 
 
 def test_early_stopping_keeps_the_starting_weights_when_training_only_hurts() -> None:
@@ -238,11 +245,26 @@ def test_early_stopping_keeps_the_starting_weights_when_training_only_hurts() ->
     assert same_state(before, state(model))
 
 
+def test_early_stopping_on_a_task_whose_evaluate_takes_no_split() -> None:
+    """Tasks written before splits existed still early-stop, on their one held-out set."""
+    with pytest.warns(UserWarning, match="takes no split"):
+
+        class OneSet(BlobsTask):
+            def evaluate(self, model: nn.Module) -> float:  # type: ignore[override]
+                self.calls += 1
+                return super().evaluate(model)
+
+    task = OneSet()
+    task.calls = 0
+    ns.finetune(blobs_mlp(), task, 6, early_stop_patience=5, eval_every=2, progress=False)
+    assert task.calls == 4  # before training, then steps 2, 4, 6
+
+
 def test_task_without_training_data() -> None:
     class NoData(ns.Task):
         name = "nodata"
 
-        def evaluate(self, model: nn.Module) -> float:
+        def evaluate(self, model: nn.Module, split: Split = "validation") -> float:
             return 0.0
 
     with pytest.raises(ns.TrainingError, match="'nodata'.*no training data"):

@@ -45,10 +45,44 @@ def test_split_is_fixed() -> None:
 
 def test_pretrained_accuracy(digits_cnn: nn.Module) -> None:
     task = DigitsTask()
-    accuracy = task.evaluate(digits_cnn)
-    assert accuracy >= 0.95
-    assert task.validation_score(digits_cnn) >= 0.95
+    assert task.evaluate(digits_cnn, "validation") >= 0.95
+    assert task.evaluate(digits_cnn, "test") >= 0.95
+    assert task.evaluate(digits_cnn) == task.evaluate(digits_cnn, "validation")
     assert not digits_cnn.training
+
+
+class Memorizer(nn.Module):
+    """Right on the images it memorised (by exact pixels), class 0 on every other image."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("keys", x.flatten(1))
+        self.register_buffer("labels", y)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        same = (x.flatten(1)[:, None, :] == self.keys[None]).all(-1)  # [batch, memorised]
+        known = same.any(1)
+        logits = torch.zeros(x.shape[0], 10)
+        logits[known, self.labels[same.float().argmax(1)][known]] = 1.0
+        logits[~known, 0] = 1.0
+        return logits
+
+
+def test_validation_and_test_read_different_images() -> None:
+    task = DigitsTask()
+    s = task.splits
+    on_validation = Memorizer(s.val_x, s.val_y)
+    assert task.evaluate(on_validation, "validation") == 1.0
+    assert task.evaluate(on_validation, "test") == pytest.approx(36 / 360, abs=0.01)
+    on_test = Memorizer(s.test_x, s.test_y)
+    assert task.evaluate(on_test, "test") == 1.0
+    assert task.evaluate(on_test) == pytest.approx(36 / 360, abs=0.01)  # the default: val
+    assert task.describe_splits() == {"train": 1077, "validation": 360, "test": 360}
+
+
+def test_a_bad_split_is_an_input_error() -> None:
+    with pytest.raises(ns.InputError, match=r"split='val'.*'validation'.*'test'"):
+        DigitsTask().evaluate(nn.Identity(), "val")  # type: ignore[arg-type]
 
 
 def test_cache_is_safetensors_in_netsculpt_cache(digits_cnn: nn.Module, digits_cache: Path) -> None:
@@ -89,7 +123,12 @@ def test_example_inputs_calib_and_train_batches() -> None:
     torch.testing.assert_close(x, s.train_x[:32])
     calib = task.calib_batches(3)
     assert [b.shape for b in calib] == [(32, 1, 8, 8)] * 3
-    torch.testing.assert_close(calib[0], s.val_x[:32])  # calibration comes from val
+    torch.testing.assert_close(calib[0], s.train_x[:32])  # calibration comes from train
+    # no calibration image is a validation or test image
+    held_out = {tuple(img.flatten().tolist()) for img in torch.cat([s.val_x, s.test_x])}
+    train = {tuple(img.flatten().tolist()) for img in s.train_x}
+    assert all(tuple(img.flatten().tolist()) in train for b in calib for img in b)
+    assert not any(tuple(img.flatten().tolist()) in held_out for b in calib for img in b)
     stream = task.train_batches(batch_size=50, seed=1)
     batches = [next(stream) for _ in range(25)]  # more than one epoch (21 per epoch)
     assert all(b[0].shape == (50, 1, 8, 8) and b[1].shape == (50,) for b in batches)
@@ -98,8 +137,11 @@ def test_example_inputs_calib_and_train_batches() -> None:
     torch.testing.assert_close(again[0], batches[0][0])
     assert not torch.equal(other[1], batches[0][1])
     # every training image belongs to the train split with its own label
-    labels = {tuple(img.flatten().tolist()): int(y) for img, y in zip(s.train_x, s.train_y)}
-    assert all(labels[tuple(img.flatten().tolist())] == int(y) for img, y in zip(*batches[0]))
+    pixels = [tuple(img.flatten().tolist()) for img in s.train_x]
+    labels = dict(zip(pixels, s.train_y.tolist(), strict=True))
+    images, targets = batches[0]
+    rows = zip(images, targets.tolist(), strict=True)
+    assert all(labels[tuple(img.flatten().tolist())] == y for img, y in rows)
 
 
 def test_digits_cnn_shapes_and_options() -> None:
@@ -111,6 +153,8 @@ def test_digits_cnn_shapes_and_options() -> None:
         DigitsTask(example_batch_size=0)
     with pytest.raises(ns.InputError, match="n >= 1"):
         DigitsTask().calib_batches(0)
+    with pytest.raises(ns.InputError, match="got '4'"):
+        DigitsTask().calib_batches("4")  # type: ignore[arg-type]
 
 
 def test_evaluate_restores_training_mode_and_scores_chance_for_constant_model() -> None:
@@ -123,6 +167,7 @@ def test_evaluate_restores_training_mode_and_scores_chance_for_constant_model() 
             return self.bias.expand(x.shape[0], 10)
 
     model = Constant().train()
-    score = DigitsTask().evaluate(model)
-    assert score == pytest.approx(36 / 360, abs=0.01)  # always class 0
-    assert model.training
+    for split in ("validation", "test"):
+        score = DigitsTask().evaluate(model, split)  # type: ignore[arg-type]
+        assert score == pytest.approx(36 / 360, abs=0.01)  # always class 0
+        assert model.training

@@ -33,14 +33,14 @@ def test_register_with_name_and_bare() -> None:
         def __init__(self, value: float = 0.25) -> None:
             self.value = value
 
-        def evaluate(self, model: nn.Module) -> float:
+        def evaluate(self, model: nn.Module, split: str = "validation") -> float:
             return self.value
 
     @register_task
     class Named(ns.Task):
         name = "named"
 
-        def evaluate(self, model: nn.Module) -> float:
+        def evaluate(self, model: nn.Module, split: str = "validation") -> float:
             return 1.0
 
     task = get_task("constant", value=0.75)

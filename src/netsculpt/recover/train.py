@@ -71,7 +71,8 @@ def finetune(
 
     Args:
         model: the model to train (changed in place).
-        task: supplies ``train_batches``, ``loss`` and ``validation_score``.
+        task: supplies ``train_batches``, ``loss`` and, for early stopping, the validation
+            score ``task.evaluate(model, "validation")`` (never the test split).
         budget: steps (``200``), time (``"30s"``, ``"2m"``) or a :class:`Budget`.
         lr, weight_decay: of the default AdamW optimiser.
         batch_size: passed to ``task.train_batches``.
@@ -333,7 +334,6 @@ def _train(
     if eval_every is None and early_stop_patience is not None:
         eval_every = max(1, limit.steps // 10) if limit.steps is not None else 50
     callbacks = tuple(callbacks)
-    validation = "validation_score" if hasattr(task, "validation_score") else "evaluate"
     device = _device_of(model)
     batches = task.train_batches(batch_size=batch_size, seed=seed)
     before = _Snapshot(model)
@@ -349,7 +349,7 @@ def _train(
             )
             stopper = _EarlyStopper(model, early_stop_patience)
             if early_stop_patience is not None:
-                stopper.update(_score(task, validation, model))
+                stopper.update(_validation_score(task, model))
             call_hooks(callbacks, "on_train_start", model, limit.steps)
             start = time.perf_counter()
             step = 0
@@ -373,14 +373,14 @@ def _train(
                 step += 1
                 bar.advance(step, time.perf_counter() - start, value)
                 if eval_every is not None and step % eval_every == 0:
-                    score = _score(task, validation, model)
+                    score = _validation_score(task, model)
                     call_hooks(callbacks, "on_evaluate", step, model, score)
                     if stopper.update(score):
                         break
             _check_finite_weights(model, label, step)
             if early_stop_patience is not None:
                 if eval_every is None or step % eval_every:
-                    score = _score(task, validation, model)
+                    score = _validation_score(task, model)
                     call_hooks(callbacks, "on_evaluate", step, model, score)
                     stopper.update(score)
                 stopper.restore_best()
@@ -439,10 +439,11 @@ def _device_of(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _score(task: Task, method: str, model: nn.Module) -> float:
+def _validation_score(task: Task, model: nn.Module) -> float:
+    """The task's score on its validation split (what early stopping reads), as a float."""
     was_training = model.training
     try:
-        return checked_score(task, model, method=method)
+        return checked_score(task, model, "validation")
     finally:
         model.train(was_training)
 

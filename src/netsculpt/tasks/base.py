@@ -3,27 +3,63 @@
 A task tells netsculpt how good a model is (:meth:`Task.evaluate`, higher is better), what
 it is called with (:meth:`Task.example_inputs`), which batches to use for data-driven
 importance (:meth:`Task.calib_batches`) and, optionally, how to train it
-(:meth:`Task.train_batches` and :meth:`Task.loss`). Subclassing takes a few lines::
+(:meth:`Task.train_batches` and :meth:`Task.loss`).
 
-    import netsculpt as ns
+A task holds three splits that never overlap, each with one role:
 
-    class MyTask(ns.Task):
-        name = "my-task"
+* **train**: training batches, calibration batches and example inputs;
+* **validation**: what the search, early stopping, thresholds and every "pick the best"
+  step score: ``task.evaluate(model)``, the default;
+* **test**: only the final, reported figure: ``task.evaluate(model, "test")``.
 
-        def evaluate(self, model):
-            return accuracy(model, my_val_loader)
+A caller who forgets the split reads the validation split, never the test data.
+Subclassing takes a few lines:
 
-        def example_inputs(self):
-            return torch.randn(32, 3, 224, 224)
+>>> import torch
+>>> import netsculpt as ns
+>>> from netsculpt.tasks.base import check_split
+>>> class Parity(ns.Task):
+...     name = "parity"  # is the sum of four numbers positive?
+...
+...     def __init__(self):
+...         g = torch.Generator().manual_seed(0)
+...         x = torch.randn(128, 4, generator=g)
+...         y = (x.sum(1) > 0).long()
+...         self.data = {"validation": (x[:64], y[:64]), "test": (x[64:], y[64:])}
+...
+...     def evaluate(self, model, split="validation"):
+...         x, y = self.data[check_split(split)]
+...         with torch.no_grad():
+...             return float((model(x).argmax(1) == y).float().mean())
+...
+...     def example_inputs(self):
+...         return torch.randn(8, 4)
+...
+...     def describe_splits(self):
+...         return {"validation": 64, "test": 64}
+>>> task = Parity()
+>>> model = torch.nn.Linear(4, 2)
+>>> with torch.no_grad():
+...     _ = model.weight.copy_(torch.tensor([[-1.0] * 4, [1.0] * 4]))
+...     _ = model.bias.zero_()
+>>> task.evaluate(model), task.evaluate(model, "test")  # validation (the default), test
+(1.0, 1.0)
+>>> task.evaluate(model, "val")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+    ...
+netsculpt.errors.InputError: split='val' is not a split of a task; pass split='validation' ...
 """
 
 from __future__ import annotations
 
 import abc
+import functools
+import inspect
 import itertools
 import math
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +72,20 @@ from netsculpt.errors import ExampleInputsError, InputError, TrainingError
 if TYPE_CHECKING:
     from netsculpt.recover.budget import BudgetLike
 
-__all__ = ["Task", "check_calib_batches", "check_task", "checked_score"]
+__all__ = [
+    "SPLITS",
+    "Split",
+    "Task",
+    "check_calib_batches",
+    "check_split",
+    "check_task",
+    "checked_score",
+]
+
+#: The held-out splits :meth:`Task.evaluate` scores: ``"validation"`` for every choice
+#: (search, early stopping, thresholds, picking the best), ``"test"`` for reported figures.
+Split = Literal["validation", "test"]
+SPLITS: tuple[Split, ...] = get_args(Split)
 
 #: What ``ns.finetune`` and ``ns.distill`` call on a task (a duck-typed task needs them all).
 TRAINING_METHODS: tuple[str, ...] = ("evaluate", "train_batches", "loss")
@@ -45,11 +94,16 @@ TRAINING_METHODS: tuple[str, ...] = ("evaluate", "train_batches", "loss")
 class Task(abc.ABC):
     """A dataset with a score: what netsculpt evaluates, calibrates and recovers models on.
 
-    Only :meth:`evaluate` is required. Override :meth:`example_inputs` when the task has no
-    training data, and :meth:`train_batches` (plus :meth:`loss` when cross-entropy on the
-    first output does not fit) to let ``ns.finetune`` and ``ns.distill`` train on it.
-    Override :meth:`validation_score` when the task has a validation split, so that early
-    stopping never looks at the data :meth:`evaluate` reports on.
+    A task has three splits that never overlap: **train** (training batches, calibration
+    batches, example inputs), **validation** (``evaluate(model)``: what the search, early
+    stopping and every selection step score) and **test** (``evaluate(model, "test")``:
+    only the final, reported figure).
+
+    Only :meth:`evaluate` is required; it takes the split and scores each on its own data
+    (:func:`check_split` rejects any other value). Override :meth:`example_inputs` when the
+    task has no training data, :meth:`train_batches` (plus :meth:`loss` when cross-entropy
+    on the first output does not fit) to let ``ns.finetune`` and ``ns.distill`` train on it,
+    and :meth:`describe_splits` to give the split sizes to reports.
     """
 
     #: Short name of the task, used in logs, reports and :func:`netsculpt.get_task`.
@@ -63,18 +117,31 @@ class Task(abc.ABC):
                 f"{cls.__name__}.name must be a non-empty string, got {name!r} "
                 f"({type(name).__name__}); e.g. name = 'my-task'"
             )
+        evaluate = cls.__dict__.get("evaluate")
+        if inspect.isfunction(evaluate) and not _accepts(evaluate, 3):  # (self, model, split)
+            warnings.warn(
+                _one_split_message(cls.__name__, cls.__dict__.get("name", "task")),
+                UserWarning,
+                stacklevel=3,
+            )
 
     @abc.abstractmethod
-    def evaluate(self, model: nn.Module) -> float:
-        """Score ``model`` on the task's held-out data; higher is better."""
+    def evaluate(self, model: nn.Module, split: Split = "validation") -> float:
+        """Score ``model`` on one held-out split; higher is better.
 
-    def validation_score(self, model: nn.Module) -> float:
-        """Score used for early stopping; by default the same as :meth:`evaluate`.
-
-        Tasks with a separate validation split override this so that training decisions
-        never see the data the final score is computed on.
+        ``split="validation"`` (the default) is what the search, early stopping, thresholds
+        and any "pick the best" step read; ``split="test"`` is only for the final, reported
+        figure. The two never share data with each other or with the training split. Any
+        other value raises :class:`~netsculpt.errors.InputError` (see :func:`check_split`).
         """
-        return self.evaluate(model)
+
+    def describe_splits(self) -> dict[str, int]:
+        """The size of each split, e.g. ``{"train": 1077, "validation": 360, "test": 360}``.
+
+        For reports: how many examples (or queries) each figure rests on. Tasks that know
+        their sizes override it; the default, ``{}``, says nothing.
+        """
+        return {}
 
     @property
     def has_training_data(self) -> bool:
@@ -100,7 +167,7 @@ class Task(abc.ABC):
         """``n`` batches of example inputs for data-driven importance (taylor, activation).
 
         The default takes the inputs of the first ``n`` training batches, or the example
-        inputs alone when the task has no training data.
+        inputs alone when the task has no training data; never the validation or test split.
         """
         try:
             check_int(n, "n")
@@ -233,16 +300,39 @@ def check_task(task: Any, *, caller: str, what: str = "task") -> Task:
     return task  # type: ignore[no-any-return]  # duck-typed: has every method the loops call
 
 
-def checked_score(task: Any, model: nn.Module, *, method: str = "evaluate") -> float:
-    """``task.<method>(model)`` as a float; a score that is not a finite number is an error.
-
-    Accepts Python and NumPy numbers and one-element tensors.
+def check_split(split: Any) -> Split:
+    """``split`` is ``"validation"`` or ``"test"``; return it.
 
     Raises:
+        InputError: any other value; the message names it and the two allowed ones.
+    """
+    if not (isinstance(split, str) and split in SPLITS):
+        raise InputError(
+            f"split={_short(split)} is not a split of a task; pass split='validation' (what "
+            f"the search, early stopping and every selection score) or split='test' (only the "
+            f"final, reported figure)"
+        )
+    return split  # type: ignore[return-value]  # one of SPLITS, checked above
+
+
+def checked_score(task: Any, model: nn.Module, split: Split = "validation") -> float:
+    """``task.evaluate(model, split)`` as a float; a score that is not a finite number is an
+    error.
+
+    Accepts Python and NumPy numbers and one-element tensors. A task whose ``evaluate``
+    takes no split (written before tasks had splits) is called as ``evaluate(model)``
+    for either split: it has one held-out set, and :class:`Task` warns about it when such
+    a subclass is defined.
+
+    Raises:
+        InputError: ``split`` is not ``"validation"`` or ``"test"``.
         TrainingError: the score is not a number (``None``, a string, a dict, a bool, a tensor
             of several values) or is NaN or infinite; the message names the task.
     """
-    score = getattr(task, method)(model)
+    split = check_split(split)
+    evaluate = task.evaluate
+    score = evaluate(model, split) if _takes_split(evaluate) else evaluate(model)
+    method = f"evaluate(model, {split!r})"
     value: float | None = None
     if isinstance(score, torch.Tensor):
         if score.numel() == 1 and score.dtype != torch.bool:
@@ -254,12 +344,12 @@ def checked_score(task: Any, model: nn.Module, *, method: str = "evaluate") -> f
             value = None
     if value is None:
         raise TrainingError(
-            f"{_label(task)}: {method}() returned {_short(score)} ({type(score).__name__}), not a "
+            f"{_label(task)}: {method} returned {_short(score)} ({type(score).__name__}), not a "
             f"number; return a float score (higher is better), e.g. the accuracy"
         )
     if not math.isfinite(value):
         raise TrainingError(
-            f"{_label(task)}: {method}() returned {value}, not a finite score; check the "
+            f"{_label(task)}: {method} returned {value}, not a finite score; check the "
             f"model's outputs and the metric for NaN/inf (an empty split divides by zero)"
         )
     return value
@@ -299,6 +389,37 @@ def check_calib_batches(batches: Any, *, what: str = "calib") -> list[ExampleInp
             )
         check_finite_inputs(batch, what=f"{what}: calibration batch {i}")
     return out
+
+
+def _takes_split(evaluate: Callable[..., Any]) -> bool:
+    """Whether ``evaluate(model, split)`` can be called (``evaluate`` as got from a task)."""
+    func = getattr(evaluate, "__func__", None)
+    if func is not None and getattr(evaluate, "__self__", None) is not None:
+        return _accepts(func, 3)  # a bound method: (self, model, split)
+    return _accepts(evaluate, 2)
+
+
+@functools.lru_cache(maxsize=256)
+def _accepts(func: Callable[..., Any], n_args: int) -> bool:
+    """Whether ``func`` can be called with ``n_args`` positional arguments."""
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):  # a builtin without a signature: assume it can
+        return True
+    try:
+        signature.bind(*[None] * n_args)
+    except TypeError:
+        return False
+    return True
+
+
+def _one_split_message(cls_name: str, name: Any) -> str:
+    return (
+        f"{cls_name}.evaluate(self, model) takes no split, so task {name!r} scores one "
+        f"held-out set for both the choices (search, early stopping) and the reported "
+        f"figures; define evaluate(self, model, split='validation') scoring a validation "
+        f"split, and split='test' on data that no choice reads"
+    )
 
 
 def _short(value: Any) -> str:

@@ -3,9 +3,10 @@
 The 1,797 images of :func:`sklearn.datasets.load_digits` are split once, stratified and
 seeded, into three parts that never overlap:
 
-* **train** (1,077 images) for fine-tuning and for the example inputs,
-* **val** (360 images) for early stopping and calibration batches,
-* **test** (360 images) for the score that :meth:`DigitsTask.evaluate` reports.
+* **train** (1,077 images): fine-tuning, calibration batches and example inputs;
+* **validation** (360 images): ``DigitsTask().evaluate(model)``, what the search, early
+  stopping and every selection step score;
+* **test** (360 images): ``DigitsTask().evaluate(model, "test")``, only for reported figures.
 
 Images are scaled to ``[0, 1]`` (the raw pixels are 0..16) and standardised with the mean
 and standard deviation of the training pixels; a batch has shape ``[N, 1, 8, 8]``.
@@ -30,9 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from netsculpt._checks import check_int
 from netsculpt._inputs import ExampleInputs
 from netsculpt.errors import InputError, SaveLoadError
-from netsculpt.tasks.base import Task
+from netsculpt.tasks.base import Split, Task, check_split
 
 __all__ = ["DigitsCNN", "DigitsSplits", "DigitsTask", "digits_splits", "pretrained_digits_cnn"]
 
@@ -262,11 +264,12 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 class DigitsTask(Task):
-    """Classify scikit-learn's 8x8 digits; the score is top-1 accuracy on the test split.
+    """Classify scikit-learn's 8x8 digits; the score is top-1 accuracy.
 
-    ``evaluate`` scores the 360 test images, ``validation_score`` the 360 validation images
-    (early stopping), ``calib_batches`` draws from the validation split, ``train_batches``
-    and ``example_inputs`` from the train split.
+    ``evaluate(model)`` scores the 360 validation images (the search, early stopping and
+    every selection read it), ``evaluate(model, "test")`` the 360 test images (reported
+    figures only); ``train_batches``, ``calib_batches`` and ``example_inputs`` draw from the
+    1,077 training images. The three parts never overlap (:func:`digits_splits`).
     """
 
     name = "digits"
@@ -278,23 +281,30 @@ class DigitsTask(Task):
         self.cache_dir = cache_dir
         self.splits = digits_splits()
 
-    def evaluate(self, model: nn.Module) -> float:
-        """Top-1 accuracy on the 360 test images."""
-        return accuracy(model, self.splits.test_x, self.splits.test_y)
-
-    def validation_score(self, model: nn.Module) -> float:
-        """Top-1 accuracy on the 360 validation images (never the test images)."""
+    def evaluate(self, model: nn.Module, split: Split = "validation") -> float:
+        """Top-1 accuracy on the 360 validation images, or the 360 test images."""
+        if check_split(split) == "test":
+            return accuracy(model, self.splits.test_x, self.splits.test_y)
         return accuracy(model, self.splits.val_x, self.splits.val_y)
+
+    def describe_splits(self) -> dict[str, int]:
+        """Images per split: ``{"train": 1077, "validation": 360, "test": 360}``."""
+        s = self.splits
+        return {"train": len(s.train_y), "validation": len(s.val_y), "test": len(s.test_y)}
 
     def example_inputs(self) -> torch.Tensor:
         """The first ``example_batch_size`` training images, ``[N, 1, 8, 8]``."""
         return self.splits.train_x[: self.example_batch_size].clone()
 
     def calib_batches(self, n: int = 4) -> list[ExampleInputs]:
-        """``n`` batches of ``example_batch_size`` validation images (wrapping around)."""
+        """``n`` batches of ``example_batch_size`` training images (wrapping around)."""
+        try:
+            check_int(n, "n")
+        except InputError as exc:
+            raise InputError(f"calib_batches: {exc}") from None
         if n < 1:
             raise InputError(f"calib_batches needs n >= 1, got n={n}; ask for at least one batch")
-        x, size = self.splits.val_x, self.example_batch_size
+        x, size = self.splits.train_x, self.example_batch_size
         rows = torch.arange(n * size) % len(x)
         return [x[rows[i * size : (i + 1) * size]] for i in range(n)]
 

@@ -8,9 +8,16 @@ is downloaded.
 The score is **recall@1**: for each of ``n_eval`` queries, is its own document the most
 similar of the ``n_eval`` documents? Queries and documents come from Python's
 standard-library docstrings (first sentence / rest; see :mod:`netsculpt.tasks._docpairs`)
-and are split by a hash of the query into parts that never overlap: ``evaluate`` uses the
-*eval* part, ``validation_score`` the *val* part, and calibration batches, example inputs
-and training batches the *train* part. An embedding is the mean of the last hidden states
+and are split by a hash of the query into three parts that share no query and no document:
+
+* **validation** (353 pairs on Python 3.11): ``evaluate(model)`` scores its first
+  ``n_eval`` (256) pairs; what the search, early stopping and every selection read;
+* **test** (352 pairs on Python 3.11): ``evaluate(model, "test")`` scores its first
+  ``n_eval`` (256) pairs; only for reported figures;
+* **train** (471 pairs on Python 3.11): calibration batches, example inputs and training
+  batches.
+
+An embedding is the mean of the last hidden states
 over the attention mask, L2-normalised, as sentence-transformers computes it for this model.
 """
 
@@ -30,7 +37,7 @@ from torch import nn
 from netsculpt._inputs import ExampleInputs, call_model, flatten_outputs
 from netsculpt.errors import InputError, NetsculptError, TrainingError
 from netsculpt.tasks._docpairs import TextPair, docstring_pairs
-from netsculpt.tasks.base import Task
+from netsculpt.tasks.base import Split, Task, check_split
 
 if TYPE_CHECKING:
     from netsculpt.recover.budget import BudgetLike
@@ -111,9 +118,14 @@ def embed(outputs: Any, attention_mask: torch.Tensor) -> torch.Tensor:
 class MiniLMTask(Task):
     """Retrieve the right docstring for a one-sentence query; the score is recall@1.
 
+    ``evaluate(model)`` scores the validation part, ``evaluate(model, "test")`` the test
+    part: ``n_eval`` queries each, every query ranked against the ``n_eval`` documents of
+    the same part.
+
     Args:
-        n_eval: queries (and candidate documents) ``evaluate`` scores, at most the size of
-            the eval part (584 pairs on Python 3.11).
+        n_eval: queries (and candidate documents) ``evaluate`` scores in each of the
+            validation and test parts, at most the size of the smaller part (352 pairs on
+            Python 3.11).
         batch_size: batch size of ``example_inputs`` and ``calib_batches``.
         seq_len: sequence length of ``example_inputs`` and ``calib_batches`` (padded), and
             the truncation length of every text.
@@ -142,14 +154,15 @@ class MiniLMTask(Task):
             raise InputError(f"MiniLMTask seq_len must be <= 512 (BERT positions), got {seq_len}")
         self.folder = minilm_model_dir()
         pairs = docstring_pairs()
-        self.eval_pairs = tuple(p for p in pairs if p.part == "eval")
-        self.val_pairs = tuple(p for p in pairs if p.part == "val")
+        self.validation_pairs = tuple(p for p in pairs if p.part == "validation")
+        self.test_pairs = tuple(p for p in pairs if p.part == "test")
         self.train_pairs = tuple(p for p in pairs if p.part == "train")
-        if n_eval > len(self.eval_pairs):
+        most = min(len(self.validation_pairs), len(self.test_pairs))
+        if n_eval > most:
             raise InputError(
-                f"MiniLMTask n_eval={n_eval} is more than the {len(self.eval_pairs)} "
-                f"evaluation pairs this Python's docstrings give; pass n_eval <= "
-                f"{len(self.eval_pairs)}"
+                f"MiniLMTask n_eval={n_eval} is more than this Python's docstrings give: "
+                f"{len(self.validation_pairs)} validation and {len(self.test_pairs)} test "
+                f"pairs; pass n_eval <= {most}"
             )
         self.n_eval = n_eval
         self.batch_size = batch_size
@@ -184,13 +197,18 @@ class MiniLMTask(Task):
         )
 
     # -- scoring -------------------------------------------------------------------------
-    def evaluate(self, model: nn.Module) -> float:
-        """Recall@1 of the first ``n_eval`` eval queries against their ``n_eval`` documents."""
-        return self.recall_at_1(model, self.eval_pairs[: self.n_eval])
+    def evaluate(self, model: nn.Module, split: Split = "validation") -> float:
+        """Recall@1 of the first ``n_eval`` queries of ``split`` against their documents."""
+        return self.recall_at_1(model, self.scored_pairs(split))
 
-    def validation_score(self, model: nn.Module) -> float:
-        """Recall@1 on the validation part (never the pairs ``evaluate`` uses)."""
-        return self.recall_at_1(model, self.val_pairs[: self.n_eval])
+    def scored_pairs(self, split: Split = "validation") -> tuple[TextPair, ...]:
+        """The ``n_eval`` pairs :meth:`evaluate` scores on ``split``."""
+        pairs = self.test_pairs if check_split(split) == "test" else self.validation_pairs
+        return pairs[: self.n_eval]
+
+    def describe_splits(self) -> dict[str, int]:
+        """Pairs per split: all train pairs, and the ``n_eval`` validation and test pairs."""
+        return {"train": len(self.train_pairs), "validation": self.n_eval, "test": self.n_eval}
 
     def recall_at_1(self, model: nn.Module, pairs: Sequence[TextPair]) -> float:
         """Fraction of ``pairs`` whose query is most similar to its own document."""
