@@ -145,6 +145,19 @@ def plan(
             feed-forward sub-layer becomes zero; a residual block becomes the identity).
         seed: seed for ``random``.
         verify: run the pruned copy once on ``example_inputs`` and check its output shapes.
+
+    ``ratio=0.0`` gives a plan that changes nothing. A ratio above zero that removes nothing
+    is refused: a ``round_to`` at least as wide as every group it applies to, or a single
+    ratio too small to remove one unit of any group. A mapping of ratios may leave every
+    group whole after rounding (a search builds such plans and compares them).
+
+    Raises:
+        InputError: an argument of the wrong type or out of range, an ``exclude`` name that
+            matches no module, a model with NaN or infinite weights, missing ``calib``.
+        ExampleInputsError: example inputs or calibration batches that are not tensors,
+            hold NaN/inf values or live on the meta device.
+        NothingToPruneError: no prunable group, or settings that remove nothing (above).
+        PlanError: the pruned copy does not compute what the original does.
     """
     exclude, remove_blocks, calib = _check_arguments(
         model,
@@ -762,7 +775,9 @@ def prune(
     Takes the same keyword options as :func:`plan`. ``inplace=True`` prunes ``model``
     itself instead of a copy, so that a very large model never exists twice in memory; the
     result is still checked against the original outputs with the removed units zeroed,
-    but a failure then leaves ``model`` pruned (a :class:`PlanError` says so).
+    but a failure then leaves ``model`` pruned (a :class:`PlanError` says so). Every argument
+    is checked before the model is touched; an option :func:`plan` does not take is an
+    :class:`InputError` naming the closest one.
     """
     check_bool(inplace, "inplace")
     arguments = _plan_options(options)
