@@ -51,7 +51,7 @@ def release() -> Iterator[threading.Event]:
     event = threading.Event()
     yield event
     event.set()
-    assert capture_module._CAPTURE_LOCK.acquire(timeout=10), "a capture never finished"
+    assert capture_module._CAPTURE_LOCK.acquire(timeout=60), "a capture never finished"
     capture_module._CAPTURE_LOCK.release()
 
 
