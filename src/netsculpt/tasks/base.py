@@ -120,7 +120,7 @@ class Task(abc.ABC):
         evaluate = cls.__dict__.get("evaluate")
         if inspect.isfunction(evaluate) and not _accepts(evaluate, 3):  # (self, model, split)
             warnings.warn(
-                _one_split_message(cls.__name__, cls.__dict__.get("name", "task")),
+                _one_split_message(cls.__name__, getattr(cls, "name", "task")),
                 UserWarning,
                 stacklevel=3,
             )
