@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 from pathlib import Path
 
@@ -112,3 +114,71 @@ def test_wrong_base_is_refused(tmp_path: Path) -> None:
 def test_bad_factory_strings(spec: str, match: str) -> None:
     with pytest.raises(FactoryError, match=match):
         resolve_factory(spec)
+
+
+def test_plan_digest_binds_plan_to_weights(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    model, x = factory()
+    ns.save(ns.prune(model, x, ratio=0.5), tmp_path)
+    with safe_open(str(tmp_path / "model.safetensors"), framework="pt") as f:
+        metadata = f.metadata()
+    digest = hashlib.sha256((tmp_path / "plan.json").read_bytes()).hexdigest()
+    assert metadata["netsculpt.plan_sha256"] == digest
+    assert json.loads((tmp_path / "netsculpt.json").read_text())["format"] == "netsculpt.save/2"
+
+
+def test_folders_of_the_previous_format_still_load(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    model, x = factory()
+    small = ns.prune(model, x, ratio=0.5)
+    ns.save(small, tmp_path)
+    # what netsculpt.save/1 wrote: no plan digest in the weights
+    save_file(load_file(str(tmp_path / "model.safetensors")), str(tmp_path / "model.safetensors"))
+    manifest = json.loads((tmp_path / "netsculpt.json").read_text())
+    manifest["files"]["model.safetensors"] = hashlib.sha256(
+        (tmp_path / "model.safetensors").read_bytes()
+    ).hexdigest()
+    (tmp_path / "netsculpt.json").write_text(json.dumps(manifest))
+    with pytest.raises(SaveLoadError, match="does not record which plan.json"):
+        ns.load(tmp_path, base=factory()[0])
+    manifest["format"] = "netsculpt.save/1"
+    (tmp_path / "netsculpt.json").write_text(json.dumps(manifest))
+    again = ns.load(tmp_path, base=factory()[0])
+    torch.testing.assert_close(call_model(again, x), call_model(small, x), rtol=0, atol=0)
+
+
+def test_save_replaces_links_instead_of_writing_through_them(tmp_path: Path) -> None:
+    model, x = factory()
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "plan.json").symlink_to(target)
+    (folder / "netsculpt.json").symlink_to(target)
+    ns.save(ns.prune(model, x, ratio=0.5), folder)
+    assert target.read_text() == "keep me"
+    assert not (folder / "plan.json").is_symlink() and not (folder / "netsculpt.json").is_symlink()
+    ns.load(folder, base=factory()[0])
+
+
+def test_factorised_model_without_slicing_reloads(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 8)).eval()
+    x = torch.randn(4, 32)
+    small = ns.factorize(model, rank_ratio=0.25)
+    ns.save(small, tmp_path)
+    again = ns.load(tmp_path, base=copy.deepcopy(model))
+    torch.testing.assert_close(call_model(again, x), call_model(small, x))
+
+
+def test_builtin_factory_needs_no_trust(tmp_path: Path) -> None:
+    from netsculpt.tasks.digits import DigitsCNN
+
+    torch.manual_seed(0)
+    model = DigitsCNN().eval()
+    x = torch.randn(2, 1, 8, 8)
+    ns.save(model, tmp_path, base_factory="netsculpt.tasks.digits:DigitsCNN")
+    again = ns.load(tmp_path)
+    torch.testing.assert_close(call_model(again, x), call_model(model, x))

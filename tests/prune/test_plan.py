@@ -189,3 +189,41 @@ def test_removing_a_zero_branch_changes_nothing() -> None:
         layer.down_proj.weight.zero_()
     small = ns.prune(model, inputs, ratio=0.0, remove_blocks=["model.layers.0.mlp"])
     torch.testing.assert_close(call_model(small, inputs).logits, call_model(model, inputs).logits)
+
+
+def test_plan_attribute_allow_list_is_the_planners() -> None:
+    from netsculpt.prune import plan as plan_module
+    from netsculpt.prune import planner
+    from netsculpt.prune.plan import is_size_attribute
+
+    # the attributes a plan may set are the ones the planner writes: keep both in step
+    assert planner._ATTR_NAME.pattern == plan_module.SIZE_ATTRIBUTE.pattern
+    assert planner._ATTR_SKIP.pattern == plan_module.NOT_SIZE_ATTRIBUTE.pattern
+    for good in ("groups", "num_groups", "num_heads", "head_dim", "split_size", "all_head_size"):
+        assert is_size_attribute(good), good
+    for bad in ("__class__", "forward", "training", "_num", "class", "vocab_size", "layer_idx", 5):
+        assert not is_size_attribute(bad), bad
+
+
+def test_plan_json_is_checked_against_the_model_shapes() -> None:
+    model, x = mlp()
+    plan = ns.plan(model, x, ratio=0.5)
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    assert ns.Plan.from_json(plan.to_json(), shapes=shapes) == plan
+    with pytest.raises(PlanError, match="expects '0.weight' of shape"):
+        ns.Plan.from_json(plan.to_json(), shapes={**shapes, "0.weight": (60, 16)})
+    data = plan.to_dict()
+    data["tensors"]["0.weight"]["0"] = [[0, 10**12]]
+    with pytest.raises(PlanError, match="outside"):
+        ns.Plan.from_dict(data)
+
+
+def test_composed_plans_round_trip_through_json() -> None:
+    model, x = mlp()
+    small = model
+    for _ in range(3):
+        small = ns.prune(small, x, ratio=0.2)
+    composed = ns.plan_of(small)
+    assert composed is not None
+    again = ns.Plan.from_json(composed.to_json())
+    torch.testing.assert_close(call_model(ns.apply(model, again), x), call_model(small, x))

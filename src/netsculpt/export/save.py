@@ -111,6 +111,11 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -272,7 +277,7 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     )
     if not isinstance(manifest, dict):
         raise SaveLoadError(
-            f"{str(file)!r} holds a JSON {type(manifest).__name__}, not an object; it was not "
+            f"{str(file)!r} holds a JSON {_json_type(manifest)}, not an object; it was not "
             f"written by netsculpt.save"
         )
     found = manifest.get("format")
