@@ -80,6 +80,10 @@ def check_search_arguments(
             f"space must be a netsculpt SearchSpace, got {type(space).__name__}; e.g. "
             f"space=SearchSpace(tie='stage', min_keep=0.3)"
         )
+    from netsculpt.prune.importance import get_importance
+
+    for criterion in space.importance:
+        get_importance(criterion)  # UnknownNameError listing the registered criteria
     limits = check_constraints(constraints)
     screening = check_predictor(predictor)
     _check_backend(backend)

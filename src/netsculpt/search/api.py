@@ -35,6 +35,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 from torch import nn
 
+from netsculpt._checks import check_finite_inputs, check_finite_weights, check_model
 from netsculpt._inputs import ExampleInputs
 from netsculpt.errors import InputError, SearchError, StudyMismatchError
 from netsculpt.search._arguments import check_search_arguments
@@ -212,14 +213,30 @@ def _search(
         from netsculpt.search._specs import resolve_model
 
         model, spec_inputs = resolve_model(model)
+        check_model(model, what=f"the model built by {model_spec!r}")
+        check_finite_weights(model, what=f"the model built by {model_spec!r}")
         example_inputs = example_inputs if example_inputs is not None else spec_inputs
     if example_inputs is None:
         example_inputs = task.example_inputs()
+    check_finite_inputs(example_inputs)
 
     from netsculpt.graph.analysis import analyze
 
     graph = analyze(model, example_inputs)
     bound = build_space(graph, space)
+    evaluator = Evaluator(
+        model=model,
+        example_inputs=example_inputs,
+        task=task,
+        bound=bound,
+        objectives=objectives,
+        backend=backend,
+        measure_options=options,
+        recover_budget=recover_budget,
+        constraints=limits,
+        graph=graph,
+    )
+    _check_importance(evaluator)  # before a study is created
     spec = (
         storage if isinstance(storage, BaseStorage) else resolve_storage(storage, workers=workers)
     )
@@ -240,20 +257,6 @@ def _search(
     }
     with _quiet_optuna():
         study = _open_study(opened, name, objectives, settings)
-
-    evaluator = Evaluator(
-        model=model,
-        example_inputs=example_inputs,
-        task=task,
-        bound=bound,
-        objectives=objectives,
-        backend=backend,
-        measure_options=options,
-        recover_budget=recover_budget,
-        constraints=limits,
-        graph=graph,
-    )
-    _check_importance(evaluator)
 
     with _quiet_optuna():
         recover_interrupted(study)
