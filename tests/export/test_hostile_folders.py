@@ -291,6 +291,22 @@ CASES = [
         "account for",
     ),
     C(
+        "hf-runaway-layers",
+        transformers_class(
+            "transformers.LlamaForCausalLM",
+            {
+                "hidden_size": 16,
+                "intermediate_size": 32,
+                "num_hidden_layers": 10**6,
+                "num_attention_heads": 2,
+                "num_key_value_heads": 2,
+                "vocab_size": 32,
+            },
+        ),
+        S,
+        "base.config builds a model of more than",
+    ),
+    C(
         "hf-other-arch",
         transformers_class(
             "transformers.LlamaForCausalLM",

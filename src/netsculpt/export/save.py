@@ -24,13 +24,15 @@ the file and field; nothing is half-loaded.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import keyword
 import os
 import re
 import stat
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -514,6 +516,37 @@ def _check_probe(
         )
 
 
+@contextlib.contextmanager
+def _registration_budget(budget: int, path: Path) -> Iterator[None]:
+    """Stop a model build (in this thread) that registers more than ``budget`` modules or
+    more than ``budget`` parameters and buffers: a hostile config cannot make it run away."""
+    from torch.nn.modules import module as torch_module
+
+    thread = threading.get_ident()
+    counts = {"modules": 0, "tensors": 0}
+
+    def count(kind: str) -> None:
+        if threading.get_ident() != thread:
+            return
+        counts[kind] += 1
+        if counts[kind] > budget:
+            raise SaveLoadError(
+                f"{str(path)!r}: base.config builds a model of more than {budget} {kind}, far "
+                f"more than the plan and weights hold; the config does not belong to these weights"
+            )
+
+    handles = [
+        torch_module.register_module_module_registration_hook(lambda *a: count("modules")),
+        torch_module.register_module_parameter_registration_hook(lambda *a: count("tensors")),
+        torch_module.register_module_buffer_registration_hook(lambda *a: count("tensors")),
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def _rebuild(
     ref: Mapping[str, Any],
     data: Mapping[str, Any],
@@ -536,10 +569,14 @@ def _rebuild(
         return _call_factory(spec)
     if kind == "transformers":
         cls = _transformers_class(ref["class"], path)
+        # a config can ask for any number of layers: count what the meta build registers
+        budget = 8 * (len(table) + len(data["shapes"])) + 1024
         try:
             config = cls.config_class.from_dict(_safe_config(ref["config"]))
-            with torch.device("meta"):
+            with _registration_budget(budget, path), torch.device("meta"):
                 probe = cls(config)
+        except SaveLoadError:
+            raise
         except Exception as exc:  # noqa: BLE001 - a config from a file can fail in any way
             raise SaveLoadError(
                 f"{str(path)!r}: cannot build {cls.__name__} from base.config "

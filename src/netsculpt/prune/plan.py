@@ -35,7 +35,7 @@ MAX_ARITY = 64
 #: the largest size a plan may declare for one dimension or group
 MAX_DIM = 2**40
 #: kept indices a plan may hold in all, when it is read without the model's shapes
-MAX_INDICES = 2**26
+MAX_INDICES = 2**25
 
 # The attribute updates a plan may carry are the ones the planner writes
 # (netsculpt.prune.planner): a grouped layer's ``groups`` / ``num_groups``, and integer size
@@ -254,8 +254,10 @@ def check_plan_data(
     return declared
 
 
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_JSON_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)  # possessive: linear
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_BRACKET_STEP = np.full(256, -1, dtype=np.int8)
+_BRACKET_STEP[[ord("["), ord("{")]] = 1
 
 
 def _json_depth(text: str) -> int:
@@ -263,10 +265,9 @@ def _json_depth(text: str) -> int:
     opens = text.count("[") + text.count("{")
     if opens <= MAX_JSON_DEPTH:
         return opens
-    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
-    codes = np.frombuffer(brackets.encode("ascii"), dtype=np.uint8)
-    steps = np.where((codes == ord("[")) | (codes == ord("{")), 1, -1)
-    return int(np.cumsum(steps).max(initial=0))
+    brackets = _JSON_STRING.sub("", text).encode("utf-8").translate(None, _NOT_BRACKETS)
+    steps = _BRACKET_STEP[np.frombuffer(brackets, dtype=np.uint8)]
+    return int(np.cumsum(steps, dtype=np.int64).max(initial=0))
 
 
 def parse_json(text: str | bytes, *, what: str, error: type[NetsculptError] = PlanError) -> Any:
