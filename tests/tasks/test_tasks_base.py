@@ -211,8 +211,19 @@ def test_duck_typed_task_is_scored_with_or_without_a_split() -> None:
         def evaluate(self, model: nn.Module) -> float:
             return 0.3
 
+    class Scorer:  # a callable object, unhashable like many with __eq__
+        __hash__ = None  # type: ignore[assignment]
+
+        def __call__(self, model: nn.Module, split: str = "validation") -> float:
+            return 0.4 if split == "test" else 0.6
+
+    attribute = type("Attribute", (), {"name": "attribute"})()
+    attribute.evaluate = Scorer()
+
     assert checked_score(Duck(), nn.Identity(), "test") == 0.2
     assert checked_score(OldDuck(), nn.Identity(), "test") == 0.3
+    assert checked_score(attribute, nn.Identity(), "test") == 0.4
+    assert checked_score(attribute, nn.Identity()) == 0.6
 
     class Broken(Duck):
         def evaluate(self, model: nn.Module, split: str = "validation") -> Any:

@@ -394,13 +394,18 @@ def check_calib_batches(batches: Any, *, what: str = "calib") -> list[ExampleInp
 def _takes_split(evaluate: Callable[..., Any]) -> bool:
     """Whether ``evaluate(model, split)`` can be called (``evaluate`` as got from a task)."""
     func = getattr(evaluate, "__func__", None)
-    if func is not None and getattr(evaluate, "__self__", None) is not None:
+    if inspect.isfunction(func) and getattr(evaluate, "__self__", None) is not None:
         return _accepts(func, 3)  # a bound method: (self, model, split)
-    return _accepts(evaluate, 2)
+    return _bindable(evaluate, 2)  # any other callable, e.g. a function set on an instance
 
 
 @functools.lru_cache(maxsize=256)
 def _accepts(func: Callable[..., Any], n_args: int) -> bool:
+    """:func:`_bindable`, cached per function (the tasks' classes hold few)."""
+    return _bindable(func, n_args)
+
+
+def _bindable(func: Callable[..., Any], n_args: int) -> bool:
     """Whether ``func`` can be called with ``n_args`` positional arguments."""
     try:
         signature = inspect.signature(func)
