@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,13 @@ def ctx(tmp_path_factory: pytest.TempPathFactory) -> Ctx:
     a_file = tmp / "a-file"
     a_file.write_text("not a folder")
     return Ctx(tmp, model, small, plan, folder, a_file)
+
+
+def _huge_plan(c: Ctx) -> str:
+    data = c.plan.to_dict()
+    data["shapes"]["0.weight"] = [10**12, 3, 3, 3]
+    data["tensors"]["0.weight"]["0"] = [[0, 10**12]]
+    return json.dumps(data)
 
 
 Call = Callable[[Ctx], Any]
@@ -294,6 +302,7 @@ CASES: list[tuple[str, Call, type[NetsculptError], str]] = [
     ("plan-json-deep", lambda c: Plan.from_json("[" * 100_000), PlanError, "nests"),
     ("plan-json-int", lambda c: Plan.from_json(5), PlanError, "JSON text"),  # type: ignore[arg-type]
     ("plan-dict-list", lambda c: Plan.from_dict([]), PlanError, "not a netsculpt plan"),  # type: ignore[arg-type]
+    ("plan-json-10e12", lambda c: Plan.from_json(_huge_plan(c)), PlanError, "kept indices in all"),
     (
         "plan-shapes-mismatch",
         lambda c: Plan.from_json(c.plan.to_json(), shapes={}),

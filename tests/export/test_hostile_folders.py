@@ -288,7 +288,7 @@ CASES = [
             {"hidden_size": 65536, "vocab_size": 1_000_000, "num_hidden_layers": 64},
         ),
         S,
-        "account for",
+        "64 times the 744 values model.safetensors holds",
     ),
     C(
         "hf-runaway-layers",
@@ -488,8 +488,20 @@ CASES = [
                 p["tensors"]["0.weight"].__setitem__("0", [[0, 10**12]]),
             )
         ),
-        S,
-        "kept indices in all",
+        P,
+        "expects '0.weight' of shape (1000000000000, 3, 3, 3)",
+        with_base=True,
+    ),
+    C(
+        "idx-10e12-declared-untrusted",
+        plan(
+            lambda p: (
+                p["shapes"].__setitem__("0.weight", [10**12, 3, 3, 3]),
+                p["tensors"]["0.weight"].__setitem__("0", [[0, 10**12]]),
+            )
+        ),
+        U,
+        "trust_code=True",
     ),
     C("dim-past-rank", runs("0.weight", "7", [[0, 1]]), S, "past the rank"),
     C("dim-negative", runs("0.weight", "-1", [[0, 1]]), S, "dimension must be written"),

@@ -31,6 +31,7 @@ import keyword
 import os
 import re
 import stat
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -76,6 +77,8 @@ PLAN_DIGEST = "netsculpt.plan_sha256"
 KNOWN_FILES = (PLAN, WEIGHTS, INPUTS)
 #: factories that are part of netsculpt itself: loading runs them without trust_code
 BUILTIN_FACTORIES = frozenset({"netsculpt.tasks.digits:DigitsCNN"})
+#: how many times larger than its saved weights a rebuilt transformers base model may be
+MAX_BASE_GROWTH = 64
 #: the most tensors or keys saved example inputs may have
 MAX_INPUTS = 256
 
@@ -488,11 +491,16 @@ def _check_probe(
     table: Mapping[str, tuple[str, tuple[int, ...]]],
     path: Path,
 ) -> None:
-    """The base model built on the meta device fits the plan and weights (no allocation)."""
+    """The base model built on the meta device fits the plan and weights (no allocation).
+
+    Every tensor the plan or the weights name has the shape they expect, and the whole base
+    model is at most :data:`MAX_BASE_GROWTH` times the size of the saved weights (whose
+    size the file itself bounds), so the real build cannot be made arbitrarily large.
+    """
     declared = {name: tuple(shape) for name, shape in data["shapes"].items()}
     replaced = [m for m, _ in data.get("removed", [])] + [m for m, _ in data.get("lowrank", [])]
-    known = sum(_numel(s) for s in declared.values()) + sum(_numel(s) for _, s in table.values())
-    unknown = 0
+    saved = sum(_numel(s) for _, s in table.values())
+    total = 0
     seen: set[int] = set()
     tensors: list[tuple[str, torch.Tensor]] = [*probe.named_parameters(remove_duplicate=False)]
     tensors += [*probe.named_buffers(remove_duplicate=False)]
@@ -505,14 +513,20 @@ def _check_probe(
                 f"{str(path)!r}: base.config builds {name!r} of shape {shape}, but the plan and "
                 f"weights expect {expected}; the config does not belong to these weights"
             )
-        if expected is None and id(t) not in seen:
-            unknown += t.numel()
+        if id(t) not in seen:
+            total += t.numel()
         seen.add(id(t))
-    if unknown > known + 2**20:
+    if total > MAX_BASE_GROWTH * saved + 2**26:
         raise SaveLoadError(
-            f"{str(path)!r}: base.config builds a model with {unknown} values that neither the "
-            f"plan nor the weights account for ({known} they do); the config does not belong to "
-            f"these weights"
+            f"{str(path)!r}: base.config builds a model of {total} values, more than "
+            f"{MAX_BASE_GROWTH} times the {saved} values model.safetensors holds; the config "
+            f"does not belong to these weights"
+        )
+    missing = sorted(set(declared) - {name for name, _ in tensors})
+    if missing:
+        raise PlanError(
+            f"the plan changes {_short(missing[0])}, which the model base.config builds does "
+            f"not have; apply a plan to the same architecture it was made for"
         )
 
 
@@ -706,7 +720,12 @@ def load_inputs(path: str | os.PathLike[str]) -> Any:
 def _write_atomic(path: Path, write: Any) -> None:
     """Write through a temporary file and rename it over ``path`` (a link there is replaced,
     never followed)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(handle)
+    except OSError as exc:
+        raise SaveLoadError(f"cannot write in {str(path.parent)!r}: {exc}") from exc
+    tmp = Path(name)
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -869,8 +888,8 @@ def load(
             f"were saved with another plan); restore the original plan.json or save again"
         )
     data = parse_json(plan_bytes, what=repr(str(plan_path)), error=SaveLoadError)
-    try:
-        check_plan_data(data)
+    try:  # structure only: the sizes are checked against the base model below
+        check_plan_data(data, limit=None)
     except PlanError as exc:
         raise SaveLoadError(f"{str(plan_path)!r}: {exc}") from exc
     if base is not None:

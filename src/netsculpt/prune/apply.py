@@ -90,10 +90,20 @@ def _mismatch(problem: str) -> PlanError:
 def _index_tensor(name: str, dim: int, idx: Any, size: int) -> torch.Tensor | None:
     """The kept indices of one dimension as a tensor (None: all kept), checked first."""
     where = f"the plan's kept indices of {name!r} along dimension {dim}"
+    if isinstance(idx, torch.Tensor):
+        if idx.dim() != 1 or idx.dtype.is_floating_point or idx.dtype.is_complex:
+            raise PlanError(f"{where} must be a 1-D integer tensor, got {idx.dtype} {idx.shape}")
+        if idx.dtype == torch.bool:
+            raise PlanError(f"{where} must be integers, got a bool tensor")
+        idx = idx.tolist() if idx.numel() <= size else idx
     if isinstance(idx, (str, bytes, Mapping)) or not hasattr(idx, "__len__"):
         raise PlanError(f"{where} must be a sequence of integers, got {_short(idx)}")
-    if len(idx) > size:  # bounded before anything is allocated
-        raise _mismatch(f"{where} holds {len(idx)} indices, more than the {size} there are")
+    try:
+        count = len(idx)
+    except OverflowError:
+        count = size + 1
+    if count > size:  # bounded before anything is allocated
+        raise _mismatch(f"{where} holds {count} indices, more than the {size} there are")
     if not all(type(i) is int for i in idx):
         bad = next((i for i in idx if not _is_int(i)), None)
         if bad is not None:

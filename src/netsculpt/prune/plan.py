@@ -145,7 +145,10 @@ def _removed_kind(kind: Any, where: str) -> tuple[str, int]:
 
 
 def check_plan_data(
-    data: Any, *, shapes: Mapping[str, Sequence[int]] | None = None
+    data: Any,
+    *,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    limit: int | None = MAX_INDICES,
 ) -> dict[str, tuple[int, ...]]:
     """Check plan data (as read from JSON) without expanding any index list.
 
@@ -154,7 +157,8 @@ def check_plan_data(
     (:func:`is_size_attribute`). With ``shapes`` (the actual tensor shapes of the model the
     plan will be applied to) the plan's shapes must equal the model's, so no index list can
     be longer than the tensor it slices; without them the plan's kept indices are bounded
-    by :data:`MAX_INDICES` in all.
+    by ``limit`` in all (None: no bound, for a check that expands nothing and is followed
+    by one with the model's shapes).
 
     Returns the plan's shapes. Raises :class:`PlanError` naming the field.
     """
@@ -216,9 +220,9 @@ def check_plan_data(
             _str(group.get(key), f"{where}.{key}")
         size = _int(group.get("size"), f"{where}.size", 0, biggest)
         total += _runs_length(group.get("kept"), f"{where}.kept", size)
-    if shapes is None and total > MAX_INDICES:
+    if shapes is None and limit is not None and total > limit:
         raise _fail(
-            "tensors", f"{total} kept indices in all, more than the {MAX_INDICES} a plan may hold"
+            "tensors", f"{total} kept indices in all, more than the {limit} a plan may hold"
         )
     for k, item in enumerate(_list(data.get("attrs", []), "attrs")):
         where = f"attrs[{k}]"
