@@ -2,34 +2,39 @@
 
 The model is the pretrained sentence encoder of the ``minilm`` task (6 BERT layers, 12
 heads, MLP width 1536), scored by retrieval recall@1 on Python docstring pairs; inputs are
-batch 32, sequence 128. Two phases:
+batch 32, sequence 128. The task's three parts never share a query or a document
+(:mod:`netsculpt.tasks.minilm`): the **train** part feeds calibration and distillation,
+every choice below (search objective, which candidates to time, which one to distil)
+reads the **validation** part only, and every reported recall (dense, before and after
+distillation) reads the **test** part, which no choice has seen. Two phases:
 
 1. **Search** (``ns.search``): NSGA-II with the predictor over the keep ratio of the
    attention heads and of the MLP neurons (``tie="stage"``: the same in every layer;
    ``--min-keep`` (0.4) to 1.0 of the width: a sub-network below 0.4 runs over 2x faster
    and gives away recall the 1.5x target does not ask for; MLP widths in multiples of 16,
    Taylor importance), objectives
-   recall@1 (without recovery, on ``--search-eval`` (256) queries, the same set as the
-   final score: on 128 queries recall@1 runs about 0.1 higher, among fewer documents, and
-   its noise ranked the candidates differently) and latency measured in the
+   validation recall@1 (without recovery, on ``--search-eval`` (256) validation queries:
+   on 128 queries recall@1 runs about 0.1 higher, among fewer documents, and its noise
+   ranked the candidates differently) and latency measured in the
    loop with onnxruntime, the backend of the target, under the constraint
    ``max_latency_ms`` = dense latency / ``--min-speedup`` (the predictor and NSGA-II
    then spend the trials where the speed budget holds).
 2. **Recovery**: the ``--candidates`` feasible front trials with the best search recall
-   are scored on the full evaluation set and timed again against the dense model,
-   interleaved (``compare_latency``: both see the same machine load); the most accurate
-   one that keeps at least ``--min-speedup`` side by side is distilled from the dense model with
+   are scored on ``--n-eval`` (256) validation queries and timed again against the dense
+   model, interleaved (``compare_latency``: both see the same machine load); the one with
+   the best validation recall that keeps at least ``--min-speedup`` side by side is
+   distilled from the dense model with
    ``ns.distill`` (``--recover-seconds`` of CPU time on ``--threads`` thread(s); AdamW at
    ``--lr`` (3e-4), 16 query/document pairs per step, output embeddings and, with
    ``--hidden-weight`` (1.0), every layer's hidden states matched, plus the contrastive
-   task loss), scored on the full evaluation set, and timed once more against
-   the dense model. Latency, not MACs, picks the candidates: with onnxruntime at one
+   task loss), scored on ``--n-eval`` test queries before and after, and timed once more
+   against the dense model. Latency, not MACs, picks the candidates: with onnxruntime at one
    thread, cutting MLP neurons gives 0.87-0.91 of its MACs reduction and cutting heads
    1.02-1.03 (``bench/minilm_widths.py``), a gap as large as the margin at a 1.5x target.
 
 The target: a sub-network with at least 1.5x measured onnxruntime speedup (batch 32,
-sequence 128) that keeps at least 90 % of the dense model's recall@1, recovered within a
-10-minute CPU budget.
+sequence 128) that keeps at least 90 % of the dense model's test recall@1, recovered
+within a 10-minute CPU budget.
 
 Run ``python bench/minilm.py`` (about 30 minutes) or ``--quick`` (a
 smoke test). The tables are printed and written to ``bench/results/minilm.md`` (+ ``.json``
@@ -81,9 +86,9 @@ def figure(
     fig.add_trace(
         go.Scatter(
             x=[r["speedup_search"] for r in front_rows],
-            y=[r["recall"] for r in front_rows],
+            y=[r["recall_validation"] for r in front_rows],
             mode="markers",
-            name="search front (no recovery)",
+            name="search front (validation recall, no recovery)",
             marker={"size": 10, "color": "#1f77b4"},
             text=[f"trial {r['trial']}" for r in front_rows],
         )
@@ -93,7 +98,7 @@ def figure(
             x=[r["speedup_ort"] for r in recovered],
             y=[r["recall_after"] for r in recovered],
             mode="markers+text",
-            name="distilled (onnxruntime speedup)",
+            name="distilled (test recall, onnxruntime speedup)",
             marker={"size": 14, "color": "#d62728", "symbol": "diamond"},
             text=[f"trial {r['trial']}" for r in recovered],
             textposition="top center",
@@ -104,7 +109,7 @@ def figure(
             x=[1.0],
             y=[dense["recall"]],
             mode="markers",
-            name="dense",
+            name="dense (test recall)",
             marker={"size": 16, "color": "#ff7f0e", "symbol": "star"},
         )
     )
@@ -112,7 +117,7 @@ def figure(
         y=TARGET_KEPT * dense["recall"],
         line_dash="dash",
         line_color="#7f7f7f",
-        annotation_text="90% of dense recall@1",
+        annotation_text="90% of dense test recall@1",
     )
     fig.add_vline(x=TARGET_SPEEDUP, line_dash="dot", line_color="#7f7f7f", annotation_text="1.5x")
     fig.update_layout(
@@ -127,8 +132,16 @@ def figure(
 @app.command()
 def main(
     trials: Annotated[int, typer.Option(help="search trials")] = 30,
-    search_eval: Annotated[int, typer.Option(help="queries scored during the search")] = 256,
-    n_eval: Annotated[int, typer.Option(help="queries of the final recall@1")] = 256,
+    search_eval: Annotated[
+        int, typer.Option(help="validation queries scored during the search")
+    ] = 256,
+    n_eval: Annotated[
+        int,
+        typer.Option(
+            help="validation queries that pick the candidate, and test queries of every "
+            "reported recall@1"
+        ),
+    ] = 256,
     candidates: Annotated[
         int, typer.Option(help="fast trials timed again before one is distilled")
     ] = 3,
@@ -151,14 +164,18 @@ def main(
     started = time.perf_counter()
     from netsculpt.tasks.minilm import MiniLMTask
 
-    search_task = MiniLMTask(n_eval=search_eval)
-    # the same queries (the first n of the eval part): the search's scores are final scores
-    same_eval = search_eval == n_eval
-    final_task = search_task if same_eval else MiniLMTask(n_eval=n_eval)
-    model = search_task.pretrained_model()
-    x = search_task.example_inputs()
-    dense_recall = final_task.evaluate(model)
-    console.print(f"dense recall@1 on {n_eval} queries: {dense_recall:.4f}")
+    # the search scores the first search_eval validation queries; the candidate is picked
+    # on the first n_eval validation queries; every reported figure reads n_eval test queries
+    task = MiniLMTask(n_eval=n_eval)
+    search_task = task if search_eval == n_eval else MiniLMTask(n_eval=search_eval)
+    model = task.pretrained_model()
+    x = task.example_inputs()
+    dense_recall = task.evaluate(model, "test")
+    dense_validation = task.evaluate(model, "validation")
+    console.print(
+        f"dense recall@1: {dense_recall:.4f} on {n_eval} test queries "
+        f"({dense_validation:.4f} on {n_eval} validation queries)"
+    )
 
     dense_ms = ns.measure(
         model, x, backend="onnxruntime", warmup=1, repeats=5, threads=threads, memory=False
@@ -171,7 +188,7 @@ def main(
         front = ns.search(
             model,
             x,
-            task=search_task,
+            task=search_task,  # the search scores the validation split
             n_trials=trials,
             objectives=("score", "latency_ms"),
             constraints={"max_latency_ms": limit_ms},
@@ -197,7 +214,7 @@ def main(
     front_rows = [
         {
             "trial": t.number,
-            "recall": t.score,
+            "recall_validation": t.score,
             "latency_ms": t.latency_ms,
             "speedup_search": base.latency_ms / t.latency_ms,
             "params": t.params,
@@ -221,24 +238,25 @@ def main(
         warmup=1,
         threads=threads,
     )
+    # selection reads the validation split only: the test split is scored after the pick
     pool_rows = [
         {
             "trial": t.number,
-            "recall": t.score,
-            "recall_full": t.score if same_eval else final_task.evaluate(models[t.number]),
+            "recall_search": t.score,
+            "recall_validation": task.evaluate(models[t.number], "validation"),
             "speedup_check": checked["dense"] / checked[f"trial {t.number}"],
         }
         for t in pool
     ]
     for r in pool_rows:
         console.print(
-            f"candidate trial {r['trial']}: recall {r['recall']:.4f} (search), "
-            f"{r['recall_full']:.4f} ({n_eval} queries), "
+            f"candidate trial {r['trial']}: validation recall {r['recall_search']:.4f} "
+            f"({search_eval} queries, search), {r['recall_validation']:.4f} ({n_eval} queries), "
             f"{r['speedup_check']:.2f}x faster side by side"
         )
     fast = [r for r in pool_rows if r["speedup_check"] >= min_speedup]
     pick = (
-        max(fast, key=lambda r: r["recall_full"])
+        max(fast, key=lambda r: r["recall_validation"])
         if fast
         else max(pool_rows, key=lambda r: r["speedup_check"])
     )
@@ -249,12 +267,12 @@ def main(
     small_models: dict[str, Any] = {"dense": model}
     for t in chosen:
         small = models[t.number]
-        before = pick["recall_full"]
+        before = task.evaluate(small, "test")
         t0 = time.perf_counter()
-        ns.distill(
+        ns.distill(  # trains on the train split; no early stopping, so no split is read
             small,
             model,
-            final_task,
+            task,
             f"{budget:.0f}s",
             progress=False,
             seed=seed,
@@ -263,7 +281,7 @@ def main(
             hidden_weight=hidden_weight,
         )
         seconds = time.perf_counter() - t0
-        after = final_task.evaluate(small)
+        after = task.evaluate(small, "test")
         small_models[f"trial {t.number}"] = small
         recovered.append(
             {
@@ -281,7 +299,7 @@ def main(
         )
         console.print(
             f"trial {t.number}: recall {before:.4f} -> {after:.4f} after "
-            f"{seconds:.0f} s of distillation"
+            f"{seconds:.0f} s of distillation ({n_eval} test queries)"
         )
     medians = compare_latency(
         small_models, x, backend="onnxruntime", rounds=4, repeats=3, warmup=2, threads=threads
@@ -293,6 +311,7 @@ def main(
 
     dense = {
         "recall": dense_recall,
+        "recall_validation": dense_validation,
         "latency_ort_ms": medians["dense"],
         "latency_torch_ms": base.latency_ms,
         "params": base.params,
@@ -302,15 +321,15 @@ def main(
     recover_total = sum(r["distill_seconds"] for r in recovered)
 
     t1 = Table(
-        title=f"Search front ({len(front.completed)} trials, recall@1 without recovery "
-        f"on {search_eval} queries, onnxruntime latency)"
+        title=f"Search front ({len(front.completed)} trials, validation recall@1 without "
+        f"recovery on {search_eval} queries, onnxruntime latency)"
     )
-    for col in ("trial", "recall@1", "latency ms", "speedup", "MACs red.", "params", "kept widths"):
-        t1.add_column(col, justify="left" if col == "kept widths" else "right")
+    for col in ("trial", "val. recall@1", "latency ms", "speedup", "MACs red.", "params", "widths"):
+        t1.add_column(col, justify="left" if col == "widths" else "right")
     for r in front_rows:
         t1.add_row(
             str(r["trial"]),
-            f"{r['recall']:.4f}",
+            f"{r['recall_validation']:.4f}",
             f"{r['latency_ms']:.0f}",
             f"{r['speedup_search']:.2f}x",
             f"{r['macs_reduction']:.2f}x",
@@ -318,7 +337,7 @@ def main(
             r["widths"],
         )
     t2 = Table(
-        title=f"Distilled sub-networks (recall@1 on {n_eval} queries; onnxruntime, "
+        title=f"Distilled sub-networks (test recall@1 on {n_eval} queries; onnxruntime, "
         f"batch 32, seq 128, {threads} thread(s))"
     )
     for col in (
@@ -358,7 +377,7 @@ def main(
 
     verdict = (
         f"**met** by trial {met[0]['trial']} ({met[0]['speedup_ort']:.2f}x, "
-        f"{met[0]['kept']:.1%} of dense recall@1)"
+        f"{met[0]['kept']:.1%} of dense test recall@1)"
         if met
         else "**not met**"
     )
@@ -372,7 +391,8 @@ def main(
         ),
         "",
         (
-            f"Dense encoder: recall@1 {dense_recall:.4f} ({n_eval} queries), "
+            f"Dense encoder: test recall@1 {dense_recall:.4f} ({n_eval} test queries; "
+            f"{dense_validation:.4f} on {n_eval} validation queries), "
             f"{base.params:,} params, {base.macs / 1e9:.1f} GMACs, onnxruntime "
             f"{medians['dense']:.0f} ms per batch of 32 x 128 tokens."
         ),
@@ -383,7 +403,8 @@ def main(
         ),
         "",
         (
-            f"Recall@1 without recovery on {search_eval} queries; onnxruntime latency measured in "
+            f"Validation recall@1 without recovery on {search_eval} queries (what the search "
+            f"optimises; never the test queries); onnxruntime latency measured in "
             f"the loop, speedup over the dense model measured at the start of the search. "
             f"The front holds the trials under the limit (dense {dense_ms:.0f} ms / "
             f"{min_speedup}); {sum(1 for t in front.completed if t.latency_ms <= limit_ms)} of "
@@ -391,38 +412,42 @@ def main(
         ),
         "",
         (
-            "| trial | recall@1 | latency ms | speedup | MACs red. | params | kept (heads h / "
-            "MLP neurons n) |"
+            "| trial | validation recall@1 | latency ms | speedup | MACs red. | params | kept "
+            "(heads h / MLP neurons n) |"
         ),
         "|---|---|---|---|---|---|---|",
         *[
-            f"| {r['trial']} | {r['recall']:.4f} | {r['latency_ms']:.0f} | "
+            f"| {r['trial']} | {r['recall_validation']:.4f} | {r['latency_ms']:.0f} | "
             f"{r['speedup_search']:.2f}x | {r['macs_reduction']:.2f}x | {r['params']:,} | "
             f"{r['widths']} |"
             for r in front_rows
         ],
         "",
-        "Candidates timed again side by side with the dense model:",
+        (
+            "Candidates timed again side by side with the dense model; the pick reads their "
+            "validation recall only:"
+        ),
         "",
         (
-            f"| trial | recall@1 (search, {search_eval} q.) | recall@1 ({n_eval} q.) | "
-            "onnxruntime speedup, side by side |"
+            f"| trial | validation recall@1 (search, {search_eval} q.) | validation recall@1 "
+            f"({n_eval} q.) | onnxruntime speedup, side by side |"
         ),
         "|---|---|---|---|",
         *[
-            f"| {r['trial']} | {r['recall']:.4f} | {r['recall_full']:.4f} | "
+            f"| {r['trial']} | {r['recall_search']:.4f} | {r['recall_validation']:.4f} | "
             f"{r['speedup_check']:.2f}x |"
             for r in pool_rows
         ],
         "",
         (
-            f"## Distilled ({recover_seconds / 60:.0f}-minute budget in all, the most "
-            f"accurate of {len(pool_rows)} candidate(s) at >= {min_speedup}x side by side)"
+            f"## Distilled ({recover_seconds / 60:.0f}-minute budget in all, the best on "
+            f"validation of {len(pool_rows)} candidate(s) at >= {min_speedup}x side by side; "
+            f"test recall@1 on {n_eval} queries)"
         ),
         "",
         (
-            "| trial | recall@1 before | after | % of dense | onnxruntime speedup | MACs red. | "
-            "distill s | params | kept |"
+            "| trial | test recall@1 before | after | % of dense | onnxruntime speedup | "
+            "MACs red. | distill s | params | kept |"
         ),
         "|---|---|---|---|---|---|---|---|---|",
         *[
@@ -434,7 +459,7 @@ def main(
         "",
         (
             f"Target (>= {TARGET_SPEEDUP}x onnxruntime speedup at >= {TARGET_KEPT:.0%} of dense "
-            f"recall@1, distilled within 10 CPU minutes): {verdict}."
+            f"test recall@1, distilled within 10 CPU minutes): {verdict}."
         ),
     ]
     markdown = "\n".join(lines) + "\n"
@@ -448,7 +473,7 @@ def main(
                 "trials": [
                     {
                         "trial": t.number,
-                        "recall": t.score,
+                        "recall_validation": t.score,
                         "latency_ms": t.latency_ms,
                         "widths": widths_summary(t.plan) if t.plan is not None else "",
                     }
