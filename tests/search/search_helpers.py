@@ -79,7 +79,12 @@ class WidthTask(ns.Task):
                 f.write(f"{os.getpid()} {params}\n")
         hang_at = os.environ.get("NETSCULPT_TEST_HANG_AT")
         if hang_at and len(self.calls) == int(hang_at):
-            Path(os.environ["NETSCULPT_TEST_HANG_MARKER"]).write_text(str(os.getpid()))
+            marker = os.environ.get("NETSCULPT_TEST_HANG_MARKER")
+            if marker:
+                Path(marker).write_text(str(os.getpid()))
+            folder = os.environ.get("NETSCULPT_TEST_HANG_DIR")
+            if folder:  # one file per hanging process
+                (Path(folder) / str(os.getpid())).write_text("hanging")
             time.sleep(600)
         score = params / DENSE_PARAMS
         if self.fail_below is not None and score < self.fail_below:
@@ -90,11 +95,19 @@ class WidthTask(ns.Task):
 
 
 def kill_target(storage: str, study: str, n_trials: int) -> None:
-    """Run a search as a subprocess target (``python search_helpers.py STORAGE STUDY N``)."""
+    """Run a search as a subprocess target (``python search_helpers.py STORAGE STUDY N``).
+
+    ``NETSCULPT_TEST_WORKERS`` sets ``workers``; ``NETSCULPT_TEST_OBJECTS=1`` passes the
+    model and the task as objects instead of by name.
+    """
     torch.set_num_threads(1)
+    objects = os.environ.get("NETSCULPT_TEST_OBJECTS") == "1"
+    model, inputs = tiny_mlp() if objects else ("search_helpers:tiny_mlp", None)
     ns.search(
-        "search_helpers:tiny_mlp",
-        task="search_helpers:WidthTask",
+        model,
+        inputs,
+        task=WidthTask() if objects else "search_helpers:WidthTask",
+        workers=int(os.environ.get("NETSCULPT_TEST_WORKERS", "1")),
         n_trials=n_trials,
         storage=storage,
         study_name=study,
