@@ -291,7 +291,15 @@ def export(
     if study is not None:
         from netsculpt.search.cli_commands import export_command
 
-        export_command(study=study, out=out, trial=trial, storage=storage, onnx=onnx)
+        export_command(
+            study=study,
+            out=out,
+            trial=trial,
+            storage=storage,
+            onnx=onnx,
+            model=model,
+            trust_code=trust_code,
+        )
         return
     if model is None:
         console.print("[red]give a MODEL or --study[/red]")
