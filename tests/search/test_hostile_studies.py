@@ -609,3 +609,19 @@ def test_resuming_a_hostile_study_is_refused(changes, words, lair) -> None:  # t
         )
     assert task.calls == []  # nothing was scored
     _nothing_ran(lair)
+
+
+def test_the_main_command_line_export_refuses_too(lair) -> None:  # type: ignore[no-untyped-def]
+    from netsculpt.cli import app as main_app
+
+    storage = _write(lair, attrs=_settings_attrs(model_spec=f"{EVIL_MODULE}:build"))
+    runner = CliRunner()
+    command = ["export", "--study", NAME, "--storage", storage, "--out", str(lair / "o")]
+    result = runner.invoke(main_app, command)
+    assert result.exit_code == 2 and "UntrustedCodeError" in result.output, result.output
+    _nothing_ran(lair)
+    # the model typed on the command line is the user's own: it is used instead
+    result = runner.invoke(main_app, ["export", "search_helpers:tiny_mlp", *command[1:]])
+    assert result.exit_code == 0, result.output
+    assert (lair / "o").is_dir()
+    _nothing_ran(lair)

@@ -94,3 +94,38 @@ def test_kill_9_mid_trial_then_resume(tmp_path, monkeypatch, kind) -> None:  # t
     ]
     assert len(second) == len(new)
     assert len(after) == n_trials + 1  # 8 complete + the interrupted one
+
+
+def _dead_pid() -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True
+    )
+    return int(done.stdout)
+
+
+def test_trials_of_dead_or_unknown_owners_are_failed_and_queued_again() -> None:
+    import socket
+
+    import optuna
+
+    from netsculpt.search._resume import recover_interrupted
+
+    study = optuna.create_study()
+    owners = [
+        {"host": socket.gethostname(), "pid": _dead_pid(), "start": "1"},  # died
+        "garbage",  # not an owner record: as good as dead
+        {"host": socket.gethostname(), "pid": os.getpid(), "start": None},  # this process
+        {"host": "another-machine", "pid": 1, "start": None},  # left to the heartbeat
+    ]
+    for owner in owners:
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        trial.set_user_attr("worker", owner)
+    queued = recover_interrupted(study)
+    assert queued == [0, 1]
+    states = [t.state for t in study.get_trials()]
+    assert states[:4] == [TrialState.FAIL, TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING]
+    retries = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.user_attrs["retry_of"] for t in retries] == [0, 1]
+    fixed = [t.system_attrs["fixed_params"] for t in retries]  # run with these params
+    assert fixed == [study.trials[0].params, study.trials[1].params]
+    assert recover_interrupted(study) == []  # queued once, not on every look

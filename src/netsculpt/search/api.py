@@ -90,7 +90,9 @@ def search(
     Args:
         model: the trained model, or a ``"package.module:factory"`` string (a function
             returning ``(model, example_inputs)``) or a built-in name (``"digits"``,
-            ``"minilm"``); a string lets worker processes and ``Front.load`` rebuild it.
+            ``"minilm"``); a string lets worker processes rebuild it. The string is stored
+            in the study, where it is data: ``Front.load`` runs a stored factory string
+            only with ``trust_code=True`` and a stored file path never.
         example_inputs: the batch the model is called with (latency is measured on it);
             None takes it from the factory or ``task.example_inputs()``.
         task: an ``ns.Task`` (or a registered task name) that scores a model, higher is
@@ -109,7 +111,8 @@ def search(
         sampler: ``"nsga2"`` (default), ``"tpe"``, ``"random"``, or an Optuna sampler.
         workers: worker processes on this machine (spawned, so a script calling
             ``ns.search(workers=N)`` needs the ``if __name__ == "__main__":`` guard); each
-            optimises a share of the remaining trials.
+            optimises a share of the remaining trials. Jobs reach them through the
+            process pipe (nothing is written to disk), and they die with this process.
         space: the :class:`SearchSpace` (keep-ratio tying, ranges, importance criteria,
             ``round_to`` choices, block removal); None for the defaults.
         constraints: limits the samplers aim for, any of ``max_latency_ms``,
@@ -118,8 +121,12 @@ def search(
         predictor: True (or a :class:`Predictor`) to screen candidates with a surrogate
             trained on finished trials, evaluating only the most promising one per trial.
         backend: the latency backend of ``ns.measure`` (``"torch"`` or ``"onnxruntime"``).
-        seed: seeds the sampler (each worker gets its own stream); None for no seed.
-        recover_budget: when set, each sub-network is recovered with
+        seed: seeds the sampler; each process gets its own stream from the seed, its
+            worker index and the number of its first trial, so processes sharing a study
+            never draw the same candidates in lockstep (a plan another process is
+            evaluating is waited for, not evaluated twice); None for no seed.
+        recover_budget: when set (steps as an int, a time such as ``"30s"``, or a
+            ``Budget``), each sub-network is recovered with
             ``task.finetune(small, teacher=model, budget=recover_budget)`` before scoring.
         timeout: stop starting new trials after this many seconds (per worker).
         progress: show a live display (trials done, front size, best score per latency
@@ -130,10 +137,18 @@ def search(
     Returns:
         The :class:`Front` of the study.
 
+    Every argument is checked before anything runs (no study is created, no model is
+    scored or timed until all of them pass).
+
     Raises:
-        UnknownNameError: an unknown sampler, objective, constraint or task.
+        InputError: an argument of the wrong type or out of range (the message names it,
+            the value and the fix), a meta-device model, NaN weights or inputs.
+        UnknownNameError: an unknown sampler, objective, constraint, importance criterion,
+            latency backend, measure option or task.
+        FactoryError: a model or task string that does not import or build.
         StorageError: the storage cannot be opened (the message names it and the fix).
-        StudyMismatchError: ``study_name`` exists with other objectives or settings.
+        StudyMismatchError: ``study_name`` exists with other objectives or settings, or
+            with stored settings netsculpt did not write.
         NothingToPruneError: the model has nothing to search over.
     """
     checked = check_search_arguments(
