@@ -317,11 +317,11 @@ CASES: list[tuple[str, Maker, str, type[NetsculptError], str]] = [
         "not a list of objective names",
     ),
     (
-        "objectives-vs-directions",
-        lambda d: _write(d, attrs=_settings_attrs(objectives=["score", "latency_ms"])),
+        "objectives-not-unique",
+        lambda d: _write(d, attrs=_settings_attrs(objectives=["score", "score"])),
         "load",
         SearchError,
-        "2 objectives but has 3 directions",
+        "repeats an objective",
     ),
     (
         "constraint-not-a-number",

@@ -143,15 +143,19 @@ def _objectives(value: Any) -> list[str]:
     return list(value)
 
 
-def _signature(value: Any) -> str:
+def _signature(value: Any) -> str | None:
+    if value is None:  # an early or hand-made study: readable, never resumed
+        return None
     if not isinstance(value, str) or not _SIGNATURE.match(value):
         raise _Invalid(f"{_short(value)} is not a space signature (hex digits)")
     return value
 
 
-def _space(value: Any) -> dict[str, Any]:
+def _space(value: Any) -> dict[str, Any] | None:
     from netsculpt.search.space import SearchSpace
 
+    if value is None:
+        return None
     if not isinstance(value, dict):
         raise _Invalid(f"{_short(value)} is not a SearchSpace dict")
     try:

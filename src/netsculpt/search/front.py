@@ -324,12 +324,6 @@ class Front:
                 f"'{STUDY_ATTR}settings' user attr); run ns.search to create it, or pick "
                 f"another study_name"
             )
-        if len(settings["objectives"]) != len(study.directions):
-            raise SearchError(
-                f"study {name!r} stores {len(settings['objectives'])} objectives but has "
-                f"{len(study.directions)} directions; it was edited or not written by "
-                f"netsculpt: pick another study"
-            )
         self.study = study
         self.objectives: tuple[str, ...] = tuple(settings["objectives"])
         base = check_baseline(name, attrs.get(BASELINE_ATTR))
