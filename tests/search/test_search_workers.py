@@ -305,3 +305,25 @@ def test_weights_travel_as_safetensors_with_tied_tensors() -> None:
     assert target.head.weight is target.embed.weight
     with pytest.raises(SearchError, match="same architecture"):
         load_state_bytes(torch.nn.Linear(4, 4), data)
+
+
+def test_job_folders_left_by_older_versions_are_removed(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import tempfile
+
+    from netsculpt.search._workers import remove_stale_job_folders
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    old = tmp_path / "netsculpt-workers-old"
+    old.mkdir()
+    (old / "job.pt").write_bytes(b"pickled model")
+    (old / "error-0.txt").write_text("")
+    fresh = tmp_path / "netsculpt-workers-fresh"  # maybe still being read: kept
+    fresh.mkdir()
+    (fresh / "job.pt").write_bytes(b"pickled model")
+    other = tmp_path / "netsculpt-workers-other"  # holds something else: kept
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    for folder in (old, other):
+        os.utime(folder, (time.time() - 3600, time.time() - 3600))
+    assert remove_stale_job_folders() == [str(old)]
+    assert not old.exists() and fresh.is_dir() and other.is_dir()

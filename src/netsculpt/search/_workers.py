@@ -28,10 +28,12 @@ import os
 import pickle
 import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -39,7 +41,7 @@ import torch
 
 from netsculpt.errors import SearchError
 
-__all__ = ["run_workers", "worker_main"]
+__all__ = ["die_with_parent", "remove_stale_job_folders", "run_workers", "worker_main"]
 
 #: ``prctl`` option: the signal a process gets when its parent dies (linux/prctl.h)
 _PR_SET_PDEATHSIG = 1
@@ -64,6 +66,7 @@ def run_workers(
 
     shares = [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
     shares = [s for s in shares if s > 0]
+    remove_stale_job_folders()
     job_json = job.to_json()
     by_name = job.model_spec is not None
     weights = state_bytes(model) if by_name else None
@@ -199,6 +202,44 @@ def worker_main(
         raise SystemExit(1) from None
     finally:
         conn.close()
+
+
+def remove_stale_job_folders(older_than_s: float = 600.0) -> list[str]:
+    """Delete job folders that netsculpt < 0.5 left in the temp folder after a ``kill -9``.
+
+    Those versions handed jobs over as pickles in ``<tmp>/netsculpt-workers-*/job.pt``.
+    Only this user's folders that hold nothing else and were not touched for
+    ``older_than_s`` seconds (their workers read the job at start) are removed; returns
+    their paths.
+    """
+    removed: list[str] = []
+    root = Path(tempfile.gettempdir())
+    try:
+        folders = [f for f in root.glob("netsculpt-workers-*") if f.is_dir() and not f.is_symlink()]
+    except OSError:
+        return removed
+    now = time.time()
+    for folder in folders:
+        try:
+            info = folder.stat()
+            files = list(folder.iterdir())
+            if info.st_uid != os.getuid() or now - info.st_mtime < older_than_s:
+                continue
+            if not all(_legacy_job_file(f) for f in files):
+                continue
+            for f in files:
+                f.unlink()
+            folder.rmdir()
+            removed.append(str(folder))
+        except OSError:
+            continue
+    return removed
+
+
+def _legacy_job_file(path: Path) -> bool:
+    name = path.name
+    plain = path.is_file() and not path.is_symlink()
+    return plain and (name == "job.pt" or (name.startswith("error-") and name.endswith(".txt")))
 
 
 def die_with_parent(parent_pid: int) -> None:
