@@ -625,3 +625,27 @@ def test_the_main_command_line_export_refuses_too(lair) -> None:  # type: ignore
     assert result.exit_code == 0, result.output
     assert (lair / "o").is_dir()
     _nothing_ran(lair)
+
+
+@pytest.mark.parametrize("key", [SETTINGS_ATTR, "netsculpt:baseline"], ids=["settings", "baseline"])
+def test_resuming_a_damaged_database_is_refused(key, lair) -> None:  # type: ignore[no-untyped-def]
+    storage = _raw_sql(
+        lair,
+        "UPDATE study_user_attributes SET value_json = ? WHERE key = ?",
+        (_deep(200_000), key),
+    )
+    model, x = tiny_mlp()
+    with pytest.raises(SearchError, match="cannot be decoded"):
+        search(
+            model,
+            x,
+            task=WidthTask(),
+            n_trials=2,
+            storage=storage,
+            study_name=NAME,
+            space=SPACE,
+            sampler="random",
+            progress=False,
+            measure_options=FAST_MEASURE,
+        )
+    _nothing_ran(lair)

@@ -37,7 +37,7 @@ from torch import nn
 
 from netsculpt._checks import check_finite_inputs, check_finite_weights, check_model
 from netsculpt._inputs import ExampleInputs
-from netsculpt.errors import InputError, SearchError, StudyMismatchError
+from netsculpt.errors import InputError, NetsculptError, SearchError, StudyMismatchError
 from netsculpt.search._arguments import check_search_arguments
 from netsculpt.search._resume import n_done, recover_interrupted, trials_of
 from netsculpt.search._settings import (
@@ -271,7 +271,16 @@ def _search(
         "version": netsculpt.__version__,
     }
     with _quiet_optuna():
-        study = _open_study(opened, name, objectives, settings)
+        try:
+            study = _open_study(opened, name, objectives, settings)
+        except NetsculptError:
+            raise
+        except Exception as exc:  # noqa: BLE001 -- a damaged or hostile storage: say so
+            raise StudyMismatchError(
+                f"study {name!r} cannot be opened in this storage ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); the storage was damaged or not written by Optuna: pass "
+                f"another study_name or storage"
+            ) from exc
 
     with _quiet_optuna():
         recover_interrupted(study)
