@@ -46,7 +46,7 @@ class TinyTask(ns.Task):
         self.x = torch.randn(64, 4, generator=g)
         self.y = torch.randint(0, 3, (64,), generator=g)
 
-    def evaluate(self, model: nn.Module) -> float:
+    def evaluate(self, model: nn.Module, split: str = "validation") -> float:
         with torch.no_grad():
             return float((model(self.x).argmax(1) == self.y).float().mean())
 
@@ -66,7 +66,7 @@ class ScoreTask(TinyTask):
         super().__init__()
         self.score = score
 
-    def evaluate(self, model: nn.Module) -> Any:
+    def evaluate(self, model: nn.Module, split: str = "validation") -> Any:
         return self.score
 
 
@@ -214,7 +214,7 @@ FINETUNE: dict[str, Case] = {
     "score-str": (
         lambda s: ft(s, task=ScoreTask("good"), early_stop_patience=2),
         TrainingError,
-        "task 'tiny' (ScoreTask): validation_score() returned 'good'",
+        "task 'tiny' (ScoreTask): evaluate(model, 'validation') returned 'good'",
     ),
     "score-nan": (
         lambda s: ft(s, task=ScoreTask(math.nan), early_stop_patience=2),
@@ -457,7 +457,7 @@ def test_a_duck_typed_task_is_accepted() -> None:
         def __init__(self) -> None:
             self.inner = TinyTask()
 
-        def evaluate(self, model: nn.Module) -> float:
+        def evaluate(self, model: nn.Module, split: str = "validation") -> float:
             return self.inner.evaluate(model)
 
         def train_batches(self, *, batch_size: int = 64, seed: int = 0) -> Iterator[Any]:

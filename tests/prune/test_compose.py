@@ -92,7 +92,7 @@ class Blobs(ns.Task):
         y = torch.randint(0, 5, (n,), generator=g)
         return self.centres[y] + 0.5 * torch.randn(n, 3, 6, 6, generator=g), y
 
-    def evaluate(self, model: nn.Module) -> float:
+    def evaluate(self, model: nn.Module, split: str = "validation") -> float:
         with torch.no_grad():
             return float((model(self.x_test).argmax(1) == self.y_test).float().mean())
 
