@@ -313,6 +313,7 @@ def _removable_blocks(
         ):
             out.append(path)
             kinds[path] = "identity"
+
     # graph order of each block's first node, outer blocks before the blocks they hold,
     # then the name: never the iteration order of a set of strings, which changes with
     # PYTHONHASHSEED (and with it the search signature and the default study name)
