@@ -56,8 +56,8 @@ from rich.console import Console
 from rich.table import Table
 
 import netsculpt as ns
-from netsculpt.measure.api import compare_latency
-from netsculpt.search import SearchSpace
+from netsculpt.measurement.api import compare_latency
+from netsculpt.studies import SearchSpace
 
 RESULTS = Path(__file__).parent / "results"
 TARGET_SPEEDUP = 1.5
@@ -488,7 +488,7 @@ def main(
             indent=1,
         )
     )
-    from netsculpt.report.png import write_png
+    from netsculpt.reporting.png import write_png
 
     png = write_png(figure(front_rows, recovered, dense), out / f"{name}.png")
     if png is not None:

@@ -3,7 +3,7 @@
 The pretrained all-MiniLM-L6-v2 encoder of the ``minilm`` task is cut to fixed widths, the
 same in every layer (``ns.plan`` with a ratio per group kind, magnitude importance; only
 the widths matter for timing), and each copy is timed side by side with the dense model
-by :func:`netsculpt.measure.api.compare_latency` (onnxruntime, batch 32, sequence 128,
+by :func:`netsculpt.measurement.api.compare_latency` (onnxruntime, batch 32, sequence 128,
 interleaved rounds, medians). The table sets each copy's measured speedup against its
 MACs reduction (``ns.count_macs``): a ratio below 1 means the latency fell less than the
 MACs. ``bench/minilm.py`` searches on measured latency because of what this shows.
@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 import netsculpt as ns
-from netsculpt.measure.api import compare_latency
+from netsculpt.measurement.api import compare_latency
 
 RESULTS = Path(__file__).parent / "results"
 HEADS, NEURONS = 12, 1536

@@ -42,8 +42,8 @@ from rich.console import Console
 from rich.table import Table
 
 import netsculpt as ns
-from netsculpt.search import Predictor
-from netsculpt.search._pareto import hypervolume
+from netsculpt.studies import Predictor
+from netsculpt.studies._pareto import hypervolume
 
 RESULTS = Path(__file__).parent / "results"
 TARGET_TRIALS = 50
@@ -299,7 +299,7 @@ def main(
     name = "search_efficiency_quick" if quick else "search_efficiency"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps({"runs": runs, "args": args}, indent=1))
-    from netsculpt.report.png import write_png
+    from netsculpt.reporting.png import write_png
 
     png = write_png(figure(summary), out / f"{name}.png")
     if png is not None:

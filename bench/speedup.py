@@ -12,7 +12,7 @@ built from a ``transformers.BertConfig`` of MiniLM shape (hidden 384, 12 heads, 
    CNN with ``round_to=8`` gained only 0.65-0.70x of its MACs reduction on either backend,
    and with ``round_to=16`` 0.93-0.96x on onnxruntime.
 2. At batch 1 and batch 32, time the original and the pruned copy with the ``torch`` and
-   ``onnxruntime`` backends through :func:`netsculpt.measure.api.compare_latency`, which
+   ``onnxruntime`` backends through :func:`netsculpt.measurement.api.compare_latency`, which
    interleaves their runs round-robin so that both see the same machine noise, and report
    median latencies.
 3. Report the MACs reduction, the latency speedup (original median / pruned median), and
@@ -163,7 +163,7 @@ class Pruned:
 def prune_to_half_macs(model: nn.Module, inputs: Any, *, round_to: int, steps: int = 10) -> Pruned:
     """Bisect the uniform pruning ratio until the pruned copy has half the MACs."""
     import netsculpt as ns
-    from netsculpt.measure.api import count_macs
+    from netsculpt.measurement.api import count_macs
 
     start = time.perf_counter()
     graph = ns.analyze(model, inputs)
@@ -231,7 +231,7 @@ def measure_case(
     round_to: int,
     console: Console,
 ) -> list[Row]:
-    from netsculpt.measure.api import compare_latency, count_macs, count_params
+    from netsculpt.measurement.api import compare_latency, count_macs, count_params
 
     base = case.build()
     pruned = prune_to_half_macs(base, case.inputs(1), round_to=round_to)

@@ -28,7 +28,7 @@ from netsculpt.errors import (
     NothingToPruneError,
     UnknownNameError,
 )
-from netsculpt.prune.lowrank import FactorizeConfig
+from netsculpt.pruning.lowrank import FactorizeConfig
 
 
 def mlp() -> nn.Sequential:

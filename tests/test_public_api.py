@@ -14,8 +14,8 @@ def test_every_public_name_resolves() -> None:
 
 
 def test_core_functions_are_functions_not_subpackages() -> None:
-    import netsculpt.measure.api  # noqa: F401  (importing a stage must not hide the verb)
-    import netsculpt.prune.planner  # noqa: F401
+    import netsculpt.measurement.api  # noqa: F401  (importing a stage must not hide the verb)
+    import netsculpt.pruning.planner  # noqa: F401
 
     for name in ("analyze", "plan", "apply", "prune", "save", "load", "measure", "export_onnx"):
         assert inspect.isfunction(getattr(ns, name)), name

@@ -11,8 +11,6 @@ Public names are imported lazily so that ``import netsculpt`` stays fast; every 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
 from netsculpt.errors import *  # noqa: F403
@@ -26,38 +24,38 @@ _LAZY: dict[str, str] = {
     "analyze": "netsculpt.graph.analysis",
     "Graph": "netsculpt.graph.analysis",
     "Group": "netsculpt.graph.analysis",
-    "plan": "netsculpt.prune.planner",
-    "Plan": "netsculpt.prune.plan",
-    "apply": "netsculpt.prune.apply",
-    "plan_of": "netsculpt.prune.apply",
-    "prune": "netsculpt.prune.planner",
-    "iterative_prune": "netsculpt.prune.iterative",
-    "factorize": "netsculpt.prune.lowrank",
-    "FactorizeConfig": "netsculpt.prune.lowrank",
-    "register_importance": "netsculpt.prune.importance",
+    "plan": "netsculpt.pruning.planner",
+    "Plan": "netsculpt.pruning.plan",
+    "apply": "netsculpt.pruning.apply",
+    "plan_of": "netsculpt.pruning.apply",
+    "prune": "netsculpt.pruning.planner",
+    "iterative_prune": "netsculpt.pruning.iterative",
+    "factorize": "netsculpt.pruning.lowrank",
+    "FactorizeConfig": "netsculpt.pruning.lowrank",
+    "register_importance": "netsculpt.pruning.importance",
     # save / load / export
     "save": "netsculpt.export.save",
     "load": "netsculpt.export.save",
     "export_onnx": "netsculpt.export.onnx",
     "check_onnx": "netsculpt.export.onnx",
     # measure
-    "measure": "netsculpt.measure.api",
-    "Measurement": "netsculpt.measure.api",
-    "count_params": "netsculpt.measure.api",
-    "count_macs": "netsculpt.measure.api",
-    "compare_latency": "netsculpt.measure.api",
-    "register_backend": "netsculpt.measure.backends",
+    "measure": "netsculpt.measurement.api",
+    "Measurement": "netsculpt.measurement.api",
+    "count_params": "netsculpt.measurement.api",
+    "count_macs": "netsculpt.measurement.api",
+    "compare_latency": "netsculpt.measurement.api",
+    "register_backend": "netsculpt.measurement.backends",
     # tasks and recovery
     "Task": "netsculpt.tasks.base",
     "get_task": "netsculpt.tasks.registry",
-    "finetune": "netsculpt.recover.train",
-    "Budget": "netsculpt.recover.budget",
-    "Callback": "netsculpt.recover.callbacks",
-    "distill": "netsculpt.recover.train",
+    "finetune": "netsculpt.recovery.train",
+    "Budget": "netsculpt.recovery.budget",
+    "Callback": "netsculpt.recovery.callbacks",
+    "distill": "netsculpt.recovery.train",
     # search and report
-    "search": "netsculpt.search.api",
-    "Front": "netsculpt.search.front",
-    "report": "netsculpt.report.html",
+    "search": "netsculpt.studies.api",
+    "Front": "netsculpt.studies.front",
+    "report": "netsculpt.reporting.html",
     # sparsity methods
     "sparsify": "netsculpt.sparsity.api",
 }
@@ -77,19 +75,3 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return __all__
 
-
-# ``ns.prune``, ``ns.measure``, ``ns.search`` and ``ns.report`` are functions that share their
-# names with the subpackages of their pipeline stage. Importing a subpackage would normally
-# bind it on this module and hide the function; keep the function name public instead (the
-# subpackages remain importable as ``netsculpt.prune.planner`` and so on via sys.modules).
-_SHADOWED = {"prune", "measure", "search", "report"}
-
-
-class _PublicModule(types.ModuleType):
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _SHADOWED and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _PublicModule

@@ -23,7 +23,7 @@ from netsculpt.errors import (
     SaveLoadError,
     UntrustedCodeError,
 )
-from netsculpt.prune.plan import Plan
+from netsculpt.pruning.plan import Plan
 
 
 def build() -> nn.Module:

@@ -27,7 +27,7 @@ import netsculpt as ns
 from netsculpt._inputs import call_model
 from netsculpt.errors import NetsculptError
 from netsculpt.export.save import PLAN_DIGEST, load_inputs
-from netsculpt.prune.plan import Plan
+from netsculpt.pruning.plan import Plan
 
 FUZZ = settings(
     max_examples=100,

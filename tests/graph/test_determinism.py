@@ -28,10 +28,10 @@ import torch
 torch.set_num_threads(1)
 import netsculpt as ns
 from netsculpt.testing.zoo import ZOO
-from netsculpt.search import SearchSpace
-from netsculpt.search.api import default_study_name, search
-from netsculpt.search.space import build_space
-from netsculpt.measure.api import count_params
+from netsculpt.studies import SearchSpace
+from netsculpt.studies.api import default_study_name, search
+from netsculpt.studies.space import build_space
+from netsculpt.measurement.api import count_params
 
 storage, n_trials, names = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",")
 out = {"graphs": {}}

@@ -16,7 +16,7 @@ def _one_thread() -> None:
 
 @pytest.fixture(scope="session")
 def digits_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # the same folder as tests/recover uses, so one session trains the CNN once
+    # the same folder as tests/recovery uses, so one session trains the CNN once
     cache = tmp_path_factory.getbasetemp() / "netsculpt-cache"
     cache.mkdir(exist_ok=True)
     return cache

@@ -119,7 +119,7 @@ def test_default_finetune_hook_distills_or_finetunes(monkeypatch: pytest.MonkeyP
     assert before < 0.6
     assert agreement() > 0.85  # the student learned the teacher's decisions
 
-    from netsculpt.recover import train
+    from netsculpt.recovery import train
 
     calls: list[str] = []
     monkeypatch.setattr(train, "distill", lambda m, t, task, b, **kw: calls.append("distill") or m)

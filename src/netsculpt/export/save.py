@@ -51,8 +51,8 @@ from netsculpt.errors import (
     SaveLoadError,
     UntrustedCodeError,
 )
-from netsculpt.prune.apply import apply, plan_of
-from netsculpt.prune.plan import MAX_JSON_BYTES, Plan, check_plan_data, parse_json
+from netsculpt.pruning.apply import apply, plan_of
+from netsculpt.pruning.plan import MAX_JSON_BYTES, Plan, check_plan_data, parse_json
 
 __all__ = [
     "BUILTIN_FACTORIES",

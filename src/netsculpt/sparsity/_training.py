@@ -19,7 +19,7 @@ def train(
     progress: bool,
 ) -> nn.Module:
     """Train ``model`` for ``steps`` optimiser steps on ``task`` and return the trained model."""
-    from netsculpt.recover.train import finetune
+    from netsculpt.recovery.train import finetune
 
     out = finetune(
         model, task, steps, lr=lr, seed=seed, callbacks=tuple(callbacks), progress=progress

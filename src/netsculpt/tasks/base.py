@@ -70,7 +70,7 @@ from netsculpt._inputs import ExampleInputs, flatten_outputs
 from netsculpt.errors import ExampleInputsError, InputError, TrainingError
 
 if TYPE_CHECKING:
-    from netsculpt.recover.budget import BudgetLike
+    from netsculpt.recovery.budget import BudgetLike
 
 __all__ = [
     "SPLITS",
@@ -237,7 +237,7 @@ class Task(abc.ABC):
         :func:`netsculpt.finetune` when ``teacher`` is ``None``); without training data the
         model is returned unchanged. Override it to plug in your own recipe.
         """
-        from netsculpt.recover.budget import Budget
+        from netsculpt.recovery.budget import Budget
 
         try:
             check_model(model)
@@ -248,7 +248,7 @@ class Task(abc.ABC):
             raise type(exc)(f"{type(self).__name__}.finetune: {exc}") from None
         if not self.has_training_data:
             return model
-        from netsculpt.recover.train import distill, finetune
+        from netsculpt.recovery.train import distill, finetune
 
         if teacher is None:
             return finetune(model, self, budget, progress=False)

@@ -40,7 +40,7 @@ from netsculpt.tasks._docpairs import TextPair, docstring_pairs
 from netsculpt.tasks.base import Split, Task, check_split
 
 if TYPE_CHECKING:
-    from netsculpt.recover.budget import BudgetLike
+    from netsculpt.recovery.budget import BudgetLike
 
 __all__ = ["MiniLMTask", "embed", "minilm_model_dir", "pretrained_minilm", "token_states"]
 
@@ -188,7 +188,7 @@ class MiniLMTask(Task):
         batch): on this task the contrastive loss adds little to a pretrained teacher's
         signal. Without a teacher, fine-tunes with the contrastive :meth:`loss`.
         """
-        from netsculpt.recover.train import distill, finetune
+        from netsculpt.recovery.train import distill, finetune
 
         if teacher is None:
             return finetune(model, self, budget, lr=1e-5, batch_size=32, progress=False)

@@ -21,8 +21,8 @@ from torch import nn
 
 from netsculpt._inputs import ExampleInputs, call_model, flatten_outputs
 from netsculpt.graph.analysis import Graph, analyze
-from netsculpt.prune.apply import apply
-from netsculpt.prune.planner import plan
+from netsculpt.pruning.apply import apply
+from netsculpt.pruning.planner import plan
 
 __all__ = ["ConformanceReport", "check_model", "zero_units"]
 

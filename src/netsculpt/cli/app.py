@@ -1,0 +1,386 @@
+"""The ``netsculpt`` command line: a thin layer over the public API.
+
+    netsculpt analyze MODEL            dependency groups, what is protected and why
+    netsculpt prune MODEL --ratio 0.3  a smaller copy, measured before/after, saved
+    netsculpt measure MODEL            params, MACs, latency, memory
+    netsculpt export MODEL --out DIR   plan + weights (+ ONNX); or --study S --trial N
+    netsculpt search / pareto / report the multi-objective search and its results
+    netsculpt demo                     the whole pipeline on the built-in digits task
+
+MODEL is a built-in name (``digits``, ``minilm``), ``package.module:factory`` (a function
+returning ``(model, example_inputs)``), or a folder written by ``netsculpt prune``/``export``.
+
+A factory string typed on the command line is trusted: it is the user's own code. A folder
+is data: it is loaded without running anything it names, unless ``--trust-code`` is given
+(needed for folders whose base model is rebuilt by a factory other than netsculpt's own).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+from torch import nn
+
+from netsculpt.errors import FactoryError, NetsculptError
+
+if TYPE_CHECKING:
+    from netsculpt.measurement.api import Measurement
+
+app = typer.Typer(
+    help="Carve fast, small sub-networks out of any PyTorch model, and prove they are faster.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+
+def _fail(exc: NetsculptError) -> NoReturn:
+    # one line, no markup: messages may quote text read from a file
+    message = " ".join(str(exc).split())
+    console.print(Text.assemble((type(exc).__name__, "bold red"), ": ", message), soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def load_model_spec(spec: str, *, trust_code: bool = False) -> tuple[nn.Module, Any]:
+    """``(model, example_inputs)`` from a built-in name, a factory string or a save folder.
+
+    A save folder's factory is run only with ``trust_code=True`` (``--trust-code``).
+    """
+    folder = Path(spec)
+    if folder.is_dir():
+        from netsculpt.export.save import MANIFEST, load, load_inputs
+
+        if not (folder / MANIFEST).exists():
+            raise FactoryError(
+                f"{spec!r} is a folder but not a netsculpt save folder (no {MANIFEST}); pass "
+                f"a folder written by 'netsculpt prune --out' or 'netsculpt export'"
+            )
+        model = load(folder, trust_code=trust_code)
+        inputs = load_inputs(folder)
+        if inputs is None:
+            raise FactoryError(
+                f"save folder {spec!r} holds no example inputs; save with "
+                f"ns.save(model, path, example_inputs=...) or pass a factory instead"
+            )
+        return model, inputs
+    from netsculpt.cli.studies import resolve_model
+
+    return resolve_model(spec)
+
+
+# how a save folder of a built-in model rebuilds its (unpruned) architecture
+_BUILTIN_FACTORIES = {"digits": "netsculpt.tasks.digits:DigitsCNN"}
+
+
+def _factory_of(spec: str) -> str | None:
+    """The factory a save folder written from ``spec`` should name."""
+    if spec in _BUILTIN_FACTORIES:
+        return _BUILTIN_FACTORIES[spec]
+    if Path(spec).is_dir():  # a folder re-saved: keep the base reference it had
+        from netsculpt.export.save import read_manifest
+
+        base = read_manifest(spec)["base"]
+        return str(base["factory"]) if base["kind"] == "factory" else None
+    return spec if ":" in spec else None
+
+
+ModelArg = Annotated[
+    str,
+    typer.Argument(
+        help="built-in name (digits, minilm), 'package.module:factory' or a netsculpt save folder"
+    ),
+]
+TrustCode = Annotated[
+    bool,
+    typer.Option(
+        "--trust-code/--no-trust-code",
+        help="let a save folder run the model factory it names to rebuild its base model "
+        "(only for folders you trust like your own code; off by default)",
+    ),
+]
+
+
+@app.command()
+def analyze(
+    model: ModelArg,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", help="module name or re:pattern to keep whole")
+    ] = None,
+    show_protected: Annotated[
+        bool, typer.Option("--protected/--no-protected", help="list protected groups too")
+    ] = True,
+    trust_code: TrustCode = False,
+) -> None:
+    """Show what can be cut, what is coupled, and what is protected (and why)."""
+    from netsculpt.graph.analysis import analyze as run_analyze
+
+    try:
+        with console.status("capturing the graph"):
+            module, inputs = load_model_spec(model, trust_code=trust_code)
+            graph = run_analyze(module, inputs, exclude=tuple(exclude or ()))
+    except NetsculptError as exc:
+        _fail(exc)
+    table = Table(
+        title=f"{graph.model_name}: dependency groups "
+        f"(captured in {graph.capture_seconds:.2f} s, {graph.n_nodes} nodes)"
+    )
+    for col in ("group", "kind", "units", "tensors", "state"):
+        table.add_column(col)
+    for g in graph.groups:
+        if not g.prunable and not show_protected:
+            continue
+        state = (
+            "[green]prunable[/green]" if g.prunable else f"[yellow]protected[/yellow]: {g.reason}"
+        )
+        if g.note:
+            state += f" ({g.note})"
+        table.add_row(g.name, g.kind, str(g.size), str(len(g.params)), state)
+    console.print(table)
+    if graph.blocks:
+        console.print("removable blocks: " + ", ".join(graph.blocks))
+    for s in graph.skipped:
+        console.print(f"[yellow]skipped[/yellow] {s.op} in {s.module or '<top>'}: {s.reason}")
+
+
+def _measure_table(title: str, rows: dict[str, Measurement]) -> Table:
+    table = Table(title=title)
+    table.add_column("model")
+    for col in ("params", "MACs", "latency median (ms)", "latency p90 (ms)", "peak act. MiB"):
+        table.add_column(col, justify="right")
+    for name, m in rows.items():
+        mem = "-" if m.peak_memory_bytes is None else f"{m.peak_memory_bytes / 2**20:.2f}"
+        table.add_row(
+            name,
+            f"{m.params:,}",
+            f"{m.macs:,}",
+            f"{m.latency_ms_median:.3f}",
+            f"{m.latency_ms_p90:.3f}",
+            mem,
+        )
+    return table
+
+
+@app.command()
+def prune(
+    model: ModelArg,
+    ratio: Annotated[
+        float, typer.Option("--ratio", help="fraction of width removed, in [0, 1)")
+    ] = 0.3,
+    importance: Annotated[
+        str, typer.Option("--importance", help="magnitude, l1, taylor, activation, random or lamp")
+    ] = "magnitude",
+    round_to: Annotated[
+        int, typer.Option("--round-to", help="keep widths at multiples of this")
+    ] = 1,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="save folder")] = None,
+    onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="also write model.onnx")] = False,
+    backend: Annotated[str, typer.Option("--backend", help="torch or onnxruntime")] = "torch",
+    trust_code: TrustCode = False,
+) -> None:
+    """Prune a model, print the measured before/after table, optionally save it."""
+    from netsculpt.measurement.api import compare_latency, measure
+    from netsculpt.pruning.apply import apply
+    from netsculpt.pruning.planner import plan
+
+    try:
+        module, inputs = load_model_spec(model, trust_code=trust_code)
+        calib = None
+        if importance in ("taylor", "activation"):
+            calib = [inputs]
+        with console.status("planning"):
+            start = time.perf_counter()
+            the_plan = plan(
+                module,
+                inputs,
+                ratio=ratio,
+                importance=importance,
+                round_to=round_to,
+                exclude=tuple(exclude or ()),
+                calib=calib,
+            )
+            small = apply(module, the_plan)
+            seconds = time.perf_counter() - start
+        with console.status("measuring"):
+            before = measure(module, inputs, backend=backend)
+            after = measure(small, inputs, backend=backend)
+            # the speed-up comes from interleaved runs of both models, medians
+            medians = compare_latency(
+                {"original": module, "pruned": small}, inputs, backend=backend
+            )
+    except NetsculptError as exc:
+        _fail(exc)
+    console.print(the_plan.describe())
+    console.print(
+        _measure_table(
+            f"planned and applied in {seconds:.2f} s", {"original": before, "pruned": after}
+        )
+    )
+    console.print(
+        f"params x{before.params / max(after.params, 1):.2f} smaller, MACs "
+        f"x{before.macs / max(after.macs, 1):.2f} fewer, latency x"
+        f"{medians['original'] / max(medians['pruned'], 1e-9):.2f} faster ({backend}, "
+        f"interleaved runs, medians)"
+    )
+    if out is not None:
+        try:
+            factory = _factory_of(model)
+        except NetsculptError as exc:
+            _fail(exc)
+        _write(small, inputs, out, onnx=onnx, factory=factory)
+
+
+def _write(small: nn.Module, inputs: Any, out: Path, *, onnx: bool, factory: str | None) -> None:
+    from netsculpt.export.save import save
+
+    try:
+        save(small, out, base_factory=factory, example_inputs=inputs)
+        written = [str(out)]
+        if onnx:
+            from netsculpt.export.onnx import export_onnx
+
+            written.append(str(export_onnx(small, inputs, out / "model.onnx")))
+    except NetsculptError as exc:
+        _fail(exc)
+    console.print("written: " + ", ".join(written))
+
+
+@app.command()
+def measure(
+    model: ModelArg,
+    backend: Annotated[str, typer.Option("--backend", help="torch or onnxruntime")] = "torch",
+    repeats: Annotated[int, typer.Option("--repeats")] = 30,
+    threads: Annotated[int | None, typer.Option("--threads")] = None,
+    trust_code: TrustCode = False,
+) -> None:
+    """Measure params, MACs, latency (median, p90) and peak activation memory."""
+    from netsculpt.measurement.api import measure as run_measure
+
+    try:
+        module, inputs = load_model_spec(model, trust_code=trust_code)
+        with console.status(f"measuring ({backend})"):
+            m = run_measure(module, inputs, backend=backend, repeats=repeats, threads=threads)
+    except NetsculptError as exc:
+        _fail(exc)
+    console.print(
+        _measure_table(f"{type(module).__name__} ({backend}, {m.threads} threads)", {model: m})
+    )
+
+
+@app.command()
+def export(
+    model: Annotated[str | None, typer.Argument(help="model to export (omit with --study)")] = None,
+    out: Annotated[Path, typer.Option("--out", help="folder to write")] = Path("netsculpt-export"),
+    onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="also write model.onnx")] = False,
+    study: Annotated[
+        str | None, typer.Option("--study", help="export a trial of this study")
+    ] = None,
+    trial: Annotated[
+        int | None, typer.Option("--trial", help="trial number (default: knee)")
+    ] = None,
+    storage: Annotated[str | None, typer.Option("--storage")] = None,
+    trust_code: TrustCode = False,
+) -> None:
+    """Write a model (or one trial of a study) as plan + weights, optionally ONNX."""
+    if study is not None:
+        from netsculpt.cli.studies import export_command
+
+        export_command(
+            study=study,
+            out=out,
+            trial=trial,
+            storage=storage,
+            onnx=onnx,
+            model=model,
+            trust_code=trust_code,
+        )
+        return
+    if model is None:
+        console.print("[red]give a MODEL or --study[/red]")
+        raise typer.Exit(code=2)
+    try:
+        module, inputs = load_model_spec(model, trust_code=trust_code)
+        factory = _factory_of(model)
+    except NetsculptError as exc:
+        _fail(exc)
+    _write(module, inputs, out, onnx=onnx, factory=factory)
+
+
+@app.command()
+def demo(
+    trials: Annotated[int, typer.Option("--trials", help="search trials")] = 24,
+    out: Annotated[Path, typer.Option("--out", help="working folder")] = Path("netsculpt-demo"),
+    backend: Annotated[str, typer.Option("--backend", help="torch or onnxruntime")] = "onnxruntime",
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """The whole pipeline on embedded defaults: digits CNN, search, front, report, ONNX."""
+    from netsculpt.export.onnx import export_onnx
+    from netsculpt.export.save import save
+    from netsculpt.reporting.html import report
+    from netsculpt.studies.api import search
+    from netsculpt.cli.studies import front_table
+    from netsculpt.tasks.registry import get_task
+
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with console.status("training (or loading) the digits CNN on scikit-learn's digits"):
+            task = get_task("digits")
+            model = task.pretrained_model()
+            inputs = task.example_inputs()
+            dense_val = task.evaluate(model, "validation")
+            dense_test = task.evaluate(model, "test")
+        console.print(
+            f"dense digits CNN: accuracy {dense_val:.4f} on the validation split (what the "
+            f"search scores), {dense_test:.4f} on the test split"
+        )
+        storage = f"sqlite:///{(out / 'netsculpt.db').resolve()}"
+        front = search(
+            "digits",
+            inputs,
+            task=task,
+            n_trials=trials,
+            storage=storage,
+            study_name=f"digits-demo-{backend}",
+            backend=backend,
+            seed=seed,
+            recover_budget=30,
+        )
+        console.print(front_table(front))
+        page = report(front, out / "report.html")
+        knee = front.knee()
+        folder = out / "knee"
+        small = knee.model
+        save(small, folder, base_factory="netsculpt.tasks.digits:DigitsCNN", example_inputs=inputs)
+        onnx_path = export_onnx(small, inputs, folder / "model.onnx")
+    except NetsculptError as exc:
+        _fail(exc)
+    console.print(
+        f"knee: trial {knee.number}, accuracy {knee.score:.4f}, {knee.latency_ms:.3f} ms, "
+        f"{knee.params:,} params\nreport: {page}\nknee sub-network: {folder} (ONNX: {onnx_path})"
+    )
+
+
+def _register_search_commands() -> None:
+    from netsculpt.cli.studies import pareto_command, report_command, search_command
+
+    app.command("search")(search_command)
+    app.command("pareto")(pareto_command)
+    app.command("report")(report_command)
+
+
+_register_search_commands()
+
+
+def main() -> None:
+    """Entry point of the ``netsculpt`` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,312 @@
+"""Command-line commands of the search stage: ``search``, ``pareto``, ``export``, ``report``.
+
+``netsculpt.cli`` mounts them with :func:`register` (or uses :data:`app` directly)::
+
+    netsculpt search digits --task digits --trials 60 --study demo
+    netsculpt pareto --study demo
+    netsculpt export --study demo --trial 12 --out small/ --onnx
+    netsculpt report --study demo --out report.html
+
+``MODEL`` is a built-in name (``digits``, ``minilm``: the task's own pretrained model) or
+``"package.module:factory"`` (also ``path/to/file.py:factory``), a function with no
+arguments returning ``(model, example_inputs)``: a string typed on the command line is
+trusted and run. A study is data: ``export`` rebuilds the base model from the name stored
+in the study only when it is a built-in name; a stored factory string needs
+``--trust-code``, a stored file path is never run; ``--model`` gives the model instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from netsculpt.errors import NetsculptError
+from netsculpt.studies._specs import BUILTIN_MODELS, is_file_spec, resolve_model
+
+__all__ = [
+    "BUILTIN_MODELS",
+    "app",
+    "export_command",
+    "front_table",
+    "pareto_command",
+    "register",
+    "report_command",
+    "resolve_model",
+    "search_command",
+]
+
+# how a save folder of a built-in model rebuilds its unpruned architecture (transformers
+# models are rebuilt from their saved config)
+_BASE_FACTORIES = {"digits": "netsculpt.tasks.digits:DigitsCNN"}
+
+app = typer.Typer(
+    help="Search sub-networks, inspect the front, export and report.", no_args_is_help=True
+)
+console = Console()
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def front_table(front: Any, *, all_trials: bool = False) -> Table:
+    """A rich table of the front (or of every completed trial), the knee marked."""
+    trials = front.completed if all_trials else front.trials
+    knee = front.knee().number if front.trials else None
+    title = (
+        f"study {front.study_name}: {len(front.trials)} on the front, "
+        f"{len(front.completed)} completed, {len(front.failed)} failed"
+    )
+    table = Table(title=title)
+    for col, justify in (
+        ("trial", "right"),
+        ("score", "right"),
+        ("vs dense", "right"),
+        ("latency ms", "right"),
+        ("p90 ms", "right"),
+        ("speedup", "right"),
+        ("params", "right"),
+        ("MACs", "right"),
+        ("", "left"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    base = front.baseline
+    if base is not None:
+        table.add_row(
+            "dense",
+            f"{base.score:.4f}",
+            "",
+            f"{base.latency_ms:.3f}",
+            f"{base.latency_p90_ms:.3f}",
+            "1.00x",
+            f"{base.params:,}",
+            f"{base.macs:,}",
+            "",
+            style="dim",
+        )
+    for t in sorted(trials, key=lambda t: t.latency_ms):
+        speed = front.speedup(t)
+        rel = "" if base is None or base.score == 0 else f"{t.score / base.score:.1%}"
+        table.add_row(
+            str(t.number),
+            f"{t.score:.4f}",
+            rel,
+            f"{t.latency_ms:.3f}",
+            f"{t.latency_p90_ms:.3f}",
+            "" if speed is None else f"{speed:.2f}x",
+            f"{t.params:,}",
+            f"{t.macs:,}",
+            "knee" if t.number == knee else "",
+        )
+    return table
+
+
+def _fail(exc: NetsculptError) -> None:
+    console.print(f"[red]{type(exc).__name__}[/red]: {exc}")
+    raise typer.Exit(code=2)
+
+
+# --------------------------------------------------------------------------- commands
+
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--storage",
+        help="sqlite:///file.db, postgresql://..., or a journal file "
+        "path; default sqlite:///netsculpt.db (netsculpt.journal with --workers > 1)",
+    ),
+]
+
+
+def search_command(
+    model: Annotated[
+        str, typer.Argument(help="built-in name (digits, minilm) or 'package.module:factory'")
+    ],
+    task: Annotated[
+        str, typer.Option("--task", help="task name or 'package.module:factory'")
+    ] = "digits",
+    trials: Annotated[int, typer.Option("--trials", help="trials the study holds when done")] = 60,
+    storage: StorageOpt = None,
+    study: Annotated[
+        str | None,
+        typer.Option(
+            "--study", help="study name (default: derived from the model, so a rerun resumes)"
+        ),
+    ] = None,
+    sampler: Annotated[str, typer.Option("--sampler", help="nsga2, tpe or random")] = "nsga2",
+    workers: Annotated[int, typer.Option("--workers", help="worker processes here")] = 1,
+    backend: Annotated[
+        str, typer.Option("--backend", help="latency backend: torch or onnxruntime")
+    ] = "torch",
+    predictor: Annotated[
+        bool, typer.Option("--predictor/--no-predictor", help="screen candidates with a surrogate")
+    ] = False,
+    objectives: Annotated[
+        str, typer.Option("--objectives", help="comma-separated")
+    ] = "score,latency_ms,params",
+    tie: Annotated[
+        str, typer.Option("--tie", help="keep ratios per stage, layer or uniform")
+    ] = "stage",
+    min_keep: Annotated[float, typer.Option("--min-keep")] = 0.25,
+    max_latency_ms: Annotated[
+        float | None, typer.Option("--max-latency-ms", help="constraint")
+    ] = None,
+    recover_budget: Annotated[
+        str | None,
+        typer.Option("--recover-budget", help="recovery budget per trial, e.g. 200 (steps) or 30s"),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="seconds")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Search the Pareto front of MODEL's sub-networks (resumable; rerun to continue)."""
+    from netsculpt.studies.api import search
+    from netsculpt.studies.space import SearchSpace
+
+    try:
+        front = search(
+            model,
+            task=task,
+            n_trials=trials,
+            objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()),
+            storage=storage,
+            study_name=study,
+            sampler=sampler,
+            workers=workers,
+            space=SearchSpace(tie=tie, min_keep=min_keep),  # type: ignore[arg-type]
+            constraints={"max_latency_ms": max_latency_ms} if max_latency_ms else None,
+            predictor=predictor,
+            backend=backend,
+            seed=seed,
+            recover_budget=_budget(recover_budget),
+            timeout=timeout,
+            progress=progress,
+        )
+    except NetsculptError as exc:
+        _fail(exc)
+        return
+    console.print(front_table(front))
+    console.print(
+        f"study [cyan]{front.study_name}[/cyan] saved; next: netsculpt pareto --study "
+        f"{front.study_name}" + (f" --storage {storage}" if storage else "")
+    )
+
+
+def pareto_command(
+    study: Annotated[str, typer.Option("--study", help="study name")],
+    storage: StorageOpt = None,
+    all_trials: Annotated[bool, typer.Option("--all", help="every completed trial")] = False,
+) -> None:
+    """Print the Pareto front of a stored study."""
+    from netsculpt.studies.front import Front
+
+    try:
+        front = Front.load(storage, study)
+    except NetsculptError as exc:
+        _fail(exc)
+        return
+    console.print(front_table(front, all_trials=all_trials))
+
+
+def export_command(
+    study: Annotated[str, typer.Option("--study", help="study name")],
+    out: Annotated[Path, typer.Option("--out", help="folder to write")],
+    trial: Annotated[
+        int | None, typer.Option("--trial", help="trial number (default: the knee of the front)")
+    ] = None,
+    storage: StorageOpt = None,
+    onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="also write model.onnx")] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="the base model: built-in name or 'package.module:factory' (default: the "
+            "built-in name stored in the study)",
+        ),
+    ] = None,
+    trust_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-code/--no-trust-code",
+            help="import the model factory or task stored in the study (only for studies "
+            "whose author you trust; a stored file path is never run)",
+        ),
+    ] = False,
+) -> None:
+    """Materialise one trial: plan + weights (ns.save), optionally ONNX."""
+    from netsculpt.studies.front import Front
+
+    try:
+        front = Front.load(storage, study, model=model, trust_code=trust_code)
+        chosen = front.knee() if trial is None else front.trial(trial)
+        small = chosen.model
+        from netsculpt.export.save import save
+
+        inputs = front.example_inputs()
+        spec = model if model is not None else front.model_spec
+        factory = None
+        if spec:
+            factory = _BASE_FACTORIES.get(spec) or (
+                spec if ":" in spec and not is_file_spec(spec) else None
+            )
+        save(small, out, base_factory=factory, example_inputs=inputs)
+        written = [str(out)]
+        if onnx:
+            from netsculpt.export.onnx import export_onnx
+
+            written.append(str(export_onnx(small, inputs, Path(out) / "model.onnx")))
+    except NetsculptError as exc:
+        _fail(exc)
+        return
+    console.print(
+        f"trial {chosen.number}: score {chosen.score:.4f}, {chosen.latency_ms:.3f} ms, "
+        f"{chosen.params:,} params -> {', '.join(written)}"
+    )
+
+
+def report_command(
+    study: Annotated[str, typer.Option("--study", help="study name")],
+    out: Annotated[Path, typer.Option("--out", help="HTML file to write")] = Path("report.html"),
+    storage: StorageOpt = None,
+    trial: Annotated[
+        int | None, typer.Option("--trial", help="trial whose widths are shown (default: the knee)")
+    ] = None,
+) -> None:
+    """Write a self-contained HTML report of a stored study."""
+    from netsculpt.reporting.html import report
+    from netsculpt.studies.front import Front
+
+    try:
+        front = Front.load(storage, study)
+        path = report(front, out, trial=trial)
+    except NetsculptError as exc:
+        _fail(exc)
+        return
+    console.print(f"report written to {path}")
+
+
+def register(target: typer.Typer) -> None:
+    """Add ``search``, ``pareto``, ``export`` and ``report`` to the typer app ``target``."""
+    target.command("search")(search_command)
+    target.command("pareto")(pareto_command)
+    target.command("export")(export_command)
+    target.command("report")(report_command)
+
+
+register(app)
+
+
+def _budget(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text

@@ -1,8 +1,0 @@
-"""netsculpt.measure: parameters, MACs, latency, peak activation memory and weight sparsity.
-
-* :mod:`netsculpt.measure.api`: ``measure`` (a frozen :class:`Measurement`), ``count_params``,
-  ``count_macs``, ``weight_sparsity`` and ``compare_latency`` (interleaved timing of several
-  models, the way to tell whether a pruned model is really faster on a noisy machine).
-* :mod:`netsculpt.measure.backends`: the latency backends (``"torch"``, ``"onnxruntime"``)
-  and ``register_backend`` to add one.
-"""

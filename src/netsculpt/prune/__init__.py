@@ -1,1 +1,0 @@
-"""netsculpt.prune."""

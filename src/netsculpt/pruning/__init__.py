@@ -1,0 +1,1 @@
+"""netsculpt.pruning."""

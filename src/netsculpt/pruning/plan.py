@@ -1,0 +1,495 @@
+"""``ns.Plan``: a frozen, JSON-serialisable description of what to cut.
+
+A plan names, for every parameter and buffer it changes, the indices kept along each
+dimension; the module attributes that must follow (a grouped convolution's ``groups``,
+an attention module's split size); and, for people, the decision per group. It holds no
+module objects and no pickles, so it can be written down, searched over, diffed and
+replayed on a freshly built model by :func:`netsculpt.apply`.
+"""
+
+from __future__ import annotations
+
+import json
+import keyword
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from netsculpt.errors import NetsculptError, PlanError
+
+FORMAT = "netsculpt.plan/1"
+
+__all__ = ["GroupDecision", "Plan", "check_plan_data", "is_size_attribute", "parse_json"]
+
+#: the largest JSON text netsculpt reads (a plan, a manifest)
+MAX_JSON_BYTES = 64 * 2**20
+#: the deepest nesting of arrays and objects netsculpt reads
+MAX_JSON_DEPTH = 256
+#: the largest rank a planned tensor may have
+MAX_RANK = 16
+#: the most outputs a removed module's stand-in may return (``"zeros:3"``)
+MAX_ARITY = 64
+#: the largest size a plan may declare for one dimension or group
+MAX_DIM = 2**40
+#: kept indices a plan may hold in all, when it is read without the model's shapes
+MAX_INDICES = 2**25
+
+# The attribute updates a plan may carry are the ones the planner writes
+# (netsculpt.pruning.planner): a grouped layer's ``groups`` / ``num_groups``, and integer size
+# attributes whose names look like sizes. Keep these two patterns equal to the planner's
+# ``_ATTR_NAME`` / ``_ATTR_SKIP`` (tests/pruning/test_plan.py checks that they are).
+SIZE_ATTRIBUTE = re.compile(
+    r"(head|size|dim|num|width|channel|feature|embed|split|inner|hidden)", re.IGNORECASE
+)
+NOT_SIZE_ATTRIBUTE = re.compile(
+    r"(idx|index|layer_id|layer_num|seed|vocab|max_position|position)", re.IGNORECASE
+)
+GROUP_ATTRIBUTES = frozenset({"groups", "num_groups"})
+_DIM_KEY = re.compile(r"0|[1-9][0-9]{0,3}")
+_PLAN_KEYS = frozenset(
+    {"format", "meta", "tensors", "shapes", "attrs", "groups", "removed", "lowrank"}
+)
+REMOVED_KINDS = ("zeros", "identity")
+
+
+def is_size_attribute(name: Any) -> bool:
+    """Whether a plan may set module attribute ``name``: a size the planner itself writes.
+
+    Plain public identifiers only: never a dunder, ``forward``, ``training`` or anything
+    that does not name a size (the value set is also checked against the module when the
+    plan is applied: it must replace an ``int`` the module already holds).
+    """
+    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+        return False
+    if name.startswith("_"):
+        return False
+    if name in GROUP_ATTRIBUTES:
+        return True
+    return bool(SIZE_ATTRIBUTE.search(name)) and not NOT_SIZE_ATTRIBUTE.search(name)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _fail(where: str, problem: str) -> PlanError:
+    return PlanError(
+        f"plan field {where}: {problem}; the plan file is damaged or was not written by "
+        f"netsculpt: write it again with Plan.to_json (or netsculpt.save)"
+    )
+
+
+def _int(value: Any, where: str, lo: int, hi: int) -> int:
+    if type(value) is not int:
+        raise _fail(where, f"expected an integer, got {_short(value)} ({type(value).__name__})")
+    if not lo <= value <= hi:
+        raise _fail(where, f"{_short(value)} is outside [{lo}, {hi}]")
+    return value
+
+
+def _str(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise _fail(where, f"expected a string, got {_short(value)} ({type(value).__name__})")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise _fail(where, f"expected a list, got {_short(value)} ({type(value).__name__})")
+    return value
+
+
+def _dict(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _fail(where, f"expected an object, got {_short(value)} ({type(value).__name__})")
+    return value
+
+
+def _runs_length(runs: Any, where: str, size: int) -> int:
+    """How many indices ``[start, stop)`` runs hold, checked without expanding them."""
+    runs = _list(runs, where)
+    if len(runs) > size:
+        raise _fail(where, f"{len(runs)} index runs for a dimension of size {size}")
+    total = 0
+    previous_stop = 0
+    for k, run in enumerate(runs):
+        here = f"{where}[{k}]"
+        if not isinstance(run, list) or len(run) != 2:
+            raise _fail(here, f"expected a [start, stop) pair, got {_short(run)}")
+        start = _int(run[0], here + "[0]", 0, max(size - 1, 0))
+        stop = _int(run[1], here + "[1]", start + 1, size)
+        if start < previous_stop:
+            raise _fail(
+                here,
+                f"run [{start}, {stop}) overlaps or precedes the one before it (indices must "
+                f"be unique and sorted ascending)",
+            )
+        total += stop - start
+        previous_stop = stop
+    return total
+
+
+def _removed_kind(kind: Any, where: str) -> tuple[str, int]:
+    how, sep, arity = _str(kind, where).partition(":")
+    if how not in REMOVED_KINDS:
+        raise _fail(where, f"unknown kind {_short(how)} (expected one of {REMOVED_KINDS})")
+    if not sep:
+        return how, 1
+    if not re.fullmatch(r"[1-9][0-9]{0,2}", arity) or int(arity) > MAX_ARITY:
+        raise _fail(where, f"arity {_short(arity)} is not an integer in [1, {MAX_ARITY}]")
+    return how, int(arity)
+
+
+def check_plan_data(
+    data: Any,
+    *,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    limit: int | None = MAX_INDICES,
+) -> dict[str, tuple[int, ...]]:
+    """Check plan data (as read from JSON) without expanding any index list.
+
+    Every field has its JSON type; indices are integers, unique, sorted, within their
+    dimension; ranks, arities and sizes are bounded; attribute updates only name sizes
+    (:func:`is_size_attribute`). With ``shapes`` (the actual tensor shapes of the model the
+    plan will be applied to) the plan's shapes must equal the model's, so no index list can
+    be longer than the tensor it slices; without them the plan's kept indices are bounded
+    by ``limit`` in all (None: no bound, for a check that expands nothing and is followed
+    by one with the model's shapes).
+
+    Returns the plan's shapes. Raises :class:`PlanError` naming the field.
+    """
+    if not isinstance(data, Mapping) or data.get("format") != FORMAT:
+        found = data.get("format") if isinstance(data, Mapping) else type(data).__name__
+        raise PlanError(
+            f"not a netsculpt plan (format {_short(found)}, expected {FORMAT!r}); pass the "
+            f"plan.json written by netsculpt.save or Plan.to_json"
+        )
+    unknown = sorted(str(k) for k in data if k not in _PLAN_KEYS)
+    if unknown:
+        raise _fail(_short(unknown[0]), "is not a field of a netsculpt plan")
+    for required in ("tensors", "shapes"):
+        if required not in data:
+            raise _fail(required, "is missing")
+    declared: dict[str, tuple[int, ...]] = {}
+    for name, shape in _dict(data["shapes"], "shapes").items():
+        where = f"shapes[{_short(name)}]"
+        shape = _list(shape, where)
+        if len(shape) > MAX_RANK:
+            raise _fail(where, f"rank {len(shape)} is above {MAX_RANK}")
+        declared[name] = tuple(_int(s, f"{where}[{i}]", 0, MAX_DIM) for i, s in enumerate(shape))
+        if shapes is not None:
+            actual = shapes.get(name)
+            if actual is None:
+                raise PlanError(
+                    f"the plan changes {name!r}, which the model does not have; apply a plan "
+                    f"to the same architecture it was made for"
+                )
+            if tuple(actual) != declared[name]:
+                raise PlanError(
+                    f"the plan expects {name!r} of shape {declared[name]}, the model has "
+                    f"{tuple(actual)}; apply the plan to an unpruned model of the architecture "
+                    f"it was made for"
+                )
+    total = 0
+    for name, dims in _dict(data["tensors"], "tensors").items():
+        where = f"tensors[{_short(name)}]"
+        if name not in declared:
+            raise _fail(where, "names a tensor without its original shape in 'shapes'")
+        shape = declared[name]
+        for dim, runs in _dict(dims, where).items():
+            if not isinstance(dim, str) or not _DIM_KEY.fullmatch(dim):
+                raise _fail(
+                    f"{where}[{_short(dim)}]", "a dimension must be written as '0', '1', ..."
+                )
+            if int(dim) >= len(shape):
+                raise _fail(
+                    f"{where}[{dim!r}]",
+                    f"dimension {dim} is past the rank {len(shape)} of {name!r} (shape {shape})",
+                )
+            total += _runs_length(runs, f"{where}[{dim!r}]", shape[int(dim)])
+    biggest = max((s for shape in (shapes or {}).values() for s in shape), default=MAX_DIM)
+    groups = _list(data.get("groups", []), "groups")
+    for k, group in enumerate(groups):
+        where = f"groups[{k}]"
+        group = _dict(group, where)
+        for key in ("name", "kind"):
+            _str(group.get(key), f"{where}.{key}")
+        size = _int(group.get("size"), f"{where}.size", 0, biggest)
+        total += _runs_length(group.get("kept"), f"{where}.kept", size)
+    if shapes is None and limit is not None and total > limit:
+        raise _fail(
+            "tensors", f"{total} kept indices in all, more than the {limit} a plan may hold"
+        )
+    for k, item in enumerate(_list(data.get("attrs", []), "attrs")):
+        where = f"attrs[{k}]"
+        if not isinstance(item, list) or len(item) != 3:
+            raise _fail(where, f"expected [module, attribute, value], got {_short(item)}")
+        _str(item[0], where + "[0]")
+        attr = _str(item[1], where + "[1]")
+        if not is_size_attribute(attr):
+            raise _fail(
+                where + "[1]",
+                f"attribute {_short(attr)} is not a size attribute a plan may set (plans only "
+                f"update groups, num_groups and integer sizes such as num_heads or split_size)",
+            )
+        _int(item[2], where + "[2]", 0, MAX_DIM)
+    for k, item in enumerate(_list(data.get("removed", []), "removed")):
+        where = f"removed[{k}]"
+        if not isinstance(item, list) or len(item) != 2:
+            raise _fail(where, f"expected [module, kind], got {_short(item)}")
+        if not _str(item[0], where + "[0]"):
+            raise _fail(where + "[0]", "the whole model cannot be removed")
+        _removed_kind(item[1], where + "[1]")
+    seen: set[str] = set()
+    for k, item in enumerate(_list(data.get("lowrank", []), "lowrank")):
+        where = f"lowrank[{k}]"
+        if not isinstance(item, list) or len(item) != 2:
+            raise _fail(where, f"expected [module, rank], got {_short(item)}")
+        module = _str(item[0], where + "[0]")
+        if not module or module in seen:
+            raise _fail(where + "[0]", f"module {_short(module)} is empty or listed twice")
+        seen.add(module)
+        _int(item[1], where + "[1]", 1, MAX_DIM)
+    _dict(data.get("meta", {}), "meta")
+    return declared
+
+
+_JSON_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)  # possessive: linear
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_BRACKET_STEP = np.full(256, -1, dtype=np.int8)
+_BRACKET_STEP[[ord("["), ord("{")]] = 1
+
+
+def _json_depth(text: str) -> int:
+    """How deep arrays and objects nest in ``text``, counted without recursion."""
+    opens = text.count("[") + text.count("{")
+    if opens <= MAX_JSON_DEPTH:
+        return opens
+    brackets = _JSON_STRING.sub("", text).encode("utf-8").translate(None, _NOT_BRACKETS)
+    steps = _BRACKET_STEP[np.frombuffer(brackets, dtype=np.uint8)]
+    return int(np.cumsum(steps, dtype=np.int64).max(initial=0))
+
+
+def parse_json(text: str | bytes, *, what: str, error: type[NetsculptError] = PlanError) -> Any:
+    """Decode JSON read from a file a user may not have written, with bounded cost.
+
+    Text over :data:`MAX_JSON_BYTES`, bytes that are not UTF-8, nesting deeper than
+    :data:`MAX_JSON_DEPTH` and malformed JSON raise ``error`` naming ``what``, before the
+    decoder can run out of memory or recursion.
+    """
+    if not isinstance(text, (str, bytes, bytearray)):
+        raise error(f"{what} must be JSON text, got {type(text).__name__}")
+    if len(text) > MAX_JSON_BYTES:
+        raise error(
+            f"{what} is {len(text)} bytes, more than the {MAX_JSON_BYTES} netsculpt reads; it "
+            f"is not a file netsculpt wrote"
+        )
+    if not isinstance(text, str):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise error(
+                f"{what} is not UTF-8 text (byte {exc.start}: {exc.reason}); it is not a file "
+                f"netsculpt wrote"
+            ) from exc
+    depth = _json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise error(
+            f"{what} nests arrays and objects {depth} deep, more than {MAX_JSON_DEPTH}; it is "
+            f"not a file netsculpt wrote"
+        )
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise error(f"{what} is not valid JSON: {_short(str(exc), 200)}") from exc
+
+
+def encode_indices(indices: Sequence[int]) -> list[list[int]]:
+    """Compress sorted indices into ``[start, stop)`` runs."""
+    runs: list[list[int]] = []
+    for i in indices:
+        if runs and runs[-1][1] == i:
+            runs[-1][1] = i + 1
+        else:
+            runs.append([int(i), int(i) + 1])
+    return runs
+
+
+def decode_indices(runs: Sequence[Sequence[int]]) -> tuple[int, ...]:
+    """Expand ``[start, stop)`` runs (checked first by :func:`check_plan_data`)."""
+    out: list[int] = []
+    for start, stop in runs:
+        out.extend(range(int(start), int(stop)))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class GroupDecision:
+    """What the plan does to one group."""
+
+    name: str
+    kind: str
+    size: int
+    kept: tuple[int, ...]
+
+    @property
+    def n_kept(self) -> int:
+        return len(self.kept)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to cut, as plain data. Build one with :func:`netsculpt.plan`.
+
+    Attributes:
+        tensors: parameter or buffer name -> {dimension: kept indices}.
+        shapes: original shape of every tensor in ``tensors`` (checked when applying).
+        attrs: ``(module, attribute, new value)`` to set on the pruned copy.
+        groups: the decision per group (for reports and search).
+        removed: modules replaced by a zero branch (whole residual branches removed).
+        meta: how the plan was made (ratio, importance, round_to, model class).
+        lowrank: ``(module, rank)`` for Linear/Conv layers replaced, after slicing, by two
+            thinner layers from a truncated SVD (see :func:`netsculpt.factorize`).
+    """
+
+    tensors: Mapping[str, Mapping[int, tuple[int, ...]]]
+    shapes: Mapping[str, tuple[int, ...]]
+    attrs: tuple[tuple[str, str, Any], ...] = ()
+    groups: tuple[GroupDecision, ...] = ()
+    removed: tuple[tuple[str, str], ...] = ()
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    lowrank: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def widths(self) -> dict[str, tuple[int, int]]:
+        """Group name -> (original units, kept units)."""
+        return {g.name: (g.size, g.n_kept) for g in self.groups}
+
+    @property
+    def is_identity(self) -> bool:
+        return (
+            not self.removed
+            and not self.lowrank
+            and all(
+                len(idx) == self.shapes[name][dim]
+                for name, dims in self.tensors.items()
+                for dim, idx in dims.items()
+            )
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "meta": dict(self.meta),
+            "tensors": {
+                name: {str(d): encode_indices(idx) for d, idx in dims.items()}
+                for name, dims in self.tensors.items()
+            },
+            "shapes": {name: list(s) for name, s in self.shapes.items()},
+            "attrs": [list(a) for a in self.attrs],
+            "groups": [
+                {"name": g.name, "kind": g.kind, "size": g.size, "kept": encode_indices(g.kept)}
+                for g in self.groups
+            ],
+            "removed": [list(r) for r in self.removed],
+            "lowrank": [list(r) for r in self.lowrank],
+        }
+
+    def to_json(self, *, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(
+        cls, data: Mapping[str, Any], *, shapes: Mapping[str, Sequence[int]] | None = None
+    ) -> Plan:
+        """The plan in ``data`` (as :meth:`to_dict` writes it), checked field by field.
+
+        ``shapes``: the tensor shapes of the model the plan is for (name -> shape); given,
+        the plan must match them before any index list is expanded. See
+        :func:`check_plan_data`.
+        """
+        check_plan_data(data, shapes=shapes)
+        return cls(
+            tensors={
+                name: {int(d): decode_indices(runs) for d, runs in dims.items()}
+                for name, dims in data["tensors"].items()
+            },
+            shapes={name: tuple(s) for name, s in data["shapes"].items()},
+            attrs=tuple((m, a, v) for m, a, v in data.get("attrs", [])),
+            groups=tuple(
+                GroupDecision(
+                    name=g["name"], kind=g["kind"], size=g["size"], kept=decode_indices(g["kept"])
+                )
+                for g in data.get("groups", [])
+            ),
+            removed=tuple((m, k) for m, k in data.get("removed", [])),
+            meta=dict(data.get("meta", {})),
+            lowrank=tuple((m, r) for m, r in data.get("lowrank", [])),
+        )
+
+    @classmethod
+    def from_json(
+        cls, text: str | bytes, *, shapes: Mapping[str, Sequence[int]] | None = None
+    ) -> Plan:
+        """The plan in JSON ``text``; size and nesting are bounded before it is decoded."""
+        return cls.from_dict(parse_json(text, what="plan"), shapes=shapes)
+
+    def then(self, second: Plan) -> Plan:
+        """The plan that does ``self`` and then ``second`` (made on the pruned model).
+
+        Iterative pruning applies several plans in turn; the composed plan replays all of
+        them on the original architecture at once, so the result saves and reloads.
+        """
+        factored = [m for m, _ in self.lowrank]
+        for name in second.tensors:
+            if any(name.startswith(m + ".") for m in factored):
+                raise PlanError(
+                    f"the second plan changes {name!r} inside a layer the first plan factorised; "
+                    f"factorise last (netsculpt.factorize after pruning)"
+                )
+        tensors: dict[str, dict[int, tuple[int, ...]]] = {
+            n: dict(d) for n, d in self.tensors.items()
+        }
+        shapes = dict(self.shapes)
+        for name, dims in second.tensors.items():
+            base_shape = self.shapes.get(name, second.shapes[name])
+            shapes.setdefault(name, tuple(base_shape))
+            first = tensors.setdefault(name, {})
+            for dim, idx in dims.items():
+                before = first.get(dim, tuple(range(base_shape[dim])))
+                first[dim] = tuple(before[i] for i in idx)
+        by_name = {g.name: g for g in self.groups}
+        groups = []
+        for g in second.groups:
+            old = by_name.pop(g.name, None)
+            if old is not None and len(old.kept) == g.size:
+                groups.append(
+                    GroupDecision(g.name, g.kind, old.size, tuple(old.kept[i] for i in g.kept))
+                )
+            else:
+                groups.append(g)
+        groups.extend(by_name.values())
+        return Plan(
+            tensors=tensors,
+            shapes=shapes,
+            attrs=self.attrs + second.attrs,
+            groups=tuple(groups),
+            removed=self.removed + second.removed,
+            meta={"steps": [dict(self.meta), dict(second.meta)]},
+            lowrank=self.lowrank + second.lowrank,
+        )
+
+    def describe(self) -> str:
+        lines = [f"plan ({self.meta.get('importance', '?')}, ratio {self.meta.get('ratio')})"]
+        for g in self.groups:
+            if g.n_kept != g.size:
+                lines.append(f"  {g.name:<48} {g.kind:<8} {g.size:>6} -> {g.n_kept}")
+        for module, how in self.removed:
+            lines.append(f"  {module:<48} removed ({how})")
+        for module, rank in self.lowrank:
+            lines.append(f"  {module:<48} factorised to rank {rank}")
+        return "\n".join(lines)

@@ -1,0 +1,296 @@
+"""``ns.report``: a self-contained HTML page of a search (plotly, no CDN, works offline).
+
+The page shows the Pareto front (score against measured latency; marker size is the
+parameter count; the dense model marked as a star), a table of the front, and for one
+trial (by default the knee of the front) the kept width of every pruned group.
+
+>>> ns.report(front, "report.html")                  # doctest: +SKIP
+PosixPath('report.html')
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import optuna
+import plotly.graph_objects as go
+import plotly.io as pio
+
+from netsculpt.errors import InputError, SearchError
+
+__all__ = ["front_figure", "report", "widths_figure"]
+
+
+def _as_front(front_or_study: Any) -> Any:
+    from netsculpt.studies.front import Front
+
+    if isinstance(front_or_study, Front):
+        return front_or_study
+    if isinstance(front_or_study, optuna.Study):
+        return Front(front_or_study)
+    raise InputError(
+        f"ns.report needs a Front (from ns.search or Front.load) or an optuna.Study, got "
+        f"{type(front_or_study).__name__}"
+    )
+
+
+def _size(params: float, lo: float, hi: float) -> float:
+    if hi <= lo:
+        return 18.0
+    return 10.0 + 26.0 * math.sqrt((params - lo) / (hi - lo))
+
+
+def front_figure(front: Any, *, highlight: int | None = None) -> go.Figure:
+    """Score against latency: every trial (grey), the front (sized by params), the dense model."""
+    fig = go.Figure()
+    everything = [t for t in front.completed]
+    all_params = [t.params for t in everything] + (
+        [front.baseline.params] if front.baseline else []
+    )
+    lo, hi = (min(all_params), max(all_params)) if all_params else (0, 0)
+    on_front = {t.number for t in front.trials}
+    others = [t for t in everything if t.number not in on_front]
+    if others:
+        fig.add_trace(
+            go.Scatter(
+                x=[t.latency_ms for t in others],
+                y=[t.score for t in others],
+                mode="markers",
+                name="other trials",
+                marker={"color": "rgba(140,140,140,0.45)", "size": 7},
+                text=[f"trial {t.number}<br>{t.params:,} params" for t in others],
+                hovertemplate="%{text}<br>%{x:.3f} ms, score %{y:.4f}<extra></extra>",
+            )
+        )
+    trials = sorted(front.trials, key=lambda t: t.latency_ms)
+    if trials:
+        line = front.score_latency_front()
+        fig.add_trace(
+            go.Scatter(
+                x=[t.latency_ms for t in line],
+                y=[t.score for t in line],
+                mode="lines",
+                name="score/latency front",
+                line={"color": "#1f77b4", "width": 1.5, "shape": "hv"},
+                hoverinfo="skip",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[t.latency_ms for t in trials],
+                y=[t.score for t in trials],
+                mode="markers",
+                name=f"Pareto front ({', '.join(front.objectives)}); size: params",
+                marker={
+                    "size": [_size(t.params, lo, hi) for t in trials],
+                    "color": "#1f77b4",
+                    "line": {"color": "white", "width": 1},
+                },
+                text=[
+                    f"trial {t.number}<br>{t.params:,} params, {t.macs:,} MACs"
+                    + (f"<br>{front.speedup(t):.2f}x faster" if front.speedup(t) else "")
+                    for t in trials
+                ],
+                hovertemplate="%{text}<br>%{x:.3f} ms, score %{y:.4f}<extra></extra>",
+            )
+        )
+    if highlight is not None and highlight in {t.number for t in everything}:
+        t = front.trial(highlight)
+        fig.add_trace(
+            go.Scatter(
+                x=[t.latency_ms],
+                y=[t.score],
+                mode="markers",
+                name=f"trial {t.number} (shown below)",
+                marker={
+                    "size": _size(t.params, lo, hi) + 8,
+                    "color": "rgba(0,0,0,0)",
+                    "line": {"color": "#d62728", "width": 3},
+                },
+                hoverinfo="skip",
+            )
+        )
+    if front.baseline is not None:
+        b = front.baseline
+        fig.add_trace(
+            go.Scatter(
+                x=[b.latency_ms],
+                y=[b.score],
+                mode="markers+text",
+                name="dense model",
+                marker={
+                    "symbol": "star",
+                    "size": _size(b.params, lo, hi) + 4,
+                    "color": "#ff7f0e",
+                    "line": {"color": "black", "width": 1},
+                },
+                text=["dense"],
+                textposition="top center",
+                hovertemplate=(
+                    f"dense model<br>{b.params:,} params, {b.macs:,} MACs<br>"
+                    "%{x:.3f} ms, score %{y:.4f}<extra></extra>"
+                ),
+            )
+        )
+    fig.update_layout(
+        title=f"Pareto front of study {front.study_name} ({front.backend} latency)",
+        xaxis_title="latency, median (ms)",
+        yaxis_title="score (higher is better)",
+        template="plotly_white",
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+        margin={"t": 90},
+        height=520,
+    )
+    return fig
+
+
+def widths_figure(front: Any, number: int) -> go.Figure:
+    """Per-group widths of trial ``number``: the original and the kept units."""
+    t = front.trial(number)
+    widths = dict(t.plan.widths)
+    names = list(widths)
+    original = [int(widths[n][0]) for n in names]
+    kept = [int(widths[n][1]) for n in names]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=names, y=original, name="original", marker_color="#c7d7ea"))
+    fig.add_trace(
+        go.Bar(
+            x=names,
+            y=kept,
+            name="kept",
+            marker_color="#1f77b4",
+            text=[f"{k}/{o}" for k, o in zip(kept, original, strict=False)],
+            textposition="outside",
+            hovertemplate="%{x}<br>kept %{y} units<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=f"Kept width per group, trial {t.number} (score {t.score:.4f}, "
+        f"{t.latency_ms:.3f} ms, {t.params:,} params)",
+        barmode="overlay",
+        yaxis_title="units (channels / neurons / heads)",
+        template="plotly_white",
+        height=max(420, 320 + 6 * len(names)),
+        xaxis={"tickangle": -45, "automargin": True},
+    )
+    return fig
+
+
+def _table(front: Any, highlight: int | None) -> str:
+    head = ("trial", "score", "latency ms", "p90 ms", "speedup", "params", "MACs")
+    rows = []
+    if front.baseline is not None:
+        b = front.baseline
+        rows.append(
+            "<tr class='dense'><td>dense</td>"
+            f"<td>{b.score:.4f}</td><td>{b.latency_ms:.3f}</td><td>{b.latency_p90_ms:.3f}</td>"
+            f"<td>1.00x</td><td>{b.params:,}</td><td>{b.macs:,}</td></tr>"
+        )
+    for row in front.rows():
+        cls = " class='chosen'" if row["trial"] == highlight else ""
+        speed = "" if row["speedup"] is None else f"{row['speedup']:.2f}x"
+        rows.append(
+            f"<tr{cls}><td>{row['trial']}</td><td>{row['score']:.4f}</td>"
+            f"<td>{row['latency_ms']:.3f}</td><td>{row['latency_p90_ms']:.3f}</td>"
+            f"<td>{speed}</td><td>{row['params']:,}</td><td>{row['macs']:,}</td></tr>"
+        )
+    return (
+        "<table><thead><tr>"
+        + "".join(f"<th>{h}</th>" for h in head)
+        + "</tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
+    )
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2rem auto;
+       max-width: 1100px; color: #222; padding: 0 1rem; }
+h1 { font-size: 1.5rem; } h2 { font-size: 1.15rem; margin-top: 2rem; }
+p.meta { color: #555; }
+table { border-collapse: collapse; font-size: 0.9rem; }
+th, td { padding: 0.25rem 0.7rem; border-bottom: 1px solid #ddd; text-align: right; }
+tr.dense td { color: #888; } tr.chosen td { background: #fdecea; font-weight: 600; }
+"""
+
+
+def report(
+    front_or_study: Any,
+    path: str | os.PathLike[str],
+    *,
+    trial: int | None = None,
+) -> Path:
+    """Write the HTML report of a search to ``path`` and return the path.
+
+    Args:
+        front_or_study: a :class:`netsculpt.Front` or the ``optuna.Study`` of a search.
+        path: the HTML file to write (its folder is created).
+        trial: the trial whose per-group widths are drawn; None for the knee of the front.
+
+    Raises:
+        SearchError: the study has no completed trial, or ``trial`` is not one of them.
+    """
+    front = _as_front(front_or_study)
+    if not front.completed:
+        raise SearchError(
+            f"study {front.study_name!r} has no completed trial to report on; run the search "
+            f"first (ns.search or `netsculpt search`)"
+        )
+    chosen = front.knee().number if trial is None else front.trial(trial).number
+    fig_front = front_figure(front, highlight=chosen)
+    fig_widths = widths_figure(front, chosen)
+    div_front = pio.to_html(
+        fig_front,
+        include_plotlyjs=True,
+        full_html=False,
+        div_id="netsculpt-front",
+        config={"displaylogo": False},
+    )
+    div_widths = pio.to_html(
+        fig_widths,
+        include_plotlyjs=False,
+        full_html=False,
+        div_id="netsculpt-widths",
+        config={"displaylogo": False},
+    )
+    base = front.baseline
+    meta = [
+        (
+            f"{len(front.completed)} completed trials, {len(front.failed)} failed, "
+            f"{len(front.trials)} on the Pareto front of {', '.join(front.objectives)}"
+        ),
+        f"latency backend: {front.backend}",
+    ]
+    if base is not None:
+        meta.append(
+            f"dense model: score {base.score:.4f}, {base.latency_ms:.3f} ms median, "
+            f"{base.params:,} params, {base.macs:,} MACs"
+        )
+    if front.constraints:
+        meta.append("constraints: " + ", ".join(f"{k}={v}" for k, v in front.constraints.items()))
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    name = html.escape(front.study_name)
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>netsculpt report: {name}</title>
+<style>{_CSS}</style></head>
+<body>
+<h1>netsculpt search report: {name}</h1>
+<p class="meta">{"<br>".join(html.escape(m) for m in meta)}<br>written {stamp}</p>
+<h2>Pareto front</h2>
+{div_front}
+<h2>Trials on the front</h2>
+{_table(front, chosen)}
+<h2>Kept widths of trial {chosen}{" (knee of the front)" if trial is None else ""}</h2>
+{div_widths}
+</body></html>
+"""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out

@@ -1,0 +1,285 @@
+"""The settings a netsculpt study stores, written once and checked whenever they are read.
+
+``ns.search`` writes every setting of a study (objectives, the space signature, the space,
+latency backend, constraints, recovery budget, the model and task names, the netsculpt
+version) as one JSON object in the study user attr ``netsculpt:settings``, in a single
+write by the process that created the study, so no reader ever sees half of them. The dense
+model's measurements follow later in ``netsculpt:baseline``. Studies written by earlier
+versions (one user attr per setting) are read too.
+
+A study is data that anyone may hand over: what is read back is bounded in size and depth
+and type-checked field by field; anything else raises :class:`~netsculpt.errors.SearchError`
+naming the study, the field and what to do, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+
+from netsculpt.errors import NetsculptError, SearchError
+
+__all__ = [
+    "BASELINE_ATTR",
+    "SETTINGS_ATTR",
+    "STUDY_ATTR",
+    "check_baseline",
+    "read_settings",
+    "settings_json",
+    "user_attrs",
+]
+
+#: prefix of the study user attrs netsculpt writes
+STUDY_ATTR = "netsculpt:"
+SETTINGS_ATTR = STUDY_ATTR + "settings"
+BASELINE_ATTR = STUDY_ATTR + "baseline"
+#: the settings JSON is a few hundred characters; anything near this is not ours
+MAX_SETTINGS_CHARS = 64 * 1024
+#: nesting of the settings JSON (the space is the deepest part: 3 levels)
+MAX_DEPTH = 8
+_MAX_NAME = 500
+_SIGNATURE = re.compile(r"^[0-9a-f]{8,64}$")
+_LEGACY_KEYS = (
+    "objectives",
+    "signature",
+    "space",
+    "backend",
+    "constraints",
+    "recover_budget",
+    "model_spec",
+    "task",
+    "version",
+)
+_BASELINE_KEYS = ("score", "latency_ms", "latency_p90_ms", "params", "macs")
+
+
+class _Invalid(Exception):
+    """A field of the stored settings is not what netsculpt writes."""
+
+
+def settings_json(settings: Mapping[str, Any]) -> str:
+    """The settings as the JSON text stored in ``netsculpt:settings``."""
+    return json.dumps(dict(settings), sort_keys=True)
+
+
+def user_attrs(study: optuna.Study) -> dict[str, Any]:
+    """The study's user attrs; a storage whose attrs cannot be decoded raises SearchError."""
+    try:
+        attrs = study.user_attrs
+    except (RecursionError, ValueError, TypeError, KeyError, MemoryError) as exc:
+        raise SearchError(
+            f"study {study.study_name!r} has user attrs that cannot be decoded "
+            f"({type(exc).__name__}); the storage was not written by netsculpt or Optuna, or "
+            f"was damaged: pick another study or storage"
+        ) from None
+    if not isinstance(attrs, dict):
+        raise SearchError(f"study {study.study_name!r} has no readable user attrs")
+    return attrs
+
+
+def read_settings(study_name: str, attrs: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The checked settings of a study, or None when it holds no netsculpt settings at all.
+
+    Raises:
+        SearchError: settings are present but are not what netsculpt writes.
+    """
+    if SETTINGS_ATTR in attrs:
+        raw: Any = _decode(study_name, attrs[SETTINGS_ATTR])
+    elif STUDY_ATTR + "objectives" in attrs:  # written by netsculpt < 0.5, one attr each
+        raw = {k: attrs[STUDY_ATTR + k] for k in _LEGACY_KEYS if STUDY_ATTR + k in attrs}
+        if _depth(raw, MAX_DEPTH + 1) > MAX_DEPTH:
+            raise _error(study_name, "settings", "nested too deeply")
+    else:
+        return None
+    if not isinstance(raw, dict):
+        raise _error(study_name, "settings", f"a JSON {type(raw).__name__}, not an object")
+    out: dict[str, Any] = {}
+    for key, check in _CHECKS.items():
+        try:
+            out[key] = check(raw.get(key))
+        except _Invalid as exc:
+            raise _error(study_name, key, str(exc)) from None
+    return out
+
+
+def check_baseline(study_name: str, value: Any) -> dict[str, float] | None:
+    """The dense model's stored measurements, checked; None when not measured yet."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != set(_BASELINE_KEYS):
+        raise _error(
+            study_name, "baseline", f"{_short(value)} is not {{{', '.join(_BASELINE_KEYS)}}}"
+        )
+    try:
+        return {
+            "score": _finite(value["score"]),
+            "latency_ms": _finite(value["latency_ms"], minimum=0.0),
+            "latency_p90_ms": _finite(value["latency_p90_ms"], minimum=0.0),
+            "params": _count(value["params"]),
+            "macs": _count(value["macs"]),
+        }
+    except _Invalid as exc:
+        raise _error(study_name, "baseline", str(exc)) from None
+
+
+# --------------------------------------------------------------------------- fields
+
+
+def _objectives(value: Any) -> list[str]:
+    from netsculpt.studies.objective import OBJECTIVES
+
+    if not isinstance(value, list) or not value or len(value) > len(OBJECTIVES):
+        raise _Invalid(f"{_short(value)} is not a list of objective names")
+    for name in value:
+        if not isinstance(name, str) or name not in OBJECTIVES:
+            raise _Invalid(f"unknown objective {_short(name)} (known: {', '.join(OBJECTIVES)})")
+    if len(set(value)) != len(value):
+        raise _Invalid(f"{value} repeats an objective")
+    return list(value)
+
+
+def _signature(value: Any) -> str | None:
+    if value is None:  # an early or hand-made study: readable, never resumed
+        return None
+    if not isinstance(value, str) or not _SIGNATURE.match(value):
+        raise _Invalid(f"{_short(value)} is not a space signature (hex digits)")
+    return value
+
+
+def _space(value: Any) -> dict[str, Any] | None:
+    from netsculpt.studies.space import SearchSpace
+
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _Invalid(f"{_short(value)} is not a SearchSpace dict")
+    try:
+        return SearchSpace.from_dict(value).to_dict()
+    except (NetsculptError, TypeError, ValueError, OverflowError) as exc:
+        raise _Invalid(f"not a valid SearchSpace ({type(exc).__name__}: {exc})") from None
+
+
+def _backend(value: Any) -> str:
+    if value is None:
+        return "torch"
+    return _name(value)
+
+
+def _constraints(value: Any) -> dict[str, float]:
+    from netsculpt.studies.samplers import CONSTRAINT_KEYS
+
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _Invalid(f"{_short(value)} is not a dict of constraints")
+    out = {}
+    for key, bound in value.items():
+        if key not in CONSTRAINT_KEYS:
+            raise _Invalid(f"unknown constraint {_short(key)}")
+        out[key] = _finite(bound)
+    return out
+
+
+def _budget(value: Any) -> Any:
+    from netsculpt.recovery.budget import Budget
+
+    if value is None:
+        return None
+    try:
+        if isinstance(value, dict):
+            if not set(value) <= {"steps", "seconds"}:
+                raise _Invalid(f"{_short(value)} is not {{steps, seconds}}")
+            Budget(**value)
+        elif isinstance(value, (int, str)) and not isinstance(value, bool):
+            if isinstance(value, str) and len(value) > 100:
+                raise _Invalid(f"{_short(value)} is not a budget")
+            Budget.parse(value)
+        else:
+            raise _Invalid(f"{_short(value)} is not a recovery budget")
+    except NetsculptError as exc:
+        raise _Invalid(str(exc)) from None
+    return value
+
+
+def _optional_name(value: Any) -> str | None:
+    return None if value is None else _name(value)
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > _MAX_NAME:
+        raise _Invalid(f"{_short(value)} is not a name")
+    return value
+
+
+_CHECKS = {
+    "objectives": _objectives,
+    "signature": _signature,
+    "space": _space,
+    "backend": _backend,
+    "constraints": _constraints,
+    "recover_budget": _budget,
+    "model_spec": _optional_name,
+    "task": _optional_name,
+    "version": _optional_name,
+}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _decode(study_name: str, value: Any) -> Any:
+    if not isinstance(value, str):
+        raise _error(study_name, "settings", f"a {type(value).__name__}, not JSON text")
+    if len(value) > MAX_SETTINGS_CHARS:
+        raise _error(
+            study_name, "settings", f"{len(value):,} characters long (netsculpt writes < 1 kB)"
+        )
+    try:
+        data = json.loads(value)
+    except RecursionError:
+        raise _error(study_name, "settings", "nested too deeply") from None
+    except ValueError as exc:
+        raise _error(study_name, "settings", f"not JSON ({exc})") from None
+    if _depth(data, MAX_DEPTH + 1) > MAX_DEPTH:
+        raise _error(study_name, "settings", "nested too deeply")
+    return data
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of lists and dicts in ``value``, counted up to ``limit``."""
+    if limit <= 0 or not isinstance(value, (list, dict)):
+        return 0
+    items = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(v, limit - 1) for v in items), default=0)
+
+
+def _finite(value: Any, *, minimum: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Invalid(f"{_short(value)} is not a number")
+    if not math.isfinite(value) or (minimum is not None and value < minimum):
+        raise _Invalid(f"{value!r} is out of range")
+    return float(value)
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _Invalid(f"{_short(value)} is not a count")
+    return value
+
+
+def _error(study_name: str, field: str, what: str) -> SearchError:
+    return SearchError(
+        f"study {study_name!r} stores invalid netsculpt {field}: {what}; it was not written "
+        f"by netsculpt or was edited: pick another study_name, or run ns.search with a new "
+        f"study"
+    )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -1,0 +1,626 @@
+"""The result of a search: the Pareto front of a study, and the sub-networks on it.
+
+>>> front = ns.search(model, inputs, task=task, n_trials=60)     # doctest: +SKIP
+>>> best = front.pick(max_latency_ms=5.0)                       # doctest: +SKIP
+>>> small = best.model                                          # doctest: +SKIP
+
+A :class:`Front` reads everything from the Optuna study (trial user attrs and the study's
+``netsculpt:*`` user attrs), so :meth:`Front.load` reopens any stored search.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from torch import nn
+
+from netsculpt.errors import ConstraintError, InputError, NetsculptError, SearchError
+from netsculpt.studies._pareto import pareto_mask, to_losses
+from netsculpt.studies._settings import (
+    BASELINE_ATTR,
+    STUDY_ATTR,
+    check_baseline,
+    read_settings,
+    user_attrs,
+)
+from netsculpt.studies.objective import METRICS, OBJECTIVES
+
+__all__ = ["STUDY_ATTR", "Baseline", "Front", "FrontTrial"]
+
+#: longest plan JSON read from a trial (a plan of a 70B-parameter model is a few MB)
+_MAX_PLAN_CHARS = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Score and measurements of the dense (unpruned) model."""
+
+    score: float
+    latency_ms: float
+    latency_p90_ms: float
+    params: int
+    macs: int
+
+
+class _Materialiser:
+    """Rebuilds trial models: ``ns.apply`` on the base model, then recovery if used.
+
+    The base model is the caller's (an ``nn.Module``, or a spec the caller typed), else the
+    model spec stored in the study, which runs only when it is a built-in name or the
+    caller passed ``trust_code=True`` (see ``_specs.check_stored_model_spec``); the same
+    holds for the task.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | str | None,
+        task: Any,
+        recover_budget: Any,
+        model_spec: str | None,
+        task_name: str | None,
+        *,
+        study_name: str,
+        example_inputs: Any = None,
+        trust_code: bool = False,
+    ) -> None:
+        self._model = model if isinstance(model, nn.Module) else None
+        self._typed_spec = model if isinstance(model, str) else None
+        self._inputs: Any = example_inputs
+        self._task = task
+        if isinstance(recover_budget, dict):  # stored as {"steps": ..., "seconds": ...}
+            from netsculpt.recovery.budget import Budget
+
+            recover_budget = Budget(**recover_budget)
+        self.recover_budget = recover_budget
+        self.model_spec = model_spec
+        self.task_name = task_name
+        self.study_name = study_name
+        self.trust_code = trust_code
+        self._lock = threading.Lock()
+
+    def _spec(self) -> str | None:
+        """The spec to build the base model from: the caller's, else the study's (checked)."""
+        if self._typed_spec is not None:
+            return self._typed_spec
+        if not self.model_spec:
+            return None
+        from netsculpt.studies._specs import check_stored_model_spec
+
+        return check_stored_model_spec(
+            self.model_spec, study=self.study_name, trust_code=self.trust_code
+        )
+
+    def _build_base(self) -> None:
+        spec = self._spec()
+        if spec is None:
+            raise SearchError(
+                "this front has no base model to apply plans to; pass it with "
+                "Front.load(storage, study_name, model=your_model) (the study was not "
+                "started from a 'package.module:factory' or built-in model name)"
+            )
+        from netsculpt.studies._specs import resolve_model
+
+        model, inputs = resolve_model(spec, allow_files=self._typed_spec is not None)
+        self._model = model
+        if self._inputs is None:
+            self._inputs = inputs
+
+    def base_model(self) -> nn.Module:
+        with self._lock:
+            if self._model is None:
+                self._build_base()
+            assert self._model is not None
+            return self._model
+
+    def example_inputs(self) -> Any:
+        with self._lock:
+            if self._inputs is None and (self._typed_spec is not None or self.model_spec):
+                if self._model is None:
+                    self._build_base()
+                else:
+                    from netsculpt.studies._specs import resolve_model
+
+                    spec = self._spec()
+                    assert spec is not None
+                    _, self._inputs = resolve_model(spec, allow_files=self._typed_spec is not None)
+            if self._inputs is None:
+                raise SearchError(
+                    "the example inputs of this study are unknown here (it was not started "
+                    "from a 'package.module:factory' or built-in model name); pass them with "
+                    "Front.load(storage, study_name, model=..., example_inputs=...), or "
+                    "export from Python: ns.export_onnx(front.pick(...).model, inputs, path)"
+                )
+            return self._inputs
+
+    def task(self) -> Any:
+        with self._lock:
+            if self._task is None:
+                if not self.task_name:
+                    raise SearchError(
+                        "the study used recovery but this front has no task to recover with; "
+                        "pass it with Front.load(storage, study_name, model=..., task=your_task)"
+                    )
+                from netsculpt.tasks.registry import task_from_data
+
+                self._task = task_from_data(
+                    self.task_name,
+                    source=f"study {self.study_name!r}",
+                    trust_code=self.trust_code,
+                )
+            elif isinstance(self._task, str):  # a name the caller typed
+                from netsculpt.tasks.registry import get_task
+
+                self._task = get_task(self._task)
+            return self._task
+
+    def build(self, plan: Any) -> nn.Module:
+        from netsculpt.pruning.apply import apply
+
+        base = self.base_model()
+        small = apply(base, plan)
+        if self.recover_budget is not None:
+            small = self.task().finetune(small, base, self.recover_budget) or small
+        return small
+
+
+@dataclass(frozen=True)
+class FrontTrial:
+    """One evaluated sub-network of a study.
+
+    Attributes:
+        number: the Optuna trial number.
+        plan: the ``ns.Plan`` that makes it from the base model.
+        score: the task's score (higher is better).
+        latency_ms, latency_p90_ms: median and 90th percentile latency.
+        params, macs: parameter count and multiply-accumulates per forward.
+        params_dict: the trial's Optuna parameters (keep ratios, importance, round_to, ...).
+    """
+
+    number: int
+    plan: Any
+    score: float
+    latency_ms: float
+    latency_p90_ms: float
+    params: int
+    macs: int
+    params_dict: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _materialiser: _Materialiser | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def model(self) -> nn.Module:
+        """The sub-network: ``ns.apply(base_model, plan)``, recovered if the study recovered.
+
+        Each access builds a fresh copy; the base model is untouched.
+        """
+        if self._materialiser is None:
+            raise SearchError(
+                f"trial {self.number} has no base model attached; reopen the study with "
+                f"Front.load(storage, study_name, model=your_model)"
+            )
+        return self._materialiser.build(self.plan)
+
+    def value(self, name: str) -> float:
+        """The metric ``name`` (``"score"``, ``"latency_ms"``, ``"params"``, ...)."""
+        return float(getattr(self, name))
+
+
+def _trial_from_frozen(
+    t: FrozenTrial, materialiser: _Materialiser | None, study_name: str
+) -> FrontTrial:
+    """A :class:`FrontTrial` from a finished trial's user attrs, each checked: a study is
+    data, and a trial that netsculpt did not write this way is refused with SearchError."""
+    from netsculpt.pruning.plan import Plan
+
+    attrs = t.user_attrs
+
+    def bad(field: str, value: Any) -> SearchError:
+        text = repr(value)
+        return SearchError(
+            f"study {study_name!r}, trial {t.number}: the stored {field} "
+            f"{text if len(text) <= 80 else text[:77] + '...'} is not what netsculpt writes; "
+            f"the study was edited or not written by netsculpt: pick another study"
+        )
+
+    def number(field: str, *, integer: bool = False, minimum: float | None = None) -> Any:
+        value = attrs[field]
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+            raise bad(field, value)
+        number = float(value)
+        if not math.isfinite(number) or (minimum is not None and number < minimum):
+            raise bad(field, value)
+        return int(value) if integer else number
+
+    text = attrs["plan"]
+    if not isinstance(text, str) or len(text) > _MAX_PLAN_CHARS:
+        raise bad("plan", text if not isinstance(text, str) else f"<{len(text):,} characters>")
+    try:
+        plan = Plan.from_json(text)
+    except NetsculptError as exc:
+        raise SearchError(
+            f"study {study_name!r}, trial {t.number}: its stored plan is invalid ({exc}); the "
+            f"study was edited or not written by netsculpt: pick another study"
+        ) from exc
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as exc:
+        raise SearchError(
+            f"study {study_name!r}, trial {t.number}: its stored plan cannot be read "
+            f"({type(exc).__name__}); the study was edited or not written by netsculpt: pick "
+            f"another study"
+        ) from None
+    return FrontTrial(
+        number=t.number,
+        plan=plan,
+        score=number("score"),
+        latency_ms=number("latency_ms", minimum=0.0),
+        latency_p90_ms=number("latency_p90_ms", minimum=0.0),
+        params=number("params", integer=True, minimum=0),
+        macs=number("macs", integer=True, minimum=0),
+        params_dict=dict(t.params),
+        _materialiser=materialiser,
+    )
+
+
+def _constraint_values(t: FrozenTrial) -> list[float] | None:
+    values = t.user_attrs.get("constraints")
+    if values is None:
+        return None
+    if not isinstance(values, list) or len(values) > 16:
+        raise SearchError(
+            f"trial {t.number} stores constraint values {values!r:.80}, not a short list of "
+            f"numbers; the study was edited or not written by netsculpt: pick another study"
+        )
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
+            raise SearchError(
+                f"trial {t.number} stores the constraint value {v!r:.80}, not a number; the "
+                f"study was edited or not written by netsculpt: pick another study"
+            )
+        out.append(float(v))
+    return out
+
+
+class Front:
+    """The Pareto front of a netsculpt study, and every completed trial behind it.
+
+    Attributes:
+        study: the Optuna study (open it with optuna-dashboard too).
+        objectives: the objective names, e.g. ``("score", "latency_ms", "params")``.
+        trials: the Pareto-optimal, feasible trials, fastest first.
+        completed: every completed trial, by number.
+        failed: ``(number, reason)`` of the trials that failed in the task or the plan.
+        baseline: the dense model's score and measurements (None if never measured).
+        constraints: the study's constraints, e.g. ``{"max_latency_ms": 5.0}``.
+    """
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        *,
+        model: nn.Module | str | None = None,
+        task: Any = None,
+        example_inputs: Any = None,
+        trust_code: bool = False,
+    ) -> None:
+        if not isinstance(study, optuna.Study):
+            raise InputError(
+                f"Front needs an optuna.Study, got {type(study).__name__}; open a stored "
+                f"search with Front.load(storage, study_name)"
+            )
+        model, task = _check_model_task(model, task, trust_code)
+        name = study.study_name
+        attrs = user_attrs(study)
+        settings = read_settings(name, attrs)
+        if settings is None:
+            raise SearchError(
+                f"study {name!r} was not created by netsculpt (it has no "
+                f"'{STUDY_ATTR}settings' user attr); run ns.search to create it, or pick "
+                f"another study_name"
+            )
+        self.study = study
+        self.objectives: tuple[str, ...] = tuple(settings["objectives"])
+        base = check_baseline(name, attrs.get(BASELINE_ATTR))
+        self.baseline: Baseline | None = Baseline(**base) if base else None  # type: ignore[arg-type]
+        self.constraints: dict[str, float] = dict(settings["constraints"])
+        self.backend: str = settings["backend"]
+        self.recover_budget = settings["recover_budget"]
+        self._materialiser = _Materialiser(
+            model,
+            task,
+            self.recover_budget,
+            settings["model_spec"],
+            settings["task"],
+            study_name=name,
+            example_inputs=example_inputs,
+            trust_code=trust_code,
+        )
+        try:
+            frozen = study.get_trials(deepcopy=False)
+        except (RecursionError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise SearchError(
+                f"the trials of study {name!r} cannot be decoded ({type(exc).__name__}); the "
+                f"storage was damaged or not written by Optuna: pick another study"
+            ) from None
+        done = [
+            t
+            for t in frozen
+            if t.state == TrialState.COMPLETE
+            and all(m in t.user_attrs for m in METRICS)
+            and "plan" in t.user_attrs
+        ]
+        self._frozen = {t.number: t for t in done}
+        self._constraint_values = {t.number: _constraint_values(t) for t in done}
+        self.completed: tuple[FrontTrial, ...] = tuple(
+            _trial_from_frozen(t, self._materialiser, name) for t in done
+        )
+        self._by_number = {t.number: t for t in self.completed}
+        self.failed: tuple[tuple[int, str], ...] = tuple(
+            (t.number, str(t.user_attrs["fail_reason"])[:2000])
+            for t in frozen
+            if t.state == TrialState.FAIL and "fail_reason" in t.user_attrs
+        )
+        feasible = [t for t in self.completed if self.is_feasible(t)]
+        self.trials: tuple[FrontTrial, ...] = tuple(
+            sorted(_pareto(feasible, self.objectives), key=lambda t: (t.latency_ms, -t.score))
+        )
+
+    # -- construction -----------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        storage: str | Any | None,
+        study_name: str,
+        *,
+        model: nn.Module | str | None = None,
+        task: Any = None,
+        example_inputs: Any = None,
+        trust_code: bool = False,
+    ) -> Front:
+        """Reopen the stored study ``study_name`` (``storage`` as in :func:`netsculpt.search`).
+
+        Args:
+            storage: where the study lives (as in :func:`netsculpt.search`).
+            study_name: the study.
+            model: the base model the plans apply to (an ``nn.Module``, or a built-in name
+                or ``"package.module:factory"`` string you write here). Without it, the
+                model is rebuilt from the name stored in the study when that is a built-in
+                name; a stored factory string is imported only with ``trust_code=True``,
+                and a stored file path never.
+            task: the task, needed only to re-run recovery (same rules for a stored name).
+            example_inputs: the inputs for ONNX export (default: the factory's).
+            trust_code: run the factory or task import string stored in the study. A study
+                is data: set this only for studies whose author you trust.
+
+        Raises:
+            SearchError: no such study, or its stored settings or trials are not what
+                netsculpt writes.
+            UntrustedCodeError: (on first use of ``.model``) the study names code to run
+                and ``trust_code`` is False.
+        """
+        from netsculpt.studies.api import load_study
+
+        if not isinstance(study_name, str) or not study_name:
+            raise InputError(f"study_name must be a non-empty string, got {study_name!r}")
+        return cls(
+            load_study(storage, study_name),
+            model=model,
+            task=task,
+            example_inputs=example_inputs,
+            trust_code=trust_code,
+        )
+
+    # -- queries --------------------------------------------------------------------------------
+    @property
+    def study_name(self) -> str:
+        return self.study.study_name
+
+    def __len__(self) -> int:
+        return len(self.trials)
+
+    def __iter__(self) -> Iterator[FrontTrial]:
+        return iter(self.trials)
+
+    def __getitem__(self, index: int) -> FrontTrial:
+        return self.trials[index]
+
+    def __repr__(self) -> str:
+        return (
+            f"Front(study={self.study_name!r}, objectives={self.objectives}, "
+            f"{len(self.trials)} on the front of {len(self.completed)} completed trials)"
+        )
+
+    def example_inputs(self) -> Any:
+        """The example inputs of the model spec the search was started from."""
+        return self._materialiser.example_inputs()
+
+    @property
+    def model_spec(self) -> str | None:
+        """The ``"package.module:factory"`` or built-in name the search started from, as
+        stored in the study (data: nothing runs it without ``trust_code=True``)."""
+        return self._materialiser.model_spec
+
+    def trial(self, number: int) -> FrontTrial:
+        """The completed trial ``number`` (on the front or not)."""
+        try:
+            return self._by_number[number]
+        except KeyError:
+            known = sorted(self._by_number)
+            raise SearchError(
+                f"study {self.study_name!r} has no completed trial {number}; completed trials: "
+                f"{_short_list(known)}"
+            ) from None
+
+    def is_feasible(self, trial: FrontTrial) -> bool:
+        """Whether ``trial`` satisfies the study's constraints."""
+        values = self._constraint_values.get(trial.number)
+        return values is None or all(v <= 0.0 for v in values)
+
+    def speedup(self, trial: FrontTrial) -> float | None:
+        """Dense latency / trial latency, when the baseline was measured."""
+        if self.baseline is None or trial.latency_ms <= 0:
+            return None
+        return self.baseline.latency_ms / trial.latency_ms
+
+    def pick(
+        self,
+        max_latency_ms: float | None = None,
+        max_params: int | None = None,
+        min_score: float | None = None,
+        *,
+        max_macs: int | None = None,
+    ) -> FrontTrial:
+        """The highest-scoring feasible trial under the limits (ties: the faster one).
+
+        Raises:
+            ConstraintError: no completed trial satisfies the limits; the message lists the
+                closest trials.
+        """
+        limits: dict[str, tuple[float | None, float]] = {
+            "latency_ms": (max_latency_ms, 1.0),
+            "params": (max_params, 1.0),
+            "macs": (max_macs, 1.0),
+            "score": (min_score, -1.0),
+        }
+        active = {k: (float(b), s) for k, (b, s) in limits.items() if b is not None}
+        pool = [t for t in self.completed if self.is_feasible(t)]
+        ok = [t for t in pool if all(_excess(t, k, b, s) <= 0 for k, (b, s) in active.items())]
+        if ok:
+            return max(ok, key=lambda t: (t.score, -t.latency_ms, -t.params))
+        asked = ", ".join(f"{'min' if s < 0 else 'max'}_{k}={b}" for k, (b, s) in active.items())
+        if not pool:
+            raise ConstraintError(
+                f"study {self.study_name!r} has no completed trial to pick from (asked for "
+                f"{asked or 'any trial'}); run the search (more trials) first"
+            )
+
+        def violation(t: FrontTrial) -> float:
+            return float(
+                sum(
+                    max(0.0, _excess(t, k, b, s)) / max(abs(b), 1e-12)
+                    for k, (b, s) in active.items()
+                )
+            )
+
+        closest = sorted(pool, key=violation)[:3]
+        described = "; ".join(
+            f"trial {t.number} (score {t.score:.4g}, {t.latency_ms:.3g} ms, {t.params:,} params)"
+            for t in closest
+        )
+        raise ConstraintError(
+            f"no trial of study {self.study_name!r} satisfies {asked} "
+            f"({len(pool)} completed trials); the closest are: {described}; loosen the "
+            f"limit, or run more trials with constraints={{...}} so the search aims for it"
+        )
+
+    def knee(self) -> FrontTrial:
+        """The knee of the score/latency front: the best trade-off between the extremes.
+
+        On the score-vs-latency front (scaled to [0, 1] both ways), the knee is the trial
+        farthest above the straight line from the fastest to the best-scoring trial, i.e.
+        the one that gives up the least score for the most speed; when no trial lies above
+        that line, the trial closest to the ideal point (best score, lowest latency).
+        """
+        if not self.trials:
+            raise ConstraintError(
+                f"study {self.study_name!r} has no completed feasible trial yet; run the search"
+            )
+        two_d = self.score_latency_front()
+        scores = np.array([t.score for t in two_d])
+        lat = np.array([t.latency_ms for t in two_d])
+
+        def scale(x: np.ndarray) -> np.ndarray:
+            span = x.max() - x.min()
+            return (x - x.min()) / span if span > 0 else np.zeros_like(x)
+
+        s_n, l_n = scale(scores), scale(lat)
+        above = s_n - l_n  # the chord from (fastest) to (best score) is s_n == l_n
+        if len(two_d) > 2 and above.max() > 1e-9:
+            return two_d[int(np.argmax(above))]
+        return two_d[int(np.argmin(np.hypot(1.0 - s_n, l_n)))]
+
+    def score_latency_front(self) -> list[FrontTrial]:
+        """The trials of the front that no other feasible trial beats on score and latency,
+        fastest first."""
+        two_d = _pareto(list(self.trials), ("score", "latency_ms")) or list(self.trials)
+        return sorted(two_d, key=lambda t: t.latency_ms)
+
+    def rows(self, trials: Sequence[FrontTrial] | None = None) -> list[dict[str, Any]]:
+        """Plain dicts for tables: number, score, latency, p90, params, MACs, speedup."""
+        out = []
+        for t in self.trials if trials is None else trials:
+            out.append(
+                {
+                    "trial": t.number,
+                    "score": t.score,
+                    "latency_ms": t.latency_ms,
+                    "latency_p90_ms": t.latency_p90_ms,
+                    "params": t.params,
+                    "macs": t.macs,
+                    "speedup": self.speedup(t),
+                }
+            )
+        return out
+
+    def to_json(self) -> str:
+        """The front (and the baseline) as JSON, plans included."""
+        return json.dumps(
+            {
+                "study": self.study_name,
+                "objectives": list(self.objectives),
+                "baseline": None if self.baseline is None else self.baseline.__dict__,
+                "trials": [
+                    {**row, "plan": json.loads(t.plan.to_json())}
+                    for row, t in zip(self.rows(), self.trials, strict=False)
+                ],
+            },
+            indent=2,
+        )
+
+
+def _check_model_task(model: Any, task: Any, trust_code: Any) -> tuple[Any, Any]:
+    from netsculpt._checks import check_model
+
+    if not isinstance(trust_code, bool):
+        raise InputError(f"trust_code must be True or False, got {trust_code!r}")
+    if model is not None and not isinstance(model, str):
+        check_model(model)
+    if isinstance(model, str) and not model.strip():
+        raise InputError("model='' is empty; pass the base model or its factory string")
+    if (
+        task is not None
+        and not isinstance(task, str)
+        and not callable(getattr(task, "evaluate", None))
+    ):
+        raise InputError(
+            f"task must be an ns.Task (or a task name), got {type(task).__name__}; e.g. "
+            f"task=ns.get_task('digits')"
+        )
+    return model, task
+
+
+def _excess(t: FrontTrial, key: str, bound: float, sign: float) -> float:
+    return sign * (float(getattr(t, key)) - float(bound))
+
+
+def _pareto(trials: list[FrontTrial], objectives: Sequence[str]) -> list[FrontTrial]:
+    if not trials:
+        return []
+    values = np.array([[t.value(o) for o in objectives] for t in trials], dtype=float)
+    losses = to_losses(values, [OBJECTIVES[o] for o in objectives])
+    finite = np.all(np.isfinite(losses), axis=1)
+    idx = np.flatnonzero(finite)
+    mask = pareto_mask(losses[idx])
+    return [trials[i] for i in idx[mask]]
+
+
+def _short_list(numbers: list[int]) -> str:
+    if len(numbers) <= 12:
+        return ", ".join(map(str, numbers)) or "none"
+    return ", ".join(map(str, numbers[:12])) + f", ... ({len(numbers)} in all)"

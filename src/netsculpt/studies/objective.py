@@ -1,0 +1,321 @@
+"""One trial: parameters -> plan -> smaller model -> (recovery) -> score and measurements.
+
+The objective records everything it learns on the trial as user attrs, so a study is
+readable without netsculpt (optuna-dashboard shows them):
+
+``plan`` (the plan JSON), ``plan_hash``, ``score``, ``latency_ms``, ``latency_p90_ms``,
+``params``, ``macs``, ``constraints`` (values ``<= 0`` are satisfied), ``worker`` (who ran
+it), ``cached_from`` (the trial whose results an identical plan reused) and, for a
+failed trial, ``fail_reason``.
+
+Measurements are cached per plan (the hash of its JSON): an identical plan, from this
+process or any finished trial in the study, is not applied, scored or timed again.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+import optuna
+from optuna.trial import TrialState
+from torch import nn
+
+from netsculpt._inputs import ExampleInputs
+from netsculpt.errors import InputError, SearchError, UnknownNameError
+from netsculpt.studies._resume import owner_record
+from netsculpt.studies.samplers import constraint_values
+from netsculpt.studies.space import DATA_DRIVEN_IMPORTANCE, BoundSpace, plan_hash
+
+__all__ = [
+    "METRICS",
+    "OBJECTIVES",
+    "Evaluator",
+    "TrialFailed",
+    "check_objectives",
+    "measure_model",
+]
+
+#: objective name -> whether it is maximised
+OBJECTIVES: dict[str, bool] = {
+    "score": True,
+    "latency_ms": False,
+    "latency_p90_ms": False,
+    "params": False,
+    "macs": False,
+}
+#: every metric a trial records
+METRICS = ("score", "latency_ms", "latency_p90_ms", "params", "macs")
+#: default options of ns.measure inside the search loop
+DEFAULT_MEASURE = {"warmup": 5, "repeats": 30, "memory": False}
+#: longest wait for another process evaluating the same plan (then evaluate it here too)
+TWIN_WAIT_S = 3600.0
+
+
+class TrialFailed(Exception):
+    """Raised by the objective after recording ``fail_reason``; Optuna marks the trial FAIL."""
+
+
+def check_objectives(objectives: Sequence[str]) -> tuple[str, ...]:
+    """Validate objective names; returns them as a tuple."""
+    if isinstance(objectives, str):
+        objectives = (objectives,)
+    if isinstance(objectives, Mapping) or not isinstance(objectives, (list, tuple)):
+        raise InputError(
+            f"objectives must be a tuple of names, got {type(objectives).__name__} "
+            f"({objectives!r:.60}); e.g. objectives=('score', 'latency_ms')"
+        )
+    objectives = tuple(objectives)
+    for name in objectives:
+        if not isinstance(name, str):
+            raise InputError(
+                f"objectives must hold names (strings), got {name!r} ({type(name).__name__}); "
+                f"choose from {', '.join(OBJECTIVES)}"
+            )
+    if not objectives:
+        raise UnknownNameError(
+            f"objectives=() is empty; use some of {', '.join(OBJECTIVES)}, "
+            f"e.g. ('score', 'latency_ms')"
+        )
+    for name in objectives:
+        if name not in OBJECTIVES:
+            raise UnknownNameError(
+                f"unknown objective {name!r}; choose from {', '.join(OBJECTIVES)}"
+            )
+    if len(set(objectives)) != len(objectives):
+        raise UnknownNameError(f"objectives {objectives} repeat a name; list each once")
+    return objectives
+
+
+def measure_model(
+    model: nn.Module,
+    example_inputs: ExampleInputs,
+    *,
+    backend: str,
+    measure_options: Mapping[str, Any],
+) -> dict[str, float]:
+    """Latency (median, p90), params and MACs of ``model`` with ``ns.measure``."""
+    from netsculpt.measurement.api import measure
+
+    m = measure(model, example_inputs, backend=backend, **dict(measure_options))
+    return {
+        "latency_ms": float(m.latency_ms_median),
+        "latency_p90_ms": float(m.latency_ms_p90),
+        "params": int(m.params),
+        "macs": int(m.macs),
+    }
+
+
+@dataclass
+class Evaluator:
+    """The Optuna objective of a netsculpt search (one per process)."""
+
+    model: nn.Module
+    example_inputs: ExampleInputs
+    task: Any
+    bound: BoundSpace
+    objectives: tuple[str, ...]
+    backend: str = "torch"
+    measure_options: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_MEASURE))
+    recover_budget: Any = None
+    constraints: Mapping[str, float] = field(default_factory=dict)
+    graph: Any = None
+    _cache: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _plans: dict[tuple[Any, ...], tuple[Any, str, str]] = field(default_factory=dict)
+    _calib: list[Any] | None = None
+
+    # -- baseline --------------------------------------------------------------------------
+    def baseline(self) -> dict[str, float]:
+        """Score and measurements of the dense model."""
+        score = self._score(self.model)
+        if score is None or not math.isfinite(score):
+            raise SearchError(
+                f"the task {getattr(self.task, 'name', type(self.task).__name__)!r} scored the "
+                f"dense model as {score!r}; evaluate(model) must return a finite float "
+                f"(higher is better) before a search can rank sub-networks"
+            )
+        metrics = measure_model(
+            self.model,
+            self.example_inputs,
+            backend=self.backend,
+            measure_options=self.measure_options,
+        )
+        return {"score": float(score), **metrics}
+
+    # -- the objective ---------------------------------------------------------------------
+    def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        trial.set_user_attr("worker", owner_record())
+        try:
+            return self._run(trial)
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", "stopped by Ctrl-C (KeyboardInterrupt) mid-trial")
+            raise
+
+    def _run(self, trial: optuna.Trial) -> tuple[float, ...]:
+        params = self.bound.suggest(trial)
+        try:
+            plan, plan_json, key = self._plan_for(params)
+        except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
+            self._fail(trial, "plan", exc)
+        trial.set_user_attr("plan", plan_json)
+        trial.set_user_attr("plan_hash", key)
+
+        cached = (
+            self._cache.get(key)
+            or self._from_study(trial.study, key)
+            or self._from_twin(trial, key)
+        )
+        if cached is not None:
+            metrics = dict(cached["metrics"])
+            trial.set_user_attr("cached_from", int(cached["trial"]))
+        else:
+            metrics = self._evaluate(trial, plan)
+            self._cache[key] = {"metrics": metrics, "trial": trial.number}
+        for name in ("score", "latency_ms", "latency_p90_ms", "params", "macs"):
+            trial.set_user_attr(name, metrics[name])
+        if self.constraints:
+            values = constraint_values(self.constraints, metrics)
+            trial.set_user_attr("constraints", values)
+            if hasattr(trial, "set_constraint"):  # Optuna >= 5: samplers read these
+                for key, value in zip(self.constraints, values, strict=False):
+                    trial.set_constraint(key, value)
+        return tuple(float(metrics[name]) for name in self.objectives)
+
+    def _plan_for(self, params: Mapping[str, Any]) -> tuple[Any, str, str]:
+        """``(plan, plan JSON, plan hash)`` of ``params``; the last few are remembered, so
+        a plan built to screen a candidate is not built again when the trial runs it."""
+        key = tuple(sorted(params.items()))
+        found = self._plans.get(key)
+        if found is None:
+            plan = self.bound.to_plan(
+                self.model,
+                self.example_inputs,
+                params,
+                graph=self.graph,
+                calib=self._calib_batches(params),
+            )
+            plan_json = plan.to_json()
+            found = (plan, plan_json, plan_hash(plan_json))
+            self._plans[key] = found
+            while len(self._plans) > 64:
+                self._plans.pop(next(iter(self._plans)))
+        return found
+
+    def plan_key(self, params: Mapping[str, Any]) -> str:
+        """The hash of the plan ``params`` give (the predictor skips plans already seen)."""
+        return self._plan_for(params)[2]
+
+    def _evaluate(self, trial: optuna.Trial, plan: Any) -> dict[str, Any]:
+        from netsculpt.pruning.apply import apply
+
+        started = time.perf_counter()
+        try:
+            small = apply(self.model, plan)
+        except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
+            self._fail(trial, "apply", exc)
+        if self.recover_budget is not None:
+            try:
+                small = self.task.finetune(small, self.model, self.recover_budget) or small
+            except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
+                self._fail(trial, "recovery", exc)
+        try:
+            score = self._score(small)
+        except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
+            self._fail(trial, "task.evaluate", exc)
+        if score is None or not math.isfinite(score):
+            reason = f"task.evaluate returned {score!r}, not a finite score"
+            trial.set_user_attr("fail_reason", reason)
+            raise TrialFailed(reason)
+        try:
+            metrics = measure_model(
+                small,
+                self.example_inputs,
+                backend=self.backend,
+                measure_options=self.measure_options,
+            )
+        except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
+            self._fail(trial, "measure", exc)
+        trial.set_user_attr("eval_seconds", round(time.perf_counter() - started, 4))
+        return {"score": float(score), **metrics}
+
+    def _score(self, model: nn.Module) -> float | None:
+        value = self.task.evaluate(model)
+        if value is None:
+            return None
+        return float(value)
+
+    def _calib_batches(self, params: Mapping[str, Any]) -> list[Any] | None:
+        if str(params.get("importance", "")) not in DATA_DRIVEN_IMPORTANCE:
+            return None
+        if self._calib is None:
+            self._calib = list(self.task.calib_batches(self.bound.space.calib_batches))
+        return self._calib
+
+    def _from_study(self, study: optuna.Study, key: str) -> dict[str, Any] | None:
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            found = _results_of(t, key)
+            if found is not None:
+                self._cache[key] = found
+                return found
+        return None
+
+    def _from_twin(self, trial: optuna.Trial, key: str) -> dict[str, Any] | None:
+        """Wait for an identical plan that another process is evaluating right now.
+
+        A process sharing the study (a worker, or another run on the same storage) may have
+        drawn the same plan a moment earlier: the trial with the lower number evaluates it,
+        the others wait for its results instead of evaluating it again. Waiting ends when
+        that trial finishes (its results are reused), fails, or its process dies.
+        """
+        from netsculpt.studies._resume import owner_alive
+
+        deadline = time.monotonic() + TWIN_WAIT_S
+        study = trial.study
+        while time.monotonic() < deadline:
+            waiting = False
+            states = (TrialState.RUNNING, TrialState.COMPLETE)
+            for t in study.get_trials(deepcopy=False, states=states):
+                if t.number >= trial.number or t.user_attrs.get("plan_hash") != key:
+                    continue
+                if t.state == TrialState.COMPLETE:
+                    found = _results_of(t, key)
+                    if found is not None:
+                        self._cache[key] = found
+                        return found
+                elif owner_alive(t.user_attrs.get("worker")) is not False:
+                    waiting = True
+            if not waiting:
+                return None
+            time.sleep(0.25)
+        return None
+
+    @staticmethod
+    def _fail(trial: optuna.Trial, stage: str, exc: BaseException) -> NoReturn:
+        where = traceback.extract_tb(exc.__traceback__)
+        at = f" at {where[-1].filename.rsplit('/', 1)[-1]}:{where[-1].lineno}" if where else ""
+        reason = f"{stage} failed: {type(exc).__name__}: {exc}{at}"
+        trial.set_user_attr("fail_reason", reason[:2000])
+        raise TrialFailed(reason) from exc
+
+
+def _results_of(t: Any, key: str) -> dict[str, Any] | None:
+    """The metrics a finished trial recorded for the plan ``key``, if complete and sane."""
+    attrs = t.user_attrs
+    if attrs.get("plan_hash") != key:
+        return None
+    metrics = {}
+    for m in METRICS:
+        value = attrs.get(m)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        if not math.isfinite(value):
+            return None
+        metrics[m] = value
+    source = attrs.get("cached_from", t.number)
+    if isinstance(source, bool) or not isinstance(source, int):
+        source = t.number
+    return {"metrics": metrics, "trial": source}
