@@ -320,11 +320,11 @@ def demo(
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
     """The whole pipeline on embedded defaults: digits CNN, search, front, report, ONNX."""
+    from netsculpt.cli.studies import front_table
     from netsculpt.export.onnx import export_onnx
     from netsculpt.export.save import save
     from netsculpt.reporting.html import report
     from netsculpt.studies.api import search
-    from netsculpt.cli.studies import front_table
     from netsculpt.tasks.registry import get_task
 
     out.mkdir(parents=True, exist_ok=True)
