@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -21,6 +22,7 @@ __all__ = [
     "check_model_and_inputs",
     "check_selection",
     "check_weights",
+    "match_names",
 ]
 
 
@@ -89,6 +91,17 @@ def _all_meta(model: nn.Module, example_inputs: Any) -> bool:
     return bool(tensors) and bool(inputs) and all(t.is_meta for t in [*tensors, *inputs])
 
 
+def match_names(patterns: Iterable[str], name: str) -> bool:
+    """True when ``name`` equals a pattern, lies under it (``"layer1"``), or matches ``re:``."""
+    for pat in patterns:
+        if pat.startswith("re:"):
+            if re.fullmatch(pat[3:], name):
+                return True
+        elif name == pat or name.startswith(pat + "."):
+            return True
+    return False
+
+
 def check_selection(
     model: nn.Module, value: Any, name: str, *, extra: tuple[str, ...] = ()
 ) -> list[str]:
@@ -101,8 +114,6 @@ def check_selection(
     patterns = check_names(value, name)
     if not patterns:
         return patterns
-    from netsculpt.graph.analysis import match_names
-
     names = [n for n, _ in model.named_modules() if n]
     tensors = [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
     known = [*names, *tensors, *extra]

@@ -12,8 +12,7 @@ attention, whole key/value groups with the query heads that share them).
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +22,12 @@ from torch import nn
 from netsculpt._checks import check_number
 from netsculpt._inputs import ExampleInputs
 from netsculpt.errors import InputError
-from netsculpt.graph._arguments import check_bool, check_model_and_inputs, check_selection
+from netsculpt.graph._arguments import (
+    check_bool,
+    check_model_and_inputs,
+    check_selection,
+    match_names,
+)
 from netsculpt.graph.capture import capture
 from netsculpt.graph.propagate import (
     GroupsSite,
@@ -127,17 +131,6 @@ class Graph:
             state = "prunable" if g.prunable else f"protected: {g.reason}"
             lines.append(f"  {g.name:<48} {g.kind:<8} {g.size:>6}  {state}")
         return "\n".join(lines)
-
-
-def match_names(patterns: Iterable[str], name: str) -> bool:
-    """True when ``name`` equals a pattern, lies under it (``"layer1"``), or matches ``re:``."""
-    for pat in patterns:
-        if pat.startswith("re:"):
-            if re.fullmatch(pat[3:], name):
-                return True
-        elif name == pat or name.startswith(pat + "."):
-            return True
-    return False
 
 
 def analyze(

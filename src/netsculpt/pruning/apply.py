@@ -12,6 +12,7 @@ from torch import nn
 
 from netsculpt._checks import check_model
 from netsculpt.errors import InputError, PlanError
+from netsculpt.pruning._factorized import factorize_module
 from netsculpt.pruning.plan import MAX_ARITY, REMOVED_KINDS, Plan, is_size_attribute
 
 __all__ = ["Removed", "apply", "check_plan", "plan_of"]
@@ -315,8 +316,6 @@ def apply(model: nn.Module, plan: Plan, *, inplace: bool = False) -> nn.Module:
         setattr(parent, child, Removed(how, int(arity or 1)))
     _fix_module_attributes(new)
     if plan.lowrank:
-        from netsculpt.pruning.lowrank import factorize_module
-
         for module_path, rank in plan.lowrank:
             parent_path, _, child = module_path.rpartition(".")
             parent = new.get_submodule(parent_path)

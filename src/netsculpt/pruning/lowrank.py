@@ -27,6 +27,7 @@ from netsculpt._checks import check_model, check_names
 from netsculpt.errors import InputError, InvalidRatioError
 from netsculpt.graph._arguments import check_selection, check_weights
 from netsculpt.graph.analysis import match_names
+from netsculpt.pruning._factorized import factorize_module, matrix
 from netsculpt.pruning.apply import apply
 from netsculpt.pruning.plan import Plan
 
@@ -63,59 +64,11 @@ class FactorizeConfig:
         object.__setattr__(self, "exclude", tuple(check_names(self.exclude, "exclude")))
 
 
-def _matrix(module: nn.Module) -> torch.Tensor | None:
-    if isinstance(module, nn.Linear):
-        return module.weight.detach()
-    if isinstance(module, nn.Conv2d) and module.groups == 1:
-        return module.weight.detach().reshape(module.out_channels, -1)
-    return None
-
-
-def factorize_module(module: nn.Module, rank: int) -> nn.Sequential:
-    """Two layers whose product is the rank-``rank`` truncated SVD of ``module``'s weight."""
-    w = _matrix(module)
-    if w is None:
-        raise InputError(
-            f"cannot factorise a {type(module).__name__}; only Linear and ungrouped Conv2d"
-        )
-    u, s, vh = torch.linalg.svd(w.float(), full_matrices=False)
-    root = s[:rank].sqrt()
-    first_w = (root[:, None] * vh[:rank]).to(w.dtype)
-    second_w = (u[:, :rank] * root[None, :]).to(w.dtype)
-    bias = getattr(module, "bias", None)
-    first: nn.Linear | nn.Conv2d
-    second: nn.Linear | nn.Conv2d
-    if isinstance(module, nn.Linear):
-        first = nn.Linear(module.in_features, rank, bias=False)
-        second = nn.Linear(rank, module.out_features, bias=bias is not None)
-    else:
-        conv = cast(nn.Conv2d, module)
-        first = nn.Conv2d(
-            conv.in_channels,
-            rank,
-            cast(tuple[int, int], conv.kernel_size),
-            stride=cast(tuple[int, int], conv.stride),
-            padding=cast(tuple[int, int], conv.padding),
-            dilation=cast(tuple[int, int], conv.dilation),
-            bias=False,
-            padding_mode=conv.padding_mode,
-        )
-        second = nn.Conv2d(rank, conv.out_channels, 1, bias=bias is not None)
-    with torch.no_grad():
-        first.weight.copy_(first_w.reshape(first.weight.shape))
-        second.weight.copy_(second_w.reshape(second.weight.shape))
-        if bias is not None and second.bias is not None:
-            second.bias.copy_(bias.detach())
-    out = nn.Sequential(first, second).to(device=w.device)
-    out.train(module.training)
-    return out
-
-
 def choose_ranks(model: nn.Module, config: FactorizeConfig) -> dict[str, int]:
     """Layer name -> rank, for the layers worth factorising under ``config``."""
     ranks: dict[str, int] = {}
     for name, module in model.named_modules():
-        w = _matrix(module)
+        w = matrix(module)
         if w is None or not name:
             continue
         if config.modules and not match_names(config.modules, name):
