@@ -39,6 +39,7 @@ __all__ = [
     "compare_latency",
     "count_macs",
     "count_params",
+    "interleaved_latency",
     "measure",
     "weight_sparsity",
 ]
@@ -291,6 +292,33 @@ def compare_latency(
         speedup = medians["base"] / medians["pruned"]
 
     Backends with a ``prepare`` method (both built-ins) export and load each model once.
+    :func:`interleaved_latency` returns every timed run instead, for a spread.
+    """
+    times = interleaved_latency(
+        models,
+        example_inputs,
+        backend=backend,
+        rounds=rounds,
+        repeats=repeats,
+        warmup=warmup,
+        threads=threads,
+    )
+    return {name: percentile(values, 50) for name, values in times.items()}
+
+
+def interleaved_latency(
+    models: Mapping[str, nn.Module],
+    example_inputs: ExampleInputs,
+    *,
+    backend: str = "torch",
+    rounds: int = 10,
+    repeats: int = 5,
+    warmup: int = 3,
+    threads: int | None = None,
+) -> dict[str, list[float]]:
+    """Every timed run (ms) of each model, the runs interleaved as :func:`compare_latency`
+    times them (``rounds * repeats`` per model, in the order they ran); use it to show a
+    spread (p10-p90) beside the medians.
     """
     if not isinstance(models, Mapping) or not models:
         raise InputError(
@@ -337,4 +365,4 @@ def compare_latency(
                     repeats=repeats,
                     threads=threads,
                 )
-    return {name: percentile(values, 50) for name, values in times.items()}
+    return times
