@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from rich.console import Console
 from typer.testing import CliRunner
 
 import netsculpt as ns
+from netsculpt.cli._output import print_table
+from netsculpt.cli.studies import app, front_table, resolve_model
 from netsculpt.errors import FactoryError
 from netsculpt.measurement.api import count_params
-from netsculpt.cli.studies import app, resolve_model
 from netsculpt.studies.front import Front
 
 HERE = Path(__file__).parent
@@ -65,6 +69,11 @@ def test_search_pareto_export_report_commands(tmp_path) -> None:  # type: ignore
     )
     assert result.exit_code == 0, result.output
     assert "study cli" in result.output and "dense" in result.output
+    # the knee is timed against the dense model, runs interleaved, with the spread
+    knee_line = next(line for line in result.output.splitlines() if line.startswith("knee"))
+    assert "vs dense, latency" in knee_line and "interleaved" in knee_line
+    assert "p10-p90" in knee_line
+    assert any(word in knee_line for word in ("faster", "slower", "as fast"))
 
     result = runner.invoke(app, ["pareto", "--study", "cli", "--storage", storage])
     assert result.exit_code == 0, result.output
@@ -114,10 +123,24 @@ def test_commands_report_errors_with_exit_code_2(tmp_path) -> None:  # type: ign
     assert result.exit_code == 2
     assert "no study 'missing'" in result.output
     result = runner.invoke(
-        app, ["search", "nope", "--trials", "2", "--storage", storage, "--no-progress"]
+        app,
+        [
+            *("search", "nope", "--task", "search_helpers:WidthTask"),
+            *("--trials", "2", "--storage", storage, "--no-progress"),
+        ],
     )
     assert result.exit_code == 2
-    assert "FactoryError" in result.output
+    assert result.output.startswith("FactoryError: ") and result.output.count("\n") == 1
+    # a model that is not a built-in needs --task; nothing is started without it
+    fresh = tmp_path / "fresh.db"
+    result = runner.invoke(
+        app, ["search", "search_helpers:tiny_mlp", "--storage", f"sqlite:///{fresh}"]
+    )
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert "'search_helpers:tiny_mlp'" in result.output and "--task digits" in result.output
+    assert "--task pkg.mod:make_task" in result.output
+    assert not fresh.exists()
     result = runner.invoke(
         app,
         [
@@ -134,3 +157,37 @@ def test_commands_report_errors_with_exit_code_2(tmp_path) -> None:  # type: ign
     )
     assert result.exit_code == 2
     assert "unknown sampler 'grid'" in result.output
+
+
+def _row(number: int | str, latency_ms: float) -> SimpleNamespace:
+    return SimpleNamespace(
+        number=number,
+        score=0.9,
+        test_score=0.88,
+        latency_ms=latency_ms,
+        latency_p90_ms=latency_ms * 1.1,
+        params=12_345_678,
+        macs=9_876_543_210,
+    )
+
+
+def test_front_table_words_a_slower_trial_and_keeps_numbers_whole() -> None:
+    slow, fast = _row(3, 1.27), _row(4, 0.5)
+    base = _row("dense", 1.0)
+    front = SimpleNamespace(
+        study_name="s",
+        trials=[slow, fast],
+        completed=[slow, fast],
+        failed=[],
+        baseline=base,
+        knee=lambda: fast,
+        speedup=lambda t: base.latency_ms / t.latency_ms,
+    )
+    out = io.StringIO()
+    print_table(front_table(front), out=Console(file=out, width=60, color_system=None))
+    text = out.getvalue()
+    row3 = next(line for line in text.splitlines() if line.startswith("│     3"))
+    assert "1.27x slower" in row3 and "12,345,678" in row3 and "9,876,543,210" in row3
+    row4 = next(line for line in text.splitlines() if line.startswith("│     4"))
+    assert "2.00x faster" in row4 and "knee" in row4
+    assert "…" not in text and "not interleaved" in text

@@ -19,14 +19,21 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 from torch import nn
 
+from netsculpt.cli._output import (
+    LatencySpread,
+    compare_models,
+    compared_text,
+    console,
+    one_line_errors,
+    print_table,
+)
+from netsculpt.cli._output import fail as _fail
 from netsculpt.errors import FactoryError, NetsculptError
 
 if TYPE_CHECKING:
@@ -37,14 +44,15 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console()
 
 
-def _fail(exc: NetsculptError) -> NoReturn:
-    # one line, no markup: messages may quote text read from a file
-    message = " ".join(str(exc).split())
-    console.print(Text.assemble((type(exc).__name__, "bold red"), ": ", message), soft_wrap=True)
-    raise typer.Exit(code=2)
+def _command(name: str | None = None) -> Any:
+    """``@app.command()`` whose NetsculptErrors print as one line with exit code 2."""
+
+    def register(function: Any) -> Any:
+        return app.command(name)(one_line_errors(function))
+
+    return register
 
 
 def load_model_spec(spec: str, *, trust_code: bool = False) -> tuple[nn.Module, Any]:
@@ -106,7 +114,7 @@ TrustCode = Annotated[
 ]
 
 
-@app.command()
+@_command()
 def analyze(
     model: ModelArg,
     exclude: Annotated[
@@ -130,8 +138,14 @@ def analyze(
         title=f"{graph.model_name}: dependency groups "
         f"(captured in {graph.capture_seconds:.2f} s, {graph.n_nodes} nodes)"
     )
-    for col in ("group", "kind", "units", "tensors", "state"):
-        table.add_column(col)
+    for col, justify in (
+        ("group", "left"),
+        ("kind", "left"),
+        ("units", "right"),
+        ("tensors", "right"),
+        ("state", "left"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for g in graph.groups:
         if not g.prunable and not show_protected:
             continue
@@ -140,33 +154,40 @@ def analyze(
         )
         if g.note:
             state += f" ({g.note})"
-        table.add_row(g.name, g.kind, str(g.size), str(len(g.params)), state)
-    console.print(table)
+        table.add_row(g.name, g.kind, f"{g.size:,}", f"{len(g.params):,}", state)
+    print_table(table)
     if graph.blocks:
         console.print("removable blocks: " + ", ".join(graph.blocks))
     for s in graph.skipped:
         console.print(f"[yellow]skipped[/yellow] {s.op} in {s.module or '<top>'}: {s.reason}")
 
 
-def _measure_table(title: str, rows: dict[str, Measurement]) -> Table:
+def _measure_table(
+    title: str, rows: dict[str, Measurement], latency: dict[str, LatencySpread]
+) -> Table:
+    """Params, MACs and memory from ``rows``; latency median and p10-p90 from ``latency``."""
     table = Table(title=title)
     table.add_column("model")
-    for col in ("params", "MACs", "latency median (ms)", "latency p90 (ms)", "peak act. MiB"):
+    for col in ("params", "MACs", "median ms", "p10-p90 ms", "peak act. MiB"):
         table.add_column(col, justify="right")
     for name, m in rows.items():
         mem = "-" if m.peak_memory_bytes is None else f"{m.peak_memory_bytes / 2**20:.2f}"
+        spread = latency[name]
         table.add_row(
-            name,
-            f"{m.params:,}",
-            f"{m.macs:,}",
-            f"{m.latency_ms_median:.3f}",
-            f"{m.latency_ms_p90:.3f}",
-            mem,
+            name, f"{m.params:,}", f"{m.macs:,}", f"{spread.median:.3f}", spread.range_text, mem
         )
     return table
 
 
-@app.command()
+def _counts(module: nn.Module, inputs: Any, *, threads: int | None = None) -> Measurement:
+    """Params, MACs, memory and sparsity of ``module`` (its one timed run is not shown)."""
+    from netsculpt.measurement.api import measure
+
+    # the latency is timed apart, interleaved; torch here avoids an ONNX export for nothing
+    return measure(module, inputs, backend="torch", warmup=0, repeats=1, threads=threads)
+
+
+@_command()
 def prune(
     model: ModelArg,
     ratio: Annotated[
@@ -184,49 +205,46 @@ def prune(
     backend: Annotated[str, typer.Option("--backend", help="torch or onnxruntime")] = "torch",
     trust_code: TrustCode = False,
 ) -> None:
-    """Prune a model, print the measured before/after table, optionally save it."""
-    from netsculpt.measurement.api import compare_latency, measure
+    """Prune a model, print the measured before/after table, optionally save it.
+
+    Latency is timed with the original's and the pruned model's runs interleaved (so both
+    see the same machine load): medians with the p10-p90 spread.
+    """
     from netsculpt.pruning.apply import apply
+    from netsculpt.pruning.config import PruneConfig
+    from netsculpt.pruning.importance import criterion_info
     from netsculpt.pruning.planner import plan
 
     try:
+        config = PruneConfig(
+            ratio=ratio, importance=importance, round_to=round_to, exclude=tuple(exclude or ())
+        )
         module, inputs = load_model_spec(model, trust_code=trust_code)
-        calib = None
-        if importance in ("taylor", "activation"):
-            calib = [inputs]
+        calib = [inputs] if criterion_info(importance).needs_calib else None
         with console.status("planning"):
             start = time.perf_counter()
-            the_plan = plan(
-                module,
-                inputs,
-                ratio=ratio,
-                importance=importance,
-                round_to=round_to,
-                exclude=tuple(exclude or ()),
-                calib=calib,
-            )
+            the_plan = plan(module, inputs, config, calib=calib)
             small = apply(module, the_plan)
             seconds = time.perf_counter() - start
         with console.status("measuring"):
-            before = measure(module, inputs, backend=backend)
-            after = measure(small, inputs, backend=backend)
-            # the speed-up comes from interleaved runs of both models, medians
-            medians = compare_latency(
-                {"original": module, "pruned": small}, inputs, backend=backend
-            )
+            before = _counts(module, inputs)
+            after = _counts(small, inputs)
+            latency = compare_models({"original": module, "pruned": small}, inputs, backend=backend)
     except NetsculptError as exc:
         _fail(exc)
-    console.print(the_plan.describe())
-    console.print(
+    console.print(the_plan.describe(), markup=False)
+    print_table(
         _measure_table(
-            f"planned and applied in {seconds:.2f} s", {"original": before, "pruned": after}
+            f"planned and applied in {seconds:.2f} s ({backend})",
+            {"original": before, "pruned": after},
+            latency,
         )
     )
     console.print(
-        f"params x{before.params / max(after.params, 1):.2f} smaller, MACs "
-        f"x{before.macs / max(after.macs, 1):.2f} fewer, latency x"
-        f"{medians['original'] / max(medians['pruned'], 1e-9):.2f} faster ({backend}, "
-        f"interleaved runs, medians)"
+        f"params {before.params / max(after.params, 1):.2f}x fewer, MACs "
+        f"{before.macs / max(after.macs, 1):.2f}x fewer; "
+        + compared_text(latency["original"], latency["pruned"], backend=backend),
+        markup=False,
     )
     if out is not None:
         try:
@@ -251,7 +269,7 @@ def _write(small: nn.Module, inputs: Any, out: Path, *, onnx: bool, factory: str
     console.print("written: " + ", ".join(written))
 
 
-@app.command()
+@_command()
 def measure(
     model: ModelArg,
     backend: Annotated[str, typer.Option("--backend", help="torch or onnxruntime")] = "torch",
@@ -259,21 +277,27 @@ def measure(
     threads: Annotated[int | None, typer.Option("--threads")] = None,
     trust_code: TrustCode = False,
 ) -> None:
-    """Measure params, MACs, latency (median, p90) and peak activation memory."""
-    from netsculpt.measurement.api import measure as run_measure
-
-    try:
-        module, inputs = load_model_spec(model, trust_code=trust_code)
-        with console.status(f"measuring ({backend})"):
-            m = run_measure(module, inputs, backend=backend, repeats=repeats, threads=threads)
-    except NetsculptError as exc:
-        _fail(exc)
-    console.print(
-        _measure_table(f"{type(module).__name__} ({backend}, {m.threads} threads)", {model: m})
+    """Measure params, MACs, latency (median, p10-p90) and peak activation memory."""
+    module, inputs = load_model_spec(model, trust_code=trust_code)
+    with console.status(f"measuring ({backend})"):
+        m = _counts(module, inputs, threads=threads)
+        latency = compare_models(
+            {model: module},
+            inputs,
+            backend=backend,
+            rounds=1,
+            repeats=repeats,
+            warmup=5,
+            threads=threads,
+        )
+    title = (
+        f"{type(module).__name__}: {backend}, {m.threads} thread{'s' * (m.threads != 1)}, "
+        f"latency of {repeats} timed runs"
     )
+    print_table(_measure_table(title, {model: m}, latency))
 
 
-@app.command()
+@_command()
 def export(
     model: Annotated[str | None, typer.Argument(help="model to export (omit with --study)")] = None,
     out: Annotated[Path, typer.Option("--out", help="folder to write")] = Path("netsculpt-export"),
@@ -312,7 +336,7 @@ def export(
     _write(module, inputs, out, onnx=onnx, factory=factory)
 
 
-@app.command()
+@_command()
 def demo(
     trials: Annotated[int, typer.Option("--trials", help="search trials")] = 24,
     out: Annotated[Path, typer.Option("--out", help="working folder")] = Path("netsculpt-demo"),
@@ -351,27 +375,33 @@ def demo(
             seed=seed,
             recover_budget=30,
         )
-        console.print(front_table(front))
+        print_table(front_table(front))
         page = report(front, out / "report.html")
         knee = front.knee()
         folder = out / "knee"
         small = knee.model
         save(small, folder, base_factory="netsculpt.tasks.digits:DigitsCNN", example_inputs=inputs)
         onnx_path = export_onnx(small, inputs, folder / "model.onnx")
+        with console.status("timing the knee and the dense model, runs interleaved"):
+            latency = compare_models({"dense": model, "knee": small}, inputs, backend=backend)
     except NetsculptError as exc:
         _fail(exc)
     console.print(
         f"knee: trial {knee.number}, accuracy {knee.score:.4f}, {knee.latency_ms:.3f} ms, "
         f"{knee.params:,} params\nreport: {page}\nknee sub-network: {folder} (ONNX: {onnx_path})"
     )
+    console.print(
+        "knee vs dense, " + compared_text(latency["dense"], latency["knee"], backend=backend),
+        markup=False,
+    )
 
 
 def _register_search_commands() -> None:
     from netsculpt.cli.studies import pareto_command, report_command, search_command
 
-    app.command("search")(search_command)
-    app.command("pareto")(pareto_command)
-    app.command("report")(report_command)
+    app.command("search")(one_line_errors(search_command))
+    app.command("pareto")(one_line_errors(pareto_command))
+    app.command("report")(one_line_errors(report_command))
 
 
 _register_search_commands()

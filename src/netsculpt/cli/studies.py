@@ -21,10 +21,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from netsculpt.errors import NetsculptError
+from netsculpt.cli._output import (
+    compare_models,
+    compared_text,
+    console,
+    one_line_errors,
+    print_table,
+    speed_words,
+)
+from netsculpt.cli._output import fail as _fail
+from netsculpt.errors import InputError, NetsculptError
 from netsculpt.studies._specs import BUILTIN_MODELS, is_file_spec, resolve_model
 
 __all__ = [
@@ -46,7 +54,6 @@ _BASE_FACTORIES = {"digits": "netsculpt.tasks.digits:DigitsCNN"}
 app = typer.Typer(
     help="Search sub-networks, inspect the front, export and report.", no_args_is_help=True
 )
-console = Console()
 
 
 # --------------------------------------------------------------------------- tables
@@ -60,14 +67,18 @@ def front_table(front: Any, *, all_trials: bool = False) -> Table:
         f"study {front.study_name}: {len(front.trials)} on the front, "
         f"{len(front.completed)} completed, {len(front.failed)} failed"
     )
-    table = Table(title=title)
+    table = Table(
+        title=title,
+        caption="latency: median and p90 of each model's own timed runs during the study, "
+        "not interleaved with the dense model's",
+    )
     for col, justify in (
         ("trial", "right"),
         ("score", "right"),
         ("vs dense", "right"),
         ("latency ms", "right"),
         ("p90 ms", "right"),
-        ("speedup", "right"),
+        ("vs dense speed", "right"),
         ("params", "right"),
         ("MACs", "right"),
         ("", "left"),
@@ -81,7 +92,7 @@ def front_table(front: Any, *, all_trials: bool = False) -> Table:
             "",
             f"{base.latency_ms:.3f}",
             f"{base.latency_p90_ms:.3f}",
-            "1.00x",
+            "",
             f"{base.params:,}",
             f"{base.macs:,}",
             "",
@@ -96,17 +107,12 @@ def front_table(front: Any, *, all_trials: bool = False) -> Table:
             rel,
             f"{t.latency_ms:.3f}",
             f"{t.latency_p90_ms:.3f}",
-            "" if speed is None else f"{speed:.2f}x",
+            "" if speed is None else speed_words(front.baseline.latency_ms, t.latency_ms),
             f"{t.params:,}",
             f"{t.macs:,}",
             "knee" if t.number == knee else "",
         )
     return table
-
-
-def _fail(exc: NetsculptError) -> None:
-    console.print(f"[red]{type(exc).__name__}[/red]: {exc}")
-    raise typer.Exit(code=2)
 
 
 # --------------------------------------------------------------------------- commands
@@ -126,8 +132,14 @@ def search_command(
         str, typer.Argument(help="built-in name (digits, minilm) or 'package.module:factory'")
     ],
     task: Annotated[
-        str, typer.Option("--task", help="task name or 'package.module:factory'")
-    ] = "digits",
+        str | None,
+        typer.Option(
+            "--task",
+            help="the task that scores MODEL: a built-in or registered name (digits, minilm) "
+            "or 'package.module:factory'; required unless MODEL is a built-in, which brings "
+            "its own task",
+        ),
+    ] = None,
     trials: Annotated[int, typer.Option("--trials", help="trials the study holds when done")] = 60,
     storage: StorageOpt = None,
     study: Annotated[
@@ -162,10 +174,22 @@ def search_command(
     timeout: Annotated[float | None, typer.Option("--timeout", help="seconds")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
-    """Search the Pareto front of MODEL's sub-networks (resumable; rerun to continue)."""
+    """Search the Pareto front of MODEL's sub-networks (resumable; rerun to continue).
+
+    The knee of the front is then timed against the dense model, runs interleaved.
+    """
     from netsculpt.studies.api import search
     from netsculpt.studies.space import SearchSpace
 
+    if task is None:
+        if model not in BUILTIN_MODELS:
+            raise InputError(
+                f"netsculpt search needs --task for the model {model!r}: only the built-in "
+                f"models ({', '.join(BUILTIN_MODELS)}) bring their own task; name the task "
+                f"that scores it, e.g. --task digits or --task pkg.mod:make_task (a function "
+                f"returning an ns.Task)"
+            )
+        task = model
     try:
         front = search(
             model,
@@ -188,10 +212,29 @@ def search_command(
     except NetsculptError as exc:
         _fail(exc)
         return
-    console.print(front_table(front))
+    print_table(front_table(front))
+    if front.trials:
+        _compare_knee(front, model, backend=backend)
     console.print(
-        f"study [cyan]{front.study_name}[/cyan] saved; next: netsculpt pareto --study "
-        f"{front.study_name}" + (f" --storage {storage}" if storage else "")
+        f"study {front.study_name} saved; next: netsculpt pareto --study "
+        f"{front.study_name}" + (f" --storage {storage}" if storage else ""),
+        markup=False,
+    )
+
+
+def _compare_knee(front: Any, model: str, *, backend: str) -> None:
+    """Time the knee against the dense model, runs interleaved; print how much faster."""
+    from netsculpt.pruning.apply import apply
+
+    knee = front.knee()
+    base, inputs = resolve_model(model)  # the spec the user typed
+    small = apply(base, knee.plan)  # recovery changes weights, not latency
+    with console.status("timing the knee and the dense model, runs interleaved"):
+        latency = compare_models({"dense": base, "knee": small}, inputs, backend=backend)
+    console.print(
+        f"knee (trial {knee.number}) vs dense, "
+        + compared_text(latency["dense"], latency["knee"], backend=backend),
+        markup=False,
     )
 
 
@@ -208,7 +251,7 @@ def pareto_command(
     except NetsculptError as exc:
         _fail(exc)
         return
-    console.print(front_table(front, all_trials=all_trials))
+    print_table(front_table(front, all_trials=all_trials))
 
 
 def export_command(
@@ -290,10 +333,10 @@ def report_command(
 
 def register(target: typer.Typer) -> None:
     """Add ``search``, ``pareto``, ``export`` and ``report`` to the typer app ``target``."""
-    target.command("search")(search_command)
-    target.command("pareto")(pareto_command)
-    target.command("export")(export_command)
-    target.command("report")(report_command)
+    target.command("search")(one_line_errors(search_command))
+    target.command("pareto")(one_line_errors(pareto_command))
+    target.command("export")(one_line_errors(export_command))
+    target.command("report")(one_line_errors(report_command))
 
 
 register(app)
