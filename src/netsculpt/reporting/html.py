@@ -1,8 +1,13 @@
 """``ns.report``: a self-contained HTML page of a search (plotly, no CDN, works offline).
 
-The page shows the Pareto front (score against measured latency; marker size is the
-parameter count; the dense model marked as a star), a table of the front, and for one
-trial (by default the knee of the front) the kept width of every pruned group.
+The page shows the Pareto front (validation score against measured latency; marker size
+is the parameter count; the dense model marked as a star), a table of the front, and for
+one trial (by default the knee of the front) the kept width of every pruned group.
+
+Two scores, two roles: the **validation** score is what the search optimised and what the
+front, the knee and every choice read, so the plot's axis is the validation score; the
+**test** score of each sub-network is the figure to report, shown in the hover text and in
+its own table column, and never used to choose.
 
 >>> ns.report(front, "report.html")                  # doctest: +SKIP
 PosixPath('report.html')
@@ -25,6 +30,15 @@ from netsculpt.errors import InputError, SearchError
 
 __all__ = ["front_figure", "report", "widths_figure"]
 
+#: the column and axis labels of the two scores
+VAL_LABEL = "val score"
+TEST_LABEL = "test score"
+_NOTE = (
+    "val score: the task's validation split, which the search optimised and every choice "
+    "(the front, the knee, pick) reads. test score: the task's test split, never used to "
+    "choose; the figure to report."
+)
+
 
 def _as_front(front_or_study: Any) -> Any:
     from netsculpt.studies.front import Front
@@ -45,8 +59,18 @@ def _size(params: float, lo: float, hi: float) -> float:
     return 10.0 + 26.0 * math.sqrt((params - lo) / (hi - lo))
 
 
+def _test_text(score: float | None) -> str:
+    """The test score as shown in tables and hover text."""
+    return "not recorded" if score is None else f"{score:.4f}"
+
+
+def _scores_hover(t: Any) -> str:
+    return f"{VAL_LABEL} {t.score:.4f} (selected on)<br>{TEST_LABEL} {_test_text(t.test_score)}"
+
+
 def front_figure(front: Any, *, highlight: int | None = None) -> go.Figure:
-    """Score against latency: every trial (grey), the front (sized by params), the dense model."""
+    """Validation score against latency: every trial (grey), the front (sized by params),
+    the dense model; the hover text of each point gives its test score too."""
     fig = go.Figure()
     everything = [t for t in front.completed]
     all_params = [t.params for t in everything] + (
@@ -63,8 +87,10 @@ def front_figure(front: Any, *, highlight: int | None = None) -> go.Figure:
                 mode="markers",
                 name="other trials",
                 marker={"color": "rgba(140,140,140,0.45)", "size": 7},
-                text=[f"trial {t.number}<br>{t.params:,} params" for t in others],
-                hovertemplate="%{text}<br>%{x:.3f} ms, score %{y:.4f}<extra></extra>",
+                text=[
+                    f"trial {t.number}<br>{_scores_hover(t)}<br>{t.params:,} params" for t in others
+                ],
+                hovertemplate="%{text}<br>%{x:.3f} ms<extra></extra>",
             )
         )
     trials = sorted(front.trials, key=lambda t: t.latency_ms)
@@ -92,11 +118,12 @@ def front_figure(front: Any, *, highlight: int | None = None) -> go.Figure:
                     "line": {"color": "white", "width": 1},
                 },
                 text=[
-                    f"trial {t.number}<br>{t.params:,} params, {t.macs:,} MACs"
+                    f"trial {t.number}<br>{_scores_hover(t)}<br>{t.params:,} params, "
+                    f"{t.macs:,} MACs"
                     + (f"<br>{front.speedup(t):.2f}x faster" if front.speedup(t) else "")
                     for t in trials
                 ],
-                hovertemplate="%{text}<br>%{x:.3f} ms, score %{y:.4f}<extra></extra>",
+                hovertemplate="%{text}<br>%{x:.3f} ms<extra></extra>",
             )
         )
     if highlight is not None and highlight in {t.number for t in everything}:
@@ -132,15 +159,16 @@ def front_figure(front: Any, *, highlight: int | None = None) -> go.Figure:
                 text=["dense"],
                 textposition="top center",
                 hovertemplate=(
-                    f"dense model<br>{b.params:,} params, {b.macs:,} MACs<br>"
-                    "%{x:.3f} ms, score %{y:.4f}<extra></extra>"
+                    f"dense model<br>{_scores_hover(b)}<br>{b.params:,} params, "
+                    f"{b.macs:,} MACs<br>"
+                    "%{x:.3f} ms<extra></extra>"
                 ),
             )
         )
     fig.update_layout(
         title=f"Pareto front of study {front.study_name} ({front.backend} latency)",
         xaxis_title="latency, median (ms)",
-        yaxis_title="score (higher is better)",
+        yaxis_title="val score: validation split, selected on (higher is better)",
         template="plotly_white",
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
         margin={"t": 90},
@@ -170,8 +198,8 @@ def widths_figure(front: Any, number: int) -> go.Figure:
         )
     )
     fig.update_layout(
-        title=f"Kept width per group, trial {t.number} (score {t.score:.4f}, "
-        f"{t.latency_ms:.3f} ms, {t.params:,} params)",
+        title=f"Kept width per group, trial {t.number} ({VAL_LABEL} {t.score:.4f}, "
+        f"{TEST_LABEL} {_test_text(t.test_score)}, {t.latency_ms:.3f} ms, {t.params:,} params)",
         barmode="overlay",
         yaxis_title="units (channels / neurons / heads)",
         template="plotly_white",
@@ -182,13 +210,14 @@ def widths_figure(front: Any, number: int) -> go.Figure:
 
 
 def _table(front: Any, highlight: int | None) -> str:
-    head = ("trial", "score", "latency ms", "p90 ms", "speedup", "params", "MACs")
+    head = ("trial", VAL_LABEL, TEST_LABEL, "latency ms", "p90 ms", "speedup", "params", "MACs")
     rows = []
     if front.baseline is not None:
         b = front.baseline
         rows.append(
             "<tr class='dense'><td>dense</td>"
-            f"<td>{b.score:.4f}</td><td>{b.latency_ms:.3f}</td><td>{b.latency_p90_ms:.3f}</td>"
+            f"<td>{b.score:.4f}</td><td class='test'>{_test_text(b.test_score)}</td>"
+            f"<td>{b.latency_ms:.3f}</td><td>{b.latency_p90_ms:.3f}</td>"
             f"<td>1.00x</td><td>{b.params:,}</td><td>{b.macs:,}</td></tr>"
         )
     for row in front.rows():
@@ -196,6 +225,7 @@ def _table(front: Any, highlight: int | None) -> str:
         speed = "" if row["speedup"] is None else f"{row['speedup']:.2f}x"
         rows.append(
             f"<tr{cls}><td>{row['trial']}</td><td>{row['score']:.4f}</td>"
+            f"<td class='test'>{_test_text(row['test_score'])}</td>"
             f"<td>{row['latency_ms']:.3f}</td><td>{row['latency_p90_ms']:.3f}</td>"
             f"<td>{speed}</td><td>{row['params']:,}</td><td>{row['macs']:,}</td></tr>"
         )
@@ -216,6 +246,8 @@ p.meta { color: #555; }
 table { border-collapse: collapse; font-size: 0.9rem; }
 th, td { padding: 0.25rem 0.7rem; border-bottom: 1px solid #ddd; text-align: right; }
 tr.dense td { color: #888; } tr.chosen td { background: #fdecea; font-weight: 600; }
+td.test { color: #2c6e2c; }
+p.note { color: #444; font-size: 0.9rem; }
 """
 
 
@@ -268,8 +300,17 @@ def report(
     ]
     if base is not None:
         meta.append(
-            f"dense model: score {base.score:.4f}, {base.latency_ms:.3f} ms median, "
+            f"dense model: {VAL_LABEL} {base.score:.4f}, {TEST_LABEL} "
+            f"{_test_text(base.test_score)}, {base.latency_ms:.3f} ms median, "
             f"{base.params:,} params, {base.macs:,} MACs"
+        )
+    missing = sum(t.test_score is None for t in front.completed)
+    if missing:
+        meta.append(
+            f"{TEST_LABEL}: not recorded for {missing} of {len(front.completed)} completed "
+            f"trials (a study from before test scores, test_scores=False, a task whose "
+            f"evaluate takes no split, or a failed test evaluation: see the trial's "
+            f"test_fail_reason)"
         )
     if front.constraints:
         meta.append("constraints: " + ", ".join(f"{k}={v}" for k, v in front.constraints.items()))
@@ -282,9 +323,10 @@ def report(
 <body>
 <h1>netsculpt search report: {name}</h1>
 <p class="meta">{"<br>".join(html.escape(m) for m in meta)}<br>written {stamp}</p>
-<h2>Pareto front</h2>
+<h2>Pareto front (selected on the validation split)</h2>
+<p class="note">{html.escape(_NOTE)}</p>
 {div_front}
-<h2>Trials on the front</h2>
+<h2>Trials on the front: {VAL_LABEL} (selected on) and {TEST_LABEL} (reported)</h2>
 {_table(front, chosen)}
 <h2>Kept widths of trial {chosen}{" (knee of the front)" if trial is None else ""}</h2>
 {div_widths}

@@ -56,6 +56,8 @@ _LEGACY_KEYS = (
     "version",
 )
 _BASELINE_KEYS = ("score", "latency_ms", "latency_p90_ms", "params", "macs")
+#: written since the test split was scored too; absent from older studies
+_OPTIONAL_BASELINE_KEYS = ("test_score",)
 
 
 class _Invalid(Exception):
@@ -111,12 +113,15 @@ def check_baseline(study_name: str, value: Any) -> dict[str, float] | None:
     """The dense model's stored measurements, checked; None when not measured yet."""
     if value is None:
         return None
-    if not isinstance(value, dict) or set(value) != set(_BASELINE_KEYS):
+    if not isinstance(value, dict) or not (
+        set(_BASELINE_KEYS) <= set(value) <= {*_BASELINE_KEYS, *_OPTIONAL_BASELINE_KEYS}
+    ):
         raise _error(
             study_name, "baseline", f"{_short(value)} is not {{{', '.join(_BASELINE_KEYS)}}}"
         )
     try:
         return {
+            **({"test_score": _finite(value["test_score"])} if "test_score" in value else {}),
             "score": _finite(value["score"]),
             "latency_ms": _finite(value["latency_ms"], minimum=0.0),
             "latency_p90_ms": _finite(value["latency_p90_ms"], minimum=0.0),

@@ -6,6 +6,12 @@
 
 A :class:`Front` reads everything from the Optuna study (trial user attrs and the study's
 ``netsculpt:*`` user attrs), so :meth:`Front.load` reopens any stored search.
+
+Two scores per trial, with two roles. ``score`` is the task's **validation** score: the
+search optimised it, and the front, :meth:`Front.pick`, :meth:`Front.knee` and every other
+choice read it. ``test_score`` is the same sub-network's **test** score: shown beside it,
+the figure to claim, and never read by any choice (None for a study written before test
+scores were recorded, one run with ``test_scores=False``, or a task without a test split).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from netsculpt.studies._settings import (
     read_settings,
     user_attrs,
 )
-from netsculpt.studies.objective import METRICS, OBJECTIVES
+from netsculpt.studies.objective import METRICS, OBJECTIVES, TEST_SCORE
 
 __all__ = ["STUDY_ATTR", "Baseline", "Front", "FrontTrial"]
 
@@ -41,13 +47,19 @@ _MAX_PLAN_CHARS = 64 * 1024 * 1024
 
 @dataclass(frozen=True)
 class Baseline:
-    """Score and measurements of the dense (unpruned) model."""
+    """Scores and measurements of the dense (unpruned) model.
+
+    Attributes:
+        score: the validation score (what the trials are compared with).
+        test_score: the test score (None when not recorded; see the module docstring).
+    """
 
     score: float
     latency_ms: float
     latency_p90_ms: float
     params: int
     macs: int
+    test_score: float | None = None
 
 
 class _Materialiser:
@@ -178,9 +190,12 @@ class FrontTrial:
     Attributes:
         number: the Optuna trial number.
         plan: the ``ns.Plan`` that makes it from the base model.
-        score: the task's score (higher is better).
+        score: the task's validation score (higher is better): what the search optimised
+            and every selection (the front, ``pick``, ``knee``) reads.
         latency_ms, latency_p90_ms: median and 90th percentile latency.
         params, macs: parameter count and multiply-accumulates per forward.
+        test_score: the task's test score of the same sub-network, for reporting only
+            (never selected on); None when not recorded.
         params_dict: the trial's Optuna parameters (keep ratios, importance, round_to, ...).
     """
 
@@ -191,6 +206,7 @@ class FrontTrial:
     latency_p90_ms: float
     params: int
     macs: int
+    test_score: float | None = None
     params_dict: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _materialiser: _Materialiser | None = field(default=None, repr=False, compare=False)
 
@@ -208,7 +224,9 @@ class FrontTrial:
         return self._materialiser.build(self.plan)
 
     def value(self, name: str) -> float:
-        """The metric ``name`` (``"score"``, ``"latency_ms"``, ``"params"``, ...)."""
+        """The objective ``name`` (``"score"``, ``"latency_ms"``, ``"params"``, ...)."""
+        if name not in OBJECTIVES:  # the test score is never an objective
+            raise InputError(f"{name!r} is not an objective; choose from {', '.join(OBJECTIVES)}")
         return float(getattr(self, name))
 
 
@@ -262,6 +280,7 @@ def _trial_from_frozen(
         latency_p90_ms=number("latency_p90_ms", minimum=0.0),
         params=number("params", integer=True, minimum=0),
         macs=number("macs", integer=True, minimum=0),
+        test_score=number(TEST_SCORE) if attrs.get(TEST_SCORE) is not None else None,
         params_dict=dict(t.params),
         _materialiser=materialiser,
     )
@@ -476,7 +495,11 @@ class Front:
         *,
         max_macs: int | None = None,
     ) -> FrontTrial:
-        """The highest-scoring feasible trial under the limits (ties: the faster one).
+        """The feasible trial with the best validation score under the limits (ties: the
+        faster one).
+
+        The choice reads the validation ``score`` only (``min_score`` bounds it too); the
+        picked trial's ``test_score`` is the figure to report, never part of the choice.
 
         Raises:
             ConstraintError: no completed trial satisfies the limits; the message lists the
@@ -510,7 +533,8 @@ class Front:
 
         closest = sorted(pool, key=violation)[:3]
         described = "; ".join(
-            f"trial {t.number} (score {t.score:.4g}, {t.latency_ms:.3g} ms, {t.params:,} params)"
+            f"trial {t.number} (val score {t.score:.4g}, {t.latency_ms:.3g} ms, "
+            f"{t.params:,} params)"
             for t in closest
         )
         raise ConstraintError(
@@ -552,13 +576,15 @@ class Front:
         return sorted(two_d, key=lambda t: t.latency_ms)
 
     def rows(self, trials: Sequence[FrontTrial] | None = None) -> list[dict[str, Any]]:
-        """Plain dicts for tables: number, score, latency, p90, params, MACs, speedup."""
+        """Plain dicts for tables: number, validation score (``score``), test score
+        (``test_score``, None when not recorded), latency, p90, params, MACs, speedup."""
         out = []
         for t in self.trials if trials is None else trials:
             out.append(
                 {
                     "trial": t.number,
                     "score": t.score,
+                    "test_score": t.test_score,
                     "latency_ms": t.latency_ms,
                     "latency_p90_ms": t.latency_p90_ms,
                     "params": t.params,

@@ -8,6 +8,15 @@ readable without netsculpt (optuna-dashboard shows them):
 it), ``cached_from`` (the trial whose results an identical plan reused) and, for a
 failed trial, ``fail_reason``.
 
+``score`` is the task's **validation** score (``task.evaluate(model, "validation")``): the
+objective, and all that the sampler, the predictor, constraints and every selection read.
+``test_score`` is the same model's **test** score (``task.evaluate(model, "test")``), kept
+beside it for reports and never read by any choice. It is absent when the study turned it
+off (``test_scores=False``) or the task's ``evaluate`` takes no split (it has one held-out
+set, so there is no separate test score to give); a test evaluation that raises or returns
+no finite number leaves ``test_fail_reason`` instead and the trial still completes (the
+test split must not decide which trials survive).
+
 Measurements are cached per plan (the hash of its JSON): an identical plan, from this
 process or any finished trial in the study, is not applied, scored or timed again.
 """
@@ -26,14 +35,16 @@ from optuna.trial import TrialState
 from torch import nn
 
 from netsculpt._inputs import ExampleInputs
-from netsculpt.errors import InputError, SearchError, UnknownNameError
+from netsculpt.errors import InputError, SearchError, TrainingError, UnknownNameError
 from netsculpt.studies._resume import owner_record
 from netsculpt.studies.samplers import constraint_values
 from netsculpt.studies.space import DATA_DRIVEN_IMPORTANCE, BoundSpace, plan_hash
+from netsculpt.tasks.base import _takes_split, checked_score
 
 __all__ = [
     "METRICS",
     "OBJECTIVES",
+    "TEST_SCORE",
     "Evaluator",
     "TrialFailed",
     "check_objectives",
@@ -50,6 +61,8 @@ OBJECTIVES: dict[str, bool] = {
 }
 #: every metric a trial records
 METRICS = ("score", "latency_ms", "latency_p90_ms", "params", "macs")
+#: the trial (and baseline) attr holding the test-split score: reported, never selected on
+TEST_SCORE = "test_score"
 #: default options of ns.measure inside the search loop
 DEFAULT_MEASURE = {"warmup": 5, "repeats": 30, "memory": False}
 #: longest wait for another process evaluating the same plan (then evaluate it here too)
@@ -124,27 +137,35 @@ class Evaluator:
     recover_budget: Any = None
     constraints: Mapping[str, float] = field(default_factory=dict)
     graph: Any = None
+    #: also score each trial (and the dense model) on the task's test split, for reports
+    test_scores: bool = True
     _cache: dict[str, dict[str, Any]] = field(default_factory=dict)
     _plans: dict[tuple[Any, ...], tuple[Any, str, str]] = field(default_factory=dict)
     _calib: list[Any] | None = None
 
     # -- baseline --------------------------------------------------------------------------
     def baseline(self) -> dict[str, float]:
-        """Score and measurements of the dense model."""
-        score = self._score(self.model)
-        if score is None or not math.isfinite(score):
+        """Validation score, test score (when the task has one) and measurements of the
+        dense model."""
+        try:
+            score = self._score(self.model)
+        except TrainingError as exc:
             raise SearchError(
-                f"the task {getattr(self.task, 'name', type(self.task).__name__)!r} scored the "
-                f"dense model as {score!r}; evaluate(model) must return a finite float "
+                f"the task {getattr(self.task, 'name', type(self.task).__name__)!r} cannot "
+                f"score the dense model ({exc}); evaluate(model) must return a finite float "
                 f"(higher is better) before a search can rank sub-networks"
-            )
+            ) from None
+        test_score, _ = self._test_score(self.model)
         metrics = measure_model(
             self.model,
             self.example_inputs,
             backend=self.backend,
             measure_options=self.measure_options,
         )
-        return {"score": float(score), **metrics}
+        out = {"score": float(score), **metrics}
+        if test_score is not None:
+            out[TEST_SCORE] = test_score
+        return out
 
     # -- the objective ---------------------------------------------------------------------
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
@@ -171,12 +192,19 @@ class Evaluator:
         )
         if cached is not None:
             metrics = dict(cached["metrics"])
+            test_score = cached.get(TEST_SCORE)
             trial.set_user_attr("cached_from", int(cached["trial"]))
         else:
-            metrics = self._evaluate(trial, plan)
-            self._cache[key] = {"metrics": metrics, "trial": trial.number}
+            metrics, test_score = self._evaluate(trial, plan)
+            self._cache[key] = {
+                "metrics": metrics,
+                TEST_SCORE: test_score,
+                "trial": trial.number,
+            }
         for name in ("score", "latency_ms", "latency_p90_ms", "params", "macs"):
             trial.set_user_attr(name, metrics[name])
+        if test_score is not None:  # for reports only: nothing below reads it
+            trial.set_user_attr(TEST_SCORE, test_score)
         if self.constraints:
             values = constraint_values(self.constraints, metrics)
             trial.set_user_attr("constraints", values)
@@ -209,7 +237,9 @@ class Evaluator:
         """The hash of the plan ``params`` give (the predictor skips plans already seen)."""
         return self._plan_for(params)[2]
 
-    def _evaluate(self, trial: optuna.Trial, plan: Any) -> dict[str, Any]:
+    def _evaluate(self, trial: optuna.Trial, plan: Any) -> tuple[dict[str, Any], float | None]:
+        """The metrics of ``plan`` (validation score, latency, params, MACs) and, apart, its
+        test score (None when not scored)."""
         from netsculpt.pruning.apply import apply
 
         started = time.perf_counter()
@@ -226,10 +256,9 @@ class Evaluator:
             score = self._score(small)
         except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
             self._fail(trial, "task.evaluate", exc)
-        if score is None or not math.isfinite(score):
-            reason = f"task.evaluate returned {score!r}, not a finite score"
-            trial.set_user_attr("fail_reason", reason)
-            raise TrialFailed(reason)
+        test_score, test_failure = self._test_score(small)
+        if test_failure is not None:
+            trial.set_user_attr("test_fail_reason", test_failure[:2000])
         try:
             metrics = measure_model(
                 small,
@@ -240,13 +269,22 @@ class Evaluator:
         except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
             self._fail(trial, "measure", exc)
         trial.set_user_attr("eval_seconds", round(time.perf_counter() - started, 4))
-        return {"score": float(score), **metrics}
+        return {"score": float(score), **metrics}, test_score
 
-    def _score(self, model: nn.Module) -> float | None:
-        value = self.task.evaluate(model)
-        if value is None:
-            return None
-        return float(value)
+    def _score(self, model: nn.Module) -> float:
+        """The validation score: what the search optimises and every selection reads."""
+        return checked_score(self.task, model, "validation")
+
+    def _test_score(self, model: nn.Module) -> tuple[float | None, str | None]:
+        """``(test score, None)``, ``(None, why it failed)``, or ``(None, None)`` when test
+        scores are off or the task's ``evaluate`` takes no split (its one held-out set is
+        the validation split, already scored)."""
+        if not self.test_scores or not _takes_split(self.task.evaluate):
+            return None, None
+        try:
+            return checked_score(self.task, model, "test"), None
+        except Exception as exc:  # noqa: BLE001 -- user code; the trial is kept regardless
+            return None, f"task.evaluate(model, 'test') failed: {type(exc).__name__}: {exc}"
 
     def _calib_batches(self, params: Mapping[str, Any]) -> list[Any] | None:
         if str(params.get("importance", "")) not in DATA_DRIVEN_IMPORTANCE:
@@ -318,4 +356,11 @@ def _results_of(t: Any, key: str) -> dict[str, Any] | None:
     source = attrs.get("cached_from", t.number)
     if isinstance(source, bool) or not isinstance(source, int):
         source = t.number
-    return {"metrics": metrics, "trial": source}
+    return {"metrics": metrics, TEST_SCORE: _finite(attrs.get(TEST_SCORE)), "trial": source}
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a float when it is a finite number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None

@@ -19,6 +19,10 @@ only chosen when no candidate is predicted to keep them all (then the one predic
 break them least). Hardware-aware searches spend their evaluations where the deployment
 budget holds, instead of on the fast-but-poor and slow-but-good ends of the front.
 
+The surrogate learns from the trials' objective values only: the score there is the
+validation score. A trial's ``test_score`` user attr is never read (choosing on it would
+make the reported test figure a selected one).
+
 >>> Predictor(n_candidates=32, model="random_forest").model
 'random_forest'
 """
