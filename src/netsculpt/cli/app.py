@@ -387,7 +387,9 @@ def demo(
     except NetsculptError as exc:
         _fail(exc)
     console.print(
-        f"knee: trial {knee.number}, accuracy {knee.score:.4f}, {knee.latency_ms:.3f} ms, "
+        f"knee: trial {knee.number}, accuracy {knee.score:.4f} validation (chosen on), "
+        f"{'-' if knee.test_score is None else f'{knee.test_score:.4f}'} test, "
+        f"{knee.latency_ms:.3f} ms, "
         f"{knee.params:,} params\nreport: {page}\nknee sub-network: {folder} (ONNX: {onnx_path})"
     )
     console.print(

@@ -60,7 +60,10 @@ app = typer.Typer(
 
 
 def front_table(front: Any, *, all_trials: bool = False) -> Table:
-    """A rich table of the front (or of every completed trial), the knee marked."""
+    """A rich table of the front (or of every completed trial), the knee marked.
+
+    "val score" is the validation score the search selected on; "test score" is the test
+    score to report ("-" when the study did not record one)."""
     trials = front.completed if all_trials else front.trials
     knee = front.knee().number if front.trials else None
     title = (
@@ -74,8 +77,9 @@ def front_table(front: Any, *, all_trials: bool = False) -> Table:
     )
     for col, justify in (
         ("trial", "right"),
-        ("score", "right"),
-        ("vs dense", "right"),
+        ("val score", "right"),
+        ("test score", "right"),
+        ("val vs dense", "right"),
         ("latency ms", "right"),
         ("p90 ms", "right"),
         ("vs dense speed", "right"),
@@ -89,6 +93,7 @@ def front_table(front: Any, *, all_trials: bool = False) -> Table:
         table.add_row(
             "dense",
             f"{base.score:.4f}",
+            _score_text(base.test_score),
             "",
             f"{base.latency_ms:.3f}",
             f"{base.latency_p90_ms:.3f}",
@@ -104,6 +109,7 @@ def front_table(front: Any, *, all_trials: bool = False) -> Table:
         table.add_row(
             str(t.number),
             f"{t.score:.4f}",
+            _score_text(t.test_score),
             rel,
             f"{t.latency_ms:.3f}",
             f"{t.latency_p90_ms:.3f}",
@@ -113,6 +119,10 @@ def front_table(front: Any, *, all_trials: bool = False) -> Table:
             "knee" if t.number == knee else "",
         )
     return table
+
+
+def _score_text(score: float | None) -> str:
+    return "-" if score is None else f"{score:.4f}"
 
 
 # --------------------------------------------------------------------------- commands
@@ -305,7 +315,8 @@ def export_command(
         _fail(exc)
         return
     console.print(
-        f"trial {chosen.number}: score {chosen.score:.4f}, {chosen.latency_ms:.3f} ms, "
+        f"trial {chosen.number}: val score {chosen.score:.4f}, test score "
+        f"{_score_text(chosen.test_score)}, {chosen.latency_ms:.3f} ms, "
         f"{chosen.params:,} params -> {', '.join(written)}"
     )
 
