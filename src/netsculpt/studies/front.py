@@ -315,7 +315,8 @@ class Front:
         trials: the Pareto-optimal, feasible trials, fastest first.
         completed: every completed trial, by number.
         failed: ``(number, reason)`` of the trials that failed in the task or the plan.
-        baseline: the dense model's score and measurements (None if never measured).
+        baseline: the dense model's validation and test scores and measurements (None if
+            never measured).
         constraints: the study's constraints, e.g. ``{"max_latency_ms": 5.0}``.
     """
 
