@@ -57,7 +57,7 @@ def main(
             "re:.*attention\\.self$": 1 - heads / HEADS,
             "re:.*intermediate\\.dense$": 1 - neurons / NEURONS,
         }
-        plan = ns.plan(model, x, ratio=ratio, graph=graph, round_to=16)
+        plan = ns.plan(model, x, ns.PruneConfig(ratio=ratio, round_to=16), graph=graph)
         models[f"{heads}h/{neurons}n"] = ns.apply(model, plan)
     medians = compare_latency(
         models, x, backend="onnxruntime", rounds=rounds, repeats=2, warmup=1, threads=threads

@@ -5,12 +5,12 @@ built from a ``transformers.BertConfig`` of MiniLM shape (hidden 384, 12 heads, 
 1536, sequence 128; 4 layers to keep the run short), with random weights:
 
 1. ``ns.analyze`` the model once, then bisect the pruning ratio of
-   ``ns.plan(model, inputs, ratio=r, round_to=16, graph=graph)`` until ``ns.count_macs`` of
-   the applied plan is half the original's (within 2 %). Widths are kept at multiples of 16
-   because CPU convolution kernels work in blocks of 16 channels (AVX-512): on this bench's
-   machine a 3x3 convolution with 40 channels takes as long as one with 48, so the pruned
-   CNN with ``round_to=8`` gained only 0.65-0.70x of its MACs reduction on either backend,
-   and with ``round_to=16`` 0.93-0.96x on onnxruntime.
+   ``ns.plan(model, inputs, ns.PruneConfig(ratio=r, round_to=16), graph=graph)`` until
+   ``ns.count_macs`` of the applied plan is half the original's (within 2 %). Widths are
+   kept at multiples of 16 because CPU convolution kernels work in blocks of 16 channels
+   (AVX-512): on this bench's machine a 3x3 convolution with 40 channels takes as long as
+   one with 48, so the pruned CNN with ``round_to=8`` gained only 0.65-0.70x of its MACs
+   reduction on either backend, and with ``round_to=16`` 0.93-0.96x on onnxruntime.
 2. At batch 1 and batch 32, time the original and the pruned copy with the ``torch`` and
    ``onnxruntime`` backends through :func:`netsculpt.measurement.api.compare_latency`, which
    interleaves their runs round-robin so that both see the same machine noise, and report
@@ -172,7 +172,7 @@ def prune_to_half_macs(model: nn.Module, inputs: Any, *, round_to: int, steps: i
     best: tuple[float, float, nn.Module] | None = None
     for _ in range(steps):
         ratio = (lo + hi) / 2
-        plan = ns.plan(model, inputs, ratio=ratio, round_to=round_to, graph=graph)
+        plan = ns.plan(model, inputs, ns.PruneConfig(ratio=ratio, round_to=round_to), graph=graph)
         small = ns.apply(model, plan)
         fraction = count_macs(small, inputs) / base
         if best is None or abs(fraction - TARGET_MACS_FRACTION) < abs(

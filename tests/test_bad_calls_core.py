@@ -67,7 +67,7 @@ class Tiny(ns.Task):
 
     name = "tiny"
 
-    def evaluate(self, model: nn.Module) -> float:
+    def evaluate(self, model: nn.Module, split: str = "validation") -> float:
         return 0.0
 
     def example_inputs(self) -> torch.Tensor:
@@ -150,18 +150,48 @@ CASES = [
     Case("plan-inf-inputs", lambda t: ns.plan(mlp(), X_INF), ExampleInputsError, "infinite"),
     Case("plan-meta-model", lambda t: ns.plan(on_meta(), X), InputError, "meta device"),
     Case(
-        "plan-seed-str",
-        lambda t: ns.plan(mlp(), X, seed="x"),
+        "config-seed-str",
+        lambda t: ns.PruneConfig(seed="x"),
         InputError,
         "seed must be an integer, got 'x'",
     ),
-    Case("plan-seed-negative", lambda t: ns.plan(mlp(), X, seed=-1), InputError, "got -1"),
-    Case("plan-exclude-int", lambda t: ns.plan(mlp(), X, exclude=5), InputError, "got 5"),
+    Case("config-seed-negative", lambda t: ns.PruneConfig(seed=-1), InputError, "got -1"),
+    Case("config-exclude-int", lambda t: ns.PruneConfig(exclude=5), InputError, "(exclude=5)"),
+    Case(
+        "config-exclude-bad-regex",
+        lambda t: ns.PruneConfig(exclude=("re:(",)),
+        InputError,
+        "'re:(' is not a valid regular expression",
+    ),
     Case(
         "plan-exclude-misspelt",
-        lambda t: ns.plan(mlp(), X, exclude=["2.wieght"]),
+        lambda t: ns.plan(mlp(), X, ns.PruneConfig(exclude=("2.wieght",))),
         InputError,
         "did you mean '2.weight'",
+    ),
+    Case(
+        "plan-config-a-number",
+        lambda t: ns.plan(mlp(), X, 0.3),
+        InputError,
+        "to set the ratio alone, pass ratio=0.3",
+    ),
+    Case(
+        "plan-config-a-dict",
+        lambda t: ns.plan(mlp(), X, {"ratio": 0.3}),
+        InputError,
+        "ns.PruneConfig.from_dict",
+    ),
+    Case(
+        "config-unknown-field",
+        lambda t: ns.PruneConfig.from_dict({"ratoi": 0.3}),
+        InputError,
+        "no field 'ratoi'; did you mean 'ratio'?",
+    ),
+    Case(
+        "config-ratio-empty-mapping",
+        lambda t: ns.PruneConfig(ratio={}),
+        InputError,
+        "an empty mapping prunes nothing",
     ),
     Case("plan-ratio-one", lambda t: ns.plan(mlp(), X, ratio=1.0), InvalidRatioError, "got 1.0"),
     Case("plan-ratio-str", lambda t: ns.plan(mlp(), X, ratio="0.3"), InvalidRatioError, "'0.3'"),
@@ -193,13 +223,25 @@ CASES = [
         "plan-importance-int",
         lambda t: ns.plan(mlp(), X, importance=5),
         InputError,
-        "importance must be a criterion name or a callable",
+        "importance is a criterion name (str)",
     ),
-    Case("plan-round-to-zero", lambda t: ns.plan(mlp(), X, round_to=0), InputError, "got 0"),
-    Case("plan-round-to-float", lambda t: ns.plan(mlp(), X, round_to=2.5), InputError, "2.5"),
+    Case(
+        "plan-importance-callable",
+        lambda t: ns.plan(mlp(), X, importance=lambda g, ctx: None),
+        InputError,
+        "register it with ns.register_importance(name)",
+    ),
+    Case(
+        "config-importance-unknown",
+        lambda t: ns.PruneConfig(importance="psychic"),
+        UnknownNameError,
+        "register yours first with ns.register_importance('psychic')",
+    ),
+    Case("config-round-to-zero", lambda t: ns.PruneConfig(round_to=0), InputError, "got 0"),
+    Case("config-round-to-float", lambda t: ns.PruneConfig(round_to=2.5), InputError, "2.5"),
     Case(
         "plan-round-to-wider-than-groups",
-        lambda t: ns.plan(mlp(), X, ratio=0.5, round_to=64),
+        lambda t: ns.plan(mlp(), X, ns.PruneConfig(ratio=0.5, round_to=64)),
         NothingToPruneError,
         "round_to=64 exceeds the width of every group",
     ),
@@ -211,7 +253,7 @@ CASES = [
     ),
     Case(
         "plan-everything-excluded",
-        lambda t: ns.plan(mlp(), X, exclude=["re:.*"]),
+        lambda t: ns.plan(mlp(), X, ns.PruneConfig(exclude=("re:.*",))),
         NothingToPruneError,
         "no prunable group",
     ),
@@ -254,30 +296,42 @@ CASES = [
     Case("plan-loss-fn-str", lambda t: ns.plan(mlp(), X, loss_fn="mse"), InputError, "'mse'"),
     Case("plan-graph-str", lambda t: ns.plan(mlp(), X, graph="g"), InputError, "got str"),
     Case(
-        "plan-verify-str",
-        lambda t: ns.plan(mlp(), X, verify="yes"),
+        "config-verify-str",
+        lambda t: ns.PruneConfig(verify="yes"),
         InputError,
         "verify must be True or False, got 'yes'",
     ),
     Case(
-        "plan-global-ranking-int",
-        lambda t: ns.plan(mlp(), X, global_ranking=1),
+        "config-global-ranking-int",
+        lambda t: ns.PruneConfig(global_ranking=1),
         InputError,
-        "global_ranking must be True or False, got 1",
+        "global_ranking must be True or False",
     ),
     Case(
-        "plan-remove-blocks-int",
-        lambda t: ns.plan(mlp(), X, remove_blocks=[3]),
+        "config-protect-outputs-none",
+        lambda t: ns.PruneConfig(protect_outputs=None),
+        InputError,
+        "protect_outputs must be True or False, got None",
+    ),
+    Case(
+        "config-remove-blocks-int",
+        lambda t: ns.PruneConfig(remove_blocks=[3]),
         InputError,
         "got 3 (int)",
+    ),
+    Case(
+        "plan-remove-blocks-unknown",
+        lambda t: ns.plan(mlp(), X, ns.PruneConfig(remove_blocks=("2",))),
+        InputError,
+        "not removable blocks",
     ),
     # ---------------------------------------------------------------- prune
     Case("prune-none-model", lambda t: ns.prune(None, X), InputError, "got NoneType"),
     Case(
-        "prune-unknown-option",
-        lambda t: ns.prune(mlp(), X, ratoi=0.3),
+        "prune-config-str",
+        lambda t: ns.prune(mlp(), X, "ratio=0.3"),
         InputError,
-        "ratoi=0.3; did you mean ratio?",
+        "ns.prune takes a PruneConfig as its third argument, got 'ratio=0.3'",
     ),
     Case(
         "prune-inplace-str",
@@ -293,21 +347,27 @@ CASES = [
     ),
     Case(
         "prune-inplace-round-to",
-        lambda t: ns.prune(mlp(), X, inplace=True, ratio=0.5, round_to=64),
+        lambda t: ns.prune(mlp(), X, ns.PruneConfig(ratio=0.5, round_to=64), inplace=True),
         NothingToPruneError,
         "round_to=64",
     ),
     Case(
         "prune-inplace-exclude-unknown",
-        lambda t: ns.prune(mlp(), X, inplace=True, exclude=["nope"]),
+        lambda t: ns.prune(mlp(), X, ns.PruneConfig(exclude=("nope",)), inplace=True),
         InputError,
         "'nope'",
     ),
     Case(
-        "prune-seed-str",
-        lambda t: ns.prune(mlp(), X, seed="x"),
-        InputError,
+        "prune-ratio-shortcut-str",
+        lambda t: ns.prune(mlp(), X, ns.PruneConfig(), ratio="x"),
+        InvalidRatioError,
         "got 'x'",
+    ),
+    Case(
+        "prune-taylor-shortcut-without-calib",
+        lambda t: ns.prune(mlp(), X, importance="taylor", inplace=True),
+        InputError,
+        "'taylor' needs calibration batches",
     ),
     # ---------------------------------------------------------------- measure
     Case("measure-str-model", lambda t: ns.measure("mlp", X), InputError, "'mlp'"),
@@ -505,15 +565,17 @@ CASES = [
     ),
     Case(
         "iterative-exclude-unknown",
-        lambda t: ns.iterative_prune(mlp(), X, task=Tiny(), ratio=0.5, exclude=["nope"]),
+        lambda t: ns.iterative_prune(
+            mlp(), X, ns.PruneConfig(exclude=("nope",)), task=Tiny(), ratio=0.5
+        ),
         InputError,
         "'nope'",
     ),
     Case(
-        "iterative-seed-str",
-        lambda t: ns.iterative_prune(mlp(), X, task=Tiny(), ratio=0.5, seed="x"),
+        "iterative-config-str",
+        lambda t: ns.iterative_prune(mlp(), X, "x", task=Tiny(), ratio=0.5),
         InputError,
-        "got 'x'",
+        "ns.iterative_prune takes a PruneConfig as its third argument, got 'x'",
     ),
     Case(
         "iterative-nan-weights",
@@ -540,7 +602,7 @@ def test_a_bad_call_leaves_the_model_untouched() -> None:
     model = mlp()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(NothingToPruneError):
-        ns.prune(model, X, inplace=True, ratio=0.5, round_to=64)
+        ns.prune(model, X, ns.PruneConfig(ratio=0.5, round_to=64), inplace=True)
     assert model[0].out_features == 16
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, before[k], rtol=0, atol=0)

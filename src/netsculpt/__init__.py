@@ -29,6 +29,7 @@ _LAZY: dict[str, str] = {
     "apply": "netsculpt.pruning.apply",
     "plan_of": "netsculpt.pruning.apply",
     "prune": "netsculpt.pruning.planner",
+    "PruneConfig": "netsculpt.pruning.config",
     "iterative_prune": "netsculpt.pruning.iterative",
     "factorize": "netsculpt.pruning.lowrank",
     "FactorizeConfig": "netsculpt.pruning.lowrank",

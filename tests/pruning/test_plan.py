@@ -78,7 +78,7 @@ def test_unknown_importance_lists_the_known_ones() -> None:
 
 def test_round_to_keeps_kernel_friendly_widths() -> None:
     model, x = mlp()
-    plan = ns.plan(model, x, ratio=0.3, round_to=8)
+    plan = ns.plan(model, x, ns.PruneConfig(ratio=0.3, round_to=8))
     assert all(kept % 8 == 0 for _size, kept in plan.widths.values())
 
 
@@ -128,12 +128,22 @@ def test_lamp_global_ranking_gives_layer_adaptive_ratios() -> None:
     assert total_before - total_after == int(0.3 * 64) + int(0.3 * 32)
 
 
-def test_custom_importance_callable() -> None:
+def test_a_registered_criterion_is_used_by_name_and_a_callable_is_refused() -> None:
+    from netsculpt.pruning.importance import IMPORTANCE
+
     model, x = mlp()
-    plan = ns.plan(
-        model, x, ratio={"0": 0.5}, importance=lambda g, ctx: -torch.arange(g.size).numpy()
-    )
-    assert dict((g.name, g.kept) for g in plan.groups)["0"] == tuple(range(32))
+
+    @ns.register_importance("test_first_units_first")
+    def first_units_first(g, ctx):  # type: ignore[no-untyped-def]
+        return -torch.arange(g.size).numpy()
+
+    try:
+        plan = ns.plan(model, x, ratio={"0": 0.5}, importance="test_first_units_first")
+        assert dict((g.name, g.kept) for g in plan.groups)["0"] == tuple(range(32))
+        with pytest.raises(InputError, match=r"register it with ns\.register_importance"):
+            ns.plan(model, x, importance=first_units_first)  # type: ignore[arg-type]
+    finally:
+        IMPORTANCE.pop("test_first_units_first", None)
 
 
 def test_nothing_to_prune() -> None:
@@ -161,7 +171,7 @@ def test_plan_json_round_trip_and_apply_checks_shapes() -> None:
 def test_exclude_keeps_a_module_whole() -> None:
     model, x = mlp()
     # excluding the head keeps its input width: the group feeding it stays whole
-    plan = ns.plan(model, x, ratio=0.5, exclude=["4"])
+    plan = ns.plan(model, x, ns.PruneConfig(ratio=0.5, exclude=("4",)))
     assert "2" not in plan.widths
     assert plan.widths["0"] == (64, 32)
     graph = ns.analyze(model, x, exclude=["4"])
@@ -172,14 +182,17 @@ def test_remove_blocks_of_a_llama() -> None:
     model, inputs = ZOO["hf_llama_gqa"]()
     graph = ns.analyze(model, inputs)
     mlp_block = next(b for b in graph.blocks if b.endswith("layers.1.mlp"))
-    small = ns.prune(model, inputs, ratio=0.0 + 1e-9, remove_blocks=[mlp_block], graph=graph)
+    small = ns.apply(
+        model,
+        ns.plan(model, inputs, ns.PruneConfig(ratio=0.0, remove_blocks=(mlp_block,)), graph=graph),
+    )
     from netsculpt.pruning.apply import Removed
 
     assert isinstance(small.get_submodule(mlp_block), Removed)
     out = call_model(small, inputs)
     assert out.logits.shape == call_model(model, inputs).logits.shape
     with pytest.raises(InputError, match="not removable blocks"):
-        ns.plan(model, inputs, remove_blocks=["model.embed_tokens"], graph=graph)
+        ns.plan(model, inputs, ns.PruneConfig(remove_blocks=("model.embed_tokens",)), graph=graph)
 
 
 def test_removing_a_zero_branch_changes_nothing() -> None:
@@ -187,18 +200,20 @@ def test_removing_a_zero_branch_changes_nothing() -> None:
     layer = model.model.layers[0].mlp
     with torch.no_grad():
         layer.down_proj.weight.zero_()
-    small = ns.prune(model, inputs, ratio=0.0, remove_blocks=["model.layers.0.mlp"])
+    small = ns.prune(
+        model, inputs, ns.PruneConfig(ratio=0.0, remove_blocks=("model.layers.0.mlp",))
+    )
     torch.testing.assert_close(call_model(small, inputs).logits, call_model(model, inputs).logits)
 
 
 def test_plan_attribute_allow_list_is_the_planners() -> None:
+    from netsculpt.pruning import _build
     from netsculpt.pruning import plan as plan_module
-    from netsculpt.pruning import planner
     from netsculpt.pruning.plan import is_size_attribute
 
-    # the attributes a plan may set are the ones the planner writes: keep both in step
-    assert planner._ATTR_NAME.pattern == plan_module.SIZE_ATTRIBUTE.pattern
-    assert planner._ATTR_SKIP.pattern == plan_module.NOT_SIZE_ATTRIBUTE.pattern
+    # the attributes a plan may set are the ones the planner writes: one pair of patterns
+    assert _build.SIZE_ATTRIBUTE is plan_module.SIZE_ATTRIBUTE
+    assert _build.NOT_SIZE_ATTRIBUTE is plan_module.NOT_SIZE_ATTRIBUTE
     for good in ("groups", "num_groups", "num_heads", "head_dim", "split_size", "all_head_size"):
         assert is_size_attribute(good), good
     for bad in ("__class__", "forward", "training", "_num", "class", "vocab_size", "layer_idx", 5):

@@ -74,7 +74,7 @@ def test_output_widths_may_change_when_asked() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 6)).eval()
     x = torch.randn(2, 4)
-    small = ns.prune(model, x, ratio=0.5, protect_outputs=False)
+    small = ns.prune(model, x, ns.PruneConfig(ratio=0.5, protect_outputs=False))
     assert call_model(small, x).shape == (2, 3)
 
 

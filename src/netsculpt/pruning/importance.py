@@ -7,8 +7,9 @@ slices that a unit owns, in every layer it touches.
 Built in: ``magnitude`` (L2 norms), ``l1``, ``taylor`` (first order, |w * dL/dw| summed
 over the unit; needs calibration batches), ``activation`` (Wanda-style: the norm of
 each input column scaled by the mean absolute activation feeding it; needs calibration
-batches), ``random`` and ``lamp`` (layer-adaptive magnitude, for global ranking). Add
-one with :func:`register_importance`.
+batches), ``random`` and ``lamp`` (layer-adaptive magnitude, ranked globally). Add one
+with :func:`register_importance`, declaring what it needs (``needs_calib``,
+``ranks_globally``); :func:`criterion_info` reads the declaration back.
 """
 
 from __future__ import annotations
@@ -26,10 +27,15 @@ from netsculpt._inputs import ExampleInputs, call_model, flatten_outputs
 from netsculpt.errors import ExampleInputsError, InputError, UnknownNameError
 from netsculpt.graph.analysis import Graph, Group
 
-__all__ = ["IMPORTANCE", "NEEDS_CALIB", "ImportanceContext", "check_calib", "register_importance"]
-
-#: built-in criteria that read calibration batches
-NEEDS_CALIB = frozenset({"taylor", "activation"})
+__all__ = [
+    "IMPORTANCE",
+    "CriterionInfo",
+    "ImportanceContext",
+    "check_calib",
+    "criterion_info",
+    "get_importance",
+    "register_importance",
+]
 
 
 @dataclass
@@ -61,10 +67,42 @@ Importance = Callable[[Group, ImportanceContext], np.ndarray]
 IMPORTANCE: dict[str, Importance] = {}
 
 
-def register_importance(name: str) -> Callable[[Importance], Importance]:
-    """Register an importance criterion under ``name`` (usable as ``importance=name``)."""
+@dataclass(frozen=True)
+class CriterionInfo:
+    """What a registered criterion declares it needs, read by the planner and the search.
+
+    Attributes:
+        needs_calib: the criterion reads calibration batches (``context.calib``); planning
+            with it and no batches is refused, and a search hands it the task's batches.
+        ranks_globally: its scores are comparable across groups, so the planner ranks the
+            units of all groups together by default (``global_ranking=None``).
+    """
+
+    needs_calib: bool = False
+    ranks_globally: bool = False
+
+
+_INFO: dict[str, CriterionInfo] = {}
+
+
+def register_importance(
+    name: str, *, needs_calib: bool = False, ranks_globally: bool = False
+) -> Callable[[Importance], Importance]:
+    """Register an importance criterion under ``name`` (usable as ``importance=name``).
+
+    ``needs_calib=True`` declares that it reads calibration batches (``context.calib``):
+    :func:`netsculpt.plan` then requires ``calib=`` and a search passes the task's batches.
+    ``ranks_globally=True`` declares scores comparable across groups, so that units of all
+    groups are ranked together unless ``PruneConfig(global_ranking=False)`` says otherwise.
+    """
     if not isinstance(name, str) or not name:
         raise InputError(f"an importance name must be a non-empty str, got {name!r}")
+    for flag, value in (("needs_calib", needs_calib), ("ranks_globally", ranks_globally)):
+        if not isinstance(value, bool):
+            raise InputError(
+                f"register_importance({name!r}, {flag}={value!r}): {flag} must be True or False"
+            )
+    info = CriterionInfo(needs_calib=needs_calib, ranks_globally=ranks_globally)
 
     def deco(fn: Importance) -> Importance:
         if not callable(fn):
@@ -73,39 +111,72 @@ def register_importance(name: str) -> Callable[[Importance], Importance]:
                 f"{type(fn).__name__}"
             )
         IMPORTANCE[name] = fn
+        _INFO[name] = info
         return fn
 
     return deco
 
 
-def get_importance(name: str | Importance) -> Importance:
-    if callable(name):
-        return name
+def _check_name(name: Any) -> str:
+    if callable(name) and not isinstance(name, str):
+        label = getattr(name, "__name__", type(name).__name__)
+        raise InputError(
+            f"importance must be the name of a registered criterion, got the callable "
+            f"{label!r}; register it with ns.register_importance(name) (adding needs_calib=True "
+            f"if it reads calibration batches) and pass the name, e.g. importance='my_score'"
+        )
     if not isinstance(name, str):
         raise InputError(
-            f"importance must be a criterion name or a callable (group, context) -> scores, "
-            f"got {name!r} ({type(name).__name__}); choose one of {sorted(IMPORTANCE)}"
+            f"importance must be a criterion name (str), got {name!r} ({type(name).__name__}); "
+            f"choose one of {sorted(IMPORTANCE)}"
         )
     if name not in IMPORTANCE:
         raise UnknownNameError(
             f"unknown importance {name!r}; choose one of {sorted(IMPORTANCE)} or register "
-            f"your own with netsculpt.register_importance"
+            f"your own with ns.register_importance({name!r}) before using it"
         )
-    return IMPORTANCE[name]
+    return name
 
 
-def check_calib(calib: Any, importance: Any) -> Any:
-    """Calibration batches for ``importance``: required by the criteria in :data:`NEEDS_CALIB`,
-    and when given, a collection of batches (a list, or an iterable such as a DataLoader),
-    each a tensor, a tuple or a dict of keyword inputs. A list or tuple is checked batch by
-    batch and returned as a list; other iterables are returned unread."""
-    name = importance if isinstance(importance, str) else None
+def get_importance(name: str) -> Importance:
+    """The criterion registered under ``name``.
+
+    Raises:
+        UnknownNameError: no criterion has that name (the message lists the registered ones).
+        InputError: ``name`` is not a string (a callable must be registered first).
+    """
+    return IMPORTANCE[_check_name(name)]
+
+
+def criterion_info(name: str) -> CriterionInfo:
+    """What the criterion registered under ``name`` declares it needs.
+
+    >>> criterion_info("taylor")
+    CriterionInfo(needs_calib=True, ranks_globally=False)
+
+    Raises:
+        UnknownNameError: no criterion has that name.
+    """
+    return _INFO.get(_check_name(name), CriterionInfo())
+
+
+def check_calib(calib: Any, importance: str) -> Any:
+    """Calibration batches for ``importance``: required by a criterion registered with
+    ``needs_calib=True``, and when given, a collection of batches (a list, or an iterable
+    such as a DataLoader), each a tensor, a tuple or a dict of keyword inputs. A list or
+    tuple is checked batch by batch and returned as a list; other iterables are returned
+    unread."""
     if calib is None:
-        if name in NEEDS_CALIB:
+        if criterion_info(importance).needs_calib:
             raise InputError(
-                f"importance {name!r} needs calibration batches: pass calib=[batch, ...] "
-                f"(each batch shaped like example_inputs)"
-                + (", and optionally loss_fn=(outputs, batch) -> loss" if name == "taylor" else "")
+                f"importance {importance!r} needs calibration batches (it is registered with "
+                f"needs_calib=True): pass calib=[batch, ...] (each batch shaped like "
+                f"example_inputs)"
+                + (
+                    ", and optionally loss_fn=(outputs, batch) -> loss"
+                    if importance == "taylor"
+                    else ""
+                )
                 + "; or choose importance='magnitude', which needs no data"
             )
         return None
@@ -180,7 +251,7 @@ def random(group: Group, ctx: ImportanceContext) -> np.ndarray:
     return np.random.default_rng(seed).random(group.size)
 
 
-@register_importance("lamp")
+@register_importance("lamp", ranks_globally=True)
 def lamp(group: Group, ctx: ImportanceContext) -> np.ndarray:
     """LAMP (Lee et al., 2021): squared magnitude over the sum of the larger ones.
 
@@ -240,7 +311,7 @@ def compute_grads(ctx: ImportanceContext) -> dict[str, torch.Tensor]:
     return grads
 
 
-@register_importance("taylor")
+@register_importance("taylor", needs_calib=True)
 def taylor(group: Group, ctx: ImportanceContext) -> np.ndarray:
     """First-order Taylor: sum over a unit's weights of |w * dL/dw| (calibration batches)."""
     if ctx.grads is None:
@@ -299,7 +370,7 @@ def compute_activations(ctx: ImportanceContext) -> dict[str, torch.Tensor]:
     return {n: sums[n] / counts[n] for n in sums}
 
 
-@register_importance("activation")
+@register_importance("activation", needs_calib=True)
 def activation(group: Group, ctx: ImportanceContext) -> np.ndarray:
     """Wanda-style: input-column norms scaled by the mean |activation| feeding them."""
     if ctx.activations is None:

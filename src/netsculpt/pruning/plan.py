@@ -14,11 +14,14 @@ import keyword
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from netsculpt.errors import NetsculptError, PlanError
+
+if TYPE_CHECKING:
+    from netsculpt.pruning.config import PruneConfig
 
 FORMAT = "netsculpt.plan/1"
 
@@ -38,9 +41,8 @@ MAX_DIM = 2**40
 MAX_INDICES = 2**25
 
 # The attribute updates a plan may carry are the ones the planner writes
-# (netsculpt.pruning.planner): a grouped layer's ``groups`` / ``num_groups``, and integer size
-# attributes whose names look like sizes. Keep these two patterns equal to the planner's
-# ``_ATTR_NAME`` / ``_ATTR_SKIP`` (tests/pruning/test_plan.py checks that they are).
+# (netsculpt.pruning._build, which reads these two patterns): a grouped layer's ``groups`` /
+# ``num_groups``, and integer size attributes whose names look like sizes.
 SIZE_ATTRIBUTE = re.compile(
     r"(head|size|dim|num|width|channel|feature|embed|split|inner|hidden)", re.IGNORECASE
 )
@@ -254,8 +256,29 @@ def check_plan_data(
             raise _fail(where + "[0]", f"module {_short(module)} is empty or listed twice")
         seen.add(module)
         _int(item[1], where + "[1]", 1, MAX_DIM)
-    _dict(data.get("meta", {}), "meta")
+    meta = _dict(data.get("meta", {}), "meta")
+    _check_stored_configs(meta)
     return declared
+
+
+def _check_stored_configs(meta: Mapping[str, Any]) -> None:
+    """The pruning configs a plan records (its own, and each step's when composed) are
+    checked as data: the fields and values of a :class:`~netsculpt.PruneConfig`."""
+    from netsculpt.pruning.config import stored_config
+
+    found: list[tuple[str, Any]] = []
+    if "config" in meta:
+        found.append(("meta.config", meta["config"]))
+    steps = meta.get("steps")
+    if isinstance(steps, list):
+        for k, step in enumerate(steps):
+            if isinstance(step, dict) and "config" in step:
+                found.append((f"meta.steps[{k}].config", step["config"]))
+    for where, value in found:
+        try:
+            stored_config(value)
+        except NetsculptError as exc:
+            raise _fail(where, str(exc)) from None
 
 
 _JSON_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)  # possessive: linear
@@ -351,7 +374,9 @@ class Plan:
         attrs: ``(module, attribute, new value)`` to set on the pruned copy.
         groups: the decision per group (for reports and search).
         removed: modules replaced by a zero branch (whole residual branches removed).
-        meta: how the plan was made (ratio, importance, round_to, model class).
+        meta: how the plan was made: ``meta["config"]`` is the
+            :class:`~netsculpt.PruneConfig` used, as a dict (read back by :attr:`config`);
+            ratio, importance, round_to, model class and the resolved global ranking.
         lowrank: ``(module, rank)`` for Linear/Conv layers replaced, after slicing, by two
             thinner layers from a truncated SVD (see :func:`netsculpt.factorize`).
     """
@@ -368,6 +393,15 @@ class Plan:
     def widths(self) -> dict[str, tuple[int, int]]:
         """Group name -> (original units, kept units)."""
         return {g.name: (g.size, g.n_kept) for g in self.groups}
+
+    @property
+    def config(self) -> PruneConfig | None:
+        """The :class:`~netsculpt.PruneConfig` the plan was made with (None for a plan not
+        made by :func:`netsculpt.plan`, such as a factorisation or a composed plan)."""
+        from netsculpt.pruning.config import stored_config
+
+        data = self.meta.get("config")
+        return None if data is None else stored_config(data)
 
     @property
     def is_identity(self) -> bool:

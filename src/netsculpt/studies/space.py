@@ -247,6 +247,7 @@ class BoundSpace:
         calib: Sequence[ExampleInputs] | None = None,
     ) -> Any:
         """Build the ``ns.Plan`` that ``params`` describe (keep ratios -> ``ns.plan``)."""
+        from netsculpt.pruning.config import PruneConfig
         from netsculpt.pruning.planner import plan as make_plan
 
         importance = str(params.get("importance", self.space.importance[0]))
@@ -254,22 +255,21 @@ class BoundSpace:
         ratio: float | dict[str, float] = self.ratios(params)
         if not ratio:
             ratio = 0.0
-        options: dict[str, Any] = {}
-        removed = self.removed_blocks(params)
-        if removed:  # only passed when used, so planners without block removal still work
-            options["remove_blocks"] = removed
+        config = PruneConfig(
+            ratio=ratio,
+            importance=importance,
+            exclude=tuple(self.space.exclude),
+            round_to=round_to,
+            remove_blocks=self.removed_blocks(params),
+        )
         return make_plan(
             model,
             example_inputs,
-            ratio=ratio,
-            importance=importance,
-            exclude=self.space.exclude,
-            round_to=round_to,
+            config,
             calib=list(calib)
             if (calib is not None and importance in DATA_DRIVEN_IMPORTANCE)
             else None,
             graph=graph,
-            **options,
         )
 
     def encode(self, params: Mapping[str, Any]) -> list[float]:
