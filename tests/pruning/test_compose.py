@@ -122,3 +122,19 @@ def test_iterative_pruning_reaches_the_ratio_and_recovers(tmp_path: Path) -> Non
     torch.testing.assert_close(call_model(again, x), call_model(small, x), rtol=0, atol=0)
     with pytest.raises(InputError, match="steps"):
         ns.iterative_prune(model, x, task=task, ratio=0.5, steps=0)
+
+
+def test_iterative_pruning_takes_a_config_and_records_each_step() -> None:
+    model, x = cnn()
+    task = Blobs()
+    config = ns.PruneConfig(ratio={"0": 0.75}, importance="l1", seed=5)
+    small = ns.iterative_prune(
+        model, x, config, task=task, steps=2, budget_per_step=2, recovery="finetune"
+    )
+    plan = ns.plan_of(small)
+    assert plan.widths["0"][1] == 8  # 32 -> 16 -> 8: half of what is left in each step
+    assert plan.widths["6"] == (64, 64)  # not named in the ratio mapping
+    steps = [ns.PruneConfig.from_dict(step["config"]) for step in plan.meta["steps"]]
+    assert [s.seed for s in steps] == [5, 6]
+    assert {s.importance for s in steps} == {"l1"}
+    assert steps[0].ratio == {"0": pytest.approx(0.5)}

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 import torch
 from torch import nn
 
 import netsculpt as ns
 from netsculpt._inputs import call_model
+from netsculpt.errors import PlanError
 
 
 class HeadCountAttention(nn.Module):
@@ -89,3 +93,50 @@ def test_prune_in_place_matches_the_copy() -> None:
     torch.testing.assert_close(
         call_model(in_place, inputs).logits, call_model(copy_pruned, inputs).logits
     )
+
+
+def test_in_place_output_widths_may_change_when_asked() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 6)).eval()
+    x = torch.randn(2, 4)
+    config = ns.PruneConfig(ratio=0.5, protect_outputs=False)
+    copy_pruned = ns.prune(model, x, config)
+    in_place = ns.prune(model, x, config, inplace=True)
+    assert in_place is model and call_model(in_place, x).shape == (2, 3)
+    torch.testing.assert_close(call_model(in_place, x), call_model(copy_pruned, x))
+
+
+def test_a_failed_in_place_prune_says_the_model_was_modified() -> None:
+    torch.manual_seed(0)
+    model = HardCodedSplit().eval()
+    x = torch.randn(4, 8)
+    # a copy keeps the hard-coded split's groups whole; in place there is no second try
+    with pytest.raises(PlanError, match="pruned in place.*it has been modified"):
+        ns.prune(model, x, ratio=0.5, inplace=True)
+    assert model.a.out_features < 12
+
+
+def test_copies_and_in_place_pruning_share_one_verification(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from netsculpt.pruning import _verify, planner
+
+    calls: list[bool] = []
+
+    def counting(*args: Any, **kwargs: Any) -> _verify.Verified:
+        calls.append(bool(kwargs.get("inplace", False)))
+        return _verify.verify(*args, **kwargs)
+
+    monkeypatch.setattr(planner, "verify", counting)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 6)).eval()
+    x = torch.randn(2, 4)
+    ns.prune(model, x, ratio=0.5)
+    ns.prune(model, x, ratio=0.5, inplace=True)
+    assert calls == [False, True]
+    # verify=False skips the check on both paths
+    calls.clear()
+    other = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 6)).eval()
+    ns.prune(other, x, ns.PruneConfig(ratio=0.5, verify=False))
+    ns.prune(other, x, ns.PruneConfig(ratio=0.5, verify=False), inplace=True)
+    assert calls == []
