@@ -198,7 +198,7 @@ def speed_words(before_ms: float, after_ms: float) -> str:
 
 def compared_text(before: LatencySpread, after: LatencySpread, *, backend: str) -> str:
     """One sentence: how much faster or slower ``after`` is, and how it was measured."""
-    noise = "; the p10-p90 ranges overlap, so within noise" if before.overlaps(after) else ""
+    noise = "; the p10-p90 ranges overlap: it may be noise" if before.overlaps(after) else ""
     return (
         f"latency {speed_words(before.median, after.median)}: median {before.median:.3f} ms "
         f"(p10-p90 {before.range_text}) -> {after.median:.3f} ms (p10-p90 {after.range_text}), "
