@@ -280,9 +280,8 @@ class Bench:
     b: Budgets
 
     def train(self, model: nn.Module, steps: int) -> nn.Module:
-        return ns.finetune(
-            model, self.ds.task, steps, lr=self.ds.lr, seed=self.seed, progress=False
-        )
+        config = ns.TrainConfig(lr=self.ds.lr, seed=self.seed)
+        return ns.finetune(model, self.ds.task, steps, config, progress=False)
 
     def sparsify(self, model: nn.Module, config: Any, steps: int | None) -> Any:
         return ns.sparsify(
@@ -382,8 +381,7 @@ def claim_structured(run: Bench, claim: Claim, ratio: float) -> None:
         teacher,
         task,
         b.recover,
-        lr=run.ds.lr,
-        seed=run.seed,
+        ns.DistillConfig(lr=run.ds.lr, seed=run.seed),
         progress=False,
     )
     claim.row("pruned + distill (T=2, α=0.5)").add(run.score(kd), t)

@@ -7,6 +7,7 @@ passed to every finetune / distill call must see no step.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -25,6 +26,7 @@ from netsculpt.errors import (
     TrainingError,
     UnknownNameError,
 )
+from netsculpt.recovery import recover
 from netsculpt.sparsity import (
     GradualConfig,
     LotteryTicketConfig,
@@ -111,7 +113,12 @@ def meta_net() -> nn.Module:
         return TinyNet()
 
 
+TRAIN_FIELDS = {f.name for f in dataclasses.fields(ns.TrainConfig)}
+DISTILL_FIELDS = {f.name for f in dataclasses.fields(ns.DistillConfig)}
+
+
 def ft(spy: Spy, **kwargs: Any) -> Any:
+    """ns.finetune on the tiny task; option keywords build the TrainConfig inside the call."""
     call: dict[str, Any] = {
         "model": net(),
         "task": TinyTask(),
@@ -121,10 +128,13 @@ def ft(spy: Spy, **kwargs: Any) -> Any:
     }
     call.update(kwargs)
     model, task, budget = call.pop("model"), call.pop("task"), call.pop("budget")
-    return ns.finetune(model, task, budget, **call)
+    options = {k: call.pop(k) for k in list(call) if k in TRAIN_FIELDS}
+    config = ns.TrainConfig(**options) if options else call.pop("config", None)
+    return ns.finetune(model, task, budget, config, **call)
 
 
 def ds(spy: Spy, **kwargs: Any) -> Any:
+    """ns.distill on the tiny task; option keywords build the DistillConfig inside the call."""
     call: dict[str, Any] = {
         "student": net(),
         "teacher": net(),
@@ -136,7 +146,9 @@ def ds(spy: Spy, **kwargs: Any) -> Any:
     call.update(kwargs)
     student, teacher = call.pop("student"), call.pop("teacher")
     task, budget = call.pop("task"), call.pop("budget")
-    return ns.distill(student, teacher, task, budget, **call)
+    options = {k: call.pop(k) for k in list(call) if k in DISTILL_FIELDS}
+    config = ns.DistillConfig(**options) if options else call.pop("config", None)
+    return ns.distill(student, teacher, task, budget, config, **call)
 
 
 def sp(**kwargs: Any) -> Any:
@@ -191,6 +203,19 @@ FINETUNE: dict[str, Case] = {
     "patience-zero": (lambda s: ft(s, early_stop_patience=0), InputError, "early_stop_patience"),
     "eval-every-str": (lambda s: ft(s, eval_every="often"), InputError, "'often'"),
     "progress-str": (lambda s: ft(s, progress="yes"), InputError, "got 'yes'"),
+    # the config object
+    "config-distill": (
+        lambda s: ft(s, config=ns.DistillConfig()),
+        InputError,
+        "config is a DistillConfig, whose temperature",
+    ),
+    "config-dict": (
+        lambda s: ft(s, config={"lr": 0.1}),
+        InputError,
+        "config=TrainConfig.from_dict({'lr': 0.1})",
+    ),
+    "config-class": (lambda s: ft(s, config=ns.TrainConfig), InputError, "config=TrainConfig(...)"),
+    "config-str": (lambda s: ft(s, config="adamw"), InputError, "config must be a TrainConfig"),
     # callbacks
     "callbacks-single": (lambda s: ft(s, callbacks=s), InputError, "wrap it: callbacks=[Spy"),
     "callbacks-class": (lambda s: ft(s, callbacks=[Spy]), InputError, "the class Spy"),
@@ -271,10 +296,45 @@ DISTILL: dict[str, Case] = {
         InputError,
         "hidden_weight=0.0",
     ),
+    "config-train": (
+        lambda s: ds(s, config=ns.TrainConfig(lr=0.1)),
+        InputError,
+        "config must be a DistillConfig",
+    ),
+    "hidden-layers-empty": (
+        lambda s: ds(s, hidden_weight=1.0, hidden_layers=[]),
+        InputError,
+        "names no layer",
+    ),
     "same-module": (
         lambda s: (lambda m: ns.distill(m, m, TinyTask(), 3, progress=False, callbacks=[s]))(net()),
         TrainingError,
         "same module as student and teacher",
+    ),
+}
+
+CONFIG: dict[str, Case] = {
+    "from-dict-list": (lambda s: ns.TrainConfig.from_dict([1]), InputError, "needs a dict"),
+    "from-dict-field": (
+        lambda s: ns.TrainConfig.from_dict({"kind": "finetune", "learning_rate": 0.1}),
+        InputError,
+        "TrainConfig has no field 'learning_rate'",
+    ),
+    "from-dict-kind": (
+        lambda s: ns.TrainConfig.from_dict({"kind": "sgd"}),
+        UnknownNameError,
+        "kind='sgd'",
+    ),
+    "distill-from-finetune-dict": (
+        lambda s: ns.DistillConfig.from_dict({"kind": "finetune"}),
+        UnknownNameError,
+        "pass one of 'distill'",
+    ),
+    "from-json-garbage": (lambda s: ns.TrainConfig.from_json("{lr"), InputError, "not JSON"),
+    "from-json-bad-value": (
+        lambda s: ns.DistillConfig.from_json('{"kind": "distill", "alpha": 2}'),
+        InvalidRatioError,
+        "alpha must be in [0, 1]",
     ),
 }
 
@@ -384,13 +444,23 @@ TASK: dict[str, Case] = {
         ExampleInputsError,
         "calibration batch 1 holds NaN",
     ),
-    "hook-model-str": (lambda s: TinyTask().finetune("m", None, 5), InputError, "got str ('m')"),
-    "hook-teacher-str": (
-        lambda s: TinyTask().finetune(net(), "t", 5),
+    "recover-model-str": (lambda s: recover("m", TinyTask(), 5), InputError, "got str ('m')"),
+    "recover-teacher-str": (
+        lambda s: recover(net(), TinyTask(), 5, teacher="t", callbacks=[s]),
         InputError,
         "teacher must be a torch.nn.Module",
     ),
-    "hook-budget": (lambda s: TinyTask().finetune(net(), None, -1), InputError, "budget=-1"),
+    "recover-budget": (lambda s: recover(net(), TinyTask(), -1), InputError, "budget=-1"),
+    "recover-distill-alone": (
+        lambda s: recover(net(), TinyTask(), 5, config=ns.DistillConfig(), callbacks=[s]),
+        InputError,
+        "a DistillConfig needs teacher=",
+    ),
+    "recover-config-dict": (
+        lambda s: recover(net(), TinyTask(), 5, config={"lr": 1e-3}),  # type: ignore[arg-type]
+        InputError,
+        "config must be a TrainConfig or DistillConfig",
+    ),
     "name-not-str": (
         lambda s: type("Named", (TinyTask,), {"name": 5}),
         InputError,
@@ -401,6 +471,7 @@ TASK: dict[str, Case] = {
 CASES = {
     **{f"finetune-{k}": v for k, v in FINETUNE.items()},
     **{f"distill-{k}": v for k, v in DISTILL.items()},
+    **{f"config-{k}": v for k, v in CONFIG.items()},
     **{f"budget-{k}": v for k, v in BUDGET.items()},
     **{f"sparsify-{k}": v for k, v in SPARSIFY.items()},
     **{f"task-{k}": v for k, v in TASK.items()},
@@ -422,9 +493,13 @@ def test_named_hidden_layers_of_different_shapes_stop_at_the_first_step() -> Non
     before = {k: v.clone() for k, v in student.state_dict().items()}
     with pytest.raises(TrainingError, match=r"'fc1' gives shape \(64, 6\).*\(64, 8\)"):
         ns.distill(
-            student, teacher, TinyTask(), 3, hidden_weight=1.0, hidden_layers=["fc1"],
+            student,
+            teacher,
+            TinyTask(),
+            3,
+            ns.DistillConfig(hidden_weight=1.0, hidden_layers=["fc1"]),
             progress=False,
-        )  # fmt: skip
+        )
     assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
 
 
@@ -442,9 +517,13 @@ def test_named_hidden_layers_are_matched() -> None:
 
     before = gap()
     ns.distill(
-        student, teacher, TinyTask(), 30, alpha=1.0, hidden_weight=10.0, hidden_layers="fc1",
-        lr=1e-2, progress=False,
-    )  # fmt: skip
+        student,
+        teacher,
+        TinyTask(),
+        30,
+        ns.DistillConfig(alpha=1.0, hidden_weight=10.0, hidden_layers="fc1", lr=1e-2),
+        progress=False,
+    )
     assert gap() < 0.5 * before
 
 
@@ -477,7 +556,12 @@ def test_scores_that_are_numbers_are_accepted() -> None:
     for score in (0.5, 1, np.float32(0.25), torch.tensor(0.75)):
         spy = Spy()
         ns.finetune(
-            net(), ScoreTask(score), 2, early_stop_patience=2, progress=False, callbacks=[spy]
+            net(),
+            ScoreTask(score),
+            2,
+            ns.TrainConfig(early_stop_patience=2),
+            progress=False,
+            callbacks=[spy],
         )
         assert spy.steps == 2
 

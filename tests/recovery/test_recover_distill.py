@@ -30,7 +30,9 @@ def test_distill_reduces_the_teacher_student_gap(digits_task, digits_cnn) -> Non
     student = DigitsCNN(width=8)
     x = digits_task.splits.test_x
     gap_before = kl_gap(student, digits_cnn, x)
-    out = ns.distill(student, digits_cnn, digits_task, 120, lr=3e-3, progress=False)
+    out = ns.distill(
+        student, digits_cnn, digits_task, 120, ns.DistillConfig(lr=3e-3), progress=False
+    )
     assert out is student
     gap_after = kl_gap(student, digits_cnn, x)
     assert gap_after < 0.5 * gap_before
@@ -43,7 +45,14 @@ def test_distill_repairs_a_damaged_copy_with_hidden_states(digits_task, digits_c
     student = damage(copy.deepcopy(digits_cnn))
     x = digits_task.splits.test_x
     gap_before = kl_gap(student, digits_cnn, x)
-    ns.distill(student, digits_cnn, digits_task, 40, alpha=1.0, hidden_weight=1.0, progress=False)
+    ns.distill(
+        student,
+        digits_cnn,
+        digits_task,
+        40,
+        ns.DistillConfig(alpha=1.0, hidden_weight=1.0),
+        progress=False,
+    )
     assert kl_gap(student, digits_cnn, x) < 0.25 * gap_before
 
 
@@ -51,8 +60,8 @@ def test_distill_is_deterministic(digits_task, digits_cnn) -> None:
     torch.manual_seed(0)
     a = DigitsCNN(width=8)
     b = copy.deepcopy(a)
-    ns.distill(a, digits_cnn, digits_task, 10, seed=5, progress=False)
-    ns.distill(b, digits_cnn, digits_task, 10, seed=5, progress=False)
+    ns.distill(a, digits_cnn, digits_task, 10, ns.DistillConfig(seed=5), progress=False)
+    ns.distill(b, digits_cnn, digits_task, 10, ns.DistillConfig(seed=5), progress=False)
     assert same_state(state(a), state(b))
 
 
@@ -85,7 +94,7 @@ def test_teacher_cannot_be_the_student(blobs) -> None:
 )
 def test_bad_distill_options(blobs, option: str, value: Any) -> None:
     with pytest.raises(ns.InputError, match=option):
-        ns.distill(blobs_mlp(), blobs_mlp(1), blobs, 3, progress=False, **{option: value})
+        ns.DistillConfig(**{option: value})
 
 
 def test_distill_divergence_restores_the_student(blobs) -> None:
@@ -97,7 +106,7 @@ def test_distill_divergence_restores_the_student(blobs) -> None:
             blobs_mlp(1),
             blobs,
             20,
-            lr=1e10,
+            ns.DistillConfig(lr=1e10),
             optimizer=lambda p: torch.optim.SGD(p, lr=1e10),
             progress=False,
         )
@@ -202,6 +211,11 @@ def test_distill_a_transformers_encoder_with_hidden_states() -> None:
 
     before = gap()
     ns.distill(
-        student, teacher, task, 25, batch_size=16, hidden_weight=1.0, lr=3e-3, progress=False
+        student,
+        teacher,
+        task,
+        25,
+        ns.DistillConfig(batch_size=16, hidden_weight=1.0, lr=3e-3),
+        progress=False,
     )
     assert gap() < 0.5 * before

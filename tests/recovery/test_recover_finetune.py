@@ -18,7 +18,7 @@ from netsculpt.tasks.base import Split
 def test_finetune_improves_a_damaged_digits_model(digits_task, digits_cnn) -> None:
     model = damage(copy.deepcopy(digits_cnn))
     damaged = digits_task.evaluate(model)
-    out = ns.finetune(model, digits_task, 60, lr=1e-3, progress=False)
+    out = ns.finetune(model, digits_task, 60, ns.TrainConfig(lr=1e-3), progress=False)
     assert out is model  # trained in place and returned
     recovered = digits_task.evaluate(model)
     assert damaged < 0.7
@@ -27,17 +27,23 @@ def test_finetune_improves_a_damaged_digits_model(digits_task, digits_cnn) -> No
 
 
 def test_same_seed_gives_identical_weights(digits_task, digits_cnn) -> None:
-    a = ns.finetune(damage(copy.deepcopy(digits_cnn)), digits_task, 15, seed=3, progress=False)
-    b = ns.finetune(damage(copy.deepcopy(digits_cnn)), digits_task, 15, seed=3, progress=False)
-    c = ns.finetune(damage(copy.deepcopy(digits_cnn)), digits_task, 15, seed=4, progress=False)
+    a = ns.finetune(
+        damage(copy.deepcopy(digits_cnn)), digits_task, 15, ns.TrainConfig(seed=3), progress=False
+    )
+    b = ns.finetune(
+        damage(copy.deepcopy(digits_cnn)), digits_task, 15, ns.TrainConfig(seed=3), progress=False
+    )
+    c = ns.finetune(
+        damage(copy.deepcopy(digits_cnn)), digits_task, 15, ns.TrainConfig(seed=4), progress=False
+    )
     assert same_state(state(a), state(b))
     assert not same_state(state(a), state(c))
 
 
 def test_dropout_model_is_deterministic_and_global_rng_untouched(blobs) -> None:
-    a = ns.finetune(blobs_mlp(), blobs, 20, seed=1, progress=False)
+    a = ns.finetune(blobs_mlp(), blobs, 20, ns.TrainConfig(seed=1), progress=False)
     torch.rand(5)  # move the global RNG: finetune must not depend on it
-    b = ns.finetune(blobs_mlp(), blobs, 20, seed=1, progress=False)
+    b = ns.finetune(blobs_mlp(), blobs, 20, ns.TrainConfig(seed=1), progress=False)
     assert same_state(state(a), state(b))
     model = nn.Linear(2, 3)
     torch.manual_seed(7)
@@ -60,7 +66,7 @@ def test_lr_1e10_diverges_and_restores_the_model(digits_task, digits_cnn) -> Non
     model = copy.deepcopy(digits_cnn)
     before = state(model)
     with pytest.raises(ns.DivergenceError, match=r"at step \d+.*restored.*lower lr"):
-        ns.finetune(model, digits_task, 30, lr=1e10, progress=False)
+        ns.finetune(model, digits_task, 30, ns.TrainConfig(lr=1e10), progress=False)
     assert same_state(before, state(model))  # BatchNorm running stats included
     assert digits_task.evaluate(model) == digits_task.evaluate(digits_cnn)
 
@@ -150,9 +156,13 @@ class OnlyStepEnd:
 def test_callbacks_are_called_in_order(blobs) -> None:
     log: list[tuple[Any, ...]] = []
     ns.finetune(
-        blobs_mlp(), blobs, 2, eval_every=1, progress=False,
+        blobs_mlp(),
+        blobs,
+        2,
+        ns.TrainConfig(eval_every=1),
+        progress=False,
         callbacks=[Recorder("a", log), OnlyStepEnd(log), Recorder("b", log)],
-    )  # fmt: skip
+    )
     expected: list[tuple[Any, ...]] = [("a", "on_train_start", 2), ("b", "on_train_start", 2)]
     for step in range(2):
         expected += [("a", "on_step_start", step), ("b", "on_step_start", step)]
@@ -189,7 +199,7 @@ class Mask:
 def test_callbacks_can_implement_masked_training(blobs) -> None:
     model = blobs_mlp()
     mask = Mask(model)
-    ns.finetune(model, blobs, 30, lr=1e-2, progress=False, callbacks=[mask])
+    ns.finetune(model, blobs, 30, ns.TrainConfig(lr=1e-2), progress=False, callbacks=[mask])
     assert mask.steps_seen == list(range(30))
     assert torch.count_nonzero(model[0].weight[~mask.mask]) == 0
     assert torch.count_nonzero(model[0].weight[mask.mask]) == int(mask.mask.sum())
@@ -229,7 +239,12 @@ def test_early_stopping_stops_and_restores_the_best_weights() -> None:
     task = ScriptedScores([0.5, 0.9, 0.6, 0.7, 0.4, 0.99, 0.99])
     model, snaps = blobs_mlp(), Snapshots()
     ns.finetune(
-        model, task, 100, early_stop_patience=3, eval_every=2, progress=False, callbacks=[snaps]
+        model,
+        task,
+        100,
+        ns.TrainConfig(early_stop_patience=3, eval_every=2),
+        progress=False,
+        callbacks=[snaps],
     )
     assert snaps.steps == 8
     assert sorted(snaps.at) == [2, 4, 6, 8]
@@ -241,7 +256,7 @@ def test_early_stopping_keeps_the_starting_weights_when_training_only_hurts() ->
     model = blobs_mlp()
     before = state(model)
     task = ScriptedScores([0.8, 0.1, 0.2])
-    ns.finetune(model, task, 4, early_stop_patience=5, eval_every=2, progress=False)
+    ns.finetune(model, task, 4, ns.TrainConfig(early_stop_patience=5, eval_every=2), progress=False)
     assert same_state(before, state(model))
 
 
@@ -256,7 +271,9 @@ def test_early_stopping_on_a_task_whose_evaluate_takes_no_split() -> None:
 
     task = OneSet()
     task.calls = 0
-    ns.finetune(blobs_mlp(), task, 6, early_stop_patience=5, eval_every=2, progress=False)
+    ns.finetune(
+        blobs_mlp(), task, 6, ns.TrainConfig(early_stop_patience=5, eval_every=2), progress=False
+    )
     assert task.calls == 4  # before training, then steps 2, 4, 6
 
 
@@ -293,7 +310,7 @@ def test_finite_stream_is_a_training_error(blobs) -> None:
 )
 def test_bad_options(blobs, option: str, value: Any) -> None:
     with pytest.raises(ns.InputError, match=option):
-        ns.finetune(blobs_mlp(), blobs, 3, progress=False, **{option: value})
+        ns.TrainConfig(**{option: value})
 
 
 def test_frozen_model_is_a_training_error(blobs) -> None:

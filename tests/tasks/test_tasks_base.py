@@ -63,10 +63,7 @@ def test_task_without_training_data() -> None:
     assert len(task.calib_batches(4)) == 1
     with pytest.raises(ns.TrainingError, match="'minimal'.*no training data"):
         task.train_batches()
-    model = nn.Linear(3, 2)
-    weight = model.weight.detach().clone()
-    assert task.finetune(model, nn.Linear(3, 2), 10) is model
-    assert torch.equal(model.weight, weight)
+    assert task.recovery_config(distill=True) is None  # netsculpt's defaults
     with pytest.raises(ns.InputError, match="no pretrained model"):
         task.pretrained_model()
     assert repr(task) == "Minimal(name='minimal')"
@@ -101,32 +98,23 @@ def test_defaults_from_training_data() -> None:
         task.calib_batches(0)
 
 
-def test_default_finetune_hook_distills_or_finetunes(monkeypatch: pytest.MonkeyPatch) -> None:
-    task = WithData()
-    torch.manual_seed(0)
-    teacher = nn.Linear(4, 2)
-    ns.finetune(teacher, task, 100, lr=1e-2, progress=False)
-    student = nn.Linear(4, 2)
-    torch.nn.init.zeros_(student.weight)
+def test_a_task_names_its_recovery_recipe_as_a_config() -> None:
+    """A task says how to recover with a config value; it never imports a training loop."""
 
-    def agreement() -> float:
-        with torch.no_grad():
-            return float((student(task.x).argmax(1) == teacher(task.x).argmax(1)).float().mean())
+    class Slow(WithData):
+        def recovery_config(self, *, distill: bool) -> ns.TrainConfig:
+            return ns.DistillConfig(lr=1e-4) if distill else ns.TrainConfig(lr=1e-5)
 
-    before = agreement()
-    out = task.finetune(student, teacher, 300)
-    assert out is student
-    assert before < 0.6
-    assert agreement() > 0.85  # the student learned the teacher's decisions
+    assert WithData().recovery_config(distill=False) is None
+    assert Slow().recovery_config(distill=True) == ns.DistillConfig(lr=1e-4)
 
-    from netsculpt.recovery import train
 
-    calls: list[str] = []
-    monkeypatch.setattr(train, "distill", lambda m, t, task, b, **kw: calls.append("distill") or m)
-    monkeypatch.setattr(train, "finetune", lambda m, task, b, **kw: calls.append("finetune") or m)
-    task.finetune(student, teacher, 5)
-    task.finetune(student, None, 5)
-    assert calls == ["distill", "finetune"]
+def test_the_old_finetune_hook_warns_that_it_is_not_called() -> None:
+    with pytest.warns(UserWarning, match=r"Legacy.finetune\(model, teacher, budget\) is not"):
+
+        class Legacy(WithData):
+            def finetune(self, model: nn.Module, teacher: nn.Module, budget: int) -> nn.Module:
+                return model
 
 
 def test_splits_are_validation_and_test() -> None:

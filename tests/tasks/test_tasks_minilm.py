@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import netsculpt as ns
+from netsculpt.recovery import recover
 from netsculpt.tasks import _docpairs, minilm
 from netsculpt.tasks._docpairs import docstring_pairs
 
@@ -219,6 +220,13 @@ def test_missing_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) ->
         MiniLMTask()
 
 
+def test_the_recovery_recipe_is_a_config() -> None:
+    """Distil the embeddings only (alpha=1) at lr 1e-4; fine-tune alone at lr 1e-5."""
+    task = object.__new__(minilm.MiniLMTask)  # the recipe needs no data or model
+    assert task.recovery_config(distill=True) == ns.DistillConfig(alpha=1.0, lr=1e-4, batch_size=16)
+    assert task.recovery_config(distill=False) == ns.TrainConfig(lr=1e-5, batch_size=32)
+
+
 @pytest.mark.slow
 def test_distillation_repairs_a_damaged_encoder(minilm_model: nn.Module) -> None:
     import copy
@@ -234,7 +242,7 @@ def test_distillation_repairs_a_damaged_encoder(minilm_model: nn.Module) -> None
                 p.add_(torch.randn(p.shape, generator=g) * p.std() * 0.5)
     damaged = task.evaluate(student)
     assert damaged < task.evaluate(minilm_model) - 0.1
-    task.finetune(student, minilm_model, 10)  # the task's recovery recipe: distillation
+    recover(student, task, 10, teacher=minilm_model)  # the task's recovery recipe: distillation
     assert task.evaluate(student) > damaged + 0.05
 
 

@@ -1,9 +1,20 @@
-"""Recovering accuracy after pruning: fine-tuning and distillation loops."""
+"""Recovering accuracy after pruning: fine-tuning and distillation loops, and their configs."""
 
 from __future__ import annotations
 
 from netsculpt.recovery.budget import Budget, BudgetLike
 from netsculpt.recovery.callbacks import Callback
+from netsculpt.recovery.config import DistillConfig, TrainConfig
+from netsculpt.recovery.recipe import recover
 from netsculpt.recovery.train import distill, finetune
 
-__all__ = ["Budget", "BudgetLike", "Callback", "distill", "finetune"]
+__all__ = [
+    "Budget",
+    "BudgetLike",
+    "Callback",
+    "DistillConfig",
+    "TrainConfig",
+    "distill",
+    "finetune",
+    "recover",
+]

@@ -7,52 +7,34 @@ message names the argument, the value it got and what to pass instead.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
-from netsculpt._checks import (
-    check_finite_weights,
-    check_int,
-    check_model,
-    check_names,
-    check_number,
-)
-from netsculpt.errors import InputError, InvalidRatioError, TrainingError, UnknownNameError
+from netsculpt._checks import check_finite_weights, check_model
+from netsculpt.errors import InputError, TrainingError, UnknownNameError
 from netsculpt.recovery.budget import Budget
 from netsculpt.recovery.callbacks import HOOKS
+from netsculpt.recovery.config import DistillConfig, TrainConfig
 from netsculpt.tasks.base import Task, check_task
 
 __all__ = [
-    "OUTPUT_KINDS",
+    "C",
     "check_callbacks",
-    "check_distill_options",
+    "check_config",
     "check_hidden_layers",
     "check_models",
     "check_optimizer",
-    "check_train_options",
+    "check_train_call",
     "made_optimizer",
 ]
 
-#: What ``ns.distill`` matches: ``output_kind`` is one of these.
-OUTPUT_KINDS: tuple[str, ...] = ("auto", "logits", "embeddings")
-#: Torch's seeds are unsigned 64-bit integers; netsculpt takes the non-negative int64 half.
-_MAX_SEED = 2**63 - 1
-
-T = TypeVar("T")
-
-
-def _fix(label: str, check: Callable[[], T], fix: str = "") -> T:
-    """Run a shared check; prefix its message with ``label`` and append ``fix``."""
-    try:
-        return check()
-    except InputError as exc:
-        message = str(exc)
-        suffix = f"; {fix}" if fix and "e.g." not in message else ""
-        raise type(exc)(f"{label}: {message}{suffix}") from None
+#: A kind of training config: what a call asked for is what its check returns.
+C = TypeVar("C", bound=TrainConfig)
 
 
 def check_models(label: str, **models: Any) -> None:
@@ -65,76 +47,64 @@ def check_models(label: str, **models: Any) -> None:
             raise type(exc)(f"{label}: {exc}") from None
 
 
-def check_train_options(
+def check_train_call(
     label: str,
     *,
     task: Any,
     budget: Any,
-    lr: Any,
-    weight_decay: Any,
-    batch_size: Any,
-    seed: Any,
-    early_stop_patience: Any,
-    eval_every: Any,
+    config: Any,
+    kind: type[C],
     progress: Any,
-) -> tuple[Task, Budget]:
-    """The options :func:`finetune` and :func:`distill` share; returns the task and budget."""
+) -> tuple[Task, Budget, C]:
+    """What :func:`finetune` and :func:`distill` share: the task, the budget, the config
+    (``None`` for ``kind()``) and ``progress``; returns the task, budget and config."""
     task = check_task(task, caller=label)
     try:
         limit = Budget.parse(budget)
     except InputError as exc:
         raise type(exc)(f"{label}: {exc}") from None
-    _fix(label, lambda: check_number(lr, "lr", strictly_positive=True), "try lr=1e-3")
-    _fix(label, lambda: check_number(weight_decay, "weight_decay", minimum=0.0), "try 0.0 or 1e-2")
-    _fix(label, lambda: check_int(batch_size, "batch_size", minimum=1), "try batch_size=64")
-    _fix(label, lambda: check_int(seed, "seed"))
-    if not 0 <= seed <= _MAX_SEED:
-        raise InputError(
-            f"{label}: seed={seed} is outside what torch takes (0 to 2**63 - 1); pass e.g. seed=0"
-        )
-    _fix(
-        label,
-        lambda: check_int(early_stop_patience, "early_stop_patience", minimum=1, allow_none=True),
-        "try early_stop_patience=3, or None to train for the whole budget",
-    )
-    _fix(
-        label,
-        lambda: check_int(eval_every, "eval_every", minimum=1, allow_none=True),
-        "try eval_every=50, or None",
-    )
+    config = check_config(label, config, kind)
     if not isinstance(progress, bool):
         raise InputError(
             f"{label}: progress must be True or False, got {progress!r} ({type(progress).__name__})"
         )
-    return task, limit
+    return task, limit, config
 
 
-def check_distill_options(
-    *, temperature: Any, alpha: Any, hidden_weight: Any, output_kind: Any
-) -> None:
-    """The options only :func:`distill` takes."""
-    label = "distill"
-    _fix(
-        label,
-        lambda: check_number(temperature, "temperature", strictly_positive=True),
-        "try temperature=2.0",
-    )
-    _fix(label, lambda: check_number(alpha, "alpha"), "try alpha=0.5")
-    if not 0.0 <= alpha <= 1.0:
-        raise InvalidRatioError(
-            f"distill: alpha must be in [0, 1] (the weight of the teacher-matching loss), got "
-            f"{alpha}; try alpha=0.5"
+def check_config(label: str, config: Any, kind: type[C]) -> C:
+    """``config`` is a ``kind`` instance (``None`` gives the defaults); a dict, a class or
+    the other kind of config is refused with the fix."""
+    if config is None:
+        return kind()
+    wanted = kind.__name__
+    if isinstance(config, type):
+        raise InputError(
+            f"{label}: config={config.__name__} is a class, not a config; pass an instance: "
+            f"config={config.__name__}(...)"
         )
-    _fix(
-        label,
-        lambda: check_number(hidden_weight, "hidden_weight", minimum=0.0),
-        "try hidden_weight=1.0, or 0.0 to match outputs only",
-    )
-    if not isinstance(output_kind, str) or output_kind not in OUTPUT_KINDS:
-        raise UnknownNameError(
-            f"distill: output_kind={output_kind!r} is not known; pass one of "
-            f"{', '.join(repr(k) for k in OUTPUT_KINDS)}"
+    if isinstance(config, Mapping):
+        raise InputError(
+            f"{label}: config is a dict; build the config from it: "
+            f"config={wanted}.from_dict({_short(dict(config))})"
         )
+    if isinstance(config, DistillConfig) and kind is not DistillConfig:
+        raise InputError(
+            f"{label}: config is a DistillConfig, whose temperature, alpha and hidden-state "
+            f"options only ns.distill uses; call ns.distill(student, teacher, task, budget, "
+            f"config), or pass a TrainConfig"
+        )
+    if not isinstance(config, kind):
+        fields = ", ".join(f.name for f in dataclasses.fields(kind))
+        hint = (
+            f"DistillConfig(lr={config.lr!r}, ...) holds these options and the distillation ones"
+            if isinstance(config, TrainConfig)
+            else f"e.g. config={wanted}(lr=1e-3)"
+        )
+        raise InputError(
+            f"{label}: config must be a {wanted} (fields {fields}), got "
+            f"{type(config).__name__} ({_short(config)}); {hint}"
+        )
+    return config
 
 
 def check_callbacks(label: str, callbacks: Any) -> tuple[Any, ...]:
@@ -214,23 +184,12 @@ def made_optimizer(label: str, optimizer: Any) -> torch.optim.Optimizer:
 
 
 def check_hidden_layers(
-    student: nn.Module, teacher: nn.Module, hidden_layers: Any, hidden_weight: float
+    student: nn.Module, teacher: nn.Module, names: Sequence[str] | None
 ) -> list[str] | None:
-    """Module names present in both models, or ``None`` (match top-level children)."""
-    if hidden_layers is None:
+    """``DistillConfig.hidden_layers`` names modules both models have (close names listed
+    otherwise); ``None`` stays ``None`` (match top-level children)."""
+    if names is None:
         return None
-    names = _fix("distill", lambda: check_names(hidden_layers, "hidden_layers"), "or None")
-    if not names:
-        raise InputError(
-            f"distill: hidden_layers={hidden_layers!r} names no layer; name the modules whose "
-            f"outputs to match, e.g. hidden_layers=['layer1', 'layer2'], or None to match "
-            f"top-level children"
-        )
-    if hidden_weight == 0:
-        raise InputError(
-            f"distill: hidden_layers={names!r} is set but hidden_weight=0.0, so no hidden-state "
-            f"loss would be computed; pass hidden_weight=1.0 (or drop hidden_layers)"
-        )
     for what, model in (("student", student), ("teacher", teacher)):
         known = [n for n, _ in model.named_modules() if n]
         for name in names:
@@ -239,7 +198,7 @@ def check_hidden_layers(
                     f"distill: hidden_layers names {name!r}, which the {what} "
                     f"({type(model).__name__}) does not have; {_suggest(name, known)}"
                 )
-    return names
+    return list(names)
 
 
 def _suggest(name: str, known: Sequence[str]) -> str:

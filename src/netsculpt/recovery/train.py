@@ -2,7 +2,7 @@
 
 Both train the model they are given **in place** and return that same object, so
 ``small = ns.finetune(small, task, "2m")`` and ``ns.finetune(small, task, "2m")`` do the
-same thing. Training is deterministic for a given ``seed`` (the data order comes from
+same thing. Training is deterministic for a given ``config.seed`` (the data order comes from
 ``task.train_batches(seed=seed)`` and the random state, e.g. for dropout, from
 ``torch.manual_seed(seed)`` inside a forked RNG, so the caller's random state is left as
 it was). When the loss becomes NaN or infinite (or explodes) the model's weights are
@@ -11,8 +11,12 @@ is raised; any other error during training (a ``KeyboardInterrupt`` included) re
 too. Every argument is checked before the first step: a bad call raises an
 :class:`~netsculpt.errors.InputError` that names the value and the fix, and trains nothing.
 
->>> small = ns.finetune(small, task, "30s", lr=1e-3)                 # doctest: +SKIP
->>> small = ns.distill(small, teacher, task, 500, temperature=2.0)  # doctest: +SKIP
+The options that can be written down travel in one config value,
+:class:`~netsculpt.TrainConfig` or :class:`~netsculpt.DistillConfig` (``None``: the
+defaults); the call itself takes only what cannot (callbacks, an optimiser factory):
+
+>>> small = ns.finetune(small, task, "30s", ns.TrainConfig(lr=1e-3))          # doctest: +SKIP
+>>> small = ns.distill(small, teacher, task, 500, ns.DistillConfig(alpha=0.9))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,16 +35,17 @@ from netsculpt._inputs import ExampleInputs, inputs_to, split_inputs
 from netsculpt.errors import DivergenceError, TrainingError
 from netsculpt.recovery._distill import distill_loss, hidden_states_of, wants_hidden_kwarg
 from netsculpt.recovery._validate import (
+    C,
     check_callbacks,
-    check_distill_options,
     check_hidden_layers,
     check_models,
     check_optimizer,
-    check_train_options,
+    check_train_call,
     made_optimizer,
 )
 from netsculpt.recovery.budget import Budget, BudgetLike
 from netsculpt.recovery.callbacks import call_hooks
+from netsculpt.recovery.config import DistillConfig, TrainConfig
 from netsculpt.tasks.base import Task, checked_score
 
 __all__ = ["distill", "finetune"]
@@ -56,13 +61,8 @@ def finetune(
     model: nn.Module,
     task: Task,
     budget: BudgetLike,
+    config: TrainConfig | None = None,
     *,
-    lr: float = 1e-3,
-    weight_decay: float = 0.0,
-    batch_size: int = 64,
-    seed: int = 0,
-    early_stop_patience: int | None = None,
-    eval_every: int | None = None,
     progress: bool = True,
     callbacks: Sequence[Any] = (),
     optimizer: OptimizerFactory | None = None,
@@ -74,18 +74,12 @@ def finetune(
         task: supplies ``train_batches``, ``loss`` and, for early stopping, the validation
             score ``task.evaluate(model, "validation")`` (never the test split).
         budget: steps (``200``), time (``"30s"``, ``"2m"``) or a :class:`Budget`.
-        lr, weight_decay: of the default AdamW optimiser.
-        batch_size: passed to ``task.train_batches``.
-        seed: fixes the data order and torch's random state: same seed, same weights.
-        early_stop_patience: stop after this many validation scores without improvement,
-            then restore the weights with the best score (the score before training
-            counts). ``None`` trains for the whole budget.
-        eval_every: steps between validation scores; by default a tenth of a step budget
-            (or every 50 steps) when ``early_stop_patience`` is set, else never.
+        config: a :class:`~netsculpt.TrainConfig` (learning rate, weight decay, batch size,
+            seed, early stopping); ``None`` for ``TrainConfig()``.
         progress: show a rich progress bar (only when stderr is a terminal).
         callbacks: objects with any of the hooks of :class:`~netsculpt.recovery.Callback`.
-        optimizer: ``params -> torch.optim.Optimizer`` replacing AdamW (then ``lr`` and
-            ``weight_decay`` are not used).
+        optimizer: ``params -> torch.optim.Optimizer`` replacing AdamW (then
+            ``config.lr`` and ``config.weight_decay`` are not used).
 
     Raises:
         DivergenceError: the loss became NaN or infinite, or exploded to more than a
@@ -96,20 +90,17 @@ def finetune(
             validation score is not a finite number.
         InputError: checked before any step: a model that is not an ``nn.Module`` or has
             meta, NaN or infinite weights; a task that is not a :class:`~netsculpt.Task`
-            (a name: build it with ``ns.get_task``); a bad budget, option, callback or
-            optimizer (the message names the value and the fix).
+            (a name: build it with ``ns.get_task``); a bad budget, callback or optimizer; a
+            config that is not a ``TrainConfig`` (a ``DistillConfig`` belongs to
+            ``ns.distill``). A bad option value is refused when the config is built.
     """
-    limit, callbacks = _check_call(
+    config, limit, callbacks = _check_call(
         "finetune",
         {"model": model},
         task=task,
         budget=budget,
-        lr=lr,
-        weight_decay=weight_decay,
-        batch_size=batch_size,
-        seed=seed,
-        early_stop_patience=early_stop_patience,
-        eval_every=eval_every,
+        config=config,
+        kind=TrainConfig,
         progress=progress,
         callbacks=callbacks,
         optimizer=optimizer,
@@ -124,12 +115,7 @@ def finetune(
         task,
         limit,
         step_loss,
-        lr=lr,
-        weight_decay=weight_decay,
-        batch_size=batch_size,
-        seed=seed,
-        early_stop_patience=early_stop_patience,
-        eval_every=eval_every,
+        config,
         progress=progress,
         callbacks=callbacks,
         optimizer=optimizer,
@@ -142,18 +128,8 @@ def distill(
     teacher: nn.Module,
     task: Task,
     budget: BudgetLike,
+    config: DistillConfig | None = None,
     *,
-    temperature: float = 2.0,
-    alpha: float = 0.5,
-    hidden_weight: float = 0.0,
-    hidden_layers: Sequence[str] | None = None,
-    output_kind: Literal["auto", "logits", "embeddings"] = "auto",
-    lr: float = 1e-3,
-    weight_decay: float = 0.0,
-    batch_size: int = 64,
-    seed: int = 0,
-    early_stop_patience: int | None = None,
-    eval_every: int | None = None,
     progress: bool = True,
     callbacks: Sequence[Any] = (),
     optimizer: OptimizerFactory | None = None,
@@ -161,7 +137,9 @@ def distill(
     """Train ``student`` in place to match ``teacher`` on ``task``'s batches; return it.
 
     The loss is ``alpha * match + (1 - alpha) * task.loss`` (just ``match`` when the task
-    yields no targets), plus ``hidden_weight * hidden`` when ``hidden_weight > 0``:
+    yields no targets), plus ``hidden_weight * hidden`` when ``hidden_weight > 0`` (the
+    weights and options are fields of ``config``, a :class:`~netsculpt.DistillConfig`;
+    ``None`` for ``DistillConfig()``):
 
     * ``match`` for logits: KL divergence of the temperature-softened distributions, times
       ``temperature**2``; for embeddings (transformers outputs with ``last_hidden_state``
@@ -172,10 +150,10 @@ def distill(
       paired with the teacher layer at the same relative depth); for other models, the
       outputs of top-level child modules with the same name. ``hidden_layers`` names the
       modules to match instead (qualified names present in both models, e.g.
-      ``["features.3", "classifier.0"]``); their outputs must then have equal shapes.
+      ``("features.3", "classifier.0")``); their outputs must then have equal shapes.
 
-    The teacher runs in eval mode without gradients and is not changed. The other options
-    are those of :func:`finetune`.
+    The teacher runs in eval mode without gradients and is not changed. ``progress``,
+    ``callbacks`` and ``optimizer`` are those of :func:`finetune`.
 
     Raises:
         TrainingError: the teacher's output shape differs from the student's (both are
@@ -183,21 +161,16 @@ def distill(
             teacher is the student.
         DivergenceError: the loss became NaN or infinite; the weights were restored.
         InputError: checked before any step: as for :func:`finetune`, plus a teacher that
-            is not a module, ``temperature <= 0``, ``alpha`` outside [0, 1], an unknown
-            ``output_kind``, or ``hidden_layers`` names that a model lacks (close names are
-            listed).
+            is not a module, a config that is not a ``DistillConfig``, or ``hidden_layers``
+            names that a model lacks (close names are listed).
     """
-    limit, callbacks = _check_call(
+    config, limit, callbacks = _check_call(
         "distill",
         {"student": student, "teacher": teacher},
         task=task,
         budget=budget,
-        lr=lr,
-        weight_decay=weight_decay,
-        batch_size=batch_size,
-        seed=seed,
-        early_stop_patience=early_stop_patience,
-        eval_every=eval_every,
+        config=config,
+        kind=DistillConfig,
         progress=progress,
         callbacks=callbacks,
         optimizer=optimizer,
@@ -207,10 +180,8 @@ def distill(
             "distill got the same module as student and teacher; pass a frozen copy as the "
             "teacher, e.g. teacher=copy.deepcopy(model) taken before pruning"
         )
-    check_distill_options(
-        temperature=temperature, alpha=alpha, hidden_weight=hidden_weight, output_kind=output_kind
-    )
-    layers = check_hidden_layers(student, teacher, hidden_layers, hidden_weight)
+    hidden_weight = config.hidden_weight
+    layers = check_hidden_layers(student, teacher, config.hidden_layers)
     teacher_device = _device_of(teacher)
     student_device = _device_of(student)
     task_loss = task.loss
@@ -238,9 +209,9 @@ def distill(
             inputs=inputs,
             targets=targets,
             task_loss=task_loss,
-            kind=output_kind,
-            temperature=temperature,
-            alpha=alpha,
+            kind=config.output_kind,
+            temperature=config.temperature,
+            alpha=config.alpha,
             hidden_weight=hidden_weight,
             student_hidden=s_hidden,
             teacher_hidden=t_hidden,
@@ -255,12 +226,7 @@ def distill(
             task,
             limit,
             step_loss,
-            lr=lr,
-            weight_decay=weight_decay,
-            batch_size=batch_size,
-            seed=seed,
-            early_stop_patience=early_stop_patience,
-            eval_every=eval_every,
+            config,
             progress=progress,
             callbacks=callbacks,
             optimizer=optimizer,
@@ -279,33 +245,20 @@ def _check_call(
     *,
     task: Any,
     budget: Any,
-    lr: Any,
-    weight_decay: Any,
-    batch_size: Any,
-    seed: Any,
-    early_stop_patience: Any,
-    eval_every: Any,
+    config: Any,
+    kind: type[C],
     progress: Any,
     callbacks: Any,
     optimizer: Any,
-) -> tuple[Budget, tuple[Any, ...]]:
+) -> tuple[C, Budget, tuple[Any, ...]]:
     """Every check of a finetune / distill call, before anything is trained or copied."""
     check_models(label, **models)
-    _, limit = check_train_options(
-        label,
-        task=task,
-        budget=budget,
-        lr=lr,
-        weight_decay=weight_decay,
-        batch_size=batch_size,
-        seed=seed,
-        early_stop_patience=early_stop_patience,
-        eval_every=eval_every,
-        progress=progress,
+    _, limit, config = check_train_call(
+        label, task=task, budget=budget, config=config, kind=kind, progress=progress
     )
     checked = check_callbacks(label, callbacks)
     check_optimizer(label, optimizer)
-    return limit, checked
+    return config, limit, checked
 
 
 def _train(
@@ -313,29 +266,26 @@ def _train(
     task: Task,
     limit: Budget,
     step_loss: StepLoss,
+    config: TrainConfig,
     *,
-    lr: float,
-    weight_decay: float,
-    batch_size: int,
-    seed: int,
-    early_stop_patience: int | None,
-    eval_every: int | None,
     progress: bool,
     callbacks: Sequence[Any],
     optimizer: OptimizerFactory | None,
     label: str,
 ) -> nn.Module:
+    lr, seed, patience = config.lr, config.seed, config.early_stop_patience
+    eval_every = config.eval_every
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise TrainingError(
             f"{label}: {type(model).__name__} has no trainable parameters (all have "
             f"requires_grad=False); unfreeze the ones to train"
         )
-    if eval_every is None and early_stop_patience is not None:
+    if eval_every is None and patience is not None:
         eval_every = max(1, limit.steps // 10) if limit.steps is not None else 50
     callbacks = tuple(callbacks)
     device = _device_of(model)
-    batches = task.train_batches(batch_size=batch_size, seed=seed)
+    batches = task.train_batches(batch_size=config.batch_size, seed=seed)
     before = _Snapshot(model)
     was_training = model.training
     cuda = sorted({p.device.index or 0 for p in params if p.device.type == "cuda"})
@@ -345,10 +295,10 @@ def _train(
             opt = (
                 made_optimizer(label, optimizer(params))
                 if optimizer is not None
-                else torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+                else torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
             )
-            stopper = _EarlyStopper(model, early_stop_patience)
-            if early_stop_patience is not None:
+            stopper = _EarlyStopper(model, patience)
+            if patience is not None:
                 stopper.update(_validation_score(task, model))
             call_hooks(callbacks, "on_train_start", model, limit.steps)
             start = time.perf_counter()
@@ -378,7 +328,7 @@ def _train(
                     if stopper.update(score):
                         break
             _check_finite_weights(model, label, step)
-            if early_stop_patience is not None:
+            if patience is not None:
                 if eval_every is None or step % eval_every:
                     score = _validation_score(task, model)
                     call_hooks(callbacks, "on_evaluate", step, model, score)

@@ -19,9 +19,9 @@ def train(
     progress: bool,
 ) -> nn.Module:
     """Train ``model`` for ``steps`` optimiser steps on ``task`` and return the trained model."""
+    from netsculpt.recovery.config import TrainConfig
     from netsculpt.recovery.train import finetune
 
-    out = finetune(
-        model, task, steps, lr=lr, seed=seed, callbacks=tuple(callbacks), progress=progress
-    )
+    config = TrainConfig(lr=lr, seed=seed)
+    out = finetune(model, task, steps, config, callbacks=tuple(callbacks), progress=progress)
     return out if isinstance(out, nn.Module) else getattr(out, "model", model)

@@ -65,12 +65,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from netsculpt._checks import check_finite_inputs, check_int, check_model
+from netsculpt._checks import check_finite_inputs, check_int
 from netsculpt._inputs import ExampleInputs, flatten_outputs
 from netsculpt.errors import ExampleInputsError, InputError, TrainingError
 
 if TYPE_CHECKING:
-    from netsculpt.recovery.budget import BudgetLike
+    from netsculpt.recovery.config import TrainConfig
 
 __all__ = [
     "SPLITS",
@@ -103,7 +103,8 @@ class Task(abc.ABC):
     (:func:`check_split` rejects any other value). Override :meth:`example_inputs` when the
     task has no training data, :meth:`train_batches` (plus :meth:`loss` when cross-entropy
     on the first output does not fit) to let ``ns.finetune`` and ``ns.distill`` train on it,
-    and :meth:`describe_splits` to give the split sizes to reports.
+    :meth:`recovery_config` to choose the options a search recovers with, and
+    :meth:`describe_splits` to give the split sizes to reports.
     """
 
     #: Short name of the task, used in logs, reports and :func:`netsculpt.get_task`.
@@ -121,6 +122,15 @@ class Task(abc.ABC):
         if inspect.isfunction(evaluate) and not _accepts(evaluate, 3):  # (self, model, split)
             warnings.warn(
                 _one_split_message(cls.__name__, getattr(cls, "name", "task")),
+                UserWarning,
+                stacklevel=3,
+            )
+        if inspect.isfunction(cls.__dict__.get("finetune")):
+            warnings.warn(
+                f"{cls.__name__}.finetune(model, teacher, budget) is not called by netsculpt "
+                f"any more (ns.search recovers with netsculpt.recovery.recover); override "
+                f"recovery_config(self, *, distill) to return the ns.DistillConfig / "
+                f"ns.TrainConfig this task should recover with",
                 UserWarning,
                 stacklevel=3,
             )
@@ -227,32 +237,17 @@ class Task(abc.ABC):
             f"pass your own model"
         )
 
-    def finetune(
-        self, model: nn.Module, teacher: nn.Module | None, budget: BudgetLike
-    ) -> nn.Module:
-        """Recovery hook after pruning: train ``model`` in place and return it.
+    def recovery_config(self, *, distill: bool) -> TrainConfig | None:
+        """The training options this task recommends to recover a pruned model.
 
-        By default, when the task has training data, the pruned ``model`` is distilled from
-        ``teacher`` with :func:`netsculpt.distill` (or fine-tuned with
-        :func:`netsculpt.finetune` when ``teacher`` is ``None``); without training data the
-        model is returned unchanged. Override it to plug in your own recipe.
+        ``distill`` says whether a teacher (the dense model) is there: return a
+        :class:`~netsculpt.DistillConfig` then, a :class:`~netsculpt.TrainConfig`
+        otherwise. ``ns.search`` (when its config sets no ``recover``) and
+        :func:`netsculpt.recovery.recover` use it. The default, ``None``, takes
+        netsculpt's defaults (``DistillConfig()`` / ``TrainConfig()``). A task without
+        training data is never trained, whatever this returns.
         """
-        from netsculpt.recovery.budget import Budget
-
-        try:
-            check_model(model)
-            if teacher is not None:
-                check_model(teacher, what="teacher")
-            Budget.parse(budget)  # a bad budget is an error even when there is nothing to train
-        except InputError as exc:
-            raise type(exc)(f"{type(self).__name__}.finetune: {exc}") from None
-        if not self.has_training_data:
-            return model
-        from netsculpt.recovery.train import distill, finetune
-
-        if teacher is None:
-            return finetune(model, self, budget, progress=False)
-        return distill(model, teacher, self, budget, progress=False)
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

@@ -40,7 +40,7 @@ from netsculpt.tasks._docpairs import TextPair, docstring_pairs
 from netsculpt.tasks.base import Split, Task, check_split
 
 if TYPE_CHECKING:
-    from netsculpt.recovery.budget import BudgetLike
+    from netsculpt.recovery.config import TrainConfig
 
 __all__ = ["MiniLMTask", "embed", "minilm_model_dir", "pretrained_minilm", "token_states"]
 
@@ -179,22 +179,19 @@ class MiniLMTask(Task):
         """The pretrained encoder (see :func:`pretrained_minilm`)."""
         return pretrained_minilm()
 
-    def finetune(
-        self, model: nn.Module, teacher: nn.Module | None, budget: BudgetLike
-    ) -> nn.Module:
-        """Recovery hook: distil ``model`` from ``teacher`` on the train part's texts.
+    def recovery_config(self, *, distill: bool) -> TrainConfig:
+        """Recovery recipe: distil from the teacher on the train part's texts.
 
         Matches the teacher's token embeddings only (``alpha=1``, lr 1e-4, 16 texts per
         batch): on this task the contrastive loss adds little to a pretrained teacher's
-        signal. Without a teacher, fine-tunes with the contrastive :meth:`loss`.
+        signal. Without a teacher, fine-tunes with the contrastive :meth:`loss` (lr 1e-5,
+        32 texts per batch).
         """
-        from netsculpt.recovery.train import distill, finetune
+        from netsculpt.recovery.config import DistillConfig, TrainConfig
 
-        if teacher is None:
-            return finetune(model, self, budget, lr=1e-5, batch_size=32, progress=False)
-        return distill(
-            model, teacher, self, budget, alpha=1.0, lr=1e-4, batch_size=16, progress=False
-        )
+        if not distill:
+            return TrainConfig(lr=1e-5, batch_size=32)
+        return DistillConfig(alpha=1.0, lr=1e-4, batch_size=16)
 
     # -- scoring -------------------------------------------------------------------------
     def evaluate(self, model: nn.Module, split: Split = "validation") -> float:
