@@ -57,7 +57,7 @@ from rich.table import Table
 
 import netsculpt as ns
 from netsculpt.measurement.api import compare_latency
-from netsculpt.studies import SearchSpace
+from netsculpt.studies import SearchSpace, StudyConfig
 
 RESULTS = Path(__file__).parent / "results"
 TARGET_SPEEDUP = 1.5
@@ -188,25 +188,27 @@ def main(
         front = ns.search(
             model,
             x,
-            task=search_task,  # the search scores the validation split
+            task=search_task,
             n_trials=trials,
-            objectives=("score", "latency_ms"),
-            constraints={"max_latency_ms": limit_ms},
             storage=f"sqlite:///{Path(tmp) / 'minilm.db'}",
             study_name="minilm",
-            space=SearchSpace(
-                tie="stage",
-                min_keep=min_keep,
-                max_keep=1.0,
-                step=0.05,
-                importance=("taylor",),
-                round_to=(16,),
-            ),
             predictor=True,
-            seed=seed,
-            backend="onnxruntime",
             progress=False,
-            measure_options={"warmup": 1, "repeats": 3, "threads": threads, "memory": False},
+            config=StudyConfig(
+                objectives=("score", "latency_ms"),
+                constraints={"max_latency_ms": limit_ms},
+                space=SearchSpace(
+                    tie="stage",
+                    min_keep=min_keep,
+                    max_keep=1.0,
+                    step=0.05,
+                    importance=("taylor",),
+                    round_to=(16,),
+                ),
+                seed=seed,
+                backend="onnxruntime",
+                measure_options={"warmup": 1, "repeats": 3, "threads": threads, "memory": False},
+            ),
         )
         search_seconds = time.perf_counter() - t0
     assert front.baseline is not None
@@ -274,11 +276,8 @@ def main(
             model,
             task,
             f"{budget:.0f}s",
+            ns.DistillConfig(seed=seed, lr=lr, batch_size=32, hidden_weight=hidden_weight),
             progress=False,
-            seed=seed,
-            lr=lr,
-            batch_size=32,
-            hidden_weight=hidden_weight,
         )
         seconds = time.perf_counter() - t0
         after = task.evaluate(small, "test")

@@ -48,7 +48,7 @@ from rich.console import Console
 from rich.table import Table
 
 import netsculpt as ns
-from netsculpt.studies import Predictor
+from netsculpt.studies import Predictor, StudyConfig
 from netsculpt.studies._pareto import hypervolume, pareto_mask
 
 RESULTS = Path(__file__).parent / "results"
@@ -115,15 +115,17 @@ def run_one(
         x,
         task=task,
         n_trials=n_trials,
-        objectives=("score", "macs"),
         storage=f"sqlite:///{folder / f'{method}-{seed}.db'}",
         study_name=f"{method}-{seed}",
         sampler="random" if method == "random" else "nsga2",
         predictor=Predictor() if method.endswith("predictor") else False,
-        seed=seed,
-        recover_budget=recover,
         progress=False,
-        measure_options={"warmup": 0, "repeats": 1, "memory": False},
+        config=StudyConfig(
+            objectives=("score", "macs"),
+            seed=seed,
+            recover_budget=recover,
+            measure_options={"warmup": 0, "repeats": 1, "memory": False},
+        ),
     )
     seconds = time.perf_counter() - started
     assert front.baseline is not None

@@ -53,8 +53,11 @@ _LAZY: dict[str, str] = {
     "Budget": "netsculpt.recovery.budget",
     "Callback": "netsculpt.recovery.callbacks",
     "distill": "netsculpt.recovery.train",
+    "TrainConfig": "netsculpt.recovery.config",
+    "DistillConfig": "netsculpt.recovery.config",
     # search and report
     "search": "netsculpt.studies.api",
+    "StudyConfig": "netsculpt.studies.config",
     "Front": "netsculpt.studies.front",
     "report": "netsculpt.reporting.html",
     # sparsity methods

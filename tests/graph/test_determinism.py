@@ -22,13 +22,13 @@ from optuna.trial import TrialState
 
 MODELS = ("mlp_residual", "resnet_basic", "transformer_block", "hf_bert")
 
-PROBE = '''
+PROBE = """
 import json, sys
 import torch
 torch.set_num_threads(1)
 import netsculpt as ns
 from netsculpt.testing.zoo import ZOO
-from netsculpt.studies import SearchSpace
+from netsculpt.studies import SearchSpace, StudyConfig
 from netsculpt.studies.api import default_study_name, search
 from netsculpt.studies.space import build_space
 from netsculpt.measurement.api import count_params
@@ -66,14 +66,17 @@ class ParamsTask(ns.Task):
 
 
 model, x = ZOO["mlp_residual"]()
-front = search(
-    model, x, task=ParamsTask(), n_trials=n_trials, storage=storage, sampler="random",
+config = StudyConfig(
     space=SearchSpace(tie="layer", remove_blocks=True, importance=("magnitude",), round_to=(1,)),
-    progress=False, measure_options={"warmup": 0, "repeats": 2, "memory": False},
+    measure_options={"warmup": 0, "repeats": 2, "memory": False},
+)
+front = search(
+    model, x, task=ParamsTask(), config=config, n_trials=n_trials, storage=storage,
+    sampler="random", progress=False,
 )
 out["study"] = front.study_name
 print("RESULT " + json.dumps(out))
-'''
+"""
 
 
 def _probe(tmp_path: Path, seed: int, storage: str, n_trials: int) -> dict:  # type: ignore[type-arg]

@@ -20,7 +20,7 @@ def _one_thread() -> None:
 
 @pytest.fixture(scope="module")
 def front(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    from netsculpt.studies import SearchSpace
+    from netsculpt.studies import SearchSpace, StudyConfig
     from netsculpt.studies.api import search
 
     model, x = tiny_mlp()
@@ -34,7 +34,9 @@ def front(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-
         study_name="report",
         sampler="random",
         progress=False,
-        measure_options=FAST_MEASURE,
-        space=SearchSpace(tie="layer", importance=("magnitude",), round_to=(1,)),
-        seed=1,
+        config=StudyConfig(
+            measure_options=FAST_MEASURE,
+            space=SearchSpace(tie="layer", importance=("magnitude",), round_to=(1,)),
+            seed=1,
+        ),
     )

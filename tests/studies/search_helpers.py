@@ -22,7 +22,7 @@ from torch import nn
 
 import netsculpt as ns
 from netsculpt.measurement.api import count_params
-from netsculpt.studies import SearchSpace
+from netsculpt.studies import SearchSpace, StudyConfig
 
 FAST_MEASURE = {"warmup": 0, "repeats": 3, "memory": False}
 
@@ -94,6 +94,20 @@ class WidthTask(ns.Task):
         return score
 
 
+#: arguments of ns.search that replace config fields (they stay in the call)
+SHORTCUTS = ("n_trials", "sampler", "predictor")
+
+
+def search_with(model: Any, x: Any = None, **options: Any) -> Any:
+    """``ns.search`` with old-style keywords: the StudyConfig fields among ``options`` go
+    into ``config=StudyConfig(...)``, the rest (and the shortcuts) stay in the call."""
+    names = [k for k in StudyConfig.__dataclass_fields__ if k not in SHORTCUTS]
+    fields = {k: options.pop(k) for k in names if k in options}
+    if fields:
+        options["config"] = StudyConfig(**fields)
+    return ns.search(model, x, **options)
+
+
 def kill_target(storage: str, study: str, n_trials: int) -> None:
     """Run a search as a subprocess target (``python search_helpers.py STORAGE STUDY N``).
 
@@ -107,15 +121,17 @@ def kill_target(storage: str, study: str, n_trials: int) -> None:
         model,
         inputs,
         task=WidthTask() if objects else "search_helpers:WidthTask",
-        workers=int(os.environ.get("NETSCULPT_TEST_WORKERS", "1")),
         n_trials=n_trials,
         storage=storage,
         study_name=study,
         sampler="random",
         progress=False,
-        measure_options=FAST_MEASURE,
-        seed=int(os.environ.get("NETSCULPT_TEST_SEED", "0")),
-        space=SearchSpace(tie="layer", importance=("magnitude",), round_to=(1,)),
+        config=StudyConfig(
+            workers=int(os.environ.get("NETSCULPT_TEST_WORKERS", "1")),
+            measure_options=FAST_MEASURE,
+            seed=int(os.environ.get("NETSCULPT_TEST_SEED", "0")),
+            space=SearchSpace(tie="layer", importance=("magnitude",), round_to=(1,)),
+        ),
     )
 
 

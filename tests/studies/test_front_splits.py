@@ -17,7 +17,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 from rich.console import Console
-from search_helpers import DENSE_PARAMS, FAST_MEASURE, WidthTask
+from search_helpers import DENSE_PARAMS, FAST_MEASURE, WidthTask, search_with
 from torch import nn
 
 from netsculpt.cli.studies import front_table
@@ -25,7 +25,6 @@ from netsculpt.errors import SearchError
 from netsculpt.measurement.api import count_params
 from netsculpt.reporting.html import front_figure, report
 from netsculpt.studies import Predictor, SearchSpace
-from netsculpt.studies.api import search
 from netsculpt.studies.front import Front
 from netsculpt.studies.objective import Evaluator
 from netsculpt.studies.space import build_space
@@ -77,7 +76,7 @@ def run(model, x, task, tmp_path: Path, **kwargs):  # type: ignore[no-untyped-de
         "seed": 0,
     }
     options.update(kwargs)
-    return search(model, x, **options)
+    return search_with(model, x, **options)
 
 
 @pytest.fixture(scope="module")

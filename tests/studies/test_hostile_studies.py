@@ -30,6 +30,7 @@ from search_helpers import FAST_MEASURE, WidthTask, tiny_mlp
 from typer.testing import CliRunner
 
 import netsculpt as ns
+from netsculpt.cli.studies import app
 from netsculpt.errors import (
     NetsculptError,
     SearchError,
@@ -37,10 +38,9 @@ from netsculpt.errors import (
     StudyMismatchError,
     UntrustedCodeError,
 )
-from netsculpt.studies import SearchSpace
+from netsculpt.studies import SearchSpace, StudyConfig
 from netsculpt.studies._settings import SETTINGS_ATTR
 from netsculpt.studies.api import search
-from netsculpt.cli.studies import app
 from netsculpt.studies.front import Front
 from netsculpt.studies.storage import open_storage, resolve_storage
 
@@ -602,10 +602,9 @@ def test_resuming_a_hostile_study_is_refused(changes, words, lair) -> None:  # t
             n_trials=3,
             storage=storage,
             study_name=NAME,
-            space=SPACE,
             sampler="random",
             progress=False,
-            measure_options=FAST_MEASURE,
+            config=StudyConfig(space=SPACE, measure_options=FAST_MEASURE),
         )
     assert task.calls == []  # nothing was scored
     _nothing_ran(lair)
@@ -643,9 +642,8 @@ def test_resuming_a_damaged_database_is_refused(key, lair) -> None:  # type: ign
             n_trials=2,
             storage=storage,
             study_name=NAME,
-            space=SPACE,
             sampler="random",
             progress=False,
-            measure_options=FAST_MEASURE,
+            config=StudyConfig(space=SPACE, measure_options=FAST_MEASURE),
         )
     _nothing_ran(lair)

@@ -10,7 +10,7 @@ import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
-from search_helpers import DENSE_PARAMS, FAST_MEASURE, WidthTask
+from search_helpers import DENSE_PARAMS, FAST_MEASURE, WidthTask, search_with
 
 import netsculpt as ns
 from netsculpt.errors import (
@@ -21,7 +21,7 @@ from netsculpt.errors import (
     UnknownNameError,
 )
 from netsculpt.measurement.api import count_params
-from netsculpt.studies import Predictor, SearchSpace
+from netsculpt.studies import Predictor, SearchSpace, StudyConfig
 from netsculpt.studies.api import search
 from netsculpt.studies.front import Front
 
@@ -40,7 +40,7 @@ def run(model, x, task, tmp_path: Path, **kwargs):  # type: ignore[no-untyped-de
         "measure_options": FAST_MEASURE,
     }
     options.update(kwargs)
-    return search(model, x, **options)
+    return search_with(model, x, **options)
 
 
 def test_search_returns_a_front_of_measured_plans(tiny, task, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -57,8 +57,10 @@ def test_search_returns_a_front_of_measured_plans(tiny, task, tmp_path) -> None:
     study = front.study
     # every setting is one JSON user attr, written once by the process that created the study
     settings = json.loads(study.user_attrs["netsculpt:settings"])
-    assert settings["objectives"] == ["score", "latency_ms", "params"]
-    assert settings["space"] == SMALL.to_dict() and settings["model_spec"] is None
+    assert settings["config"]["objectives"] == ["score", "latency_ms", "params"]
+    assert settings["config"]["space"] == SMALL.to_dict() and settings["model_spec"] is None
+    assert StudyConfig.from_dict(settings["config"]) == front.config
+    assert settings["recovered"] is False  # WidthTask has no training data
     assert sorted(k for k in study.user_attrs if k.startswith("netsculpt:")) == [
         "netsculpt:baseline",
         "netsculpt:settings",
@@ -274,10 +276,9 @@ def test_default_storage_is_sqlite_in_the_working_folder(tiny, tmp_path, monkeyp
         x,
         task=WidthTask(),
         n_trials=2,
-        space=SMALL,
         progress=False,
-        measure_options=FAST_MEASURE,
         sampler="random",
+        config=StudyConfig(space=SMALL, measure_options=FAST_MEASURE),
     )
     assert (tmp_path / "netsculpt.db").is_file()
     assert front.study_name.startswith("netsculpt-tinymlp-")
@@ -287,9 +288,8 @@ def test_default_storage_is_sqlite_in_the_working_folder(tiny, tmp_path, monkeyp
         x,
         task=WidthTask(),
         n_trials=3,
-        space=SMALL,
         progress=False,
-        measure_options=FAST_MEASURE,
         sampler="random",
+        config=StudyConfig(space=SMALL, measure_options=FAST_MEASURE),
     )
     assert again.study_name == front.study_name and len(again.completed) == 3

@@ -2,7 +2,9 @@
 
 Every case runs in an empty working folder with the default storage: a call that fails
 must leave it empty (no study created, no dense model measured, no trial run), and the
-task must not have been asked to score anything.
+task must not have been asked to score anything. A key of the table that is a field of
+:class:`StudyConfig` goes into the config, built inside the call: a bad field is refused
+when the config is built.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from netsculpt.errors import (
     NetsculptError,
     UnknownNameError,
 )
-from netsculpt.studies import Predictor, SearchSpace
+from netsculpt.studies import Predictor, SearchSpace, StudyConfig
 from netsculpt.studies.api import search
 
 SMALL = SearchSpace(tie="layer", importance=("magnitude",), round_to=(1,))
@@ -109,7 +111,18 @@ CASES: list[tuple[str, dict[str, Any], type[NetsculptError], str]] = [
     ("measure-threads", {"measure_options": {"threads": -2}}, InputError, "threads must be"),
     ("measure-list", {"measure_options": [1]}, InputError, "measure_options must be a dict"),
     ("workers-sampler-object", {"workers": 2, "sampler": "object"}, InputError, "instance"),
+    ("config-dict", {"config": {"n_trials": 3}}, InputError, "StudyConfig.from_dict"),
+    ("config-class", {"config": StudyConfig}, InputError, "config=StudyConfig(...)"),
+    ("config-string", {"config": "fast"}, InputError, "config must be a netsculpt StudyConfig"),
+    ("recover-dict", {"recover": {"lr": 1e-3}}, InputError, "recover must be a DistillConfig"),
+    ("test-scores-string", {"test_scores": "no"}, InputError, "test_scores must be True"),
+    ("sampler-in-config", {"config_sampler": "object"}, InputError, "sampler must be a name"),
 ]
+
+
+#: StudyConfig fields the table sets through the config (n_trials and sampler are also
+#: arguments of ns.search, which replace the config's)
+CONFIG_FIELDS = {f for f in StudyConfig.__dataclass_fields__ if f not in ("n_trials", "sampler")}
 
 
 def _resolve(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -123,6 +136,7 @@ def _resolve(overrides: dict[str, Any]) -> dict[str, Any]:
         "sampler": "random",
         "progress": False,
         "measure_options": FAST_MEASURE,
+        "recover_budget": None,
     }
     for key, value in overrides.items():
         if key == "model" and value == "meta":
@@ -133,10 +147,21 @@ def _resolve(overrides: dict[str, Any]) -> dict[str, Any]:
             value = torch.full((8, 12), float("nan"))
         elif key == "space" and value == "gradient":
             value = SearchSpace(importance=("gradient",))
-        elif key == "sampler" and value == "object":
+        elif key in ("sampler", "config_sampler") and value == "object":
             value = optuna.samplers.RandomSampler(seed=0)
         call[key] = value
     return call
+
+
+def _search(call: dict[str, Any]) -> Any:
+    """``search(**call)`` with the StudyConfig fields of ``call`` in a config built here."""
+    call = dict(call)
+    fields = {k: call.pop(k) for k in CONFIG_FIELDS if k in call}
+    if "config_sampler" in call:  # a sampler object put in the config, not the call
+        fields["sampler"] = call.pop("config_sampler")
+    if "config" not in call:
+        call["config"] = StudyConfig(**fields)
+    return search(**call)
 
 
 @pytest.mark.parametrize(
@@ -150,7 +175,7 @@ def test_bad_call_is_refused_before_anything_runs(  # type: ignore[no-untyped-de
     call = _resolve(overrides)
     task = call["task"]
     with pytest.raises(error) as info:
-        search(**call)
+        _search(call)
     assert words in str(info.value), str(info.value)
     assert os.listdir(tmp_path) == []  # no study file, journal or anything else
     if isinstance(task, WidthTask):
@@ -181,6 +206,6 @@ def test_search_space_and_predictor_values_are_checked() -> None:
 
 def test_a_good_call_still_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    front = search(**_resolve({"recover_budget": None, "seed": 3}))
+    front = _search(_resolve({"seed": 3}))
     assert len(front.completed) == 2 and (tmp_path / "netsculpt.db").is_file()
     assert isinstance(front, ns.Front)

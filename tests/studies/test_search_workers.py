@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from search_helpers import DENSE_PARAMS, FAST_MEASURE, study_trials
 
 from netsculpt.errors import SearchError
-from netsculpt.studies import SearchSpace
+from netsculpt.studies import SearchSpace, StudyConfig
 from netsculpt.studies.api import search
 
 HERE = Path(__file__).parent
@@ -45,10 +45,8 @@ def test_two_worker_processes_on_a_journal_file(tmp_path, monkeypatch) -> None: 
         storage=str(journal),
         study_name="pair",
         sampler="random",
-        workers=2,
-        space=SPACE,
         progress=False,
-        measure_options=FAST_MEASURE,
+        config=StudyConfig(workers=2, space=SPACE, measure_options=FAST_MEASURE),
     )
     assert journal.is_file()
     trials = study_trials(str(journal), "pair")

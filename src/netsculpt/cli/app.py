@@ -349,6 +349,7 @@ def demo(
     from netsculpt.export.save import save
     from netsculpt.reporting.html import report
     from netsculpt.studies.api import search
+    from netsculpt.studies.config import StudyConfig
     from netsculpt.tasks.registry import get_task
 
     out.mkdir(parents=True, exist_ok=True)
@@ -371,9 +372,7 @@ def demo(
             n_trials=trials,
             storage=storage,
             study_name=f"digits-demo-{backend}",
-            backend=backend,
-            seed=seed,
-            recover_budget=30,
+            config=StudyConfig(backend=backend, seed=seed),  # each trial distilled 30 steps
         )
         print_table(front_table(front))
         page = report(front, out / "report.html")

@@ -177,9 +177,14 @@ def search_command(
         float | None, typer.Option("--max-latency-ms", help="constraint")
     ] = None,
     recover_budget: Annotated[
-        str | None,
-        typer.Option("--recover-budget", help="recovery budget per trial, e.g. 200 (steps) or 30s"),
-    ] = None,
+        str,
+        typer.Option(
+            "--recover-budget",
+            help="recovery of each trial before it is scored: steps (default 30: distilled "
+            "from the dense model when the task has training data) or a time such as 30s; "
+            "'none' scores trials as pruned",
+        ),
+    ] = "30",
     seed: Annotated[int, typer.Option("--seed")] = 0,
     timeout: Annotated[float | None, typer.Option("--timeout", help="seconds")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
@@ -189,6 +194,7 @@ def search_command(
     The knee of the front is then timed against the dense model, runs interleaved.
     """
     from netsculpt.studies.api import search
+    from netsculpt.studies.config import StudyConfig
     from netsculpt.studies.space import SearchSpace
 
     if task is None:
@@ -201,23 +207,21 @@ def search_command(
             )
         task = model
     try:
-        front = search(
-            model,
-            task=task,
+        config = StudyConfig(
             n_trials=trials,
             objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()),
-            storage=storage,
-            study_name=study,
             sampler=sampler,
             workers=workers,
             space=SearchSpace(tie=tie, min_keep=min_keep),  # type: ignore[arg-type]
-            constraints={"max_latency_ms": max_latency_ms} if max_latency_ms else None,
+            constraints={"max_latency_ms": max_latency_ms} if max_latency_ms else {},
             predictor=predictor,
             backend=backend,
             seed=seed,
             recover_budget=_budget(recover_budget),
             timeout=timeout,
-            progress=progress,
+        )
+        front = search(
+            model, task=task, config=config, storage=storage, study_name=study, progress=progress
         )
     except NetsculptError as exc:
         _fail(exc)
@@ -354,7 +358,7 @@ register(app)
 
 
 def _budget(text: str | None) -> Any:
-    if text is None:
+    if text is None or text.strip().lower() in ("none", "off", "0"):
         return None
     try:
         return int(text)

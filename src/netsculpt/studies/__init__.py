@@ -1,4 +1,4 @@
-"""netsculpt.studies: search spaces, Optuna studies, Pareto fronts and the predictor.
+"""netsculpt.studies: study configs, search spaces, Optuna studies, Pareto fronts, predictor.
 
 >>> from netsculpt.studies import SearchSpace, Predictor
 >>> SearchSpace(tie="layer", min_keep=0.5).tie
@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from netsculpt.studies.config import StudyConfig
 from netsculpt.studies.predictor import Predictor
 from netsculpt.studies.space import SearchSpace
 
-__all__ = ["Front", "FrontTrial", "Predictor", "SearchSpace", "search"]
+__all__ = ["Front", "FrontTrial", "Predictor", "SearchSpace", "StudyConfig", "search"]
 
 
 def __getattr__(name: str) -> Any:

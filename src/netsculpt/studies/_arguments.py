@@ -7,6 +7,7 @@ study, or measures the dense model) before failing.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -14,27 +15,16 @@ from typing import Any
 from optuna.samplers import BaseSampler
 from optuna.storages import BaseStorage
 
-from netsculpt._checks import (
-    check_finite_inputs,
-    check_finite_weights,
-    check_int,
-    check_model,
-    check_number,
-)
+from netsculpt._checks import check_finite_inputs, check_finite_weights, check_model
 from netsculpt.errors import InputError, UnknownNameError
-from netsculpt.studies.objective import DEFAULT_MEASURE, check_objectives
+from netsculpt.studies.config import StudyConfig
 from netsculpt.studies.predictor import Predictor
-from netsculpt.studies.samplers import SAMPLERS, check_constraints
-from netsculpt.studies.space import SearchSpace
+from netsculpt.studies.samplers import SAMPLERS
 
-__all__ = ["check_search_arguments"]
+__all__ = ["check_registered_names", "check_search_arguments"]
 
-#: options of ``ns.measure`` that the search loop passes through
-MEASURE_KEYS = ("warmup", "repeats", "threads", "memory")
 #: longest study name Optuna's RDB storage keeps
 MAX_STUDY_NAME = 512
-#: more worker processes than any machine runs usefully: a typo
-MAX_WORKERS = 1024
 
 
 def check_search_arguments(
@@ -42,110 +32,86 @@ def check_search_arguments(
     model: Any,
     example_inputs: Any,
     task: Any,
+    config: Any,
     n_trials: Any,
-    objectives: Any,
     storage: Any,
     study_name: Any,
     sampler: Any,
-    workers: Any,
-    space: Any,
-    constraints: Any,
     predictor: Any,
-    backend: Any,
-    seed: Any,
-    recover_budget: Any,
-    timeout: Any,
     progress: Any,
-    measure_options: Any,
-) -> tuple[tuple[str, ...], SearchSpace, dict[str, float], Predictor | None, dict[str, Any]]:
+) -> tuple[dict[str, Any], BaseSampler | None, Predictor | None]:
     """Check every argument of ``ns.search``.
 
-    Returns ``(objectives, space, constraints, predictor, measure options)`` normalised.
+    Returns ``(overrides, sampler instance, predictor instance)``: the config fields the
+    shortcut arguments replace (checked by building the config with them), and the runtime
+    objects that cannot live in a config.
     """
     _check_model(model)
     if example_inputs is not None:
         check_finite_inputs(example_inputs)
     _check_task(task)
-    check_int(n_trials, "n_trials", minimum=1)
-    objectives = check_objectives(objectives)
+    _check_config(config)
     _check_storage(storage)
     _check_study_name(study_name)
     _check_sampler(sampler)
-    check_int(workers, "workers", minimum=1)
-    if workers > MAX_WORKERS:
-        raise InputError(f"workers={workers} is more processes than any machine runs; use e.g. 4")
-    space = space if space is not None else SearchSpace()
-    if not isinstance(space, SearchSpace):
+    if predictor is not None and not isinstance(predictor, (bool, Predictor)):
         raise InputError(
-            f"space must be a netsculpt SearchSpace, got {type(space).__name__}; e.g. "
-            f"space=SearchSpace(tie='stage', min_keep=0.3)"
+            f"predictor must be True, False or a netsculpt Predictor(...), got {predictor!r}"
         )
-    from netsculpt.pruning.importance import get_importance
-
-    for criterion in space.importance:
-        get_importance(criterion)  # UnknownNameError listing the registered criteria
-    limits = check_constraints(constraints)
-    screening = check_predictor(predictor)
-    _check_backend(backend)
-    check_int(seed, "seed", minimum=0, allow_none=True)
-    if recover_budget is not None:
-        from netsculpt.recovery.budget import Budget
-
-        Budget.parse(recover_budget)  # InputError naming the budget and the fix
-    check_number(timeout, "timeout", strictly_positive=True, allow_none=True)
     if not isinstance(progress, bool):
         raise InputError(f"progress must be True or False, got {progress!r}")
-    options = check_measure_options(measure_options)
-    if workers > 1 and isinstance(sampler, BaseSampler):
+    overrides: dict[str, Any] = {}
+    if n_trials is not None:
+        overrides["n_trials"] = n_trials
+    if isinstance(sampler, str):
+        overrides["sampler"] = sampler
+    if predictor is not None:
+        overrides["predictor"] = bool(predictor) if isinstance(predictor, bool) else True
+    effective = dataclasses.replace(config or StudyConfig(), **overrides)  # checks them
+    instance = sampler if isinstance(sampler, BaseSampler) else None
+    check_registered_names(effective, sampler=instance, storage=storage)
+    return overrides, instance, predictor if isinstance(predictor, Predictor) else None
+
+
+def check_registered_names(config: StudyConfig, *, sampler: Any, storage: Any) -> None:
+    """What a config cannot check alone: its importance criteria and latency backend are
+    registered in this process, and its ``workers`` fit the sampler and storage given."""
+    from netsculpt.measurement.backends import get_backend
+    from netsculpt.pruning.importance import get_importance
+
+    for criterion in config.space.importance:
+        get_importance(criterion)  # UnknownNameError listing the registered criteria
+    get_backend(config.backend)  # UnknownNameError listing the registered backends
+    if config.workers > 1 and isinstance(sampler, BaseSampler):
         raise InputError(
             "a sampler instance cannot be shared by worker processes; pass its name "
-            "(sampler='nsga2'|'tpe'|'random') with workers > 1"
+            "(StudyConfig(sampler='nsga2'|'tpe'|'random')) with workers > 1"
         )
-    if workers > 1 and isinstance(storage, BaseStorage):
+    if config.workers > 1 and isinstance(storage, BaseStorage):
         raise InputError(
             "workers > 1 need a storage the worker processes can reopen; pass a journal path "
             "or an RDB URL string instead of a storage object"
         )
-    return objectives, space, limits, screening, options
 
 
-def check_predictor(value: Any) -> Predictor | None:
-    """``predictor=`` as a :class:`Predictor` or None."""
-    if value is None or value is False:
-        return None
-    if value is True:
-        return Predictor()
-    if isinstance(value, Predictor):
-        return value
-    raise InputError(f"predictor must be True, False or a netsculpt Predictor(...), got {value!r}")
-
-
-def check_measure_options(value: Any) -> dict[str, Any]:
-    """``measure_options=`` merged over the search loop's defaults, each option checked."""
-    if value is None:
-        return dict(DEFAULT_MEASURE)
-    if not isinstance(value, Mapping):
+def _check_config(config: Any) -> None:
+    if config is None or isinstance(config, StudyConfig):
+        return
+    if isinstance(config, Mapping):
         raise InputError(
-            f"measure_options must be a dict of ns.measure options, got "
-            f"{type(value).__name__}; e.g. measure_options={{'repeats': 30}}"
+            f"config is a dict; build the config from it: "
+            f"config=StudyConfig.from_dict({config!r:.80})"
         )
-    for key in value:
-        if key not in MEASURE_KEYS:
-            raise UnknownNameError(
-                f"unknown measure option {key!r}; the search passes {', '.join(MEASURE_KEYS)} "
-                f"to ns.measure, e.g. measure_options={{'repeats': 30}}"
-            )
-    options = {**DEFAULT_MEASURE, **dict(value)}
-    from netsculpt.measurement._timing import check_counts, resolve_threads
-
-    check_counts(warmup=options["warmup"], repeats=options["repeats"])
-    if options.get("threads") is not None:
-        resolve_threads(options["threads"])
-    if not isinstance(options.get("memory", False), bool):
+    if isinstance(config, type):
         raise InputError(
-            f"measure_options['memory'] must be True or False, got {options['memory']!r}"
+            f"config={config.__name__} is a class, not a config; pass an instance: "
+            f"config=StudyConfig(...)"
         )
-    return options
+    raise InputError(
+        f"config must be a netsculpt StudyConfig (or None), got {type(config).__name__} "
+        f"({config!r:.60}); e.g. config=StudyConfig(n_trials=100, objectives=('score', "
+        f"'latency_ms'))"
+    )
 
 
 def _check_model(model: Any) -> None:
@@ -215,7 +181,7 @@ def _check_study_name(study_name: Any) -> None:
 
 
 def _check_sampler(sampler: Any) -> None:
-    if isinstance(sampler, BaseSampler):
+    if sampler is None or isinstance(sampler, BaseSampler):
         return
     if isinstance(sampler, str):
         if sampler not in SAMPLERS:
@@ -228,14 +194,3 @@ def _check_sampler(sampler: Any) -> None:
         f"sampler must be a name ({', '.join(SAMPLERS)}) or an optuna.samplers.BaseSampler, "
         f"got {type(sampler).__name__}"
     )
-
-
-def _check_backend(backend: Any) -> None:
-    if not isinstance(backend, str):
-        raise InputError(
-            f"backend must be a latency backend name such as 'torch' or 'onnxruntime', got "
-            f"{backend!r}"
-        )
-    from netsculpt.measurement.backends import get_backend
-
-    get_backend(backend)  # UnknownNameError listing the registered backends

@@ -1,11 +1,17 @@
 """The settings a netsculpt study stores, written once and checked whenever they are read.
 
-``ns.search`` writes every setting of a study (objectives, the space signature, the space,
-latency backend, constraints, recovery budget, the model and task names, the netsculpt
-version) as one JSON object in the study user attr ``netsculpt:settings``, in a single
-write by the process that created the study, so no reader ever sees half of them. The dense
+``ns.search`` writes every setting of a study as one JSON object in the study user attr
+``netsculpt:settings``, in a single write by the process that created the study, so no
+reader ever sees half of them::
+
+    {"config": <StudyConfig.to_dict()>, "signature": "<space signature>",
+     "model_spec": ..., "task": ..., "version": ..., "recovered": true}
+
+``recovered`` says whether trials were recovered before scoring (a recovery budget was set
+and the task had training data), so a reader rebuilds trial models the same way. The dense
 model's measurements follow later in ``netsculpt:baseline``. Studies written by earlier
-versions (one user attr per setting) are read too.
+versions (flat settings without ``config``, or one user attr per setting) are read too:
+their config is rebuilt from the fields they stored.
 
 A study is data that anyone may hand over: what is read back is bounded in size and depth
 and type-checked field by field; anything else raises :class:`~netsculpt.errors.SearchError`
@@ -23,6 +29,9 @@ from typing import Any
 import optuna
 
 from netsculpt.errors import NetsculptError, SearchError
+from netsculpt.recovery.budget import Budget
+from netsculpt.studies.config import StudyConfig
+from netsculpt.studies.space import SearchSpace
 
 __all__ = [
     "BASELINE_ATTR",
@@ -31,6 +40,7 @@ __all__ = [
     "check_baseline",
     "read_settings",
     "settings_json",
+    "study_settings",
     "user_attrs",
 ]
 
@@ -40,7 +50,7 @@ SETTINGS_ATTR = STUDY_ATTR + "settings"
 BASELINE_ATTR = STUDY_ATTR + "baseline"
 #: the settings JSON is a few hundred characters; anything near this is not ours
 MAX_SETTINGS_CHARS = 64 * 1024
-#: nesting of the settings JSON (the space is the deepest part: 3 levels)
+#: nesting of the settings JSON (config.space and config.recover are the deepest: 4 levels)
 MAX_DEPTH = 8
 _MAX_NAME = 500
 _SIGNATURE = re.compile(r"^[0-9a-f]{8,64}$")
@@ -62,6 +72,27 @@ _OPTIONAL_BASELINE_KEYS = ("test_score",)
 
 class _Invalid(Exception):
     """A field of the stored settings is not what netsculpt writes."""
+
+
+def study_settings(
+    config: StudyConfig,
+    *,
+    signature: str,
+    model_spec: str | None,
+    task: str | None,
+    recovered: bool,
+) -> dict[str, Any]:
+    """What a new study stores in ``netsculpt:settings`` (see the module docstring)."""
+    import netsculpt
+
+    return {
+        "config": config.to_dict(),
+        "signature": signature,
+        "model_spec": model_spec,
+        "task": task,
+        "version": netsculpt.__version__,
+        "recovered": recovered,
+    }
 
 
 def settings_json(settings: Mapping[str, Any]) -> str:
@@ -87,6 +118,11 @@ def user_attrs(study: optuna.Study) -> dict[str, Any]:
 def read_settings(study_name: str, attrs: Mapping[str, Any]) -> dict[str, Any] | None:
     """The checked settings of a study, or None when it holds no netsculpt settings at all.
 
+    The result holds ``config`` (the :class:`StudyConfig`), ``signature``, ``model_spec``,
+    ``task``, ``version`` and ``recovered``, plus the config fields readers look up often
+    (``objectives``, ``space`` as a dict, ``backend``, ``constraints``, ``recover_budget``
+    and ``recover``).
+
     Raises:
         SearchError: settings are present but are not what netsculpt writes.
     """
@@ -100,12 +136,29 @@ def read_settings(study_name: str, attrs: Mapping[str, Any]) -> dict[str, Any] |
         return None
     if not isinstance(raw, dict):
         raise _error(study_name, "settings", f"a JSON {type(raw).__name__}, not an object")
+    checks = _CHECKS if "config" in raw else _LEGACY_CHECKS
     out: dict[str, Any] = {}
-    for key, check in _CHECKS.items():
+    for key, check in checks.items():
         try:
             out[key] = check(raw.get(key))
         except _Invalid as exc:
             raise _error(study_name, key, str(exc)) from None
+    if "config" not in raw:  # written before studies recorded their StudyConfig
+        try:
+            out["config"] = _legacy_config(out)
+        except _Invalid as exc:
+            raise _error(study_name, "settings", str(exc)) from None
+        out["recovered"] = out["recover_budget"] is not None
+    config: StudyConfig = out["config"]
+    spaceless = out.get("space", "stored") is None  # an early study: no space stored
+    out.update(
+        objectives=list(config.objectives),
+        space=None if spaceless else config.space.to_dict(),
+        backend=config.backend,
+        constraints=dict(config.constraints),
+        recover_budget=config.recover_budget,
+        recover=config.recover,
+    )
     return out
 
 
@@ -135,6 +188,42 @@ def check_baseline(study_name: str, value: Any) -> dict[str, float] | None:
 # --------------------------------------------------------------------------- fields
 
 
+def _config(value: Any) -> StudyConfig:
+    if not isinstance(value, dict):
+        raise _Invalid(f"{_short(value)} is not a StudyConfig dict")
+    try:
+        return StudyConfig.from_dict(value)
+    except (NetsculptError, TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise _Invalid(
+            f"not a valid StudyConfig ({type(exc).__name__}: {str(exc)[:300]})"
+        ) from None
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(f"{_short(value)} is not true or false")
+    return value
+
+
+def _legacy_config(fields: Mapping[str, Any]) -> StudyConfig:
+    """The StudyConfig of a study written before configs were stored (its other fields
+    take their defaults; a missing budget means no recovery, as it did then)."""
+    budget = fields["recover_budget"]
+    if isinstance(budget, dict):
+        budget = Budget(**budget)
+    space = fields["space"]
+    try:
+        return StudyConfig(
+            objectives=tuple(fields["objectives"]),
+            space=SearchSpace.from_dict(space) if space is not None else SearchSpace(),
+            backend=fields["backend"],
+            constraints=fields["constraints"],
+            recover_budget=budget,
+        )
+    except (NetsculptError, TypeError, ValueError, OverflowError) as exc:
+        raise _Invalid(f"not valid settings ({type(exc).__name__}: {exc})") from None
+
+
 def _objectives(value: Any) -> list[str]:
     from netsculpt.studies.objective import OBJECTIVES
 
@@ -157,8 +246,6 @@ def _signature(value: Any) -> str | None:
 
 
 def _space(value: Any) -> dict[str, Any] | None:
-    from netsculpt.studies.space import SearchSpace
-
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -191,8 +278,6 @@ def _constraints(value: Any) -> dict[str, float]:
 
 
 def _budget(value: Any) -> Any:
-    from netsculpt.recovery.budget import Budget
-
     if value is None:
         return None
     try:
@@ -222,6 +307,15 @@ def _name(value: Any) -> str:
 
 
 _CHECKS = {
+    "config": _config,
+    "signature": _signature,
+    "model_spec": _optional_name,
+    "task": _optional_name,
+    "version": _optional_name,
+    "recovered": _flag,
+}
+
+_LEGACY_CHECKS = {
     "objectives": _objectives,
     "signature": _signature,
     "space": _space,

@@ -5,7 +5,8 @@ write. Each worker is a fresh interpreter (multiprocessing's ``spawn``; a ``fork
 hangs in OpenMP as soon as torch runs with more than one thread), and receives over the
 pipe that multiprocessing opens between the parent and that child only:
 
-* the job's settings as JSON text (:meth:`Job.to_json`);
+* the job as JSON text (:meth:`Job.to_json`: the study's :class:`StudyConfig` and how to
+  reopen the study);
 * the model: when the search was started from a ``"package.module:factory"`` string or a
   built-in name, by that name (the parent's caller typed it) plus the parent's weights as
   safetensors bytes, so every worker prunes the very same weights; otherwise the parent's
@@ -40,6 +41,7 @@ import optuna
 import torch
 
 from netsculpt.errors import SearchError
+from netsculpt.studies._run import Job, build_sampler, check_job_json, quiet_optuna, run_trials
 
 __all__ = ["die_with_parent", "remove_stale_job_folders", "run_workers", "worker_main"]
 
@@ -50,7 +52,7 @@ _WATCHDOG_S = 0.5
 
 
 def run_workers(
-    job: Any,
+    job: Job,
     *,
     model: Any,
     example_inputs: Any,
@@ -67,7 +69,7 @@ def run_workers(
     shares = [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
     shares = [s for s in shares if s > 0]
     remove_stale_job_folders()
-    job_json = job.to_json()
+    job_json = check_job_json(job)
     by_name = job.model_spec is not None
     weights = state_bytes(model) if by_name else None
     common = {
@@ -84,7 +86,7 @@ def run_workers(
             procs.append(
                 _start(ctx, variants, job_json, weights, index=i, share=share, threads=threads)
             )
-        display = SearchProgress(study, job.n_trials, enabled=progress)
+        display = SearchProgress(study, job.config.n_trials, enabled=progress)
         with display:
             while any(p.is_alive() for p, _ in procs):
                 display.refresh()
@@ -171,8 +173,6 @@ def worker_main(
     try:
         die_with_parent(parent_pid)
         torch.set_num_threads(threads)
-        from netsculpt.studies.api import Job
-
         job = Job.from_json(job_json)
         model = objects["model"]
         if model is None and job.model_spec is not None:
@@ -308,7 +308,7 @@ def load_state_bytes(model: torch.nn.Module, data: bytes) -> None:
 
 
 def run_worker(
-    job: Any,
+    job: Job,
     *,
     model: Any,
     example_inputs: Any,
@@ -319,34 +319,38 @@ def run_worker(
 ) -> None:
     """Open the study, build this worker's sampler and evaluator, and run ``share`` trials."""
     from netsculpt.graph.analysis import analyze
-    from netsculpt.studies.api import _quiet_optuna, build_sampler, run_trials
     from netsculpt.studies.objective import Evaluator
     from netsculpt.studies.space import build_space
     from netsculpt.studies.storage import open_storage
 
+    config = job.config
     if graph is None:
         graph = analyze(model, example_inputs)
-    bound = build_space(graph, job.space)
+    bound = build_space(graph, config.space)
     if bound.signature != job.signature:
         raise SearchError(
             f"worker {index} found another search space (signature {bound.signature}, the "
             f"study has {job.signature}); the model factory {job.model_spec!r} must build "
             f"the same model in every process"
         )
+    if job.storage is None:  # ns.search refuses a storage object with workers > 1
+        raise SearchError(f"worker {index} got no storage to reopen the study in")
     storage = open_storage(job.storage)
     evaluator = Evaluator(
         model=model,
         example_inputs=example_inputs,
         task=task,
         bound=bound,
-        objectives=tuple(job.objectives),
-        backend=job.backend,
-        measure_options=job.measure_options,
-        recover_budget=job.recover_budget,
-        constraints=job.constraints,
+        objectives=config.objectives,
+        backend=config.backend,
+        measure_options=dict(config.measure_options),
+        recover_budget=config.recover_budget,
+        recover=config.recover,
+        constraints=dict(config.constraints),
         graph=graph,
+        test_scores=config.test_scores,
     )
-    with _quiet_optuna():
+    with quiet_optuna():
         study = optuna.load_study(
             study_name=job.study_name,
             storage=storage,

@@ -1,10 +1,13 @@
 """``ns.search``: the Pareto front of sub-networks of a model, by an Optuna study.
 
 >>> import netsculpt as ns
->>> task = ns.get_task("digits")                                          # doctest: +SKIP
->>> model = task.pretrained_model()                                       # doctest: +SKIP
+>>> from netsculpt.studies import StudyConfig
+>>> task = ns.get_task("digits")                                           # doctest: +SKIP
+>>> model = task.pretrained_model()                                        # doctest: +SKIP
 >>> front = ns.search(model, task.example_inputs(), task=task, n_trials=60)  # doctest: +SKIP
->>> front.pick(max_latency_ms=0.5).model                                  # doctest: +SKIP
+>>> front.pick(max_latency_ms=0.5).model                                   # doctest: +SKIP
+>>> config = StudyConfig(n_trials=200, constraints={"max_latency_ms": 0.5})
+>>> front = ns.search(model, task=task, config=config)                     # doctest: +SKIP
 
 The study is a plain Optuna study (``optuna-dashboard sqlite:///netsculpt.db`` opens it);
 running the same call again resumes it: finished trials are kept, trials cut off by a
@@ -12,21 +15,19 @@ crash or ``kill -9`` are evaluated again, and the search stops once ``n_trials``
 are done. The default study name and the space signature depend only on the model's
 graph, never on the process (hash seeds included), so a rerun in a new process resumes.
 
-Every argument is checked before a study is opened (``_arguments``); the study's settings
-are written once, as one JSON user attr, by the process that creates it, and are checked
-whenever a study is resumed or read (``_settings``).
+The options travel as one value, a :class:`~netsculpt.studies.StudyConfig`: checked when
+it is built, written once into the study (``_settings``) by the process that creates it,
+read back (and checked) by every resumed run, by each worker process (inside a ``Job``)
+and by :meth:`netsculpt.Front.load`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
-import json
-import logging
 import os
-import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
 from typing import Any
 
 import optuna
@@ -37,31 +38,20 @@ from torch import nn
 
 from netsculpt._checks import check_finite_inputs, check_finite_weights, check_model
 from netsculpt._inputs import ExampleInputs
-from netsculpt.errors import InputError, NetsculptError, SearchError, StudyMismatchError
-from netsculpt.studies._arguments import check_search_arguments
+from netsculpt.errors import InputError, NetsculptError, StudyMismatchError
+from netsculpt.studies._arguments import check_registered_names, check_search_arguments
+from netsculpt.studies._open import open_study, stored_config
 from netsculpt.studies._resume import n_done, recover_interrupted, trials_of
-from netsculpt.studies._settings import (
-    BASELINE_ATTR,
-    SETTINGS_ATTR,
-    STUDY_ATTR,
-    check_baseline,
-    read_settings,
-    settings_json,
-    user_attrs,
-)
+from netsculpt.studies._run import Job, build_sampler, quiet_optuna, run_trials
+from netsculpt.studies._settings import BASELINE_ATTR, study_settings, user_attrs
+from netsculpt.studies.config import StudyConfig
 from netsculpt.studies.front import Front
-from netsculpt.studies.objective import Evaluator, TrialFailed
-from netsculpt.studies.predictor import Predictor, ScreeningSampler
-from netsculpt.studies.samplers import SeededPerProcess, make_sampler, population_size_for
-from netsculpt.studies.space import BoundSpace, SearchSpace, build_space
-from netsculpt.studies.storage import StorageSpec, open_storage, resolve_storage
+from netsculpt.studies.objective import Evaluator
+from netsculpt.studies.predictor import Predictor
+from netsculpt.studies.space import BoundSpace, build_space
+from netsculpt.studies.storage import load_study, open_storage, resolve_storage
 
-__all__ = ["Job", "default_study_name", "load_study", "search"]
-
-#: study settings that must match when a study is resumed
-_MUST_MATCH = ("objectives", "signature", "space", "backend", "constraints", "recover_budget")
-#: how long a process waits for the creator of a study to write its settings
-_SETTINGS_WAIT_S = 10.0
+__all__ = ["default_study_name", "finished_numbers", "load_study", "search"]
 
 
 def search(
@@ -69,23 +59,27 @@ def search(
     example_inputs: ExampleInputs | None = None,
     *,
     task: Any,
-    n_trials: int = 100,
-    objectives: Sequence[str] = ("score", "latency_ms", "params"),
+    config: StudyConfig | None = None,
+    n_trials: int | None = None,
     storage: str | os.PathLike[str] | BaseStorage | None = None,
     study_name: str | None = None,
-    sampler: str | BaseSampler = "nsga2",
-    workers: int = 1,
-    space: SearchSpace | None = None,
-    constraints: Mapping[str, float] | None = None,
-    predictor: bool | Predictor = False,
-    backend: str = "torch",
-    seed: int | None = 0,
-    recover_budget: Any = None,
-    timeout: float | None = None,
+    sampler: str | BaseSampler | None = None,
+    predictor: bool | Predictor | None = None,
     progress: bool = True,
-    measure_options: Mapping[str, Any] | None = None,
 ) -> Front:
-    """Search the sub-networks of ``model`` for the Pareto front of ``objectives``.
+    """Search the sub-networks of ``model`` for the Pareto front of the config's objectives.
+
+    By default each trial is **recovered before it is scored**: when the task has training
+    data, the pruned sub-network is distilled from ``model`` for 30 steps
+    (``StudyConfig.recover_budget=30``, batch 64, AdamW at lr 1e-3; the task's
+    ``recovery_config`` can set other options). That costs 30 forward passes of the dense
+    model plus 30 forward and backward passes of the sub-network per trial: about 0.3 s
+    per trial for the digits CNN on one CPU core, a few seconds for a 20M-parameter
+    transformer, usually more than scoring and timing the trial. Scores of unrecovered
+    sub-networks can be far below what a short recovery gives (the digits front: 0.10-0.66
+    without, against 0.989 dense), so the front would rank them by how little they were
+    damaged, not by what they can do. Pass ``config=StudyConfig(recover_budget=None)`` to
+    score trials as pruned (faster, and all a task without training data gets anyway).
 
     Args:
         model: the trained model, or a ``"package.module:factory"`` string (a function
@@ -96,49 +90,44 @@ def search(
         example_inputs: the batch the model is called with (latency is measured on it);
             None takes it from the factory or ``task.example_inputs()``.
         task: an ``ns.Task`` (or a registered task name) that scores a model, higher is
-            better; its ``calib_batches`` feed data-driven importance criteria and its
-            ``finetune`` runs recovery when ``recover_budget`` is set.
-        n_trials: the number of trials the study should hold once done (finished trials
-            of an earlier run of the same study count; failed evaluations count too).
-        objectives: some of ``"score"`` (maximised), ``"latency_ms"``, ``"latency_p90_ms"``,
-            ``"params"``, ``"macs"`` (minimised).
+            better; the search reads its validation score. Its ``calib_batches`` feed any
+            importance criterion that declares ``needs_calib`` (built-in or registered),
+            and its training data the recovery of each trial.
+        config: the :class:`~netsculpt.studies.StudyConfig`: objectives, number of trials,
+            sampler name, workers, search space, constraints, latency backend, seed,
+            recovery budget and recipe, timeout, measure options. None takes the config
+            stored in the study when ``study_name`` exists already (so a rerun resumes with
+            the stored settings), else ``StudyConfig()``.
+        n_trials: replaces ``config.n_trials``: the number of trials the study should hold
+            once done (finished trials of an earlier run of the same study count; failed
+            evaluations count too).
         storage: None for ``sqlite:///netsculpt.db`` in the working folder (a journal file
-            ``netsculpt.journal`` when ``workers > 1``), an RDB URL such as
+            ``netsculpt.journal`` when ``config.workers > 1``), an RDB URL such as
             ``postgresql://user:pw@host/db`` (workers on many machines each run the same
             call), a journal file path, or an Optuna storage object.
         study_name: the study; None derives a stable name from the model class and graph,
             so running the same call again resumes.
-        sampler: ``"nsga2"`` (default), ``"tpe"``, ``"random"``, or an Optuna sampler.
-        workers: worker processes on this machine (spawned, so a script calling
-            ``ns.search(workers=N)`` needs the ``if __name__ == "__main__":`` guard); each
-            optimises a share of the remaining trials. Jobs reach them through the
-            process pipe (nothing is written to disk), and they die with this process.
-        space: the :class:`SearchSpace` (keep-ratio tying, ranges, importance criteria,
-            ``round_to`` choices, block removal); None for the defaults.
-        constraints: limits the samplers aim for, any of ``max_latency_ms``,
-            ``max_latency_p90_ms``, ``max_params``, ``max_macs``, ``min_score``; trials
-            that break them stay in the study but are not on the front.
-        predictor: True (or a :class:`Predictor`) to screen candidates with a surrogate
-            trained on finished trials, evaluating only the most promising one per trial.
-        backend: the latency backend of ``ns.measure`` (``"torch"`` or ``"onnxruntime"``).
-        seed: seeds the sampler; each process gets its own stream from the seed, its
-            worker index and the number of its first trial, so processes sharing a study
-            never draw the same candidates in lockstep (a plan another process is
-            evaluating is waited for, not evaluated twice); None for no seed.
-        recover_budget: when set (steps as an int, a time such as ``"30s"``, or a
-            ``Budget``), each sub-network is recovered with
-            ``task.finetune(small, teacher=model, budget=recover_budget)`` before scoring.
-        timeout: stop starting new trials after this many seconds (per worker).
+        sampler: an Optuna sampler instance (used as given, with one worker), or a name
+            replacing ``config.sampler`` (``"nsga2"``, ``"tpe"``, ``"random"``).
+        predictor: a :class:`~netsculpt.studies.Predictor` with the surrogate's settings
+            (turns ``config.predictor`` on), or a bool replacing ``config.predictor``.
         progress: show a live display (trials done, front size, best score per latency
             band).
-        measure_options: options of ``ns.measure`` in the loop (default
-            ``{"warmup": 5, "repeats": 30, "memory": False}``).
+
+    Worker processes (``config.workers > 1``) are spawned, so a script calling
+    ``ns.search`` with workers needs the ``if __name__ == "__main__":`` guard; each
+    optimises a share of the remaining trials, gets the config through its process pipe
+    (nothing is written to disk) and dies with this process. Each process draws its
+    sampler seed from ``config.seed``, its worker index and the number of its first trial,
+    so processes sharing a study never draw the same candidates in lockstep (a plan another
+    process is evaluating is waited for, not evaluated twice).
 
     Returns:
-        The :class:`Front` of the study.
+        The :class:`Front` of the study (its ``config`` is the study's config).
 
     Every argument is checked before anything runs (no study is created, no model is
-    scored or timed until all of them pass).
+    scored or timed until all of them pass); a bad config field is refused when the
+    :class:`StudyConfig` is built.
 
     Raises:
         InputError: an argument of the wrong type or out of range (the message names it,
@@ -147,52 +136,35 @@ def search(
             latency backend, measure option or task.
         FactoryError: a model or task string that does not import or build.
         StorageError: the storage cannot be opened (the message names it and the fix).
-        StudyMismatchError: ``study_name`` exists with other objectives or settings, or
-            with stored settings netsculpt did not write.
+        StudyMismatchError: ``study_name`` exists with another config (objectives, space,
+            backend, constraints, recovery) or another model, or with stored settings
+            netsculpt did not write.
         NothingToPruneError: the model has nothing to search over.
     """
-    checked = check_search_arguments(
+    overrides, instance, runtime_predictor = check_search_arguments(
         model=model,
         example_inputs=example_inputs,
         task=task,
+        config=config,
         n_trials=n_trials,
-        objectives=objectives,
         storage=storage,
         study_name=study_name,
         sampler=sampler,
-        workers=workers,
-        space=space,
-        constraints=constraints,
         predictor=predictor,
-        backend=backend,
-        seed=seed,
-        recover_budget=recover_budget,
-        timeout=timeout,
         progress=progress,
-        measure_options=measure_options,
     )
-    objectives, space, limits, screening, options = checked
-
     with _gc_frozen():
         return _search(
             model,
             example_inputs,
             task=task,
-            n_trials=n_trials,
-            objectives=objectives,
+            config=config,
+            overrides=overrides,
             storage=storage,
             study_name=study_name,
-            sampler=sampler,
-            workers=workers,
-            space=space,
-            limits=limits,
-            screening=screening,
-            backend=backend,
-            seed=seed,
-            recover_budget=recover_budget,
-            timeout=timeout,
+            instance=instance,
+            runtime_predictor=runtime_predictor,
             progress=progress,
-            options=options,
         )
 
 
@@ -201,22 +173,15 @@ def _search(
     example_inputs: ExampleInputs | None,
     *,
     task: Any,
-    n_trials: int,
-    objectives: tuple[str, ...],
+    config: StudyConfig | None,
+    overrides: dict[str, Any],
     storage: str | os.PathLike[str] | BaseStorage | None,
     study_name: str | None,
-    sampler: str | BaseSampler,
-    workers: int,
-    space: SearchSpace,
-    limits: dict[str, float],
-    screening: Predictor | None,
-    backend: str,
-    seed: int | None,
-    recover_budget: Any,
-    timeout: float | None,
+    instance: BaseSampler | None,
+    runtime_predictor: Predictor | None,
     progress: bool,
-    options: dict[str, Any],
 ) -> Front:
+    effective = dataclasses.replace(config or StudyConfig(), **overrides)
     # strings here are the caller's own (typed): they may name code to import
     model_spec = model.strip() if isinstance(model, str) else None
     task_name = task if isinstance(task, str) else None
@@ -238,41 +203,36 @@ def _search(
     from netsculpt.graph.analysis import analyze
 
     graph = analyze(model, example_inputs)
-    bound = build_space(graph, space)
-    evaluator = Evaluator(
-        model=model,
-        example_inputs=example_inputs,
-        task=task,
-        bound=bound,
-        objectives=objectives,
-        backend=backend,
-        measure_options=options,
-        recover_budget=recover_budget,
-        constraints=limits,
-        graph=graph,
-    )
-    _check_importance(evaluator)  # before a study is created
+    bound = build_space(graph, effective.space)
+    name = study_name or default_study_name(model, bound)
+    _check_importance(_evaluator(effective, model, example_inputs, task, bound, graph))
     spec = (
-        storage if isinstance(storage, BaseStorage) else resolve_storage(storage, workers=workers)
+        storage
+        if isinstance(storage, BaseStorage)
+        else resolve_storage(storage, workers=effective.workers)
     )
     opened = spec if isinstance(spec, BaseStorage) else open_storage(spec)
-    name = study_name or default_study_name(model, bound)
-    import netsculpt
+    if config is None:  # resume with the config the study stores, if it exists
+        stored = _stored_config(opened, name)
+        if stored is not None and stored != effective:
+            effective = dataclasses.replace(stored, **overrides)
+            check_registered_names(effective, sampler=instance, storage=storage)
+            if effective.space != bound.space:
+                bound = build_space(graph, effective.space)
+    evaluator = _evaluator(effective, model, example_inputs, task, bound, graph)
 
-    settings = {
-        "objectives": list(objectives),
-        "signature": bound.signature,
-        "space": space.to_dict(),
-        "backend": backend,
-        "constraints": limits,
-        "recover_budget": _jsonable(recover_budget),
-        "model_spec": model_spec,
-        "task": task_name or _task_label(task),
-        "version": netsculpt.__version__,
-    }
-    with _quiet_optuna():
+    from netsculpt.recovery.recipe import has_training_data
+
+    settings = study_settings(
+        effective,
+        signature=bound.signature,
+        model_spec=model_spec,
+        task=task_name or _task_label(task),
+        recovered=effective.recover_budget is not None and has_training_data(task),
+    )
+    with quiet_optuna():
         try:
-            study = _open_study(opened, name, objectives, settings)
+            study = open_study(opened, name, effective, settings)
         except NetsculptError:
             raise
         except Exception as exc:  # noqa: BLE001 -- a damaged or hostile storage: say so
@@ -282,38 +242,24 @@ def _search(
                 f"another study_name or storage"
             ) from exc
 
-    with _quiet_optuna():
+    with quiet_optuna():
         recover_interrupted(study)
         if user_attrs(study).get(BASELINE_ATTR) is None:
             study.set_user_attr(BASELINE_ATTR, evaluator.baseline())
-        done = n_done(trials_of(study))
-        remaining = n_trials - done
+        remaining = effective.n_trials - n_done(trials_of(study))
         if remaining > 0:
             job = Job(
+                config=effective,
+                predictor=runtime_predictor or (Predictor() if effective.predictor else None),
+                study_name=name,
+                storage=None if isinstance(spec, BaseStorage) else spec,
                 model_spec=model_spec,
                 task_name=task_name,
-                storage=None if isinstance(spec, BaseStorage) else spec,
-                study_name=name,
-                objectives=objectives,
-                n_trials=n_trials,
-                sampler=sampler if isinstance(sampler, str) else "custom",
-                predictor=screening,
-                seed=seed,
-                backend=backend,
-                measure_options=options,
-                recover_budget=recover_budget,
-                constraints=limits,
-                space=space,
-                timeout=timeout,
                 signature=bound.signature,
             )
-            if workers == 1:
+            if effective.workers == 1:
                 study.sampler = build_sampler(
-                    job,
-                    bound,
-                    worker=0,
-                    plan_key=evaluator.plan_key,
-                    instance=sampler if isinstance(sampler, BaseSampler) else None,
+                    job, bound, worker=0, plan_key=evaluator.plan_key, instance=instance
                 )
                 run_trials(study, evaluator, remaining, job, progress=progress)
             else:
@@ -325,7 +271,7 @@ def _search(
                     example_inputs=example_inputs,
                     task=task,
                     graph=graph,
-                    workers=workers,
+                    workers=effective.workers,
                     remaining=remaining,
                     study=study,
                     progress=progress,
@@ -339,336 +285,51 @@ def default_study_name(model: nn.Module, bound: BoundSpace) -> str:
     return f"netsculpt-{type(model).__name__.lower()}-{bound.signature[:8]}"
 
 
+def finished_numbers(study: optuna.Study) -> list[int]:
+    """Numbers of the COMPLETE trials of ``study`` (used by tests and the CLI)."""
+    return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+
+
 # --------------------------------------------------------------------------- pieces
 
 
-@dataclass(frozen=True, kw_only=True)
-class Job:
-    """Everything a worker process needs besides the model and the task, as plain values
-    that travel as JSON (:meth:`to_json`, :meth:`from_json`)."""
-
-    model_spec: str | None
-    task_name: str | None
-    storage: StorageSpec | None
-    study_name: str
-    objectives: tuple[str, ...]
-    n_trials: int
-    sampler: str
-    predictor: Predictor | None
-    seed: int | None
-    backend: str
-    measure_options: dict[str, Any]
-    recover_budget: Any
-    constraints: dict[str, float]
-    space: SearchSpace
-    timeout: float | None
-    signature: str
-
-    def to_json(self) -> str:
-        """The job as JSON text; a value that is not JSON raises SearchError naming it."""
-        data = {
-            **{k: getattr(self, k) for k in self.__dataclass_fields__},
-            "objectives": list(self.objectives),
-            "storage": None if self.storage is None else asdict(self.storage),
-            "predictor": None if self.predictor is None else asdict(self.predictor),
-            "space": self.space.to_dict(),
-            "recover_budget": _budget_json(self.recover_budget),
-        }
-        try:
-            return json.dumps(data, sort_keys=True, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise SearchError(
-                f"the search settings cannot be sent to worker processes ({exc}); pass plain "
-                f"numbers, strings and booleans in measure_options and recover_budget, or use "
-                f"workers=1"
-            ) from None
-
-    @classmethod
-    def from_json(cls, text: str) -> Job:
-        """The job written by :meth:`to_json` (in the parent process of this worker)."""
-        data = json.loads(text)
-        storage = data["storage"]
-        predictor = data["predictor"]
-        return cls(
-            **{
-                **data,
-                "objectives": tuple(data["objectives"]),
-                "storage": None if storage is None else StorageSpec(**storage),
-                "predictor": None if predictor is None else Predictor(**predictor),
-                "space": SearchSpace.from_dict(data["space"]),
-                "recover_budget": _budget_value(data["recover_budget"]),
-            }
-        )
-
-
-def _budget_json(value: Any) -> Any:
-    if hasattr(value, "steps") and hasattr(value, "seconds"):  # a recovery Budget
-        return {"budget": {"steps": value.steps, "seconds": value.seconds}}
-    return value
-
-
-def _budget_value(value: Any) -> Any:
-    if isinstance(value, dict) and set(value) == {"budget"}:
-        from netsculpt.recovery.budget import Budget
-
-        return Budget(**value["budget"])
-    return value
-
-
-def build_sampler(
-    job: Job,
+def _evaluator(
+    config: StudyConfig,
+    model: nn.Module,
+    example_inputs: ExampleInputs,
+    task: Any,
     bound: BoundSpace,
-    *,
-    worker: int,
-    plan_key: Any = None,
-    instance: BaseSampler | None = None,
-) -> BaseSampler:
-    """The sampler of one process: seeded per worker and per first trial, maybe screened.
-
-    The seed joins the user's ``seed``, the worker index and the number of the first trial
-    this process gets (:class:`SeededPerProcess`), so processes sharing one study never
-    draw the same candidates in lockstep. ``instance`` is a user's sampler, used as the
-    base instead of one built by name (and not reseeded).
-    """
-    if instance is not None and job.predictor is None:
-        return instance
-
-    def build(seed: int | None) -> BaseSampler:
-        base = instance or make_sampler(
-            job.sampler,
-            seed=seed,
-            n_constraints=len(job.constraints),
-            population_size=population_size_for(job.n_trials),
-        )
-        if job.predictor is None:
-            return base
-        from netsculpt.studies.objective import OBJECTIVES
-        from netsculpt.studies.samplers import CONSTRAINT_KEYS
-
-        maximize = [OBJECTIVES[o] for o in job.objectives]
-        limits = []  # constraints on objectives, as bounds on the minimised values
-        for key, value in job.constraints.items():
-            metric, _ = CONSTRAINT_KEYS[key]
-            if metric in job.objectives:
-                j = job.objectives.index(metric)
-                limits.append((j, -value if maximize[j] else value))
-        return ScreeningSampler(
-            base,
-            distributions=bound.distributions,
-            encode=bound.encode,
-            maximize=maximize,
-            config=job.predictor,
-            seed=seed,
-            plan_key=plan_key,
-            limits=limits,
-        )
-
-    return SeededPerProcess(build, seed=job.seed, worker=worker)
-
-
-class _StopWhenDone:
-    """Optuna callback: stop once the study holds ``n_trials`` done trials (all workers)."""
-
-    def __init__(self, n_trials: int) -> None:
-        self.n_trials = n_trials
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if n_done(study.get_trials(deepcopy=False)) >= self.n_trials:
-            study.stop()
-
-
-class _RecoverDeadTrials:
-    """Optuna callback: after a trial, fail and queue again the RUNNING trials of processes
-    on this machine that died (every few seconds at most), so a trial cut off while this
-    process runs is retried now, not at the next start."""
-
-    def __init__(self, every_s: float = 5.0) -> None:
-        self.every_s = every_s
-        self._last = time.monotonic()
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        now = time.monotonic()
-        if now - self._last >= self.every_s:
-            self._last = now
-            recover_interrupted(study)
-
-
-def run_trials(
-    study: optuna.Study,
-    evaluator: Evaluator,
-    share: int,
-    job: Job,
-    *,
-    progress: bool = False,
-    callbacks: Sequence[Any] = (),
-) -> None:
-    """Optimise ``share`` trials in this process (stops early once the study is done)."""
-    from netsculpt.studies.progress import SearchProgress
-
-    cbs = [_StopWhenDone(job.n_trials), _RecoverDeadTrials(), *callbacks]
-    display = SearchProgress(study, job.n_trials, enabled=progress)
-    with display:
-        cbs.append(display.callback)
-        study.optimize(
-            evaluator,
-            n_trials=share,
-            timeout=job.timeout,
-            catch=(TrialFailed,),
-            callbacks=cbs,
-        )
-
-
-def load_study(
-    storage: str | os.PathLike[str] | BaseStorage | None, study_name: str
-) -> optuna.Study:
-    """Open an existing study; a missing one raises SearchError listing those stored."""
-    if storage is not None and not isinstance(storage, (str, os.PathLike, BaseStorage)):
-        raise InputError(
-            f"storage must be None, a URL or path string, or an optuna storage, got "
-            f"{type(storage).__name__}; e.g. storage='sqlite:///netsculpt.db'"
-        )
-    if not isinstance(study_name, str) or not study_name:
-        raise InputError(f"study_name must be a non-empty string, got {study_name!r}")
-    opened = (
-        storage
-        if isinstance(storage, BaseStorage)
-        else open_storage(resolve_storage(storage), heartbeat=False)
-    )
-    try:
-        return optuna.load_study(study_name=study_name, storage=opened)
-    except KeyError:
-        pass
-    except Exception as exc:  # noqa: BLE001 -- a damaged or hostile storage: say so
-        raise SearchError(
-            f"study {study_name!r} in storage {_display(storage)!r} cannot be read "
-            f"({type(exc).__name__}); the storage was damaged or not written by Optuna"
-        ) from None
-    try:
-        names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
-    except Exception:  # noqa: BLE001 -- listing is only a hint
-        names = []
-    raise SearchError(
-        f"storage {_display(storage)!r} has no study {study_name!r}; stored studies: "
-        f"{', '.join(sorted(map(str, names))[:20]) or 'none'}"
+    graph: Any,
+) -> Evaluator:
+    """The objective of this process, from the study's config."""
+    return Evaluator(
+        model=model,
+        example_inputs=example_inputs,
+        task=task,
+        bound=bound,
+        objectives=config.objectives,
+        backend=config.backend,
+        measure_options=dict(config.measure_options),
+        recover_budget=config.recover_budget,
+        recover=config.recover,
+        constraints=dict(config.constraints),
+        graph=graph,
+        test_scores=config.test_scores,
     )
 
 
-def _display(storage: Any) -> str:
-    if isinstance(storage, BaseStorage):
-        return type(storage).__name__
-    return resolve_storage(storage).display
-
-
-def _open_study(
-    storage: BaseStorage,
-    name: str,
-    objectives: tuple[str, ...],
-    settings: dict[str, Any],
-) -> optuna.Study:
-    """Create the study, or open it and check that its settings match.
-
-    Creation is atomic (the storage refuses a second study of the same name), and the
-    creator writes every setting in one user attr, so a process that finds the study
-    either sees all of its settings or none; with none it waits for the creator, and
-    takes over an empty study whose creator died.
-    """
-    from netsculpt.studies.objective import OBJECTIVES
-
-    directions = [
-        optuna.study.StudyDirection.MAXIMIZE
-        if OBJECTIVES[o]
-        else optuna.study.StudyDirection.MINIMIZE
-        for o in objectives
-    ]
-    try:
-        storage.get_study_id_from_name(name)
-    except KeyError:
+def _stored_config(storage: BaseStorage, name: str) -> StudyConfig | None:
+    with quiet_optuna():
         try:
-            study = optuna.create_study(storage=storage, study_name=name, directions=directions)
-        except optuna.exceptions.DuplicatedStudyError:
-            pass  # another process created it a moment ago: check its settings below
-        else:
-            study.set_user_attr(SETTINGS_ATTR, settings_json(settings))
-            return study
-    study = optuna.load_study(study_name=name, storage=storage)
-    stored = _wait_for_settings(study)
-    if stored is None:
-        attrs = user_attrs(study)
-        if trials_of(study) or any(not k.startswith(STUDY_ATTR) for k in attrs):
+            return stored_config(storage, name)
+        except NetsculptError:
+            raise
+        except Exception as exc:  # noqa: BLE001 -- a damaged or hostile storage: say so
             raise StudyMismatchError(
-                f"study {name!r} exists in this storage but was not created by netsculpt "
-                f"(directions {[d.name.lower() for d in study.directions]}); pick another "
-                f"study_name"
-            )
-        stored = _adopt(study, directions, settings)
-    diffs = []
-    for key in _MUST_MATCH:
-        if _canon(stored[key]) != _canon(settings[key]):
-            diffs.append(f"{key}: stored {stored[key]!r}, now {settings[key]!r}")
-    if list(study.directions) != directions and not diffs:
-        diffs.append(f"directions: stored {[d.name.lower() for d in study.directions]}")
-    if diffs:
-        raise StudyMismatchError(
-            f"study {name!r} exists with other settings ({'; '.join(diffs)}); resume it "
-            f"with the same settings, or pass another study_name to start a new study"
-        )
-    try:
-        check_baseline(name, user_attrs(study).get(BASELINE_ATTR))
-    except SearchError as exc:
-        raise StudyMismatchError(str(exc)) from None
-    return study
-
-
-def _adopt(study: optuna.Study, directions: list[Any], settings: dict[str, Any]) -> dict[str, Any]:
-    """Take over an empty study that holds no settings (its creator died before writing
-    them): write ours, then read back what the storage kept (another process may have
-    written its own at the same moment)."""
-    if list(study.directions) != directions:
-        raise StudyMismatchError(
-            f"study {study.study_name!r} exists with directions "
-            f"{[d.name.lower() for d in study.directions]} and no netsculpt settings; pick "
-            f"another study_name"
-        )
-    study.set_user_attr(SETTINGS_ATTR, settings_json(settings))
-    time.sleep(0.2)
-    stored = _checked_settings(study)
-    if stored is None:
-        raise StudyMismatchError(f"study {study.study_name!r} lost its settings; try again")
-    return stored
-
-
-def _checked_settings(study: optuna.Study) -> dict[str, Any] | None:
-    try:
-        return read_settings(study.study_name, user_attrs(study))
-    except StudyMismatchError:
-        raise
-    except SearchError as exc:
-        raise StudyMismatchError(str(exc)) from None
-
-
-def _wait_for_settings(study: optuna.Study) -> dict[str, Any] | None:
-    """The study's checked settings, once its creator has written them; None for a study
-    that has none (after a short wait when it is empty, as one created a moment ago is)."""
-    deadline = time.monotonic() + _SETTINGS_WAIT_S
-    while True:
-        stored = _checked_settings(study)
-        if stored is not None:
-            return stored
-        attrs = user_attrs(study)
-        empty = not trials_of(study) and all(k.startswith(STUDY_ATTR) for k in attrs)
-        if not empty or time.monotonic() > deadline:
-            return None
-        time.sleep(0.2)
-
-
-def _canon(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "steps") and hasattr(value, "seconds"):  # a recovery Budget
-        return {"steps": value.steps, "seconds": value.seconds}
-    return value
+                f"study {name!r} cannot be read in this storage ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); the storage was damaged or not written by Optuna: pass "
+                f"another study_name or storage"
+            ) from exc
 
 
 def _task_label(task: Any) -> str | None:
@@ -677,7 +338,7 @@ def _task_label(task: Any) -> str | None:
 
 
 def _check_importance(evaluator: Evaluator) -> None:
-    """Fail fast on an importance name ``ns.plan`` does not know (instead of every trial)."""
+    """Fail fast on a criterion ``ns.plan`` refuses here (instead of failing every trial)."""
     from optuna.distributions import FloatDistribution
 
     bound = evaluator.bound
@@ -714,38 +375,3 @@ def _gc_frozen() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
-
-
-class _NoTracebackForFailedTrials(logging.Filter):
-    """Optuna logs a trial that failed in the task with its traceback; the reason is enough
-    (it names the exception and where it was raised, and is kept as ``fail_reason``)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], TrialFailed):
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
-@contextlib.contextmanager
-def _quiet_optuna() -> Iterator[None]:
-    """Hide Optuna's per-trial INFO lines (the progress display shows them); keep warnings."""
-    previous = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(logging.WARNING)
-    logger = logging.getLogger("optuna")
-    quiet = _NoTracebackForFailedTrials()
-    logger.addFilter(quiet)
-    for handler in logger.handlers:
-        handler.addFilter(quiet)
-    try:
-        yield
-    finally:
-        optuna.logging.set_verbosity(previous)
-        logger.removeFilter(quiet)
-        for handler in logger.handlers:
-            handler.removeFilter(quiet)
-
-
-def finished_numbers(study: optuna.Study) -> list[int]:
-    """Numbers of the COMPLETE trials of ``study`` (used by tests and the CLI)."""
-    return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]

@@ -82,6 +82,7 @@ class _Materialiser:
         study_name: str,
         example_inputs: Any = None,
         trust_code: bool = False,
+        recover: Any = None,
     ) -> None:
         self._model = model if isinstance(model, nn.Module) else None
         self._typed_spec = model if isinstance(model, str) else None
@@ -92,6 +93,7 @@ class _Materialiser:
 
             recover_budget = Budget(**recover_budget)
         self.recover_budget = recover_budget
+        self.recover = recover  # the study's recovery recipe (None: the task's own)
         self.model_spec = model_spec
         self.task_name = task_name
         self.study_name = study_name
@@ -179,7 +181,11 @@ class _Materialiser:
         base = self.base_model()
         small = apply(base, plan)
         if self.recover_budget is not None:
-            small = self.task().finetune(small, base, self.recover_budget) or small
+            from netsculpt.recovery.recipe import recover
+
+            small = recover(
+                small, self.task(), self.recover_budget, teacher=base, config=self.recover
+            )
         return small
 
 
@@ -351,15 +357,18 @@ class Front:
         self.constraints: dict[str, float] = dict(settings["constraints"])
         self.backend: str = settings["backend"]
         self.recover_budget = settings["recover_budget"]
+        #: the study's StudyConfig, as stored (objectives, space, recovery, ...)
+        self.config = settings["config"]
         self._materialiser = _Materialiser(
             model,
             task,
-            self.recover_budget,
+            self.recover_budget if settings["recovered"] else None,
             settings["model_spec"],
             settings["task"],
             study_name=name,
             example_inputs=example_inputs,
             trust_code=trust_code,
+            recover=settings["recover"],
         )
         try:
             frozen = study.get_trials(deepcopy=False)
@@ -424,7 +433,7 @@ class Front:
             UntrustedCodeError: (on first use of ``.model``) the study names code to run
                 and ``trust_code`` is False.
         """
-        from netsculpt.studies.api import load_study
+        from netsculpt.studies.storage import load_study
 
         if not isinstance(study_name, str) or not study_name:
             raise InputError(f"study_name must be a non-empty string, got {study_name!r}")

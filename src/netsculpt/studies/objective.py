@@ -38,7 +38,7 @@ from netsculpt._inputs import ExampleInputs
 from netsculpt.errors import InputError, SearchError, TrainingError, UnknownNameError
 from netsculpt.studies._resume import owner_record
 from netsculpt.studies.samplers import constraint_values
-from netsculpt.studies.space import DATA_DRIVEN_IMPORTANCE, BoundSpace, plan_hash
+from netsculpt.studies.space import BoundSpace, plan_hash
 from netsculpt.tasks.base import _takes_split, checked_score
 
 __all__ = [
@@ -135,6 +135,8 @@ class Evaluator:
     backend: str = "torch"
     measure_options: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_MEASURE))
     recover_budget: Any = None
+    #: the recovery recipe (a TrainConfig or DistillConfig); None for the task's own
+    recover: Any = None
     constraints: Mapping[str, float] = field(default_factory=dict)
     graph: Any = None
     #: also score each trial (and the dense model) on the task's test split, for reports
@@ -248,10 +250,21 @@ class Evaluator:
         except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
             self._fail(trial, "apply", exc)
         if self.recover_budget is not None:
+            from netsculpt.recovery.recipe import StepCounter, recover
+
+            counter = StepCounter()
             try:
-                small = self.task.finetune(small, self.model, self.recover_budget) or small
+                small = recover(
+                    small,
+                    self.task,
+                    self.recover_budget,
+                    teacher=self.model,
+                    config=self.recover,
+                    callbacks=[counter],
+                )
             except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
                 self._fail(trial, "recovery", exc)
+            trial.set_user_attr("recover_steps", counter.steps)
         try:
             score = self._score(small)
         except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
@@ -287,7 +300,10 @@ class Evaluator:
             return None, f"task.evaluate(model, 'test') failed: {type(exc).__name__}: {exc}"
 
     def _calib_batches(self, params: Mapping[str, Any]) -> list[Any] | None:
-        if str(params.get("importance", "")) not in DATA_DRIVEN_IMPORTANCE:
+        """The task's calibration batches when the trial's criterion declares needs_calib."""
+        from netsculpt.pruning.importance import criterion_info
+
+        if not criterion_info(str(params["importance"])).needs_calib:
             return None
         if self._calib is None:
             self._calib = list(self.task.calib_batches(self.bound.space.calib_batches))

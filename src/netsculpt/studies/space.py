@@ -42,8 +42,6 @@ __all__ = ["BoundSpace", "SearchSpace", "build_space", "plan_hash"]
 
 Tie = Literal["stage", "layer", "uniform"]
 _TIES = ("stage", "layer", "uniform")
-#: Importance criteria that look at data and so need calibration batches from the task.
-DATA_DRIVEN_IMPORTANCE = frozenset({"taylor", "activation"})
 #: Most choices one categorical knob may list.
 _MAX_CHOICES = 1000
 #: Parameter name prefixes.
@@ -67,7 +65,8 @@ class SearchSpace:
         round_to: channel multiples a trial chooses from (``ns.plan``'s ``round_to``).
         remove_blocks: also let trials drop whole residual branches (``graph.blocks``).
         exclude: groups (names or ``"re:"`` patterns) never pruned, passed to ``ns.plan``.
-        calib_batches: how many task batches data-driven criteria (taylor, activation) use.
+        calib_batches: how many task batches a criterion that declares ``needs_calib``
+            (taylor, activation, or a registered one) is given.
     """
 
     tie: Tie = "stage"
@@ -248,27 +247,24 @@ class BoundSpace:
     ) -> Any:
         """Build the ``ns.Plan`` that ``params`` describe (keep ratios -> ``ns.plan``)."""
         from netsculpt.pruning.config import PruneConfig
+        from netsculpt.pruning.importance import criterion_info
         from netsculpt.pruning.planner import plan as make_plan
 
         importance = str(params.get("importance", self.space.importance[0]))
-        round_to = int(params.get("round_to", self.space.round_to[0]))
-        ratio: float | dict[str, float] = self.ratios(params)
-        if not ratio:
-            ratio = 0.0
+        ratio: float | dict[str, float] = self.ratios(params) or 0.0
         config = PruneConfig(
             ratio=ratio,
             importance=importance,
-            exclude=tuple(self.space.exclude),
-            round_to=round_to,
+            exclude=self.space.exclude,
+            round_to=int(params.get("round_to", self.space.round_to[0])),
             remove_blocks=self.removed_blocks(params),
         )
+        needs_calib = criterion_info(importance).needs_calib
         return make_plan(
             model,
             example_inputs,
             config,
-            calib=list(calib)
-            if (calib is not None and importance in DATA_DRIVEN_IMPORTANCE)
-            else None,
+            calib=list(calib) if calib is not None and needs_calib else None,
             graph=graph,
         )
 

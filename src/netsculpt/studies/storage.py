@@ -27,9 +27,16 @@ from typing import Any
 import optuna
 from optuna.storages import BaseStorage
 
-from netsculpt.errors import StorageError
+from netsculpt.errors import InputError, SearchError, StorageError
 
-__all__ = ["DEFAULT_JOURNAL", "DEFAULT_SQLITE", "StorageSpec", "open_storage", "resolve_storage"]
+__all__ = [
+    "DEFAULT_JOURNAL",
+    "DEFAULT_SQLITE",
+    "StorageSpec",
+    "load_study",
+    "open_storage",
+    "resolve_storage",
+]
 
 DEFAULT_SQLITE = "sqlite:///netsculpt.db"
 DEFAULT_JOURNAL = "netsculpt.journal"
@@ -221,3 +228,44 @@ def _check_sqlite_folder(url: str, display: str) -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else ""
+
+
+def load_study(
+    storage: str | os.PathLike[str] | BaseStorage | None, study_name: str
+) -> optuna.Study:
+    """Open an existing study; a missing one raises SearchError listing those stored."""
+    if storage is not None and not isinstance(storage, (str, os.PathLike, BaseStorage)):
+        raise InputError(
+            f"storage must be None, a URL or path string, or an optuna storage, got "
+            f"{type(storage).__name__}; e.g. storage='sqlite:///netsculpt.db'"
+        )
+    if not isinstance(study_name, str) or not study_name:
+        raise InputError(f"study_name must be a non-empty string, got {study_name!r}")
+    opened = (
+        storage
+        if isinstance(storage, BaseStorage)
+        else open_storage(resolve_storage(storage), heartbeat=False)
+    )
+    try:
+        return optuna.load_study(study_name=study_name, storage=opened)
+    except KeyError:
+        pass
+    except Exception as exc:  # noqa: BLE001 -- a damaged or hostile storage: say so
+        raise SearchError(
+            f"study {study_name!r} in storage {_display(storage)!r} cannot be read "
+            f"({type(exc).__name__}); the storage was damaged or not written by Optuna"
+        ) from None
+    try:
+        names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
+    except Exception:  # noqa: BLE001 -- listing is only a hint
+        names = []
+    raise SearchError(
+        f"storage {_display(storage)!r} has no study {study_name!r}; stored studies: "
+        f"{', '.join(sorted(map(str, names))[:20]) or 'none'}"
+    )
+
+
+def _display(storage: Any) -> str:
+    if isinstance(storage, BaseStorage):
+        return type(storage).__name__
+    return resolve_storage(storage).display
