@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from recover_helpers import BlobsTask
 from torch import nn
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 @pytest.fixture
