@@ -416,7 +416,7 @@ class Gap:
 
 
 def _gap(claim: Claim, a: str, b_: str) -> Gap:
-    diff = [x - y for x, y in zip(claim.rows[a].accs, claim.rows[b_].accs)]
+    diff = [x - y for x, y in zip(claim.rows[a].accs, claim.rows[b_].accs, strict=True)]
     return Gap(statistics.fmean(diff), statistics.stdev(diff) if len(diff) > 1 else 0.0, len(diff))
 
 
@@ -517,7 +517,7 @@ class _CSRStack(nn.Module):
         self.biases = [lin.bias.detach() for lin in model]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for w, b in zip(self.weights, self.biases):
+        for w, b in zip(self.weights, self.biases, strict=True):
             x = torch.sparse.mm(w, x.t()).t() + b
         return x
 
@@ -702,7 +702,8 @@ def claims_for(ds: Dataset, b: Budgets, ratio: float) -> dict[str, Claim]:
             ds.name,
             setup=(
                 f"{model} from a fresh init; dense training {b.lottery} steps; IMP with "
-                f"{b.rounds} rounds of global magnitude pruning, rewinding the kept weights to step "
+                f"{b.rounds} rounds of global magnitude pruning, rewinding the kept weights to "
+                f"step "
                 f"{max(1, b.lottery // 20)} (5% of training) or 0, each round trained up to step "
                 f"{b.lottery}; control: the final mask on a fresh random init, trained "
                 f"{b.lottery} steps."

@@ -369,7 +369,9 @@ def main(
 
         ns.analyze, ns.plan, ns.apply  # noqa: B018 -- fail here if the core is missing
     except (ImportError, AttributeError) as exc:
-        raise SystemExit(f"netsculpt's pruning core is not importable ({exc}); install it first")
+        raise SystemExit(
+            f"netsculpt's pruning core is not importable ({exc}); install it first"
+        ) from exc
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     if quick:

@@ -2,8 +2,8 @@
 
 The blocks share one namespace, seeded with a tiny ``model`` and its ``example_inputs``
 (the names the prose uses); the examples' own ``assert`` lines are the checks, and the
-test adds a few on what they leave behind. README.md's examples are not run here: its
-``ns.search`` snippet runs a 100-trial study with a SQLite storage.
+test adds a few on what they leave behind. README.md's example runs the same way, from an
+empty folder (it trains the digits CNN once per cache, then runs a 12-trial search).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import torch
 from netsculpt.graph.ops import HANDLERS
 from netsculpt.testing.zoo import ZOO
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs"
 FENCE = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
@@ -78,3 +79,23 @@ def test_extending_examples_run(default_handlers: None) -> None:
     assert report.n_groups == 1 and report.params_after < report.params_before
     # the importance example produced a plan with the registered criterion
     assert type(namespace["plan"]).__name__ == "Plan"
+
+
+def test_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import netsculpt as ns
+
+    blocks = python_blocks(REPO / "README.md")
+    assert len(blocks) == 1, "README.md's Python API example moved or split"
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {"__name__": "readme"}
+    run_blocks(REPO / "README.md", namespace)
+
+    model, small, again = namespace["model"], namespace["small"], namespace["again"]
+    x = namespace["example_inputs"]
+    assert ns.count_params(small) < ns.count_params(model)
+    torch.testing.assert_close(again(x), small(x))  # the folder reloads the same model
+    assert (tmp_path / "out" / "model.onnx").is_file() and (tmp_path / "picked").is_dir()
+    front, best = namespace["front"], namespace["best"]
+    assert len(front.study.trials) == 12 and front.config.recover_budget is not None
+    assert best.latency_ms <= front.baseline.latency_ms / 1.5
+    assert 0.0 <= best.test_score <= 1.0 and best.score > 0.5

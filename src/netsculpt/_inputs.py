@@ -59,7 +59,7 @@ def describe_inputs(example_inputs: ExampleInputs) -> str:
 
 
 def flatten_outputs(outputs: Any) -> list[torch.Tensor]:
-    """All tensors in a model's outputs (tensor, tuple, dict, transformers ModelOutput), in order."""
+    """All tensors in a model's outputs (tensor, tuple, dict, ModelOutput), in order."""
     leaves, _ = torch.utils._pytree.tree_flatten(outputs)
     found = [x for x in leaves if isinstance(x, torch.Tensor)]
     if not found and hasattr(outputs, "to_tuple"):

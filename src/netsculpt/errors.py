@@ -14,8 +14,8 @@ message names the offending value and says what to do about it::
     ├── PlanError                              a plan that does not fit the model it is applied to
     ├── SaveLoadError                          a save folder that is missing, incomplete or foreign
     │   └── ChecksumError                      a save folder whose files were changed after saving
-    ├── FactoryError                           a "package.module:factory" string that does not import
-    ├── UntrustedCodeError                     data (a folder, a study) names code to run, not opted in
+    ├── FactoryError                           a "package.module:factory" string that fails
+    ├── UntrustedCodeError                     data (a folder, a study) names code, not opted in
     ├── MeasureError                           a latency / size measurement that could not be taken
     ├── ExportError                            ONNX export failed or does not match PyTorch
     ├── SearchError                            search set-up problems

@@ -20,14 +20,6 @@ from netsculpt.export.onnx import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 class Residual(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()

@@ -18,14 +18,6 @@ from netsculpt.measurement.api import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 class ConvNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -15,14 +15,6 @@ from netsculpt.measurement.api import compare_latency, measure
 from netsculpt.measurement.backends import BACKENDS, get_backend, register_backend
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture
 def scratch_backends():
     saved = dict(BACKENDS)

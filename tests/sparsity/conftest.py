@@ -5,14 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import torch
 from sparsity_helpers import BlobsTask, loop
 from torch import nn
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 @pytest.fixture

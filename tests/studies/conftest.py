@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from search_helpers import WidthTask, tiny_mlp
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 @pytest.fixture

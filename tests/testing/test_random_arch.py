@@ -24,11 +24,6 @@ FAST = settings(
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 @FAST
 @given(random_architectures())
 def test_drawn_models_run_forward(arch: tuple[torch.nn.Module, torch.Tensor]) -> None:

@@ -14,11 +14,6 @@ from netsculpt.testing.zoo import ATTN_IMPLEMENTATION, HAND_WRITTEN, HELD_OUT, Z
 EXPORT_SECONDS = 5.0
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 def test_zoo_size_and_held_out_set() -> None:
     assert len(ZOO) >= 30
     assert len(HAND_WRITTEN) >= 15

@@ -319,7 +319,8 @@ def _check_options(max_ops: int, domains: tuple[str, ...]) -> None:
     unknown = [d for d in domains if d not in DOMAINS]
     if unknown or not domains:
         raise UnknownNameError(
-            f"unknown input domain(s) {unknown or list(domains)!r}; choose from {', '.join(DOMAINS)}"
+            f"unknown input domain(s) {unknown or list(domains)!r}; "
+            f"choose from {', '.join(DOMAINS)}"
         )
     if max_ops < 1:
         raise InputError(f"max_ops={max_ops} draws no operation; pass max_ops >= 1")

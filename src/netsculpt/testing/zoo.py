@@ -226,18 +226,33 @@ def _hf(
 
 
 _ENC = dict(
-    vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-    intermediate_size=128, max_position_embeddings=64, num_labels=3,
-)  # fmt: skip
+    vocab_size=VOCAB,
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=128,
+    max_position_embeddings=64,
+    num_labels=3,
+)
 _DEC = dict(
-    vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-    intermediate_size=128, max_position_embeddings=64,
-)  # fmt: skip
+    vocab_size=VOCAB,
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=128,
+    max_position_embeddings=64,
+)
 _GQA = dict(_DEC, num_key_value_heads=2)
 _VIT = dict(
-    image_size=IMAGE, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-    intermediate_size=128, num_labels=10, _inputs="pixel_values",
-)  # fmt: skip
+    image_size=IMAGE,
+    patch_size=8,
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=128,
+    num_labels=10,
+    _inputs="pixel_values",
+)
 _CNN = dict(num_labels=10, image_size=IMAGE, _inputs="pixel_values")
 
 # encoders
@@ -249,9 +264,21 @@ _hf(
     dict(_ENC, pad_token_id=1),
     attn="sdpa",
 )
-_hf("hf_distilbert", "DistilBertForSequenceClassification", "DistilBertConfig",
-    dict(vocab_size=VOCAB, dim=64, n_layers=2, n_heads=4, hidden_dim=128, max_position_embeddings=64,
-         num_labels=3), attn="sdpa")  # fmt: skip
+_hf(
+    "hf_distilbert",
+    "DistilBertForSequenceClassification",
+    "DistilBertConfig",
+    dict(
+        vocab_size=VOCAB,
+        dim=64,
+        n_layers=2,
+        n_heads=4,
+        hidden_dim=128,
+        max_position_embeddings=64,
+        num_labels=3,
+    ),
+    attn="sdpa",
+)
 _hf(
     "hf_albert",
     "AlbertForSequenceClassification",
@@ -266,17 +293,47 @@ _hf(
     dict(_ENC, embedding_size=32),
     attn="sdpa",
 )
-_hf("hf_t5_encoder", "T5EncoderModel", "T5Config",
-    dict(vocab_size=VOCAB, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4), attn=None)  # fmt: skip
+_hf(
+    "hf_t5_encoder",
+    "T5EncoderModel",
+    "T5Config",
+    dict(vocab_size=VOCAB, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4),
+    attn=None,
+)
 
 # decoders
-_hf("hf_gpt2", "GPT2LMHeadModel", "GPT2Config",
-    dict(vocab_size=VOCAB, n_positions=64, n_embd=64, n_layer=2, n_head=4, n_inner=128, bos_token_id=1,
-         eos_token_id=2), attn="sdpa")  # fmt: skip
+_hf(
+    "hf_gpt2",
+    "GPT2LMHeadModel",
+    "GPT2Config",
+    dict(
+        vocab_size=VOCAB,
+        n_positions=64,
+        n_embd=64,
+        n_layer=2,
+        n_head=4,
+        n_inner=128,
+        bos_token_id=1,
+        eos_token_id=2,
+    ),
+    attn="sdpa",
+)
 _hf("hf_gpt_neox", "GPTNeoXForCausalLM", "GPTNeoXConfig", dict(_DEC, rotary_pct=0.5), attn="sdpa")
-_hf("hf_opt", "OPTForCausalLM", "OPTConfig",
-    dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, ffn_dim=128, num_attention_heads=4,
-         max_position_embeddings=64, word_embed_proj_dim=64), attn="sdpa")  # fmt: skip
+_hf(
+    "hf_opt",
+    "OPTForCausalLM",
+    "OPTConfig",
+    dict(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        num_hidden_layers=2,
+        ffn_dim=128,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+        word_embed_proj_dim=64,
+    ),
+    attn="sdpa",
+)
 _hf("hf_llama_gqa", "LlamaForCausalLM", "LlamaConfig", dict(_GQA), attn="sdpa")
 _hf(
     "hf_mistral_gqa",
@@ -295,8 +352,13 @@ _hf(
     attn="sdpa",
 )
 _hf("hf_phi", "PhiForCausalLM", "PhiConfig", dict(_DEC, partial_rotary_factor=0.5), attn="sdpa")
-_hf("hf_falcon", "FalconForCausalLM", "FalconConfig",
-    dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4), attn="sdpa")  # fmt: skip
+_hf(
+    "hf_falcon",
+    "FalconForCausalLM",
+    "FalconConfig",
+    dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4),
+    attn="sdpa",
+)
 
 # vision transformers
 _hf("hf_vit", "ViTForImageClassification", "ViTConfig", dict(_VIT), attn="sdpa")
@@ -308,24 +370,79 @@ _hf(
     dict(_VIT, use_relative_position_bias=True),
     attn="eager",
 )
-_hf("hf_dinov2", "Dinov2ForImageClassification", "Dinov2Config",
-    dict(_VIT, mlp_ratio=2), attn="sdpa")  # fmt: skip
-_hf("hf_swin", "SwinForImageClassification", "SwinConfig",
-    dict(image_size=IMAGE, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 4], window_size=4,
-         mlp_ratio=2.0, num_labels=10, _inputs="pixel_values"), attn=None)  # fmt: skip
-_hf("hf_segformer", "SegformerForSemanticSegmentation", "SegformerConfig",
-    dict(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32], patch_sizes=[7, 3],
-         strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2], decoder_hidden_size=32, num_labels=3,
-         _inputs="pixel_values"), attn=None)  # fmt: skip
+_hf(
+    "hf_dinov2",
+    "Dinov2ForImageClassification",
+    "Dinov2Config",
+    dict(_VIT, mlp_ratio=2),
+    attn="sdpa",
+)
+_hf(
+    "hf_swin",
+    "SwinForImageClassification",
+    "SwinConfig",
+    dict(
+        image_size=IMAGE,
+        patch_size=4,
+        embed_dim=16,
+        depths=[1, 1],
+        num_heads=[2, 4],
+        window_size=4,
+        mlp_ratio=2.0,
+        num_labels=10,
+        _inputs="pixel_values",
+    ),
+    attn=None,
+)
+_hf(
+    "hf_segformer",
+    "SegformerForSemanticSegmentation",
+    "SegformerConfig",
+    dict(
+        num_encoder_blocks=2,
+        depths=[1, 1],
+        sr_ratios=[2, 1],
+        hidden_sizes=[16, 32],
+        patch_sizes=[7, 3],
+        strides=[4, 2],
+        num_attention_heads=[1, 2],
+        mlp_ratios=[2, 2],
+        decoder_hidden_size=32,
+        num_labels=3,
+        _inputs="pixel_values",
+    ),
+    attn=None,
+)
 
 # convnets
-_hf("hf_resnet", "ResNetForImageClassification", "ResNetConfig",
-    dict(embedding_size=16, hidden_sizes=[32, 64, 96, 128], depths=[1, 1, 1, 1], layer_type="bottleneck",
-         num_labels=10, _inputs="pixel_values"), attn=None)  # fmt: skip
-_hf("hf_convnext", "ConvNextForImageClassification", "ConvNextConfig",
-    dict(hidden_sizes=[16, 32, 64, 96], depths=[1, 1, 1, 1], num_labels=10, _inputs="pixel_values"), attn=None)  # fmt: skip
-_hf("hf_convnextv2", "ConvNextV2ForImageClassification", "ConvNextV2Config",
-    dict(hidden_sizes=[16, 32, 64, 96], depths=[1, 1, 1, 1], num_labels=10, _inputs="pixel_values"), attn=None)  # fmt: skip
+_hf(
+    "hf_resnet",
+    "ResNetForImageClassification",
+    "ResNetConfig",
+    dict(
+        embedding_size=16,
+        hidden_sizes=[32, 64, 96, 128],
+        depths=[1, 1, 1, 1],
+        layer_type="bottleneck",
+        num_labels=10,
+        _inputs="pixel_values",
+    ),
+    attn=None,
+)
+_hf(
+    "hf_convnext",
+    "ConvNextForImageClassification",
+    "ConvNextConfig",
+    dict(hidden_sizes=[16, 32, 64, 96], depths=[1, 1, 1, 1], num_labels=10, _inputs="pixel_values"),
+    attn=None,
+)
+_hf(
+    "hf_convnextv2",
+    "ConvNextV2ForImageClassification",
+    "ConvNextV2Config",
+    dict(hidden_sizes=[16, 32, 64, 96], depths=[1, 1, 1, 1], num_labels=10, _inputs="pixel_values"),
+    attn=None,
+)
 _hf(
     "hf_mobilenet_v2",
     "MobileNetV2ForImageClassification",
@@ -340,9 +457,21 @@ _hf(
     dict(_CNN, depth_multiplier=0.25),
     attn=None,
 )
-_hf("hf_regnet", "RegNetForImageClassification", "RegNetConfig",
-    dict(embedding_size=16, hidden_sizes=[16, 32, 48, 64], depths=[1, 1, 1, 1], groups_width=8, layer_type="y",
-         num_labels=10, _inputs="pixel_values"), attn=None)  # fmt: skip
+_hf(
+    "hf_regnet",
+    "RegNetForImageClassification",
+    "RegNetConfig",
+    dict(
+        embedding_size=16,
+        hidden_sizes=[16, 32, 48, 64],
+        depths=[1, 1, 1, 1],
+        groups_width=8,
+        layer_type="y",
+        num_labels=10,
+        _inputs="pixel_values",
+    ),
+    attn=None,
+)
 
 
 HELD_OUT: list[str] = [
