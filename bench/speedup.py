@@ -160,8 +160,13 @@ class Pruned:
     seconds: float
 
 
-def prune_to_half_macs(model: nn.Module, inputs: Any, *, round_to: int, steps: int = 10) -> Pruned:
-    """Bisect the uniform pruning ratio until the pruned copy has half the MACs."""
+def prune_to_half_macs(
+    model: nn.Module, inputs: Any, *, round_to: int | None, steps: int = 10
+) -> Pruned:
+    """Bisect the uniform pruning ratio until the pruned copy has half the MACs.
+
+    ``round_to=None`` keeps every other option at ``ns.PruneConfig``'s default, so the copy
+    is what ``ns.prune(model, inputs, ratio=r)`` gives a user who sets nothing else."""
     import netsculpt as ns
     from netsculpt.measurement.api import count_macs
 
@@ -172,7 +177,12 @@ def prune_to_half_macs(model: nn.Module, inputs: Any, *, round_to: int, steps: i
     best: tuple[float, float, nn.Module] | None = None
     for _ in range(steps):
         ratio = (lo + hi) / 2
-        plan = ns.plan(model, inputs, ns.PruneConfig(ratio=ratio, round_to=round_to), graph=graph)
+        config = (
+            ns.PruneConfig(ratio=ratio)
+            if round_to is None
+            else ns.PruneConfig(ratio=ratio, round_to=round_to)
+        )
+        plan = ns.plan(model, inputs, config, graph=graph)
         small = ns.apply(model, plan)
         fraction = count_macs(small, inputs) / base
         if best is None or abs(fraction - TARGET_MACS_FRACTION) < abs(
@@ -207,6 +217,8 @@ class Row:
     ms_base: float
     ms_pruned: float
     runs: int
+    macs_default: int
+    ms_default: float
 
     @property
     def macs_reduction(self) -> float:
@@ -219,6 +231,18 @@ class Row:
     @property
     def efficiency(self) -> float:
         return self.speedup / self.macs_reduction
+
+    @property
+    def default_macs_reduction(self) -> float:
+        return self.macs_base / self.macs_default
+
+    @property
+    def default_speedup(self) -> float:
+        return self.ms_base / self.ms_default
+
+    @property
+    def default_efficiency(self) -> float:
+        return self.default_speedup / self.default_macs_reduction
 
 
 def measure_case(
@@ -235,20 +259,22 @@ def measure_case(
 
     base = case.build()
     pruned = prune_to_half_macs(base, case.inputs(1), round_to=round_to)
-    console.print(
-        f"{case.name}: ratio {pruned.ratio:.3f} leaves {pruned.macs_fraction:.1%} of the MACs "
-        f"(search {pruned.seconds:.1f} s)"
-    )
+    default = prune_to_half_macs(base, case.inputs(1), round_to=None)
+    for label, what in (("round_to", pruned), ("defaults", default)):
+        console.print(
+            f"{case.name} ({label}): ratio {what.ratio:.3f} leaves {what.macs_fraction:.1%} "
+            f"of the MACs (search {what.seconds:.1f} s)"
+        )
     rows = []
     for batch in batches:
         inputs = case.inputs(batch)
-        macs = (count_macs(base, inputs), count_macs(pruned.model, inputs))
+        macs = tuple(count_macs(m, inputs) for m in (base, pruned.model, default.model))
         # a big batch runs long enough to time once per round; same number of rounds
         reps, warmup = (1, 1) if batch > 8 else (repeats, 2)
         for backend in BACKENDS:
             start = time.perf_counter()
             medians = compare_latency(
-                {"base": base, "pruned": pruned.model},
+                {"base": base, "pruned": pruned.model, "default": default.model},
                 inputs,
                 backend=backend,
                 rounds=rounds,
@@ -268,10 +294,13 @@ def measure_case(
                 ms_base=medians["base"],
                 ms_pruned=medians["pruned"],
                 runs=rounds * reps,
+                macs_default=macs[2],
+                ms_default=medians["default"],
             )
             console.print(
                 f"  batch {batch:>2} {backend:>11}: {row.ms_base:8.2f} -> {row.ms_pruned:8.2f} ms"
-                f" = {row.speedup:.2f}x for {row.macs_reduction:.2f}x fewer MACs "
+                f" = {row.speedup:.2f}x for {row.macs_reduction:.2f}x fewer MACs; defaults "
+                f"{row.default_speedup:.2f}x for {row.default_macs_reduction:.2f}x "
                 f"({time.perf_counter() - start:.0f} s)"
             )
             rows.append(row)
@@ -301,6 +330,7 @@ def render_table(rows: list[Row], threads: int) -> Table:
         "pruned ms",
         "speedup",
         "speedup / MACs red.",
+        "ns.prune defaults: speedup / MACs red.",
     ):
         table.add_column(column, justify="left" if column in ("model", "backend") else "right")
     for row in rows:
@@ -316,6 +346,8 @@ def render_table(rows: list[Row], threads: int) -> Table:
             f"{row.ms_pruned:.2f}",
             f"{row.speedup:.2f}x",
             f"[{color}]{row.efficiency:.2f}[/{color}]",
+            f"{row.default_speedup:.2f}x / {row.default_macs_reduction:.2f}x "
+            f"= {row.default_efficiency:.2f}",
         )
     return table
 
@@ -329,7 +361,9 @@ def markdown(rows: list[Row], *, threads: int, quick: bool, seconds: float) -> s
         (
             f"Pruned to about {1 / TARGET_MACS_FRACTION:.0f}x fewer MACs by bisecting a uniform "
             "ratio; latency medians from `compare_latency` (base and pruned interleaved). "
-            f"Target: speedup / MACs reduction >= {TARGET_EFFICIENCY}."
+            f"Target: speedup / MACs reduction >= {TARGET_EFFICIENCY}. The last column "
+            "prunes the same way with `ns.PruneConfig`'s defaults (magnitude, `round_to=1`), "
+            "timed in the same interleaved rounds: what a user who sets only the ratio gets."
         ),
         "",
         (
@@ -340,9 +374,10 @@ def markdown(rows: list[Row], *, threads: int, quick: bool, seconds: float) -> s
         "",
         (
             "| model | batch | backend | ratio | params (M) | GMACs | MACs red. | base ms | "
-            "pruned ms | speedup | speedup / MACs red. | runs |"
+            "pruned ms | speedup | speedup / MACs red. | defaults: MACs red. | "
+            "defaults: speedup | defaults: speedup / MACs red. | runs |"
         ),
-        "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in rows:
         lines.append(
@@ -350,7 +385,8 @@ def markdown(rows: list[Row], *, threads: int, quick: bool, seconds: float) -> s
             f"{r.params_base / 1e6:.2f} -> {r.params_pruned / 1e6:.2f} | "
             f"{r.macs_base / 1e9:.3f} -> {r.macs_pruned / 1e9:.3f} | {r.macs_reduction:.2f}x | "
             f"{r.ms_base:.2f} | {r.ms_pruned:.2f} | {r.speedup:.2f}x | "
-            f"{r.efficiency:.2f} ({_verdict(r)}) | {r.runs} |"
+            f"{r.efficiency:.2f} ({_verdict(r)}) | {r.default_macs_reduction:.2f}x | "
+            f"{r.default_speedup:.2f}x | {r.default_efficiency:.2f} | {r.runs} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -404,6 +440,7 @@ def main(
     payload = [
         asdict(r)
         | {"macs_reduction": r.macs_reduction, "speedup": r.speedup, "efficiency": r.efficiency}
+        | {"default_speedup": r.default_speedup, "default_efficiency": r.default_efficiency}
         for r in rows
     ]
     out.with_suffix(".json").write_text(json.dumps(payload, indent=1))
