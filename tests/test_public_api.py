@@ -47,6 +47,7 @@ PUBLIC = {
     "save", "load", "measure", "compare_latency", "count_macs", "count_params",
     "register_backend", "export_onnx", "check_onnx", "finetune", "distill", "get_task",
     "search", "report", "sparsify", "factorize",
+    "elastic", "ElasticConfig", "Supernet",
     "__version__",
 }  # fmt: skip
 
@@ -60,7 +61,7 @@ def test_all_is_pinned() -> None:
 def test_configs_are_frozen_keyword_only_and_round_trip() -> None:
     import dataclasses
 
-    for cls in (ns.PruneConfig, ns.TrainConfig, ns.DistillConfig, ns.StudyConfig):
+    for cls in (ns.PruneConfig, ns.TrainConfig, ns.DistillConfig, ns.StudyConfig, ns.ElasticConfig):
         params = dataclasses.fields(cls)
         assert cls.__dataclass_params__.frozen, cls  # type: ignore[attr-defined]
         assert all(f.kw_only for f in params), cls

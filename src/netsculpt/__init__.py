@@ -34,6 +34,10 @@ _LAZY: dict[str, str] = {
     "factorize": "netsculpt.pruning.lowrank",
     "FactorizeConfig": "netsculpt.pruning.lowrank",
     "register_importance": "netsculpt.pruning.importance",
+    # elastic super-networks
+    "elastic": "netsculpt.elastic.supernet",
+    "ElasticConfig": "netsculpt.elastic.config",
+    "Supernet": "netsculpt.elastic.supernet",
     # save / load / export
     "save": "netsculpt.export.save",
     "load": "netsculpt.export.save",
