@@ -35,9 +35,9 @@ _LAZY: dict[str, str] = {
     "FactorizeConfig": "netsculpt.pruning.lowrank",
     "register_importance": "netsculpt.pruning.importance",
     # elastic super-networks
-    "elastic": "netsculpt.elastic.supernet",
-    "ElasticConfig": "netsculpt.elastic.config",
-    "Supernet": "netsculpt.elastic.supernet",
+    "elastic": "netsculpt.supernets.supernet",
+    "ElasticConfig": "netsculpt.supernets.config",
+    "Supernet": "netsculpt.supernets.supernet",
     # save / load / export
     "save": "netsculpt.export.save",
     "load": "netsculpt.export.save",

@@ -28,8 +28,6 @@ from torch import nn
 
 from netsculpt._checks import check_model
 from netsculpt._inputs import ExampleInputs, call_model, flatten_outputs
-from netsculpt.elastic.config import ElasticConfig
-from netsculpt.elastic.space import BLOCK, Arch, Choice, ElasticSpace, arch_key
 from netsculpt.errors import InputError, NothingToPruneError, PlanError, UnknownNameError
 from netsculpt.graph._arguments import match_names
 from netsculpt.graph.analysis import Graph, Group, analyze
@@ -39,6 +37,8 @@ from netsculpt.pruning._verify import verify
 from netsculpt.pruning.apply import _aliases, _fix_module_attributes, apply, plan_of
 from netsculpt.pruning.importance import IMPORTANCE, ImportanceContext, criterion_info
 from netsculpt.pruning.plan import GroupDecision, Plan
+from netsculpt.supernets.config import ElasticConfig
+from netsculpt.supernets.space import BLOCK, Arch, Choice, ElasticSpace, arch_key
 
 __all__ = ["Supernet", "elastic", "recalibrate_batchnorm"]
 
@@ -291,8 +291,8 @@ class Supernet(nn.Module):
     Attributes:
         model: the model with its units in importance order (it computes what the
             original did).
-        space: the choices (:class:`~netsculpt.elastic.space.ElasticSpace`).
-        config: the :class:`~netsculpt.elastic.config.ElasticConfig` it was made with.
+        space: the choices (:class:`~netsculpt.supernets.space.ElasticSpace`).
+        config: the :class:`~netsculpt.supernets.config.ElasticConfig` it was made with.
         orders: per elastic group, the original unit at each position.
         graph: the analysis the plans are built from.
         fixed: groups left at full width because the model's code needs their size, with
@@ -322,7 +322,9 @@ class Supernet(nn.Module):
         self._needed: set[tuple[str, str]] = set()
         self._removed_kind = self._standins(blocks)
         self._build_space()
-        self._settle()
+        self._settle(full_depth=True)
+        self._check_branch_widths()
+        self._settle(full_depth=False)
         self.active: Arch = self.space.largest()
 
     # ---------------------------------------------------------------- the space
@@ -341,6 +343,51 @@ class Supernet(nn.Module):
                 self.fixed[BLOCK + block] = "returns neither a tensor nor a tuple of tensors"
         return kinds
 
+    def _check_branch_widths(self) -> None:
+        """A residual branch is dropped by putting zeros shaped like its input in its place,
+        which is right only when its input and output widths agree in every sub-network.
+        Two probes give neighbouring groups different widths; a branch whose widths then
+        differ cannot be dropped (with ``depth=True`` it stays, listed in :attr:`fixed`)."""
+        branches = [b for b, kind in self._removed_kind.items() if kind.startswith("zeros")]
+        if not branches:
+            return
+        widths = [c for c in self.space if c.kind == "width"]
+        shapes: dict[str, set[bool]] = {b: set() for b in branches}
+        hooks = []
+        for block in branches:
+
+            def hook(module: nn.Module, args: Any, output: Any, block: str = block) -> None:
+                first = next((a for a in args if isinstance(a, torch.Tensor)), None)
+                out = output[0] if isinstance(output, tuple) else output
+                if isinstance(first, torch.Tensor) and isinstance(out, torch.Tensor):
+                    shapes[block].add(first.shape == out.shape)
+
+            hooks.append(self.model.get_submodule(block).register_forward_hook(hook))
+        try:
+            for parity in (0, 1):
+                arch = self.space.largest()
+                for i, c in enumerate(widths):
+                    arch[c.name] = c.smallest if i % 2 == parity else c.largest
+                with torch.no_grad(), self._sliced(self.plan(arch)):
+                    call_model(self.model, self.example_inputs)
+        finally:
+            for h in hooks:
+                h.remove()
+        bad = [b for b, seen in shapes.items() if False in seen]
+        if not bad:
+            return
+        if self.config.depth is not True:
+            raise InputError(
+                f"ElasticConfig(depth=...) lets {bad} be dropped, but in smaller sub-networks "
+                f"their input and output widths differ, so removing them would change a "
+                f"shape; drop the whole block around them instead (see graph.blocks)"
+            )
+        for block in bad:
+            del self._removed_kind[block]
+            self.fixed[BLOCK + block] = "its input and output widths differ in sub-networks"
+        self._plans.clear()
+        self._build_space()
+
     def _build_space(self) -> None:
         choices: list[Choice] = []
         for g in self._groups:
@@ -353,31 +400,30 @@ class Supernet(nn.Module):
             choices.append(Choice(BLOCK + block, "depth", (False, True)))
         self.space = ElasticSpace(tuple(choices))
 
-    def _settle(self) -> None:
-        """Check the smallest sub-network once with the engine's verifier, at full depth and
-        with every elastic block dropped; learn which size attributes the model's code
-        needs, and fix the groups whose size it hard-codes."""
-        for depth in (True, False):
-            for _attempt in range(3):
-                arch = self.space.smallest()
-                if depth:
-                    arch.update({c.name: True for c in self.space if c.kind == "depth"})
-                error = self._verify(arch)
-                if error is None:
-                    break
-                keep = self._keep(arch)
-                whole = error or in_shape_sites(self.graph, keep)
-                names = {g.name for g in self._groups if g.uid in whole and g.name in self.space}
-                if not names:
-                    raise PlanError(
-                        f"the smallest sub-network of {self.graph.model_name} does not run "
-                        f"like the original with the removed units zeroed; exclude the module "
-                        f"whose code hard-codes a size with ElasticConfig(exclude=[...]), or "
-                        f"offer fewer widths"
-                    )
-                for name in names:
-                    self.fixed[name] = "the model's code uses its size as a literal"
-                self._build_space()
+    def _settle(self, *, full_depth: bool) -> None:
+        """Check the smallest sub-network with the engine's verifier, at full depth or with
+        every elastic block dropped; learn which size attributes the model's code needs,
+        and fix the groups whose size it hard-codes."""
+        for _attempt in range(3):
+            arch = self.space.smallest()
+            if full_depth:
+                arch.update({c.name: True for c in self.space if c.kind == "depth"})
+            error = self._verify(arch)
+            if error is None:
+                return
+            whole = error or in_shape_sites(self.graph, self._keep(arch))
+            names = {g.name for g in self._groups if g.uid in whole and g.name in self.space}
+            if not names:
+                break
+            for name in names:
+                self.fixed[name] = "the model's code uses its size as a literal"
+            self._plans.clear()
+            self._build_space()
+        raise PlanError(
+            f"the smallest sub-network of {self.graph.model_name} does not run like the "
+            f"original with the removed units zeroed; exclude the module whose code hard-codes "
+            f"a size with ElasticConfig(exclude=[...]), or offer fewer widths"
+        )
 
     def _verify(self, arch: Arch) -> set[int] | None:
         """None when ``arch`` runs as the original with the removed units zeroed; else the
