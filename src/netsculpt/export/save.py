@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import keyword
 import os
 import re
@@ -43,6 +42,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from netsculpt._checks import check_finite_inputs, check_model
+from netsculpt._factories import resolve
 from netsculpt.errors import (
     ChecksumError,
     FactoryError,
@@ -380,36 +380,21 @@ def base_reference(model: nn.Module, factory: str | None = None) -> dict[str, An
 
 
 def resolve_factory(spec: str) -> Any:
-    """Import ``package.module:function`` and return the function.
+    """Import ``package.module:function`` and return the function (dotted paths allowed).
 
     This imports and runs code: call it only with a string the user typed or wrote in their
     own code, never with one read from a file (``netsculpt.load`` does so only with
     ``trust_code=True``).
+
+    Raises:
+        FactoryError: the string is malformed, its module does not import, or it names no
+            callable.
     """
-    if not isinstance(spec, str) or ":" not in spec:
-        raise FactoryError(
-            f"model factory {_short(spec)} is not of the form 'package.module:function'; for "
-            f"example 'myproject.models:build' where build() returns (model, example_inputs)"
-        )
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise FactoryError(
-            f"cannot import module {module_name!r} from factory {spec!r}: "
-            f"{type(exc).__name__}: {exc}; check the name and that it is on PYTHONPATH"
-        ) from exc
-    fn: Any = module
-    for part in attr.split("."):
-        fn = getattr(fn, part, None)
-        if fn is None:
-            raise FactoryError(
-                f"module {module_name!r} has no attribute {attr!r} (factory {spec!r}); "
-                f"name a function that returns (model, example_inputs)"
-            )
-    if not callable(fn):
-        raise FactoryError(f"factory {spec!r} is not callable")
-    return fn
+    return resolve(
+        spec,
+        what="model factory",
+        expects="a function returning the model or (model, example_inputs)",
+    )
 
 
 def _call_factory(spec: str) -> nn.Module:

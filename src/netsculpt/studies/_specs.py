@@ -9,16 +9,11 @@ a file path is never executed (:func:`check_stored_model_spec`).
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import re
-import sys
-import zlib
-from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from netsculpt._factories import is_dotted_spec, is_file_spec, resolve
 from netsculpt.errors import FactoryError, UntrustedCodeError
 
 __all__ = [
@@ -29,17 +24,9 @@ __all__ = [
 ]
 
 #: built-in model names: each is the pretrained model of the task of the same name
-BUILTIN_MODELS = ("digits", "minilm")
-#: ``package.module:attribute`` with Python identifiers only (no paths, no spaces)
-_DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+BUILTIN_MODELS = ("digits", "minilm", "mnist1d")
 #: longest spec accepted from a study
 _MAX_SPEC = 500
-
-
-def is_file_spec(spec: str) -> bool:
-    """Whether ``spec`` names a Python file (``path/to/file.py:factory``) or a path at all."""
-    module = spec.rpartition(":")[0] or spec
-    return module.endswith(".py") or "/" in module or "\\" in module or module.startswith(".")
 
 
 def check_stored_model_spec(spec: Any, *, study: str, trust_code: bool) -> str:
@@ -68,7 +55,7 @@ def check_stored_model_spec(spec: Any, *, study: str, trust_code: bool) -> str:
             f"study {study!r} names the Python file {shown} as its model; netsculpt never runs "
             f"a file named by a study, even with trust_code=True; {how}"
         )
-    if not _DOTTED.match(spec):
+    if not is_dotted_spec(spec):
         raise UntrustedCodeError(
             f"study {study!r} stores the model spec {shown}, which is neither a built-in name "
             f"({', '.join(BUILTIN_MODELS)}) nor 'package.module:factory'; {how}"
@@ -103,35 +90,14 @@ def resolve_model(spec: str, *, allow_files: bool = True) -> tuple[nn.Module, An
 
         task = get_task(spec)
         return task.pretrained_model(), task.example_inputs()
-    module_name, sep, attr = spec.rpartition(":")
-    if not sep or not module_name or not attr:
-        raise FactoryError(
-            f"model spec {spec!r} is neither a built-in name ({', '.join(BUILTIN_MODELS)}) nor "
-            f"'package.module:factory'; write e.g. 'mypkg.models:build' for a function "
-            f"returning (model, example_inputs)"
-        )
-    try:
-        if module_name.endswith(".py"):
-            if not allow_files:
-                raise FactoryError(
-                    f"model spec {spec!r} names a file; pass 'package.module:factory' here"
-                )
-            module = _import_file(module_name)
-        else:
-            module = importlib.import_module(module_name)
-    except FactoryError:
-        raise
-    except Exception as exc:
-        raise FactoryError(
-            f"model spec {spec!r}: module {module_name!r} could not be imported "
-            f"({type(exc).__name__}: {exc}); check the spelling and that it is on PYTHONPATH"
-        ) from exc
-    factory = getattr(module, attr, None)
-    if factory is None or not callable(factory):
-        raise FactoryError(
-            f"model spec {spec!r}: module {module_name!r} has no callable {attr!r}; point it "
-            f"at a function returning (model, example_inputs)"
-        )
+    factory = resolve(
+        spec,
+        what="model spec",
+        expects="a function returning (model, example_inputs)",
+        allow_files=allow_files,
+        builtins=BUILTIN_MODELS,
+    )
+    attr = spec.rpartition(":")[2]
     try:
         result = factory()
     except Exception as exc:
@@ -144,27 +110,6 @@ def resolve_model(spec: str, *, allow_files: bool = True) -> tuple[nn.Module, An
             f"(nn.Module, example_inputs); return e.g. (model, torch.randn(1, 3, 224, 224))"
         )
     return result[0], result[1]
-
-
-def _import_file(path: str) -> Any:
-    file = Path(path)
-    if not file.is_file():
-        raise FactoryError(f"model spec file {path!r} does not exist; check the path")
-    resolved = str(file.resolve())
-    name = f"_netsculpt_factory_{zlib.crc32(resolved.encode()):08x}"
-    if name in sys.modules:
-        return sys.modules[name]
-    module_spec = importlib.util.spec_from_file_location(name, file)
-    if module_spec is None or module_spec.loader is None:
-        raise FactoryError(f"model spec file {path!r} cannot be imported as Python")
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[name] = module
-    try:
-        module_spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
 
 
 def _short(value: Any) -> str:

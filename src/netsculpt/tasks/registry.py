@@ -12,27 +12,24 @@
 
 from __future__ import annotations
 
-import importlib
-import re
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
+from netsculpt._factories import is_dotted_spec, resolve
 from netsculpt.errors import FactoryError, InputError, UnknownNameError, UntrustedCodeError
 from netsculpt.tasks.base import Task
 
 __all__ = ["available_tasks", "get_task", "register_task", "task_from_data"]
 
-#: ``package.module:attribute`` with Python identifiers only
-_DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-
 TaskFactory = Callable[..., Task]
 F = TypeVar("F", bound=TaskFactory)
 
 # name -> factory, or "module:attribute" for built-ins imported on first use (keeps
-# scikit-learn and transformers out of ``import netsculpt``).
+# scikit-learn, transformers and mnist1d out of ``import netsculpt``).
 _TASKS: dict[str, TaskFactory | str] = {
     "digits": "netsculpt.tasks.digits:DigitsTask",
     "minilm": "netsculpt.tasks.minilm:MiniLMTask",
+    "mnist1d": "netsculpt.tasks.mnist1d:MNIST1DTask",
 }
 
 
@@ -66,7 +63,7 @@ def available_tasks() -> list[str]:
 def get_task(name: str, **options: Any) -> Task:
     """Build the task registered as ``name``, passing ``options`` to its constructor.
 
-    ``name`` is a registered name (``"digits"``, ``"minilm"``, or one added with
+    ``name`` is a registered name (``"digits"``, ``"minilm"``, ``"mnist1d"``, or one added with
     :func:`register_task`) or an import string ``"package.module:factory"``, which is
     imported: pass only names you typed (a name read from a file or a study goes through
     :func:`task_from_data`).
@@ -113,7 +110,7 @@ def task_from_data(name: Any, *, source: str, trust_code: bool = False) -> Task:
     if name in _TASKS:
         return get_task(name)
     if ":" in name:
-        if not _DOTTED.match(name):
+        if not is_dotted_spec(name):
             raise UntrustedCodeError(
                 f"{source} names the task {_short(name)}, which is not 'package.module:factory'"
                 f"; netsculpt runs no code named by data: pass the task yourself (task=your_task)"
@@ -139,22 +136,7 @@ def _short(value: Any) -> str:
 
 
 def _resolve(spec: str) -> TaskFactory:
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # an import error, or an error raised by the module itself
-        raise FactoryError(
-            f"task factory {spec!r}: module {module_name!r} could not be imported "
-            f"({type(exc).__name__}: {exc}); check the spelling and that the package is "
-            f"installed"
-        ) from exc
-    try:
-        factory = getattr(module, attr)
-    except AttributeError as exc:
-        raise FactoryError(
-            f"task factory {spec!r}: module {module_name!r} has no attribute {attr!r}; "
-            f"write it as 'package.module:factory'"
-        ) from exc
-    if not callable(factory):
-        raise FactoryError(f"task factory {spec!r} is not callable; point it at a Task class")
+    factory: TaskFactory = resolve(
+        spec, what="task factory", expects="a Task class or a function returning a Task"
+    )
     return factory
