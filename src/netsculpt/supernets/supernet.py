@@ -225,7 +225,7 @@ def permute_units(
     source position of every new position.
     """
     sources = unit_sources(graph, groups, orders)
-    tensors = dict(model.named_parameters(remove_duplicate=False))
+    tensors: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
     tensors.update(model.named_buffers(remove_duplicate=False))
     done: set[tuple[int, int]] = set()
     with torch.no_grad():
