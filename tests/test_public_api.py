@@ -48,6 +48,7 @@ PUBLIC = {
     "register_backend", "export_onnx", "check_onnx", "finetune", "distill", "get_task",
     "search", "report", "sparsify", "factorize",
     "elastic", "ElasticConfig", "Supernet",
+    "save_supernet", "load_supernet",
     "__version__",
 }  # fmt: skip
 

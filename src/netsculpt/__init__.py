@@ -38,6 +38,8 @@ _LAZY: dict[str, str] = {
     "elastic": "netsculpt.supernets.supernet",
     "ElasticConfig": "netsculpt.supernets.config",
     "Supernet": "netsculpt.supernets.supernet",
+    "save_supernet": "netsculpt.supernets.io",
+    "load_supernet": "netsculpt.supernets.io",
     # save / load / export
     "save": "netsculpt.export.save",
     "load": "netsculpt.export.save",
