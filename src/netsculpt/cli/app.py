@@ -83,7 +83,10 @@ def load_model_spec(spec: str, *, trust_code: bool = False) -> tuple[nn.Module, 
 
 
 # how a save folder of a built-in model rebuilds its (unpruned) architecture
-_BUILTIN_FACTORIES = {"digits": "netsculpt.tasks.digits:DigitsCNN"}
+_BUILTIN_FACTORIES = {
+    "digits": "netsculpt.tasks.digits:DigitsCNN",
+    "mnist1d": "netsculpt.tasks.mnist1d:ResNet1D",
+}
 
 
 def _factory_of(spec: str) -> str | None:
@@ -101,7 +104,8 @@ def _factory_of(spec: str) -> str | None:
 ModelArg = Annotated[
     str,
     typer.Argument(
-        help="built-in name (digits, minilm), 'package.module:factory' or a netsculpt save folder"
+        help="built-in name (digits, minilm, mnist1d), 'package.module:factory' or a netsculpt "
+        "save folder"
     ),
 ]
 TrustCode = Annotated[

@@ -49,7 +49,10 @@ __all__ = [
 
 # how a save folder of a built-in model rebuilds its unpruned architecture (transformers
 # models are rebuilt from their saved config)
-_BASE_FACTORIES = {"digits": "netsculpt.tasks.digits:DigitsCNN"}
+_BASE_FACTORIES = {
+    "digits": "netsculpt.tasks.digits:DigitsCNN",
+    "mnist1d": "netsculpt.tasks.mnist1d:ResNet1D",
+}
 
 app = typer.Typer(
     help="Search sub-networks, inspect the front, export and report.", no_args_is_help=True
@@ -139,15 +142,16 @@ StorageOpt = Annotated[
 
 def search_command(
     model: Annotated[
-        str, typer.Argument(help="built-in name (digits, minilm) or 'package.module:factory'")
+        str,
+        typer.Argument(help="built-in name (digits, minilm, mnist1d) or 'package.module:factory'"),
     ],
     task: Annotated[
         str | None,
         typer.Option(
             "--task",
-            help="the task that scores MODEL: a built-in or registered name (digits, minilm) "
-            "or 'package.module:factory'; required unless MODEL is a built-in, which brings "
-            "its own task",
+            help="the task that scores MODEL: a built-in or registered name (digits, minilm, "
+            "mnist1d) or 'package.module:factory'; required unless MODEL is a built-in, which "
+            "brings its own task",
         ),
     ] = None,
     trials: Annotated[int, typer.Option("--trials", help="trials the study holds when done")] = 60,
