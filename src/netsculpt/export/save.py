@@ -76,7 +76,9 @@ PLAN_DIGEST = "netsculpt.plan_sha256"
 #: the only files a manifest may list, all in the folder itself
 KNOWN_FILES = (PLAN, WEIGHTS, INPUTS)
 #: factories that are part of netsculpt itself: loading runs them without trust_code
-BUILTIN_FACTORIES = frozenset({"netsculpt.tasks.digits:DigitsCNN"})
+BUILTIN_FACTORIES = frozenset(
+    {"netsculpt.tasks.digits:DigitsCNN", "netsculpt.tasks.mnist1d:ResNet1D"}
+)
 #: how many times larger than its saved weights a rebuilt transformers base model may be
 MAX_BASE_GROWTH = 64
 #: the most tensors or keys saved example inputs may have

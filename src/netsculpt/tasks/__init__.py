@@ -17,17 +17,23 @@ _LAZY = {
     "DigitsTask": "netsculpt.tasks.digits",
     "pretrained_digits_cnn": "netsculpt.tasks.digits",
     "MiniLMTask": "netsculpt.tasks.minilm",
+    "MNIST1DTask": "netsculpt.tasks.mnist1d",
+    "ResNet1D": "netsculpt.tasks.mnist1d",
+    "pretrained_resnet1d": "netsculpt.tasks.mnist1d",
     "pretrained_minilm": "netsculpt.tasks.minilm",
 }
 
 __all__ = [
     "DigitsCNN",
     "DigitsTask",
+    "MNIST1DTask",
     "MiniLMTask",
+    "ResNet1D",
     "Task",
     "available_tasks",
     "get_task",
     "pretrained_digits_cnn",
+    "pretrained_resnet1d",
     "pretrained_minilm",
     "register_task",
 ]
