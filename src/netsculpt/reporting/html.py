@@ -9,6 +9,11 @@ front, the knee and every choice read, so the plot's axis is the validation scor
 **test** score of each sub-network is the figure to report, shown in the hover text and in
 its own table column, and never used to choose.
 
+A super-network study (``ns.search(supernet, ...)``) is marked as one: its trials are
+slices of one trained super-network, never retrained, and the page gives the sub-network
+(the arch: units kept per width choice, blocks kept or dropped) of every trial on the
+front and of the trial drawn below.
+
 >>> ns.report(front, "report.html")                  # doctest: +SKIP
 PosixPath('report.html')
 """
@@ -28,16 +33,41 @@ import plotly.io as pio
 
 from netsculpt.errors import InputError, SearchError
 
-__all__ = ["front_figure", "report", "widths_figure"]
+__all__ = ["SUPERNET_LINE", "front_figure", "report", "widths_figure"]
 
 #: the column and axis labels of the two scores
 VAL_LABEL = "val score"
 TEST_LABEL = "test score"
+#: how the report (and ``netsculpt pareto``) marks a super-network study
+SUPERNET_LINE = (
+    "super-network search: trials are slices of one trained super-network, no retraining"
+)
 _NOTE = (
     "val score: the task's validation split, which the search optimised and every choice "
     "(the front, the knee, pick) reads. test score: the task's test split, never used to "
     "choose; the figure to report."
 )
+
+
+def _supernet_detail(front: Any) -> str:
+    """What the sliced trials were given: batch-norm recalibration and the elastic config."""
+    config = getattr(front, "config", None)
+    n = getattr(config, "bn_calib_batches", None)
+    elastic = front.elastic or {}
+    parts = []
+    if n is not None:
+        parts.append(
+            f"Batch-norm statistics (where the model has batch norm) were recomputed per "
+            f"sub-network on {n} training batches; the dense row is the largest sub-network."
+        )
+    if elastic:
+        shown = ", ".join(
+            f"{k}={elastic[k]!r}"
+            for k in ("keep", "round_to", "depth", "importance")
+            if k in elastic
+        )
+        parts.append(f"Elastic config: {shown}.")
+    return html.escape(" ".join(parts))
 
 
 def _as_front(front_or_study: Any) -> Any:
@@ -209,8 +239,57 @@ def widths_figure(front: Any, number: int) -> go.Figure:
     return fig
 
 
+def _is_supernet(front: Any) -> bool:
+    return getattr(front, "kind", "prune") == "supernet"
+
+
+def _arch_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "kept" if value else "dropped"
+    return str(value)
+
+
+def _arch_cell(arch: Any) -> str:
+    """A trial's sub-network, folded: a summary line, every choice when opened."""
+    if not arch:
+        return "<td class='arch'></td>"
+    widths = [k for k, v in arch.items() if not isinstance(v, bool)]
+    dropped = [k for k, v in arch.items() if v is False]
+    summary = f"{len(widths)} widths, {len(dropped)} blocks dropped"
+    body = "<br>".join(
+        f"{html.escape(str(k))} = {html.escape(_arch_value(v))}" for k, v in arch.items()
+    )
+    return f"<td class='arch'><details><summary>{summary}</summary>{body}</details></td>"
+
+
+def _arch_table(front: Any, number: int) -> str:
+    """Every choice of trial ``number``'s sub-network, one row each."""
+    arch = front.trial(number).arch or {}
+    rows = "".join(
+        f"<tr><td class='name'>{html.escape(str(k))}</td>"
+        f"<td>{'depth' if isinstance(v, bool) else 'width'}</td>"
+        f"<td>{html.escape(_arch_value(v))}</td></tr>"
+        for k, v in arch.items()
+    )
+    return (
+        "<table class='archtable'><thead><tr><th>choice</th><th>kind</th>"
+        "<th>value (units kept, or block kept)</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+    )
+
+
 def _table(front: Any, highlight: int | None) -> str:
-    head = ("trial", VAL_LABEL, TEST_LABEL, "latency ms", "p90 ms", "speedup", "params", "MACs")
+    supernet = _is_supernet(front)
+    head: tuple[str, ...] = (
+        "trial",
+        VAL_LABEL,
+        TEST_LABEL,
+        "latency ms",
+        "p90 ms",
+        "speedup",
+        "params",
+        "MACs",
+    ) + (("sub-network (arch)",) if supernet else ())
     rows = []
     if front.baseline is not None:
         b = front.baseline
@@ -218,16 +297,20 @@ def _table(front: Any, highlight: int | None) -> str:
             "<tr class='dense'><td>dense</td>"
             f"<td>{b.score:.4f}</td><td class='test'>{_test_text(b.test_score)}</td>"
             f"<td>{b.latency_ms:.3f}</td><td>{b.latency_p90_ms:.3f}</td>"
-            f"<td>1.00x</td><td>{b.params:,}</td><td>{b.macs:,}</td></tr>"
+            f"<td>1.00x</td><td>{b.params:,}</td><td>{b.macs:,}</td>"
+            + ("<td class='arch'>largest</td>" if supernet else "")
+            + "</tr>"
         )
-    for row in front.rows():
+    for row, t in zip(front.rows(), front.trials, strict=True):
         cls = " class='chosen'" if row["trial"] == highlight else ""
         speed = "" if row["speedup"] is None else f"{row['speedup']:.2f}x"
         rows.append(
             f"<tr{cls}><td>{row['trial']}</td><td>{row['score']:.4f}</td>"
             f"<td class='test'>{_test_text(row['test_score'])}</td>"
             f"<td>{row['latency_ms']:.3f}</td><td>{row['latency_p90_ms']:.3f}</td>"
-            f"<td>{speed}</td><td>{row['params']:,}</td><td>{row['macs']:,}</td></tr>"
+            f"<td>{speed}</td><td>{row['params']:,}</td><td>{row['macs']:,}</td>"
+            + (_arch_cell(t.arch) if supernet else "")
+            + "</tr>"
         )
     return (
         "<table><thead><tr>"
@@ -247,6 +330,8 @@ table { border-collapse: collapse; font-size: 0.9rem; }
 th, td { padding: 0.25rem 0.7rem; border-bottom: 1px solid #ddd; text-align: right; }
 tr.dense td { color: #888; } tr.chosen td { background: #fdecea; font-weight: 600; }
 td.test { color: #2c6e2c; }
+td.arch, td.name { text-align: left; font-size: 0.8rem; }
+p.supernet { background: #eef4fb; border-left: 4px solid #1f77b4; padding: 0.5rem 0.8rem; }
 p.note { color: #444; font-size: 0.9rem; }
 """
 
@@ -314,6 +399,14 @@ def report(
         )
     if front.constraints:
         meta.append("constraints: " + ", ".join(f"{k}={v}" for k, v in front.constraints.items()))
+    supernet = _is_supernet(front)
+    banner = ""
+    arch_section = ""
+    if supernet:
+        banner = f"<p class='supernet'>{html.escape(SUPERNET_LINE)}. {_supernet_detail(front)}</p>"
+        arch_section = (
+            f"<h2>Sub-network (arch) of trial {chosen}</h2>\n{_arch_table(front, chosen)}\n"
+        )
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     name = html.escape(front.study_name)
     page = f"""<!DOCTYPE html>
@@ -322,6 +415,7 @@ def report(
 <style>{_CSS}</style></head>
 <body>
 <h1>netsculpt search report: {name}</h1>
+{banner}
 <p class="meta">{"<br>".join(html.escape(m) for m in meta)}<br>written {stamp}</p>
 <h2>Pareto front (selected on the validation split)</h2>
 <p class="note">{html.escape(_NOTE)}</p>
@@ -330,7 +424,7 @@ def report(
 {_table(front, chosen)}
 <h2>Kept widths of trial {chosen}{" (knee of the front)" if trial is None else ""}</h2>
 {div_widths}
-</body></html>
+{arch_section}</body></html>
 """
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from netsculpt.studies._settings import (
     BASELINE_ATTR,
     SETTINGS_ATTR,
     STUDY_ATTR,
+    SUPERNET,
     check_baseline,
     read_settings,
     settings_json,
@@ -30,10 +31,12 @@ from netsculpt.studies._settings import (
 from netsculpt.studies.config import StudyConfig
 from netsculpt.studies.objective import OBJECTIVES
 
-__all__ = ["MUST_MATCH", "open_study", "stored_config"]
+__all__ = ["MUST_MATCH", "SUPERNET_MUST_MATCH", "open_study", "stored_config"]
 
 #: config fields that must match when a study is resumed (the others may change per run)
 MUST_MATCH = ("objectives", "space", "backend", "constraints", "recover_budget", "recover")
+#: config fields that must match too when a super-network study is resumed
+SUPERNET_MUST_MATCH = ("bn_calib_batches",)
 #: how long a process waits for the creator of a study to write its settings
 _SETTINGS_WAIT_S = 10.0
 
@@ -105,11 +108,15 @@ def _differences(
     then, now = stored["config"].to_dict(), config.to_dict()
     if stored["space"] is None:  # an early study without a stored space
         then["space"] = None
+    keys = MUST_MATCH + (SUPERNET_MUST_MATCH if settings.get("kind") == SUPERNET else ())
     diffs = [
-        f"{key}: stored {then[key]!r}, now {now[key]!r}"
-        for key in MUST_MATCH
-        if _canon(then[key]) != _canon(now[key])
+        f"{key}: stored {then.get(key)!r}, now {now[key]!r}"
+        for key in keys
+        if _canon(then.get(key)) != _canon(now[key])
     ]
+    for key in ("kind", "elastic"):
+        if _canon(stored.get(key)) != _canon(settings.get(key)):
+            diffs.append(f"{key}: stored {stored.get(key)!r}, now {settings.get(key)!r}")
     if stored["signature"] != settings["signature"]:
         diffs.append(f"signature: stored {stored['signature']!r}, now {settings['signature']!r}")
     return diffs

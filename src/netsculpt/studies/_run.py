@@ -33,7 +33,7 @@ from netsculpt.studies.samplers import (
 from netsculpt.studies.space import BoundSpace
 from netsculpt.studies.storage import StorageSpec
 
-__all__ = ["Job", "build_sampler", "quiet_optuna", "run_trials"]
+__all__ = ["Job", "build_sampler", "process_evaluator", "quiet_optuna", "run_trials"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +50,8 @@ class Job:
         model_spec: the model name or factory string the caller typed, or None.
         task_name: the task name the caller typed, or None.
         signature: the space signature every process must find on its model.
+        kind: ``"prune"`` (trials are plans applied to the model) or ``"supernet"`` (slices
+            of a trained super-network, which workers rebuild from its saved files).
     """
 
     config: StudyConfig
@@ -59,6 +61,7 @@ class Job:
     model_spec: str | None
     task_name: str | None
     signature: str
+    kind: str = "prune"
 
     def to_json(self) -> str:
         """The job as JSON text (what a worker process receives)."""
@@ -71,6 +74,7 @@ class Job:
                 "model_spec": self.model_spec,
                 "task_name": self.task_name,
                 "signature": self.signature,
+                "kind": self.kind,
             },
             sort_keys=True,
             allow_nan=False,
@@ -89,7 +93,49 @@ class Job:
             model_spec=data["model_spec"],
             task_name=data["task_name"],
             signature=data["signature"],
+            kind=data.get("kind", "prune"),
         )
+
+
+def process_evaluator(
+    config: StudyConfig,
+    model: Any,
+    example_inputs: Any,
+    task: Any,
+    bound: Any,
+    graph: Any,
+) -> Evaluator:
+    """The objective of one process, from the study's config: an :class:`Evaluator` over
+    ``bound`` (a ``BoundSpace``), or a ``SupernetEvaluator`` over a ``SupernetSpace``."""
+    from netsculpt.studies._supernet import SupernetEvaluator, SupernetSpace
+
+    if isinstance(bound, SupernetSpace):
+        return SupernetEvaluator(
+            model=model,
+            example_inputs=example_inputs,
+            task=task,
+            bound=bound,  # type: ignore[arg-type]
+            objectives=config.objectives,
+            backend=config.backend,
+            measure_options=dict(config.measure_options),
+            constraints=dict(config.constraints),
+            test_scores=config.test_scores,
+            bn_calib_batches=config.bn_calib_batches,
+        )
+    return Evaluator(
+        model=model,
+        example_inputs=example_inputs,
+        task=task,
+        bound=bound,
+        objectives=config.objectives,
+        backend=config.backend,
+        measure_options=dict(config.measure_options),
+        recover_budget=config.recover_budget,
+        recover=config.recover,
+        constraints=dict(config.constraints),
+        graph=graph,
+        test_scores=config.test_scores,
+    )
 
 
 def build_sampler(

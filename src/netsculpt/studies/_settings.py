@@ -5,10 +5,15 @@
 reader ever sees half of them::
 
     {"config": <StudyConfig.to_dict()>, "signature": "<space signature>",
-     "model_spec": ..., "task": ..., "version": ..., "recovered": true}
+     "model_spec": ..., "task": ..., "version": ..., "recovered": true,
+     "kind": "prune", "elastic": null}
 
 ``recovered`` says whether trials were recovered before scoring (a recovery budget was set
-and the task had training data), so a reader rebuilds trial models the same way. The dense
+and the task had training data), so a reader rebuilds trial models the same way. ``kind``
+is ``"prune"`` (trials are plans applied to the model; studies written before it was
+recorded are read as such) or ``"supernet"`` (trials are slices of one trained
+super-network, never retrained; ``elastic`` then holds the ``ElasticConfig`` dict it was
+made with, and the signature hashes its space). The dense
 model's measurements follow later in ``netsculpt:baseline``. Studies written by earlier
 versions (flat settings without ``config``, or one user attr per setting) are read too:
 their config is rebuilt from the fields they stored.
@@ -35,6 +40,9 @@ from netsculpt.studies.space import SearchSpace
 
 __all__ = [
     "BASELINE_ATTR",
+    "KINDS",
+    "PRUNE",
+    "SUPERNET",
     "SETTINGS_ATTR",
     "STUDY_ATTR",
     "check_baseline",
@@ -44,6 +52,10 @@ __all__ = [
     "user_attrs",
 ]
 
+#: the kinds of study: plans applied to a model, or slices of a trained super-network
+PRUNE = "prune"
+SUPERNET = "supernet"
+KINDS = (PRUNE, SUPERNET)
 #: prefix of the study user attrs netsculpt writes
 STUDY_ATTR = "netsculpt:"
 SETTINGS_ATTR = STUDY_ATTR + "settings"
@@ -81,6 +93,8 @@ def study_settings(
     model_spec: str | None,
     task: str | None,
     recovered: bool,
+    kind: str = PRUNE,
+    elastic: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What a new study stores in ``netsculpt:settings`` (see the module docstring)."""
     import netsculpt
@@ -92,6 +106,8 @@ def study_settings(
         "task": task,
         "version": netsculpt.__version__,
         "recovered": recovered,
+        "kind": kind,
+        "elastic": None if elastic is None else dict(elastic),
     }
 
 
@@ -119,9 +135,9 @@ def read_settings(study_name: str, attrs: Mapping[str, Any]) -> dict[str, Any] |
     """The checked settings of a study, or None when it holds no netsculpt settings at all.
 
     The result holds ``config`` (the :class:`StudyConfig`), ``signature``, ``model_spec``,
-    ``task``, ``version`` and ``recovered``, plus the config fields readers look up often
-    (``objectives``, ``space`` as a dict, ``backend``, ``constraints``, ``recover_budget``
-    and ``recover``).
+    ``task``, ``version``, ``recovered``, ``kind`` and ``elastic``, plus the config fields
+    readers look up often (``objectives``, ``space`` as a dict, ``backend``,
+    ``constraints``, ``recover_budget`` and ``recover``).
 
     Raises:
         SearchError: settings are present but are not what netsculpt writes.
@@ -149,6 +165,12 @@ def read_settings(study_name: str, attrs: Mapping[str, Any]) -> dict[str, Any] |
         except _Invalid as exc:
             raise _error(study_name, "settings", str(exc)) from None
         out["recovered"] = out["recover_budget"] is not None
+    out.setdefault("kind", PRUNE)
+    out.setdefault("elastic", None)
+    if (out["kind"] == SUPERNET) != (out["elastic"] is not None):
+        raise _error(
+            study_name, "settings", f"kind {out['kind']!r} with elastic {_short(out['elastic'])}"
+        )
     config: StudyConfig = out["config"]
     spaceless = out.get("space", "stored") is None  # an early study: no space stored
     out.update(
@@ -196,6 +218,29 @@ def _config(value: Any) -> StudyConfig:
     except (NetsculptError, TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise _Invalid(
             f"not a valid StudyConfig ({type(exc).__name__}: {str(exc)[:300]})"
+        ) from None
+
+
+def _kind(value: Any) -> str:
+    if value is None:  # written before studies recorded their kind: a pruning study
+        return PRUNE
+    if value not in KINDS:
+        raise _Invalid(f"{_short(value)} is not one of {', '.join(KINDS)}")
+    return str(value)
+
+
+def _elastic(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    from netsculpt.supernets.config import ElasticConfig
+
+    if not isinstance(value, dict):
+        raise _Invalid(f"{_short(value)} is not an ElasticConfig dict")
+    try:
+        return ElasticConfig.from_dict(value).to_dict()
+    except (NetsculptError, TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise _Invalid(
+            f"not a valid ElasticConfig ({type(exc).__name__}: {str(exc)[:300]})"
         ) from None
 
 
@@ -313,6 +358,8 @@ _CHECKS = {
     "task": _optional_name,
     "version": _optional_name,
     "recovered": _flag,
+    "kind": _kind,
+    "elastic": _elastic,
 }
 
 _LEGACY_CHECKS = {

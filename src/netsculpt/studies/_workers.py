@@ -10,7 +10,12 @@ pipe that multiprocessing opens between the parent and that child only:
 * the model: when the search was started from a ``"package.module:factory"`` string or a
   built-in name, by that name (the parent's caller typed it) plus the parent's weights as
   safetensors bytes, so every worker prunes the very same weights; otherwise the parent's
-  own model object, like a task object and the example inputs.
+  own model object, like a task object and the example inputs;
+* a super-network (a super-network study): the files ``save_supernet`` writes
+  (``elastic.json``, the weights and the example inputs as safetensors) as bytes, plus the
+  super-network's inner model object as the base ``load_supernet`` loads them into; the
+  worker writes the files to a temporary folder of its own, loads the super-network from
+  it (checked as any folder is) and removes the folder.
 
 Each worker opens the same storage, gets its own sampler seed, and runs
 ``remaining // N`` trials (the first ones one more); the parent shows progress by reading
@@ -41,7 +46,15 @@ import optuna
 import torch
 
 from netsculpt.errors import SearchError
-from netsculpt.studies._run import Job, build_sampler, check_job_json, quiet_optuna, run_trials
+from netsculpt.studies._run import (
+    Job,
+    build_sampler,
+    check_job_json,
+    process_evaluator,
+    quiet_optuna,
+    run_trials,
+)
+from netsculpt.studies._settings import SUPERNET
 
 __all__ = ["die_with_parent", "remove_stale_job_folders", "run_workers", "worker_main"]
 
@@ -62,8 +75,10 @@ def run_workers(
     remaining: int,
     study: optuna.Study,
     progress: bool,
+    supernet_files: dict[str, bytes] | None = None,
 ) -> None:
-    """Run ``remaining`` trials of ``study`` in ``workers`` spawned processes."""
+    """Run ``remaining`` trials of ``study`` in ``workers`` spawned processes
+    (``supernet_files``: a super-network study's super-network, as workers load it)."""
     from netsculpt.studies.progress import SearchProgress
 
     shares = [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
@@ -77,6 +92,13 @@ def run_workers(
         "task": None if job.task_name else task,
         "example_inputs": example_inputs,
     }
+    if job.kind == SUPERNET:
+        if supernet_files is None:
+            from netsculpt.studies._supernet import supernet_files as files_of
+
+            supernet_files = files_of(model)
+        common.update(model=model.model, supernet_files=supernet_files)
+        graph = None
     variants = [{**common, "graph": graph}, {**common, "graph": None}]
     ctx = mp.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // len(shares))
@@ -175,7 +197,11 @@ def worker_main(
         torch.set_num_threads(threads)
         job = Job.from_json(job_json)
         model = objects["model"]
-        if model is None and job.model_spec is not None:
+        if job.kind == SUPERNET:
+            from netsculpt.studies._supernet import load_supernet_files
+
+            model = load_supernet_files(objects["supernet_files"], base=model)
+        elif model is None and job.model_spec is not None:
             from netsculpt.studies._specs import resolve_model
 
             # the spec the parent's caller typed (not one read from a study)
@@ -319,37 +345,34 @@ def run_worker(
 ) -> None:
     """Open the study, build this worker's sampler and evaluator, and run ``share`` trials."""
     from netsculpt.graph.analysis import analyze
-    from netsculpt.studies.objective import Evaluator
     from netsculpt.studies.space import build_space
     from netsculpt.studies.storage import open_storage
 
     config = job.config
-    if graph is None:
-        graph = analyze(model, example_inputs)
-    bound = build_space(graph, config.space)
+    bound: Any
+    if job.kind == SUPERNET:
+        from netsculpt.studies._supernet import SupernetSpace
+
+        bound = SupernetSpace.of(model)
+    else:
+        if graph is None:
+            graph = analyze(model, example_inputs)
+        bound = build_space(graph, config.space)
     if bound.signature != job.signature:
+        must = f"the model factory {job.model_spec!r} must build the same model in every process"
+        if job.kind == SUPERNET:
+            must = (
+                "the super-network a worker loads from its saved files must have the space "
+                "it was saved with (save and load it with this netsculpt version)"
+            )
         raise SearchError(
             f"worker {index} found another search space (signature {bound.signature}, the "
-            f"study has {job.signature}); the model factory {job.model_spec!r} must build "
-            f"the same model in every process"
+            f"study has {job.signature}); {must}"
         )
     if job.storage is None:  # ns.search refuses a storage object with workers > 1
         raise SearchError(f"worker {index} got no storage to reopen the study in")
     storage = open_storage(job.storage)
-    evaluator = Evaluator(
-        model=model,
-        example_inputs=example_inputs,
-        task=task,
-        bound=bound,
-        objectives=config.objectives,
-        backend=config.backend,
-        measure_options=dict(config.measure_options),
-        recover_budget=config.recover_budget,
-        recover=config.recover,
-        constraints=dict(config.constraints),
-        graph=graph,
-        test_scores=config.test_scores,
-    )
+    evaluator = process_evaluator(config, model, example_inputs, task, bound, graph)
     with quiet_optuna():
         study = optuna.load_study(
             study_name=job.study_name,

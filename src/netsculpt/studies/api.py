@@ -42,8 +42,27 @@ from netsculpt.errors import InputError, NetsculptError, StudyMismatchError
 from netsculpt.studies._arguments import check_registered_names, check_search_arguments
 from netsculpt.studies._open import open_study, stored_config
 from netsculpt.studies._resume import n_done, recover_interrupted, trials_of
-from netsculpt.studies._run import Job, build_sampler, quiet_optuna, run_trials
-from netsculpt.studies._settings import BASELINE_ATTR, study_settings, user_attrs
+from netsculpt.studies._run import (
+    Job,
+    build_sampler,
+    process_evaluator,
+    quiet_optuna,
+    run_trials,
+)
+from netsculpt.studies._settings import (
+    BASELINE_ATTR,
+    PRUNE,
+    SUPERNET,
+    study_settings,
+    user_attrs,
+)
+from netsculpt.studies._supernet import (
+    SupernetSpace,
+    check_supernet_config,
+    is_supernet,
+    supernet_files,
+    supernet_study_name,
+)
 from netsculpt.studies.config import StudyConfig
 from netsculpt.studies.front import Front
 from netsculpt.studies.objective import Evaluator
@@ -82,14 +101,34 @@ def search(
     ``config=StudyConfig(recover_budget=None)`` to score trials as pruned (faster, and what
     a task without training data always gets).
 
+    **A trained super-network** (an :class:`~netsculpt.Supernet` from ``ns.elastic``,
+    trained with ``ns.train_supernet`` or loaded with ``ns.load_supernet``) is searched
+    without retraining: each trial picks one value per choice of ``supernet.space`` (Optuna
+    categorical parameters named after the choices; depth choices ``True``/``False``), and
+    its sub-network is ``supernet.extract(arch, calib=task.calib_batches(n))``, the
+    batch-norm statistics recomputed on ``n = config.bn_calib_batches`` (16) training
+    batches when the model has batch norm. It is then scored, timed, cached, screened by
+    the predictor (features: the arch's values, widths over their largest option) and
+    stored like any trial; the baseline is the largest sub-network, recalibrated the same
+    way. Recovery does not apply: the default ``recover_budget`` is dropped (stored as
+    None), another budget or a ``recover`` recipe is refused, and so is a ``config.space``
+    other than the default (the space is ``supernet.space``). The study records that it is
+    a super-network study (``kind``, the ``ElasticConfig``, the space signature), resuming
+    it with another super-network space raises :class:`StudyMismatchError`, and
+    ``Front.load(storage, name, model=supernet)`` rebuilds its trials. A slice costs no
+    training: on the tests' small CNN a trial took about 0.1 s.
+
     Args:
         model: the trained model, or a ``"package.module:factory"`` string (a function
             returning ``(model, example_inputs)``) or a built-in name (``"digits"``,
-            ``"minilm"``); a string lets worker processes rebuild it. The string is stored
+            ``"minilm"``); a string lets worker processes rebuild it. Or a trained
+            :class:`~netsculpt.Supernet` (see above; worker processes load it from the
+            files ``ns.save_supernet`` writes, sent to them as bytes). The string is stored
             in the study, where it is data: ``Front.load`` runs a stored factory string
             only with ``trust_code=True`` and a stored file path never.
         example_inputs: the batch the model is called with (latency is measured on it);
-            None takes it from the factory or ``task.example_inputs()``.
+            None takes it from the factory (a super-network: the inputs it was made with)
+            or ``task.example_inputs()``.
         task: an ``ns.Task`` (or a registered task name) that scores a model, higher is
             better; the search reads its validation score. Its ``calib_batches`` feed any
             importance criterion that declares ``needs_calib`` (built-in or registered),
@@ -138,8 +177,8 @@ def search(
         FactoryError: a model or task string that does not import or build.
         StorageError: the storage cannot be opened (the message names it and the fix).
         StudyMismatchError: ``study_name`` exists with another config (objectives, space,
-            backend, constraints, recovery) or another model, or with stored settings
-            netsculpt did not write.
+            backend, constraints, recovery) or another model (or super-network space, or
+            kind of study), or with stored settings netsculpt did not write.
         NothingToPruneError: the model has nothing to search over.
     """
     overrides, instance, runtime_predictor = check_search_arguments(
@@ -183,6 +222,8 @@ def _search(
     progress: bool,
 ) -> Front:
     effective = dataclasses.replace(config or StudyConfig(), **overrides)
+    if is_supernet(model):
+        effective = check_supernet_config(effective)
     # strings here are the caller's own (typed): they may name code to import
     model_spec = model.strip() if isinstance(model, str) else None
     task_name = task if isinstance(task, str) else None
@@ -197,16 +238,28 @@ def _search(
         check_model(model, what=f"the model built by {model_spec!r}")
         check_finite_weights(model, what=f"the model built by {model_spec!r}")
         example_inputs = example_inputs if example_inputs is not None else spec_inputs
+    supernet = is_supernet(model)
     if example_inputs is None:
-        example_inputs = task.example_inputs()
+        own: Any = model.example_inputs if supernet else None  # the inputs it was made with
+        example_inputs = own if own is not None else task.example_inputs()
+    assert example_inputs is not None
     check_finite_inputs(example_inputs)
 
-    from netsculpt.graph.analysis import analyze
+    bound: Any
+    files = None  # a super-network as worker processes get it
+    if supernet:
+        graph = None
+        bound = SupernetSpace.of(model)
+        name = study_name or supernet_study_name(model, bound.signature)
+        if effective.workers > 1:
+            files = supernet_files(model)
+    else:
+        from netsculpt.graph.analysis import analyze
 
-    graph = analyze(model, example_inputs)
-    bound = build_space(graph, effective.space)
-    name = study_name or default_study_name(model, bound)
-    _check_importance(_evaluator(effective, model, example_inputs, task, bound, graph))
+        graph = analyze(model, example_inputs)
+        bound = build_space(graph, effective.space)
+        name = study_name or default_study_name(model, bound)
+        _check_importance(_evaluator(effective, model, example_inputs, task, bound, graph))
     spec = (
         storage
         if isinstance(storage, BaseStorage)
@@ -218,7 +271,9 @@ def _search(
         if stored is not None and stored != effective:
             effective = dataclasses.replace(stored, **overrides)
             check_registered_names(effective, sampler=instance, storage=storage)
-            if effective.space != bound.space:
+            if supernet:  # a stored pruning config is refused by open_study below
+                effective = dataclasses.replace(effective, recover_budget=None, recover=None)
+            elif effective.space != bound.space:
                 bound = build_space(graph, effective.space)
     evaluator = _evaluator(effective, model, example_inputs, task, bound, graph)
 
@@ -230,6 +285,8 @@ def _search(
         model_spec=model_spec,
         task=task_name or _task_label(task),
         recovered=effective.recover_budget is not None and has_training_data(task),
+        kind=SUPERNET if supernet else PRUNE,
+        elastic=model.config.to_dict() if supernet else None,  # type: ignore[operator, union-attr]
     )
     with quiet_optuna():
         try:
@@ -257,6 +314,7 @@ def _search(
                 model_spec=model_spec,
                 task_name=task_name,
                 signature=bound.signature,
+                kind=SUPERNET if supernet else PRUNE,
             )
             if effective.workers == 1:
                 study.sampler = build_sampler(
@@ -276,6 +334,7 @@ def _search(
                     remaining=remaining,
                     study=study,
                     progress=progress,
+                    supernet_files=files,
                 )
     study = optuna.load_study(study_name=name, storage=opened)
     return Front(study, model=model, task=task, example_inputs=example_inputs)
@@ -299,24 +358,11 @@ def _evaluator(
     model: nn.Module,
     example_inputs: ExampleInputs,
     task: Any,
-    bound: BoundSpace,
+    bound: BoundSpace | SupernetSpace,
     graph: Any,
 ) -> Evaluator:
     """The objective of this process, from the study's config."""
-    return Evaluator(
-        model=model,
-        example_inputs=example_inputs,
-        task=task,
-        bound=bound,
-        objectives=config.objectives,
-        backend=config.backend,
-        measure_options=dict(config.measure_options),
-        recover_budget=config.recover_budget,
-        recover=config.recover,
-        constraints=dict(config.constraints),
-        graph=graph,
-        test_scores=config.test_scores,
-    )
+    return process_evaluator(config, model, example_inputs, task, bound, graph)
 
 
 def _stored_config(storage: BaseStorage, name: str) -> StudyConfig | None:

@@ -42,7 +42,13 @@ from netsculpt.studies.objective import DEFAULT_MEASURE, check_objectives
 from netsculpt.studies.samplers import SAMPLERS, check_constraints
 from netsculpt.studies.space import SearchSpace
 
-__all__ = ["DEFAULT_RECOVER_STEPS", "MEASURE_KEYS", "MAX_WORKERS", "StudyConfig"]
+__all__ = [
+    "DEFAULT_BN_CALIB_BATCHES",
+    "DEFAULT_RECOVER_STEPS",
+    "MEASURE_KEYS",
+    "MAX_WORKERS",
+    "StudyConfig",
+]
 
 #: options of ``ns.measure`` that the search loop passes through
 MEASURE_KEYS = ("warmup", "repeats", "threads", "memory")
@@ -50,6 +56,8 @@ MEASURE_KEYS = ("warmup", "repeats", "threads", "memory")
 MAX_WORKERS = 1024
 #: recovery steps per trial by default: 30 distillation steps from the dense model
 DEFAULT_RECOVER_STEPS = 30
+#: training batches each super-network slice's batch-norm statistics are recomputed on
+DEFAULT_BN_CALIB_BATCHES = 16
 #: a study config's JSON is about a kilobyte; anything far larger is not one
 _MAX_JSON_CHARS = 64 * 1024
 
@@ -118,6 +126,11 @@ class StudyConfig:
             ``{"warmup": 5, "repeats": 30, "memory": False}`` (also ``"threads"``).
         test_scores: also score each trial (and the dense model) on the task's test split,
             for reports only; no choice reads it.
+        bn_calib_batches: a super-network search (``ns.search(supernet, ...)``) recomputes
+            the batch-norm statistics of every sliced sub-network (and of the largest, the
+            baseline) on this many training batches of the task
+            (``task.calib_batches(n)``: 32 inputs each by default, so 16 batches are 512
+            inputs) before scoring it; read only for super-networks with batch norm.
     """
 
     n_trials: int = 100
@@ -134,6 +147,7 @@ class StudyConfig:
     timeout: float | None = None
     measure_options: Mapping[str, Any] = field(default_factory=lambda: FrozenDict(DEFAULT_MEASURE))
     test_scores: bool = True
+    bn_calib_batches: int = DEFAULT_BN_CALIB_BATCHES
 
     def __post_init__(self) -> None:
         _fix(lambda: check_int(self.n_trials, "n_trials", minimum=1), "e.g. n_trials=100")
@@ -194,6 +208,10 @@ class StudyConfig:
             raise InputError(
                 f"StudyConfig: test_scores must be True or False, got {self.test_scores!r}"
             )
+        _fix(
+            lambda: check_int(self.bn_calib_batches, "bn_calib_batches", minimum=1),
+            "e.g. bn_calib_batches=16",
+        )
 
     # -- JSON ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -216,6 +234,7 @@ class StudyConfig:
             "timeout": self.timeout,
             "measure_options": dict(self.measure_options),
             "test_scores": self.test_scores,
+            "bn_calib_batches": self.bn_calib_batches,
         }
 
     def to_json(self) -> str:

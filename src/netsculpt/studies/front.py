@@ -4,6 +4,10 @@
 >>> best = front.pick(max_latency_ms=5.0)                       # doctest: +SKIP
 >>> small = best.model                                          # doctest: +SKIP
 
+In a super-network study (``ns.search(supernet, ...)``, ``front.kind == "supernet"``)
+each trial also holds its sub-network (``trial.arch``), and ``trial.model`` is
+``supernet.extract(arch, calib=...)`` on the super-network passed to :meth:`Front.load`.
+
 A :class:`Front` reads everything from the Optuna study (trial user attrs and the study's
 ``netsculpt:*`` user attrs), so :meth:`Front.load` reopens any stored search.
 
@@ -28,11 +32,18 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
-from netsculpt.errors import ConstraintError, InputError, NetsculptError, SearchError
+from netsculpt.errors import (
+    ConstraintError,
+    InputError,
+    NetsculptError,
+    SearchError,
+    StudyMismatchError,
+)
 from netsculpt.studies._pareto import pareto_mask, to_losses
 from netsculpt.studies._settings import (
     BASELINE_ATTR,
     STUDY_ATTR,
+    SUPERNET,
     check_baseline,
     read_settings,
     user_attrs,
@@ -159,8 +170,8 @@ class _Materialiser:
             if self._task is None:
                 if not self.task_name:
                     raise SearchError(
-                        "the study used recovery but this front has no task to recover with; "
-                        "pass it with Front.load(storage, study_name, model=..., task=your_task)"
+                        f"{self._task_needed}; pass it with Front.load(storage, study_name, "
+                        f"model=..., task=your_task)"
                     )
                 from netsculpt.tasks.registry import task_from_data
 
@@ -175,7 +186,12 @@ class _Materialiser:
                 self._task = get_task(self._task)
             return self._task
 
-    def build(self, plan: Any) -> nn.Module:
+    #: why a task is needed, for the error when the front has none
+    _task_needed = "the study used recovery but this front has no task to recover with"
+
+    def build(self, plan: Any, arch: Mapping[str, Any] | None = None) -> nn.Module:
+        """The sub-network of a trial: ``ns.apply(base, plan)``, recovered if the study
+        recovered (``arch`` is for super-network studies)."""
         from netsculpt.pruning.apply import apply
 
         base = self.base_model()
@@ -187,6 +203,77 @@ class _Materialiser:
                 small, self.task(), self.recover_budget, teacher=base, config=self.recover
             )
         return small
+
+
+class _SupernetMaterialiser(_Materialiser):
+    """Rebuilds trial models of a super-network study: ``supernet.extract(arch, calib=...)``
+    on the super-network the caller passes (a study never names code that makes one), with
+    the batch-norm statistics recomputed on the task's training batches as in the search."""
+
+    _task_needed = (
+        "the trials of this super-network study recompute their batch-norm statistics on "
+        "the task's training batches, but this front has no task"
+    )
+
+    def __init__(
+        self,
+        supernet: Any,
+        task: Any,
+        task_name: str | None,
+        *,
+        study_name: str,
+        bn_calib_batches: int,
+        example_inputs: Any = None,
+        trust_code: bool = False,
+    ) -> None:
+        super().__init__(
+            None,
+            task,
+            None,
+            None,
+            task_name,
+            study_name=study_name,
+            example_inputs=example_inputs,
+            trust_code=trust_code,
+        )
+        self._supernet = supernet
+        self.bn_calib_batches = bn_calib_batches
+        self._calib: list[Any] | None = None
+
+    def _missing(self) -> SearchError:
+        return SearchError(
+            f"study {self.study_name!r} is a super-network search: its trials are slices of "
+            f"a trained super-network, which the study does not hold; pass it with "
+            f"Front.load(storage, study_name, model=supernet) (e.g. supernet = "
+            f"netsculpt.supernets.io.load_supernet(folder))"
+        )
+
+    def base_model(self) -> nn.Module:
+        if self._supernet is None:
+            raise self._missing()
+        return self._supernet  # type: ignore[no-any-return]
+
+    def example_inputs(self) -> Any:
+        if self._inputs is not None:
+            return self._inputs
+        if self._supernet is None:
+            raise self._missing()
+        return self._supernet.example_inputs
+
+    def build(self, plan: Any, arch: Mapping[str, Any] | None = None) -> nn.Module:
+        from netsculpt.studies._supernet import has_batchnorm
+
+        supernet: Any = self.base_model()
+        if arch is None:
+            raise SearchError(f"study {self.study_name!r}: this trial records no sub-network")
+        calib = None
+        if has_batchnorm(supernet.model):
+            task = self.task()
+            with self._lock:
+                if self._calib is None:
+                    self._calib = list(task.calib_batches(self.bn_calib_batches))
+                calib = self._calib
+        return supernet.extract(arch, calib=calib)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -203,6 +290,8 @@ class FrontTrial:
         test_score: the task's test score of the same sub-network, for reporting only
             (never selected on); None when not recorded.
         params_dict: the trial's Optuna parameters (keep ratios, importance, round_to, ...).
+        arch: in a super-network study, the sub-network (choice name -> units kept, or
+            whether a block is kept); None in a pruning study.
     """
 
     number: int
@@ -214,11 +303,14 @@ class FrontTrial:
     macs: int
     test_score: float | None = None
     params_dict: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    arch: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
     _materialiser: _Materialiser | None = field(default=None, repr=False, compare=False)
 
     @property
     def model(self) -> nn.Module:
-        """The sub-network: ``ns.apply(base_model, plan)``, recovered if the study recovered.
+        """The sub-network: ``ns.apply(base_model, plan)``, recovered if the study recovered;
+        in a super-network study ``supernet.extract(arch, calib=...)`` (batch-norm
+        statistics recomputed on the task's training batches, as in the search).
 
         Each access builds a fresh copy; the base model is untouched.
         """
@@ -227,7 +319,7 @@ class FrontTrial:
                 f"trial {self.number} has no base model attached; reopen the study with "
                 f"Front.load(storage, study_name, model=your_model)"
             )
-        return self._materialiser.build(self.plan)
+        return self._materialiser.build(self.plan, arch=self.arch)
 
     def value(self, name: str) -> float:
         """The objective ``name`` (``"score"``, ``"latency_ms"``, ``"params"``, ...)."""
@@ -237,7 +329,7 @@ class FrontTrial:
 
 
 def _trial_from_frozen(
-    t: FrozenTrial, materialiser: _Materialiser | None, study_name: str
+    t: FrozenTrial, materialiser: _Materialiser | None, study_name: str, *, supernet: bool = False
 ) -> FrontTrial:
     """A :class:`FrontTrial` from a finished trial's user attrs, each checked: a study is
     data, and a trial that netsculpt did not write this way is refused with SearchError."""
@@ -288,8 +380,20 @@ def _trial_from_frozen(
         macs=number("macs", integer=True, minimum=0),
         test_score=number(TEST_SCORE) if attrs.get(TEST_SCORE) is not None else None,
         params_dict=dict(t.params),
+        arch=_arch_of(t, bad) if supernet else None,
         _materialiser=materialiser,
     )
+
+
+def _arch_of(t: FrozenTrial, bad: Any) -> dict[str, Any]:
+    """The sub-network a super-network trial chose: its parameters, each checked."""
+    arch: dict[str, Any] = {}
+    for name, value in t.params.items():
+        ok = isinstance(value, bool) or (isinstance(value, int) and value >= 1)
+        if not isinstance(name, str) or len(name) > 1000 or not ok:
+            raise bad("sub-network", {name: value})
+        arch[name] = value
+    return arch
 
 
 def _constraint_values(t: FrozenTrial) -> list[float] | None:
@@ -350,6 +454,12 @@ class Front:
                 f"'{STUDY_ATTR}settings' user attr); run ns.search to create it, or pick "
                 f"another study_name"
             )
+        #: ``"prune"`` (trials are plans applied to the model) or ``"supernet"`` (slices
+        #: of one trained super-network, never retrained)
+        self.kind: str = settings["kind"]
+        #: the ElasticConfig dict of a super-network study's super-network (else None)
+        self.elastic: dict[str, Any] | None = settings["elastic"]
+        model = _check_kind(model, self.kind, name, settings["signature"])
         self.study = study
         self.objectives: tuple[str, ...] = tuple(settings["objectives"])
         base = check_baseline(name, attrs.get(BASELINE_ATTR))
@@ -359,17 +469,29 @@ class Front:
         self.recover_budget = settings["recover_budget"]
         #: the study's StudyConfig, as stored (objectives, space, recovery, ...)
         self.config = settings["config"]
-        self._materialiser = _Materialiser(
-            model,
-            task,
-            self.recover_budget if settings["recovered"] else None,
-            settings["model_spec"],
-            settings["task"],
-            study_name=name,
-            example_inputs=example_inputs,
-            trust_code=trust_code,
-            recover=settings["recover"],
-        )
+        self._materialiser: _Materialiser
+        if self.kind == SUPERNET:
+            self._materialiser = _SupernetMaterialiser(
+                model,
+                task,
+                settings["task"],
+                study_name=name,
+                bn_calib_batches=self.config.bn_calib_batches,
+                example_inputs=example_inputs,
+                trust_code=trust_code,
+            )
+        else:
+            self._materialiser = _Materialiser(
+                model,
+                task,
+                self.recover_budget if settings["recovered"] else None,
+                settings["model_spec"],
+                settings["task"],
+                study_name=name,
+                example_inputs=example_inputs,
+                trust_code=trust_code,
+                recover=settings["recover"],
+            )
         try:
             frozen = study.get_trials(deepcopy=False)
         except (RecursionError, ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -387,7 +509,8 @@ class Front:
         self._frozen = {t.number: t for t in done}
         self._constraint_values = {t.number: _constraint_values(t) for t in done}
         self.completed: tuple[FrontTrial, ...] = tuple(
-            _trial_from_frozen(t, self._materialiser, name) for t in done
+            _trial_from_frozen(t, self._materialiser, name, supernet=self.kind == SUPERNET)
+            for t in done
         )
         self._by_number = {t.number: t for t in self.completed}
         self.failed: tuple[tuple[int, str], ...] = tuple(
@@ -421,8 +544,13 @@ class Front:
                 or ``"package.module:factory"`` string you write here). Without it, the
                 model is rebuilt from the name stored in the study when that is a built-in
                 name; a stored factory string is imported only with ``trust_code=True``,
-                and a stored file path never.
-            task: the task, needed only to re-run recovery (same rules for a stored name).
+                and a stored file path never. For a super-network study (``front.kind ==
+                "supernet"``), the :class:`~netsculpt.Supernet` the search sliced: trial
+                models are ``supernet.extract(arch, calib=...)``, and a super-network with
+                another space is refused.
+            task: the task, needed only to re-run recovery, or, in a super-network study
+                of a model with batch norm, for the training batches its statistics are
+                recomputed on (same rules for a stored name).
             example_inputs: the inputs for ONNX export (default: the factory's).
             trust_code: run the factory or task import string stored in the study. A study
                 is data: set this only for studies whose author you trust.
@@ -430,6 +558,8 @@ class Front:
         Raises:
             SearchError: no such study, or its stored settings or trials are not what
                 netsculpt writes.
+            StudyMismatchError: ``model`` is a super-network whose space is not the one
+                the study searched.
             UntrustedCodeError: (on first use of ``.model``) the study names code to run
                 and ``trust_code`` is False.
         """
@@ -610,9 +740,14 @@ class Front:
             {
                 "study": self.study_name,
                 "objectives": list(self.objectives),
+                "kind": self.kind,
                 "baseline": None if self.baseline is None else self.baseline.__dict__,
                 "trials": [
-                    {**row, "plan": json.loads(t.plan.to_json())}
+                    {
+                        **row,
+                        **({} if t.arch is None else {"arch": dict(t.arch)}),
+                        "plan": json.loads(t.plan.to_json()),
+                    }
                     for row, t in zip(self.rows(), self.trials, strict=False)
                 ],
             },
@@ -639,6 +774,36 @@ def _check_model_task(model: Any, task: Any, trust_code: Any) -> tuple[Any, Any]
             f"task=ns.get_task('digits')"
         )
     return model, task
+
+
+def _check_kind(model: Any, kind: str, study: str, signature: str | None) -> Any:
+    """``model`` when it suits a study of ``kind``: a super-network study takes the
+    super-network it searched (same space), a pruning study any other model."""
+    from netsculpt.studies._supernet import is_supernet, supernet_signature
+
+    if kind == SUPERNET:
+        if model is None:
+            return None
+        if not is_supernet(model):
+            raise InputError(
+                f"study {study!r} is a super-network search: its trials are slices of a "
+                f"super-network, so pass the ns.Supernet it searched (model=supernet), not "
+                f"{type(model).__name__ if not isinstance(model, str) else repr(model)}"
+            )
+        found = supernet_signature(model)
+        if found != signature:
+            raise StudyMismatchError(
+                f"study {study!r} searched a super-network with space signature "
+                f"{signature!r}, but the one passed has {found!r} (another model, "
+                f"ElasticConfig or space); pass the super-network the study searched"
+            )
+        return model
+    if is_supernet(model):
+        raise InputError(
+            f"study {study!r} is a pruning search (plans applied to a model), not a "
+            f"super-network search; pass the model it pruned, not a Supernet"
+        )
+    return model
 
 
 def _excess(t: FrontTrial, key: str, bound: float, sign: float) -> float:

@@ -149,17 +149,18 @@ class Evaluator:
     def baseline(self) -> dict[str, float]:
         """Validation score, test score (when the task has one) and measurements of the
         dense model."""
+        dense = self._dense_model()
         try:
-            score = self._score(self.model)
+            score = self._score(dense)
         except TrainingError as exc:
             raise SearchError(
                 f"the task {getattr(self.task, 'name', type(self.task).__name__)!r} cannot "
                 f"score the dense model ({exc}); evaluate(model) must return a finite float "
                 f"(higher is better) before a search can rank sub-networks"
             ) from None
-        test_score, _ = self._test_score(self.model)
+        test_score, _ = self._test_score(dense)
         metrics = measure_model(
-            self.model,
+            dense,
             self.example_inputs,
             backend=self.backend,
             measure_options=self.measure_options,
@@ -168,6 +169,10 @@ class Evaluator:
         if test_score is not None:
             out[TEST_SCORE] = test_score
         return out
+
+    def _dense_model(self) -> nn.Module:
+        """The model the baseline scores and times (the searched model itself)."""
+        return self.model
 
     # -- the objective ---------------------------------------------------------------------
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
@@ -242,9 +247,32 @@ class Evaluator:
     def _evaluate(self, trial: optuna.Trial, plan: Any) -> tuple[dict[str, Any], float | None]:
         """The metrics of ``plan`` (validation score, latency, params, MACs) and, apart, its
         test score (None when not scored)."""
+        started = time.perf_counter()
+        small = self._build(trial, plan)
+        try:
+            score = self._score(small)
+        except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
+            self._fail(trial, "task.evaluate", exc)
+        test_score, test_failure = self._test_score(small)
+        if test_failure is not None:
+            trial.set_user_attr("test_fail_reason", test_failure[:2000])
+        try:
+            metrics = measure_model(
+                small,
+                self.example_inputs,
+                backend=self.backend,
+                measure_options=self.measure_options,
+            )
+        except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
+            self._fail(trial, "measure", exc)
+        trial.set_user_attr("eval_seconds", round(time.perf_counter() - started, 4))
+        return {"score": float(score), **metrics}, test_score
+
+    def _build(self, trial: optuna.Trial, plan: Any) -> nn.Module:
+        """The trial's sub-network: ``ns.apply(model, plan)``, recovered when the study
+        recovers (recording ``recover_steps``)."""
         from netsculpt.pruning.apply import apply
 
-        started = time.perf_counter()
         try:
             small = apply(self.model, plan)
         except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
@@ -265,24 +293,7 @@ class Evaluator:
             except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
                 self._fail(trial, "recovery", exc)
             trial.set_user_attr("recover_steps", counter.steps)
-        try:
-            score = self._score(small)
-        except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
-            self._fail(trial, "task.evaluate", exc)
-        test_score, test_failure = self._test_score(small)
-        if test_failure is not None:
-            trial.set_user_attr("test_fail_reason", test_failure[:2000])
-        try:
-            metrics = measure_model(
-                small,
-                self.example_inputs,
-                backend=self.backend,
-                measure_options=self.measure_options,
-            )
-        except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
-            self._fail(trial, "measure", exc)
-        trial.set_user_attr("eval_seconds", round(time.perf_counter() - started, 4))
-        return {"score": float(score), **metrics}, test_score
+        return small
 
     def _score(self, model: nn.Module) -> float:
         """The validation score: what the search optimises and every selection reads."""
