@@ -65,3 +65,14 @@ class AgreementTask(ns.Task):
 
     def example_inputs(self) -> torch.Tensor:
         return images(4, 3)
+
+
+def convnet() -> tuple[nn.Module, torch.Tensor]:
+    """Factory for ``"supernet_search_helpers:convnet"``: (model, example_inputs)."""
+    torch.manual_seed(0)
+    return ConvNet(), images(4, 3)
+
+
+def make_task() -> AgreementTask:
+    """Factory for ``"supernet_search_helpers:make_task"``: agreement with ``convnet()``."""
+    return AgreementTask(convnet()[0])

@@ -13,7 +13,7 @@ import optuna
 import pytest
 import torch
 from search_helpers import FAST_MEASURE
-from supernet_search_helpers import AgreementTask, ConvNet, images
+from supernet_search_helpers import AgreementTask, ConvNet, convnet, images
 from torch import nn
 
 import netsculpt as ns
@@ -260,3 +260,44 @@ def test_worker_processes_search_the_same_supernet(made, tmp_path) -> None:  # t
     calib = task.calib_batches(2)
     for t in front.completed:
         assert t.score == pytest.approx(task.evaluate(supernet.extract(t.arch, calib=calib)))
+
+
+def test_cli_searches_a_supernet_folder(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from netsculpt.cli.studies import app
+
+    model, x = convnet()
+    supernet = ns.elastic(model, x, ns.ElasticConfig(keep=(0.5, 1.0), depth=True))
+    folder = ns.save_supernet(
+        supernet, tmp_path / "supernet", base_factory="supernet_search_helpers:convnet"
+    )
+    storage = f"sqlite:///{tmp_path / 'cli.db'}"
+    common = ["--trials", "3", "--storage", storage, "--study", "cli", "--sampler", "random"]
+    runner = CliRunner()
+    search = ["search", str(folder), "--task", "supernet_search_helpers:make_task", *common]
+    # the folder names a factory: it runs only when trusted (or --base builds the model)
+    refused = runner.invoke(app, [*search, "--no-progress"])
+    assert refused.exit_code == 2 and "UntrustedCodeError" in refused.output
+    assert "--task" in runner.invoke(app, ["search", str(folder), *common]).output
+    result = runner.invoke(
+        app, [*search, "--no-progress", "--base", "supernet_search_helpers:convnet"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "super-network search: trials are slices" in result.output
+    assert "vs the largest sub-network" in result.output
+    front = Front.load(storage, "cli")
+    assert front.kind == "supernet" and len(front.completed) == 3
+    assert front.config.recover_budget is None
+    listed = runner.invoke(app, ["pareto", "--study", "cli", "--storage", storage])
+    assert listed.exit_code == 0 and "super-network search" in listed.output
+    out = tmp_path / "small"
+    exported = runner.invoke(
+        app,
+        ["export", "--study", "cli", "--storage", storage, "--model", str(folder)]
+        + ["--trust-code", "--out", str(out)],
+    )
+    assert exported.exit_code == 0, exported.output
+    small = ns.load(out, trust_code=True)
+    knee = front.knee()
+    assert sum(p.numel() for p in small.parameters()) == knee.params

@@ -10,13 +10,23 @@
 ``MODEL`` is a built-in name (``digits``, ``minilm``: the task's own pretrained model) or
 ``"package.module:factory"`` (also ``path/to/file.py:factory``), a function with no
 arguments returning ``(model, example_inputs)``: a string typed on the command line is
-trusted and run. A study is data: ``export`` rebuilds the base model from the name stored
-in the study only when it is a built-in name; a stored factory string needs
-``--trust-code``, a stored file path is never run; ``--model`` gives the model instead.
+trusted and run. ``MODEL`` may also be a super-network folder (written by
+``ns.save_supernet`` or ``netsculpt elastic``; it holds ``elastic.json``): the search then
+slices the trained super-network without retraining (``--task`` is required). The folder is
+data: a model factory it names runs only with ``--trust-code`` (netsculpt's own built-in
+factories excepted), or ``--base`` gives the base model instead.
+
+A study is data: ``export`` rebuilds the base model from the name stored in the study only
+when it is a built-in name; a stored factory string needs ``--trust-code``, a stored file
+path is never run; ``--model`` gives the model instead (for a super-network study, the
+super-network folder it searched).
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,6 +44,7 @@ from netsculpt.cli._output import (
 from netsculpt.cli._output import fail as _fail
 from netsculpt.errors import InputError, NetsculptError
 from netsculpt.studies._specs import BUILTIN_MODELS, is_file_spec, resolve_model
+from netsculpt.studies.config import DEFAULT_BN_CALIB_BATCHES
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -73,11 +84,16 @@ def front_table(front: Any, *, all_trials: bool = False) -> Table:
         f"study {front.study_name}: {len(front.trials)} on the front, "
         f"{len(front.completed)} completed, {len(front.failed)} failed"
     )
-    table = Table(
-        title=title,
-        caption="latency: median and p90 of each model's own timed runs during the study, "
-        "not interleaved with the dense model's",
+    caption = (
+        "latency: median and p90 of each model's own timed runs during the study, "
+        "not interleaved with the dense model's"
     )
+    if getattr(front, "kind", "prune") == "supernet":
+        from netsculpt.studies.front import SUPERNET_LINE
+
+        title += f"\n{SUPERNET_LINE}"
+        caption += "; dense: the largest sub-network"
+    table = Table(title=title, caption=caption)
     for col, justify in (
         ("trial", "right"),
         ("val score", "right"),
@@ -143,7 +159,11 @@ StorageOpt = Annotated[
 def search_command(
     model: Annotated[
         str,
-        typer.Argument(help="built-in name (digits, minilm, mnist1d) or 'package.module:factory'"),
+        typer.Argument(
+            help="built-in name (digits, minilm, mnist1d), 'package.module:factory', or a "
+            "super-network folder (ns.save_supernet / netsculpt elastic) to slice without "
+            "retraining"
+        ),
     ],
     task: Annotated[
         str | None,
@@ -192,15 +212,49 @@ def search_command(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     timeout: Annotated[float | None, typer.Option("--timeout", help="seconds")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    bn_calib_batches: Annotated[
+        int,
+        typer.Option(
+            "--bn-calib-batches",
+            help="super-network folder: training batches each slice's batch-norm statistics "
+            "are recomputed on",
+        ),
+    ] = DEFAULT_BN_CALIB_BATCHES,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            "--base",
+            help="super-network folder: build its base model from this built-in name or "
+            "'package.module:factory' (typed by you, so trusted) instead of what the folder "
+            "names",
+        ),
+    ] = None,
+    trust_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-code/--no-trust-code",
+            help="super-network folder: let it run the model factory it names to rebuild its "
+            "base model (only for folders you trust like your own code)",
+        ),
+    ] = False,
 ) -> None:
     """Search the Pareto front of MODEL's sub-networks (resumable; rerun to continue).
 
-    The knee of the front is then timed against the dense model, runs interleaved.
+    The knee of the front is then timed against the dense model, runs interleaved. With a
+    super-network folder, each trial is a slice of the trained super-network (no
+    retraining), and the knee is timed against the largest sub-network.
     """
     from netsculpt.studies.api import search
     from netsculpt.studies.config import StudyConfig
     from netsculpt.studies.space import SearchSpace
 
+    folder = _supernet_folder(model)
+    if folder is not None and task is None:
+        raise InputError(
+            f"netsculpt search needs --task for the super-network folder {model!r}: the task "
+            f"scores each slice and gives the training batches batch norm is recalibrated "
+            f"on; e.g. --task digits or --task pkg.mod:make_task"
+        )
     if task is None:
         if model not in BUILTIN_MODELS:
             raise InputError(
@@ -223,15 +277,21 @@ def search_command(
             seed=seed,
             recover_budget=_budget(recover_budget),
             timeout=timeout,
+            bn_calib_batches=bn_calib_batches,
         )
+        target: Any = model
+        if folder is not None:
+            target = _load_supernet(folder, base=base, trust_code=trust_code)
         front = search(
-            model, task=task, config=config, storage=storage, study_name=study, progress=progress
+            target, task=task, config=config, storage=storage, study_name=study, progress=progress
         )
     except NetsculptError as exc:
         _fail(exc)
         return
     print_table(front_table(front))
-    if front.trials:
+    if front.trials and folder is not None:
+        _compare_knee_supernet(front, target, backend=backend)
+    elif front.trials:
         _compare_knee(front, model, backend=backend)
     console.print(
         f"study {front.study_name} saved; next: netsculpt pareto --study "
@@ -247,10 +307,60 @@ def _compare_knee(front: Any, model: str, *, backend: str) -> None:
     knee = front.knee()
     base, inputs = resolve_model(model)  # the spec the user typed
     small = apply(base, knee.plan)  # recovery changes weights, not latency
-    with console.status("timing the knee and the dense model, runs interleaved"):
+    with console.status("timing the knee and the dense model, runs interleaved"), _gc_frozen():
         latency = compare_models({"dense": base, "knee": small}, inputs, backend=backend)
     console.print(
         f"knee (trial {knee.number}) vs dense, "
+        + compared_text(latency["dense"], latency["knee"], backend=backend),
+        markup=False,
+    )
+
+
+@contextlib.contextmanager
+def _gc_frozen() -> Iterator[None]:
+    """Keep the objects alive now out of the collector's sight while models are timed: each
+    timed run collects garbage first, and with torch's compiler stack imported a full
+    collection walks millions of objects (about half a second each), as in ``ns.search``."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def _supernet_folder(spec: str | None) -> Path | None:
+    """``spec`` as a super-network folder (it holds ``elastic.json``), else None."""
+    if not spec:
+        return None
+    from netsculpt.supernets.io import DESCRIPTION
+
+    folder = Path(spec)
+    return folder if folder.is_dir() and (folder / DESCRIPTION).exists() else None
+
+
+def _load_supernet(folder: Path, *, base: str | None, trust_code: bool) -> Any:
+    """The super-network of ``folder``, its base model built from ``--base`` when given."""
+    from netsculpt.supernets.io import load_supernet
+
+    model = resolve_model(base)[0] if base is not None else None
+    return load_supernet(folder, base=model, trust_code=trust_code)
+
+
+def _compare_knee_supernet(front: Any, supernet: Any, *, backend: str) -> None:
+    """Time the knee's slice against the largest sub-network, runs interleaved (batch-norm
+    statistics change no latency, so neither is recalibrated here)."""
+    knee = front.knee()
+    dense = supernet.extract(supernet.largest())
+    small = supernet.extract(knee.arch)
+    with (
+        console.status("timing the knee and the largest sub-network, runs interleaved"),
+        _gc_frozen(),
+    ):
+        latency = compare_models(
+            {"dense": dense, "knee": small}, supernet.example_inputs, backend=backend
+        )
+    console.print(
+        f"knee (trial {knee.number}) vs the largest sub-network, "
         + compared_text(latency["dense"], latency["knee"], backend=backend),
         markup=False,
     )
@@ -285,7 +395,8 @@ def export_command(
         typer.Option(
             "--model",
             help="the base model: built-in name or 'package.module:factory' (default: the "
-            "built-in name stored in the study)",
+            "built-in name stored in the study); for a super-network study, the "
+            "super-network folder it searched",
         ),
     ] = None,
     trust_code: Annotated[
@@ -301,7 +412,11 @@ def export_command(
     from netsculpt.studies.front import Front
 
     try:
-        front = Front.load(storage, study, model=model, trust_code=trust_code)
+        folder = _supernet_folder(model)
+        base: Any = model
+        if folder is not None:
+            base = _load_supernet(folder, base=None, trust_code=trust_code)
+        front = Front.load(storage, study, model=base, trust_code=trust_code)
         chosen = front.knee() if trial is None else front.trial(trial)
         small = chosen.model
         from netsculpt.export.save import save
@@ -309,7 +424,12 @@ def export_command(
         inputs = front.example_inputs()
         spec = model if model is not None else front.model_spec
         factory = None
-        if spec:
+        if folder is not None:
+            from netsculpt.supernets.io import read_description
+
+            ref = read_description(folder)["base"]
+            factory = str(ref["factory"]) if ref["kind"] == "factory" else None
+        elif spec:
             factory = _BASE_FACTORIES.get(spec) or (
                 spec if ":" in spec and not is_file_spec(spec) else None
             )

@@ -32,16 +32,13 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from netsculpt.errors import InputError, SearchError
+from netsculpt.studies.front import SUPERNET_LINE
 
 __all__ = ["SUPERNET_LINE", "front_figure", "report", "widths_figure"]
 
 #: the column and axis labels of the two scores
 VAL_LABEL = "val score"
 TEST_LABEL = "test score"
-#: how the report (and ``netsculpt pareto``) marks a super-network study
-SUPERNET_LINE = (
-    "super-network search: trials are slices of one trained super-network, no retraining"
-)
 _NOTE = (
     "val score: the task's validation split, which the search optimised and every choice "
     "(the front, the knee, pick) reads. test score: the task's test split, never used to "

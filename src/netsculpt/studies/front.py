@@ -50,8 +50,12 @@ from netsculpt.studies._settings import (
 )
 from netsculpt.studies.objective import METRICS, OBJECTIVES, TEST_SCORE
 
-__all__ = ["STUDY_ATTR", "Baseline", "Front", "FrontTrial"]
+__all__ = ["STUDY_ATTR", "SUPERNET_LINE", "Baseline", "Front", "FrontTrial"]
 
+#: how reports and ``netsculpt pareto`` mark a super-network study
+SUPERNET_LINE = (
+    "super-network search: trials are slices of one trained super-network, no retraining"
+)
 #: longest plan JSON read from a trial (a plan of a 70B-parameter model is a few MB)
 _MAX_PLAN_CHARS = 64 * 1024 * 1024
 
