@@ -301,3 +301,34 @@ def test_cli_searches_a_supernet_folder(tmp_path) -> None:  # type: ignore[no-un
     small = ns.load(out, trust_code=True)
     knee = front.knee()
     assert sum(p.numel() for p in small.parameters()) == knee.params
+
+
+def test_without_batch_norm_no_training_data_is_needed(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from search_helpers import WidthTask, tiny_mlp
+
+    monkeypatch.chdir(tmp_path)  # the default storage, sqlite:///netsculpt.db, lands here
+    model, x = tiny_mlp()
+    supernet = ns.elastic(model, x, ns.ElasticConfig(keep=(0.5, 1.0)))
+    task = WidthTask()  # no training data, evaluate takes no split
+    front = ns.search(supernet, task=task, config=_config(n_trials=3), progress=False)
+    assert front.study_name.startswith("netsculpt-supernet-tinymlp-")
+    assert all(t.test_score is None for t in front.completed)
+    # nothing to recalibrate: Front rebuilds trials from the super-network alone
+    again = Front.load(None, front.study_name, model=supernet)
+    for t in again.completed:
+        assert sum(p.numel() for p in t.model.parameters()) == t.params
+        assert t.score == pytest.approx(task.evaluate(supernet.extract(t.arch)))
+
+
+def test_edited_supernet_settings_are_refused(made, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    supernet, task = made
+    front = _search(supernet, task, tmp_path, config=_config(n_trials=1))
+    settings = json.loads(front.study.user_attrs["netsculpt:settings"])
+    for field, value, words in [
+        ("kind", "elastic", "kind"),
+        ("elastic", None, "kind 'supernet' with elastic None"),
+        ("elastic", {"keep": [2.0]}, "not a valid ElasticConfig"),
+    ]:
+        front.study.set_user_attr("netsculpt:settings", json.dumps({**settings, field: value}))
+        with pytest.raises(SearchError, match=words):
+            Front.load(f"sqlite:///{tmp_path / 'sn.db'}", "sn")

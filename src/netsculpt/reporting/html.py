@@ -252,7 +252,10 @@ def _arch_cell(arch: Any) -> str:
         return "<td class='arch'></td>"
     widths = [k for k, v in arch.items() if not isinstance(v, bool)]
     dropped = [k for k, v in arch.items() if v is False]
-    summary = f"{len(widths)} widths, {len(dropped)} blocks dropped"
+    summary = (
+        f"{len(widths)} width{'' if len(widths) == 1 else 's'}, {len(dropped)} "
+        f"block{'' if len(dropped) == 1 else 's'} dropped"
+    )
     body = "<br>".join(
         f"{html.escape(str(k))} = {html.escape(_arch_value(v))}" for k, v in arch.items()
     )
