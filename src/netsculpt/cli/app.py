@@ -5,6 +5,7 @@
     netsculpt measure MODEL            params, MACs, latency, memory
     netsculpt export MODEL --out DIR   plan + weights (+ ONNX); or --study S --trial N
     netsculpt search / pareto / report the multi-objective search and its results
+    netsculpt elastic / train-supernet / extract   super-networks (netsculpt.cli.elastic)
     netsculpt demo                     the whole pipeline on the built-in digits task
 
 MODEL is a built-in name (``digits``, ``minilm``), ``package.module:factory`` (a function
@@ -410,6 +411,15 @@ def _register_search_commands() -> None:
 
 
 _register_search_commands()
+
+
+def _register_elastic_commands() -> None:
+    from netsculpt.cli.elastic import register
+
+    register(app)
+
+
+_register_elastic_commands()
 
 
 def main() -> None:
