@@ -48,7 +48,7 @@ PUBLIC = {
     "register_backend", "export_onnx", "check_onnx", "finetune", "distill", "get_task",
     "search", "report", "sparsify", "factorize",
     "elastic", "ElasticConfig", "Supernet",
-    "save_supernet", "load_supernet",
+    "save_supernet", "load_supernet", "train_supernet", "SupernetTrainConfig",
     "__version__",
 }  # fmt: skip
 
@@ -62,7 +62,14 @@ def test_all_is_pinned() -> None:
 def test_configs_are_frozen_keyword_only_and_round_trip() -> None:
     import dataclasses
 
-    for cls in (ns.PruneConfig, ns.TrainConfig, ns.DistillConfig, ns.StudyConfig, ns.ElasticConfig):
+    for cls in (
+        ns.PruneConfig,
+        ns.TrainConfig,
+        ns.DistillConfig,
+        ns.StudyConfig,
+        ns.ElasticConfig,
+        ns.SupernetTrainConfig,
+    ):
         params = dataclasses.fields(cls)
         assert cls.__dataclass_params__.frozen, cls  # type: ignore[attr-defined]
         assert all(f.kw_only for f in params), cls

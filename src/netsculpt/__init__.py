@@ -40,6 +40,8 @@ _LAZY: dict[str, str] = {
     "Supernet": "netsculpt.supernets.supernet",
     "save_supernet": "netsculpt.supernets.io",
     "load_supernet": "netsculpt.supernets.io",
+    "train_supernet": "netsculpt.supernets.training",
+    "SupernetTrainConfig": "netsculpt.supernets.training",
     # save / load / export
     "save": "netsculpt.export.save",
     "load": "netsculpt.export.save",
