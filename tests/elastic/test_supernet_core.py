@@ -276,3 +276,19 @@ def test_config_round_trips_through_json() -> None:
     assert ns.ElasticConfig.from_json(config.to_json()) == config
     with pytest.raises(InputError, match="has no field 'kep'; did you mean 'keep'"):
         ns.ElasticConfig.from_dict({"kep": [0.5]})
+
+
+def test_random_sub_networks_of_a_residual_cnn_all_run() -> None:
+    """Branches whose input and output widths follow different groups are not droppable
+    (zeros in their place would have the wrong width); every drawn sub-network runs."""
+    from netsculpt.tasks.mnist1d import ResNet1D
+
+    torch.manual_seed(0)
+    model, x = ResNet1D().eval(), torch.randn(3, 1, 40)
+    supernet = ns.elastic(model, x, ns.ElasticConfig(keep=(0.25, 0.5, 0.75), depth=True))
+    assert "block:stage2.1.conv2" in supernet.fixed and "block:stage2.1" in supernet.space
+    rng = random.Random(0)
+    for _ in range(60):
+        arch = supernet.sample(rng)
+        with torch.no_grad(), supernet.use(arch):
+            assert supernet(x).shape == (3, 10)

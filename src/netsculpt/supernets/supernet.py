@@ -344,36 +344,37 @@ class Supernet(nn.Module):
         return kinds
 
     def _check_branch_widths(self) -> None:
-        """A residual branch is dropped by putting zeros shaped like its input in its place,
-        which is right only when its input and output widths agree in every sub-network.
-        Two probes give neighbouring groups different widths; a branch whose widths then
-        differ cannot be dropped (with ``depth=True`` it stays, listed in :attr:`fixed`)."""
-        branches = [b for b, kind in self._removed_kind.items() if kind.startswith("zeros")]
-        if not branches:
+        """A dropped block is replaced by its input (a whole block) or by zeros shaped like
+        its input (a residual branch), which is right only when its input and output widths
+        agree in every sub-network. Each width choice is shrunk alone, once: a block whose
+        input and output then differ depends on another group at its output than at its
+        input, and cannot be dropped (with ``depth=True`` it stays, listed in
+        :attr:`fixed`; named in ``depth=...`` it is refused)."""
+        blocks = list(self._removed_kind)
+        if not blocks:
             return
-        widths = [c for c in self.space if c.kind == "width"]
-        shapes: dict[str, set[bool]] = {b: set() for b in branches}
+        same: dict[str, bool] = dict.fromkeys(blocks, True)
         hooks = []
-        for block in branches:
+        for block in blocks:
 
             def hook(module: nn.Module, args: Any, output: Any, block: str = block) -> None:
                 first = next((a for a in args if isinstance(a, torch.Tensor)), None)
                 out = output[0] if isinstance(output, tuple) else output
                 if isinstance(first, torch.Tensor) and isinstance(out, torch.Tensor):
-                    shapes[block].add(first.shape == out.shape)
+                    same[block] = same[block] and first.shape == out.shape
 
             hooks.append(self.model.get_submodule(block).register_forward_hook(hook))
         try:
-            for parity in (0, 1):
-                arch = self.space.largest()
-                for i, c in enumerate(widths):
-                    arch[c.name] = c.smallest if i % 2 == parity else c.largest
+            for choice in self.space:
+                if choice.kind != "width":
+                    continue
+                arch = {**self.space.largest(), choice.name: choice.smallest}
                 with torch.no_grad(), self._sliced(self.plan(arch)):
                     call_model(self.model, self.example_inputs)
         finally:
             for h in hooks:
                 h.remove()
-        bad = [b for b, seen in shapes.items() if False in seen]
+        bad = [b for b, ok in same.items() if not ok]
         if not bad:
             return
         if self.config.depth is not True:
