@@ -85,7 +85,7 @@ def test_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     import netsculpt as ns
 
     blocks = python_blocks(REPO / "README.md")
-    assert len(blocks) == 1, "README.md's Python API example moved or split"
+    assert len(blocks) == 2, "README.md's Python API examples moved or split"
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, Any] = {"__name__": "readme"}
     run_blocks(REPO / "README.md", namespace)
@@ -95,7 +95,14 @@ def test_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert ns.count_params(small) < ns.count_params(model)
     torch.testing.assert_close(again(x), small(x))  # the folder reloads the same model
     assert (tmp_path / "out" / "model.onnx").is_file() and (tmp_path / "picked").is_dir()
-    front, best = namespace["front"], namespace["best"]
-    assert len(front.study.trials) == 12 and front.config.recover_budget is not None
-    assert best.latency_ms <= front.baseline.latency_ms / 1.5
+    best = namespace["best"]
     assert 0.0 <= best.test_score <= 1.0 and best.score > 0.5
+    # the super-network example: trained, sliced, saved, searched without retraining
+    supernet, fast, front = namespace["supernet"], namespace["fast"], namespace["front"]
+    assert front.kind == "supernet" and len(front.study.trials) == 12
+    assert fast.latency_ms <= front.baseline.latency_ms / 1.5
+    assert supernet.space.check(fast.arch) == fast.arch
+    again = ns.load_supernet(tmp_path / "supernet", base=namespace["task"].pretrained_model())
+    assert not supernet.training and not again.training  # eval, as the model was
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), supernet(x))

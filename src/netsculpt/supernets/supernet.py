@@ -140,8 +140,8 @@ def elastic(
         _check_same_function(model, ordered, example_inputs, graph.model_name)
     finally:
         model.train(was_training)
-    ordered.train(was_training)
-    return Supernet(ordered, example_inputs, config, graph, orders, blocks)
+    supernet = Supernet(ordered, example_inputs, config, graph, orders, blocks)
+    return supernet.train(was_training)  # in the mode the model was in
 
 
 def _elastic_groups(graph: Graph, config: ElasticConfig) -> list[Group]:
