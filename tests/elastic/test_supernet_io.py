@@ -24,7 +24,7 @@ from netsculpt.errors import (
     SaveLoadError,
     UntrustedCodeError,
 )
-from netsculpt.export.save import _sha256
+from netsculpt.export._folder import sha256
 from netsculpt.pruning import importance
 from netsculpt.supernets.io import DESCRIPTION, INPUTS, WEIGHTS, architecture_signature
 
@@ -254,7 +254,7 @@ def test_broken_files_are_refused(copy: Path, tmp_path: Path) -> None:
 
 def test_weights_of_other_shapes_are_refused(copy: Path) -> None:
     save_model(TinyCNN(width=24), str(copy / WEIGHTS))
-    _edit(copy, lambda d: d["files"].update({WEIGHTS: _sha256(copy / WEIGHTS)}))
+    _edit(copy, lambda d: d["files"].update({WEIGHTS: sha256(copy / WEIGHTS)}))
     with pytest.raises(SaveLoadError, match=r"'block.0.bias' has shape \(24,\)"):
         ns.load_supernet(copy, base=TinyCNN())
 

@@ -29,12 +29,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
+from safetensors.torch import save_model
 from torch import nn
 
 from netsculpt.errors import ChecksumError, SaveLoadError
-from netsculpt.export.save import _check_weights, _header, _read_bounded, _sha256, _write_atomic
+from netsculpt.export._folder import (
+    header,
+    load_weights,
+    make_folder,
+    read_bounded,
+    sha256,
+    write_atomic,
+)
 from netsculpt.supernets.io import architecture_signature
 from netsculpt.supernets.supernet import Supernet
 
@@ -121,7 +127,7 @@ def read_checkpoint(folder: Path, wanted: Mapping[str, Any]) -> Resume | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(_read_bounded(path, _MAX_JSON).decode("utf-8"))
+        data = json.loads(read_bounded(path, _MAX_JSON).decode("utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise _bad(path, f"is not JSON ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
@@ -184,7 +190,7 @@ def _verified(resume: Resume, name: str) -> Path:
         raise _bad(
             resume.folder / CHECKPOINT, f"names step {resume.step}, but {str(path)!r} is missing"
         )
-    if _sha256(path) != resume.files[name]:
+    if sha256(path) != resume.files[name]:
         raise ChecksumError(
             f"{str(path)!r} changed after the checkpoint was written (its SHA-256 differs from "
             f"the one in {CHECKPOINT}); pass another checkpoint folder to start afresh"
@@ -193,16 +199,17 @@ def _verified(resume: Resume, name: str) -> Path:
 
 
 def _load_weights(model: nn.Module, path: Path) -> None:
-    _metadata, table = _header(path)
-    _check_weights(table, model, path, True)
-    device = next((t.device for t in model.parameters()), torch.device("cpu"))
-    try:
-        load_model(model, str(path), strict=True, device=str(device))
-    except (SafetensorError, RuntimeError, OSError, ValueError, KeyError, TypeError) as exc:
-        raise SaveLoadError(
+    _metadata, table = header(path)
+    load_weights(
+        model,
+        path,
+        table,
+        strict=True,
+        misfit=lambda exc: (
             f"the weights in {str(path)!r} do not fit the super-network ({exc}); pass another "
             f"checkpoint folder to start afresh"
-        ) from exc
+        ),
+    )
 
 
 def restore(resume: Resume, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
@@ -233,25 +240,19 @@ def write_checkpoint(
     """Write the state after ``step`` steps, then point ``checkpoint.json`` at it and remove
     the older step folders."""
     step_dir = folder / _step_name(step)
-    try:
-        step_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SaveLoadError(
-            f"cannot create the checkpoint folder {str(step_dir)!r}: {exc}; pass a checkpoint "
-            f"folder you can write to"
-        ) from exc
-    _write_atomic(step_dir / MODEL, lambda p: save_model(model, str(p)))
-    _write_atomic(step_dir / OPTIMIZER, lambda p: torch.save(optimizer.state_dict(), p))
+    make_folder(step_dir, "checkpoint folder", "pass a checkpoint folder you can write to")
+    write_atomic(step_dir / MODEL, lambda p: save_model(model, str(p)))
+    write_atomic(step_dir / OPTIMIZER, lambda p: torch.save(optimizer.state_dict(), p))
     description = {
         "format": FORMAT,
         "step": step,
         "seconds": seconds,
         **wanted,
         "rng": dict(rng),
-        "files": {MODEL: _sha256(step_dir / MODEL), OPTIMIZER: _sha256(step_dir / OPTIMIZER)},
+        "files": {MODEL: sha256(step_dir / MODEL), OPTIMIZER: sha256(step_dir / OPTIMIZER)},
     }
     text = json.dumps(description, indent=1, allow_nan=False)
-    _write_atomic(folder / CHECKPOINT, lambda p: p.write_bytes(text.encode("utf-8")))
+    write_atomic(folder / CHECKPOINT, lambda p: p.write_bytes(text.encode("utf-8")))
     for old in folder.iterdir():
         if old != step_dir and old.is_dir() and not old.is_symlink() and _STEP_DIR.match(old.name):
             shutil.rmtree(old, ignore_errors=True)
@@ -259,14 +260,8 @@ def write_checkpoint(
 
 def write_dense(folder: Path, model: nn.Module) -> None:
     """Keep the dense model's weights, which a resumed fine-tuning run learns from again."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SaveLoadError(
-            f"cannot create the checkpoint folder {str(folder)!r}: {exc}; pass a folder you can "
-            f"write to"
-        ) from exc
-    _write_atomic(folder / DENSE, lambda p: save_model(model, str(p)))
+    make_folder(folder, "checkpoint folder", "pass a folder you can write to")
+    write_atomic(folder / DENSE, lambda p: save_model(model, str(p)))
 
 
 def load_dense(folder: Path, model: nn.Module) -> None:

@@ -37,46 +37,37 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import save_file, save_model
 from torch import nn
 
 from netsculpt import __version__
 from netsculpt._checks import check_finite_inputs, check_model
 from netsculpt._factories import is_dotted_spec
-from netsculpt.errors import (
-    FactoryError,
-    InputError,
-    NetsculptError,
-    SaveLoadError,
-    UntrustedCodeError,
+from netsculpt.errors import FactoryError, InputError, SaveLoadError
+from netsculpt.export._folder import (
+    HEX64,
+    check_bool,
+    check_layout,
+    check_path,
+    header,
+    inputs_layout,
+    load_weights,
+    make_folder,
+    member,
+    read_bounded,
+    read_inputs,
+    rebuild_base,
+    sha256,
+    short,
+    verified,
+    write_atomic,
 )
-from netsculpt.export.save import (
-    BUILTIN_FACTORIES,
-    _call_factory,
-    _check_bool,
-    _check_layout,
-    _check_path,
-    _check_probe,
-    _check_weights,
-    _header,
-    _inputs_layout,
-    _member,
-    _read_bounded,
-    _registration_budget,
-    _safe_config,
-    _sha256,
-    _transformers_class,
-    _verified,
-    _write_atomic,
-    base_reference,
-)
+from netsculpt.export.save import base_reference
 from netsculpt.graph.analysis import analyze
 from netsculpt.pruning.plan import MAX_JSON_BYTES, parse_json
 from netsculpt.supernets.config import ElasticConfig
@@ -107,14 +98,8 @@ _KEYS = frozenset(
         "inputs",
     }
 )
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 #: longest name (group, class, choice) read from a folder
 _MAX_NAME = 1000
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _class_name(model: nn.Module) -> str:
@@ -170,18 +155,18 @@ def save_supernet(
     if not isinstance(supernet, Supernet):
         raise InputError(
             f"save_supernet takes the Supernet made by ns.elastic, got "
-            f"{type(supernet).__name__} ({_short(supernet)}); to save an ordinary or extracted "
+            f"{type(supernet).__name__} ({short(supernet)}); to save an ordinary or extracted "
             f"model use ns.save"
         )
-    folder = _check_path(path)
+    folder = check_path(path)
     if base_factory is not None and not is_dotted_spec(base_factory):
         raise FactoryError(
-            f"base_factory must be 'package.module:function', got {_short(base_factory)}; for "
+            f"base_factory must be 'package.module:function', got {short(base_factory)}; for "
             f"example 'myproject.models:build' (a function on PYTHONPATH, not a file path)"
         )
     model = supernet.model
     check_finite_inputs(supernet.example_inputs)
-    tensors, layout = _inputs_layout(supernet.example_inputs)
+    tensors, layout = inputs_layout(supernet.example_inputs)
     description: dict[str, Any] = {
         "format": FORMAT,
         "netsculpt": __version__,
@@ -207,24 +192,16 @@ def save_supernet(
             f"config holds values JSON cannot represent, pass base_factory=... (the config is "
             f"then not saved)"
         ) from exc
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SaveLoadError(
-            f"cannot create the super-network folder {str(folder)!r}: {exc}; pass a folder "
-            f"path you can write to"
-        ) from exc
-    if not folder.is_dir():
-        raise SaveLoadError(f"{str(folder)!r} exists and is not a folder; pass another path")
-    _write_atomic(
+    make_folder(folder, "super-network folder")
+    write_atomic(
         folder / WEIGHTS,
         lambda p: save_model(model, str(p), metadata={"netsculpt.format": FORMAT}),
     )
     contiguous = {k: v.detach().contiguous() for k, v in tensors.items()}
-    _write_atomic(folder / INPUTS, lambda p: save_file(contiguous, str(p)))
-    description["files"] = {WEIGHTS: _sha256(folder / WEIGHTS), INPUTS: _sha256(folder / INPUTS)}
+    write_atomic(folder / INPUTS, lambda p: save_file(contiguous, str(p)))
+    description["files"] = {WEIGHTS: sha256(folder / WEIGHTS), INPUTS: sha256(folder / INPUTS)}
     text = json.dumps(description, indent=1, allow_nan=False)
-    _write_atomic(folder / DESCRIPTION, lambda p: p.write_bytes(text.encode("utf-8")))
+    write_atomic(folder / DESCRIPTION, lambda p: p.write_bytes(text.encode("utf-8")))
     return folder
 
 
@@ -249,9 +226,9 @@ def _is_int(value: Any, low: int = 0) -> bool:
 
 def _check_orders(orders: Any, path: Path) -> None:
     if not isinstance(orders, dict):
-        raise _bad(path, "'orders'", f"must be an object, got {_short(orders)}")
+        raise _bad(path, "'orders'", f"must be an object, got {short(orders)}")
     for name, order in orders.items():
-        field = f"'orders'[{_short(name)}]"
+        field = f"'orders'[{short(name)}]"
         if not _is_name(name):
             raise _bad(path, field, "must be keyed by a group name")
         if not isinstance(order, list) or not order or not all(_is_int(i) for i in order):
@@ -272,7 +249,7 @@ def _check_choice(choice: Any, index: int, path: Path) -> str:
         raise _bad(path, field, f"must be an object with fields {sorted(keys)}")
     name, kind, options = choice["name"], choice["kind"], choice["options"]
     if not _is_name(name):
-        raise _bad(path, f"{field}.name", f"must be a choice name, got {_short(name)}")
+        raise _bad(path, f"{field}.name", f"must be a choice name, got {short(name)}")
     if not _is_int(choice["unit_width"], 1):
         raise _bad(path, f"{field}.unit_width", "must be an integer >= 1")
     if kind == "depth":
@@ -289,7 +266,7 @@ def _check_choice(choice: Any, index: int, path: Path) -> str:
         ):
             raise _bad(path, f"{field}.options", "must be increasing unit counts (integers >= 1)")
     else:
-        raise _bad(path, f"{field}.kind", f"must be 'width' or 'depth', got {_short(kind)}")
+        raise _bad(path, f"{field}.kind", f"must be 'width' or 'depth', got {short(kind)}")
     return str(name)
 
 
@@ -306,7 +283,7 @@ def _check_space(space: Any, path: Path) -> None:
 
 def _check_base(ref: Any, path: Path) -> None:
     if not isinstance(ref, dict):
-        raise _bad(path, "'base'", f"must be an object, got {_short(ref)}")
+        raise _bad(path, "'base'", f"must be an object, got {short(ref)}")
     kind = ref.get("kind")
     expected = {
         "factory": {"kind", "factory"},
@@ -315,7 +292,7 @@ def _check_base(ref: Any, path: Path) -> None:
     }.get(kind if isinstance(kind, str) else "")
     if expected is None:
         raise _bad(
-            path, "'base.kind'", f"must be 'factory', 'transformers' or 'class', got {_short(kind)}"
+            path, "'base.kind'", f"must be 'factory', 'transformers' or 'class', got {short(kind)}"
         )
     if set(ref) != expected:
         raise _bad(path, "'base'", f"of kind {kind!r} has fields {sorted(expected)}")
@@ -323,10 +300,10 @@ def _check_base(ref: Any, path: Path) -> None:
         raise _bad(
             path,
             "'base.factory'",
-            f"must be 'package.module:function', got {_short(ref['factory'])}",
+            f"must be 'package.module:function', got {short(ref['factory'])}",
         )
     if "class" in ref and not _is_name(ref["class"]):
-        raise _bad(path, "'base.class'", f"must be a class name, got {_short(ref['class'])}")
+        raise _bad(path, "'base.class'", f"must be a class name, got {short(ref['class'])}")
     if kind == "transformers" and not isinstance(ref["config"], dict):
         raise _bad(path, "'base.config'", "must be an object")
 
@@ -338,7 +315,7 @@ def read_description(path: str | os.PathLike[str]) -> dict[str, Any]:
     Raises:
         SaveLoadError: the folder or file is missing, or a field is malformed.
     """
-    folder = _check_path(path)
+    folder = check_path(path)
     if not folder.is_dir():
         raise SaveLoadError(
             f"super-network folder {str(folder)!r} does not exist (or is not a folder); pass "
@@ -354,10 +331,8 @@ def read_description(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"{str(folder)!r} has no {DESCRIPTION}, so it is not a super-network folder written "
             f"by ns.save_supernet{hint}"
         )
-    file = _member(folder, DESCRIPTION)
-    data = parse_json(
-        _read_bounded(file, MAX_JSON_BYTES), what=repr(str(file)), error=SaveLoadError
-    )
+    file = member(folder, DESCRIPTION)
+    data = parse_json(read_bounded(file, MAX_JSON_BYTES), what=repr(str(file)), error=SaveLoadError)
     if not isinstance(data, dict):
         raise SaveLoadError(
             f"{str(file)!r} holds JSON that is not an object; it was not written by "
@@ -365,12 +340,12 @@ def read_description(path: str | os.PathLike[str]) -> dict[str, Any]:
         )
     if data.get("format") != FORMAT:
         raise SaveLoadError(
-            f"{str(file)!r} has format {_short(data.get('format'))}, expected {FORMAT!r}; it "
+            f"{str(file)!r} has format {short(data.get('format'))}, expected {FORMAT!r}; it "
             f"was not written by this version of ns.save_supernet"
         )
     unknown = sorted(str(k) for k in data if k not in _KEYS)
     if unknown:
-        raise _bad(file, _short(unknown[0]), "is not a field of a super-network description")
+        raise _bad(file, short(unknown[0]), "is not a field of a super-network description")
     missing = sorted(_KEYS - set(data))
     if missing:
         raise _bad(file, repr(missing[0]), "is missing")
@@ -394,7 +369,7 @@ def read_description(path: str | os.PathLike[str]) -> dict[str, Any]:
         or set(model) != {"class", "signature", "tensors"}
         or not _is_name(model["class"])
         or not isinstance(model["signature"], str)
-        or not _HEX64.fullmatch(model["signature"])
+        or not HEX64.fullmatch(model["signature"])
         or not _is_int(model["tensors"])
     ):
         raise _bad(file, "'model'", "must be {class: name, signature: SHA-256, tensors: count}")
@@ -402,38 +377,12 @@ def read_description(path: str | os.PathLike[str]) -> dict[str, Any]:
     files = data["files"]
     if not isinstance(files, dict) or set(files) != set(KNOWN_FILES):
         raise _bad(file, "'files'", f"must list exactly {', '.join(KNOWN_FILES)}")
-    if not all(isinstance(d, str) and _HEX64.fullmatch(d) for d in files.values()):
+    if not all(isinstance(d, str) and HEX64.fullmatch(d) for d in files.values()):
         raise _bad(file, "'files'", "must give each file's SHA-256 (64 hex digits)")
     if data["inputs"] is None:
         raise _bad(file, "'inputs'", "is null, but a super-network needs its example inputs")
-    _check_layout(data["inputs"], file)
+    check_layout(data["inputs"], file)
     return data
-
-
-def _read_inputs(file: Path, layout: Mapping[str, Any]) -> Any:
-    try:
-        tensors = load_file(str(file))
-    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as exc:
-        raise SaveLoadError(
-            f"{str(file)!r} is not a readable safetensors file ({_short(str(exc), 200)}); save "
-            f"the super-network again"
-        ) from exc
-    if layout["kind"] == "tensor":
-        needed = ["0"]
-    elif layout["kind"] == "tuple":
-        needed = [str(i) for i in range(layout["n"])]
-    else:
-        needed = [k for k in layout["keys"] if k not in layout["constants"]]
-    if sorted(tensors) != sorted(needed):
-        raise SaveLoadError(
-            f"{str(file)!r} holds tensors {_short(sorted(tensors))}, but {DESCRIPTION}'s "
-            f"'inputs' needs {_short(needed)}; save the super-network again"
-        )
-    if layout["kind"] == "tensor":
-        return tensors["0"]
-    if layout["kind"] == "tuple":
-        return tuple(tensors[k] for k in needed)
-    return {k: tensors[k] if k in tensors else layout["constants"][k] for k in layout["keys"]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -448,42 +397,22 @@ def _rebuild(
     trust_code: bool,
 ) -> nn.Module:
     """The base model the folder says how to build, running code only where allowed."""
-    path = folder / DESCRIPTION
-    kind = ref["kind"]
-    if kind == "factory":
-        spec = ref["factory"]
-        if spec not in BUILTIN_FACTORIES and not trust_code:
-            raise UntrustedCodeError(
-                f"super-network folder {str(folder)!r} rebuilds its base model by calling "
-                f"{_short(spec)}, code named by the folder, which netsculpt does not run on its "
-                f"own: pass base=<a freshly built, unpruned model> to ns.load_supernet, or "
-                f"trust_code=True (--trust-code on the command line) if you trust where the "
-                f"folder came from"
-            )
-        return _call_factory(spec)
-    if kind == "transformers":
-        cls = _transformers_class(ref["class"], path)
-        budget = 8 * len(table) + 1024  # a config can ask for any number of layers
-        try:
-            config = cls.config_class.from_dict(_safe_config(ref["config"]))
-            with _registration_budget(budget, path), torch.device("meta"):
-                probe = cls(config)
-            _check_probe(probe, {"shapes": {}}, table, path)
-            del probe
-            model: nn.Module = cls(config)
-        except NetsculptError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a config from a file can fail in any way
-            raise SaveLoadError(
-                f"{str(path)!r}: cannot build {cls.__name__} from base.config "
-                f"({type(exc).__name__}: {_short(str(exc), 200)}); pass base=... instead"
-            ) from exc
-        return model
-    raise SaveLoadError(
-        f"super-network folder {str(folder)!r} does not say how to rebuild its base model "
-        f"({_short(ref.get('class'))}); pass base=<a freshly built, unpruned model of that "
-        f"class> to ns.load_supernet, or save with base_factory='package.module:function'"
+    model = rebuild_base(
+        ref,
+        table,
+        folder=folder,
+        path=folder / DESCRIPTION,
+        trust_code=trust_code,
+        folder_kind="super-network folder",
+        loader="ns.load_supernet",
     )
+    if model is None:
+        raise SaveLoadError(
+            f"super-network folder {str(folder)!r} does not say how to rebuild its base model "
+            f"({short(ref.get('class'))}); pass base=<a freshly built, unpruned model of that "
+            f"class> to ns.load_supernet, or save with base_factory='package.module:function'"
+        )
+    return model
 
 
 def _check_signature(
@@ -549,28 +478,34 @@ def load_supernet(
         SaveLoadError: a file is missing, changed or malformed; the base model is of another
             architecture; or the space rebuilt on it is not the one saved.
     """
-    folder = _check_path(path)
+    folder = check_path(path)
     if base is not None:
         check_model(base, what="base")
-    _check_bool(trust_code, "trust_code")
+    check_bool(trust_code, "trust_code")
     data = read_description(folder)
     config: ElasticConfig = data["config"]
-    weights = _verified(folder, data, WEIGHTS)
-    _metadata, table = _header(weights)
-    example_inputs = _read_inputs(_verified(folder, data, INPUTS), data["inputs"])
+    weights = verified(folder, data, WEIGHTS)
+    _metadata, table = header(weights)
+    example_inputs = read_inputs(
+        verified(folder, data, INPUTS),
+        data["inputs"],
+        listed_in=f"{DESCRIPTION}'s",
+        again="save the super-network again",
+    )
     model = (
         base if base is not None else _rebuild(data["base"], table, folder, trust_code=trust_code)
     )
     _check_signature(model, data["model"], table, folder)
-    _check_weights(table, model, weights, True)
-    device = next((t.device for t in model.parameters()), torch.device("cpu"))
-    try:
-        load_model(model, str(weights), strict=True, device=str(device))
-    except (SafetensorError, RuntimeError, OSError, ValueError, KeyError, TypeError) as exc:
-        raise SaveLoadError(
+    load_weights(
+        model,
+        weights,
+        table,
+        strict=True,
+        misfit=lambda exc: (
             f"the weights in {str(weights)!r} do not fit the base model: "
-            f"{_short(str(exc), 300)}; pass the architecture the super-network was made from"
-        ) from exc
+            f"{short(str(exc), 300)}; pass the architecture the super-network was made from"
+        ),
+    )
     model.eval()
     graph = analyze(
         model,
@@ -628,13 +563,13 @@ def _check_space_fits(supernet: Supernet, data: Mapping[str, Any], path: Path) -
         if saved.get(name) != built.get(name):
             raise SaveLoadError(
                 f"{str(path)!r}: the space rebuilt on the base model differs from the saved one "
-                f"at choice {name!r} (saved {_short(saved.get(name), 120)}, rebuilt "
-                f"{_short(built.get(name), 120)}); the folder was altered or does not belong to "
+                f"at choice {name!r} (saved {short(saved.get(name), 120)}, rebuilt "
+                f"{short(built.get(name), 120)}); the folder was altered or does not belong to "
                 f"this base model (or netsculpt version): save the super-network again"
             )
     if list(saved) != list(built) or data["fixed"] != supernet.fixed:
         raise SaveLoadError(
             f"{str(path)!r}: the choices' order or the fixed groups rebuilt on the base model "
-            f"(fixed: {_short(supernet.fixed, 120)}) differ from the saved ones "
-            f"({_short(data['fixed'], 120)}); save the super-network again"
+            f"(fixed: {short(supernet.fixed, 120)}) differ from the saved ones "
+            f"({short(data['fixed'], 120)}); save the super-network again"
         )

@@ -86,7 +86,7 @@ from torch import nn
 from netsculpt._checks import check_int, check_number
 from netsculpt._inputs import ExampleInputs, inputs_to
 from netsculpt.errors import InputError, TrainingError, UnknownNameError
-from netsculpt.export.save import _check_path
+from netsculpt.export._folder import check_path
 from netsculpt.recovery._distill import _main_output, distill_loss
 from netsculpt.recovery._validate import check_callbacks, check_models
 from netsculpt.recovery.budget import Budget, BudgetLike
@@ -387,7 +387,7 @@ def _check_call(
         )
     if not isinstance(progress, bool):
         raise InputError(f"{_LABEL}: progress must be True or False, got {progress!r}")
-    folder = None if checkpoint is None else _check_path(checkpoint, "checkpoint")
+    folder = None if checkpoint is None else check_path(checkpoint, "checkpoint")
     if folder is not None and folder.exists() and not folder.is_dir():
         raise InputError(
             f"{_LABEL}: checkpoint={str(folder)!r} is a file; pass a folder to write the "
