@@ -33,7 +33,7 @@ from __future__ import annotations
 import functools
 import os
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -43,10 +43,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from netsculpt._checks import check_int
-from netsculpt._inputs import ExampleInputs
 from netsculpt.errors import InputError, NetsculptError, SaveLoadError
-from netsculpt.tasks.base import Split, Task, check_split
-from netsculpt.tasks.digits import _batches, _cache_folder, accuracy
+from netsculpt.tasks._common import (
+    SplitsTask,
+    TensorSplits,
+    cache_folder,
+    cached_pretrained,
+    split_rows,
+    tensor_splits,
+)
+from netsculpt.tasks.base import Task
 
 if TYPE_CHECKING:
     import numpy as np
@@ -131,21 +137,11 @@ def generate_mnist1d(
 
 
 @dataclass(frozen=True)
-class MNIST1DSplits:
+class MNIST1DSplits(TensorSplits):
     """The fixed MNIST-1D split: signals ``[N, 1, 40]`` float32, labels int64.
 
     ``*_index`` are the rows of :func:`generate_mnist1d` each part came from.
     """
-
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    train_index: tuple[int, ...]
-    val_index: tuple[int, ...]
-    test_index: tuple[int, ...]
 
 
 def mnist1d_splits(*, cache_dir: str | os.PathLike[str] | None = None) -> MNIST1DSplits:
@@ -158,37 +154,14 @@ def mnist1d_splits(*, cache_dir: str | os.PathLike[str] | None = None) -> MNIST1
     Raises:
         SaveLoadError: the cached file cannot be read; the message names the file to delete.
     """
-    return _splits_in(_cache_folder(cache_dir).resolve())
+    return _splits_in(cache_folder(cache_dir).resolve())
 
 
 @functools.cache
 def _splits_in(folder: Path) -> MNIST1DSplits:
-    import numpy as np
-    from sklearn.model_selection import train_test_split
-
     x, y = _cached_data(folder)
-    index = np.arange(len(y))
-    rest, test = train_test_split(index, test_size=_TEST_SIZE, stratify=y, random_state=SPLIT_SEED)
-    train, val = train_test_split(
-        rest, test_size=_VAL_SIZE, stratify=y[rest], random_state=SPLIT_SEED
-    )
-    train, val, test = np.sort(train), np.sort(val), np.sort(test)
-
-    def part(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.from_numpy(x[rows]).unsqueeze(1).contiguous(), torch.from_numpy(y[rows])
-
-    (train_x, train_y), (val_x, val_y), (test_x, test_y) = part(train), part(val), part(test)
-    return MNIST1DSplits(
-        train_x=train_x,
-        train_y=train_y,
-        val_x=val_x,
-        val_y=val_y,
-        test_x=test_x,
-        test_y=test_y,
-        train_index=tuple(int(i) for i in train),
-        val_index=tuple(int(i) for i in val),
-        test_index=tuple(int(i) for i in test),
-    )
+    rows = split_rows(y, val_size=_VAL_SIZE, test_size=_TEST_SIZE, seed=SPLIT_SEED)
+    return tensor_splits(MNIST1DSplits, x, y, rows)
 
 
 def _data_path(folder: Path) -> Path:
@@ -394,27 +367,14 @@ def pretrained_resnet1d(
     Raises:
         SaveLoadError: the cached weights cannot be loaded; the message names the file.
     """
-    from safetensors.torch import load_file, save_file
-
-    folder = _cache_folder(cache_dir)
-    path = folder / f"mnist1d_resnet1d-v{_WEIGHTS_VERSION}-seed{seed}.safetensors"
-    if path.exists():
-        model = ResNet1D()
-        try:
-            model.load_state_dict(load_file(path))
-        except Exception as exc:
-            raise SaveLoadError(
-                f"the cached MNIST-1D weights {path} could not be loaded ({exc}); delete the "
-                f"file and netsculpt will train them again"
-            ) from exc
-        return model.eval()
-    model = _train(seed=seed, cache_dir=cache_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(state, tmp, metadata={"netsculpt": "mnist1d_resnet1d", "seed": str(seed)})
-    os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the new one
-    return model.eval()
+    return cached_pretrained(
+        cache_folder(cache_dir) / f"mnist1d_resnet1d-v{_WEIGHTS_VERSION}-seed{seed}.safetensors",
+        build=ResNet1D,
+        train=lambda: _train(seed=seed, cache_dir=cache_dir),
+        what="MNIST-1D",
+        name="mnist1d_resnet1d",
+        seed=seed,
+    )
 
 
 def _train(*, seed: int, cache_dir: str | os.PathLike[str] | None) -> ResNet1D:
@@ -437,7 +397,7 @@ def _train(*, seed: int, cache_dir: str | os.PathLike[str] | None) -> ResNet1D:
 # -- the task -----------------------------------------------------------------------------
 
 
-class MNIST1DTask(Task):
+class MNIST1DTask(SplitsTask):
     """Classify MNIST-1D signals (generated locally); the score is top-1 accuracy.
 
     ``evaluate(model)`` scores the 2,000 validation signals (the search, early stopping and
@@ -456,43 +416,6 @@ class MNIST1DTask(Task):
         self.example_batch_size = example_batch_size
         self.cache_dir = cache_dir
         self.splits = mnist1d_splits(cache_dir=cache_dir)
-
-    def evaluate(self, model: nn.Module, split: Split = "validation") -> float:
-        """Top-1 accuracy on the 2,000 validation signals, or the 2,000 test signals."""
-        if check_split(split) == "test":
-            return accuracy(model, self.splits.test_x, self.splits.test_y)
-        return accuracy(model, self.splits.val_x, self.splits.val_y)
-
-    def describe_splits(self) -> dict[str, int]:
-        """Signals per split: ``{"train": 8000, "validation": 2000, "test": 2000}``."""
-        s = self.splits
-        return {"train": len(s.train_y), "validation": len(s.val_y), "test": len(s.test_y)}
-
-    def example_inputs(self) -> torch.Tensor:
-        """The first ``example_batch_size`` training signals, ``[N, 1, 40]``."""
-        return self.splits.train_x[: self.example_batch_size].clone()
-
-    def calib_batches(self, n: int = 4) -> list[ExampleInputs]:
-        """``n`` batches of ``example_batch_size`` training signals (wrapping around)."""
-        try:
-            check_int(n, "n")
-        except InputError as exc:
-            raise InputError(f"calib_batches: {exc}") from None
-        if n < 1:
-            raise InputError(f"calib_batches needs n >= 1, got n={n}; ask for at least one batch")
-        x, size = self.splits.train_x, self.example_batch_size
-        rows = torch.arange(n * size) % len(x)
-        return [x[rows[i * size : (i + 1) * size]] for i in range(n)]
-
-    def train_batches(
-        self, *, batch_size: int = 64, seed: int = 0
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Endless ``(signals, labels)`` batches from the train split, reshuffled each epoch.
-
-        The order depends only on ``seed``; a final partial batch of an epoch is dropped.
-        """
-        check_int(batch_size, "batch_size", minimum=1)
-        return _batches(self.splits.train_x, self.splits.train_y, batch_size, seed)
 
     def pretrained_model(self) -> nn.Module:
         """The cached, pretrained :class:`ResNet1D` (see :func:`pretrained_resnet1d`)."""
