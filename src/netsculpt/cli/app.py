@@ -26,6 +26,7 @@ import typer
 from rich.table import Table
 from torch import nn
 
+from netsculpt.cli._models import base_factory_of, load_model_spec
 from netsculpt.cli._output import (
     LatencySpread,
     compare_models,
@@ -35,7 +36,7 @@ from netsculpt.cli._output import (
     print_table,
 )
 from netsculpt.cli._output import fail as _fail
-from netsculpt.errors import FactoryError, NetsculptError
+from netsculpt.errors import NetsculptError
 
 if TYPE_CHECKING:
     from netsculpt.measurement.api import Measurement
@@ -56,50 +57,15 @@ def _command(name: str | None = None) -> Any:
     return register
 
 
-def load_model_spec(spec: str, *, trust_code: bool = False) -> tuple[nn.Module, Any]:
-    """``(model, example_inputs)`` from a built-in name, a factory string or a save folder.
-
-    A save folder's factory is run only with ``trust_code=True`` (``--trust-code``).
-    """
-    folder = Path(spec)
-    if folder.is_dir():
-        from netsculpt.export.save import MANIFEST, load, load_inputs
-
-        if not (folder / MANIFEST).exists():
-            raise FactoryError(
-                f"{spec!r} is a folder but not a netsculpt save folder (no {MANIFEST}); pass "
-                f"a folder written by 'netsculpt prune --out' or 'netsculpt export'"
-            )
-        model = load(folder, trust_code=trust_code)
-        inputs = load_inputs(folder)
-        if inputs is None:
-            raise FactoryError(
-                f"save folder {spec!r} holds no example inputs; save with "
-                f"ns.save(model, path, example_inputs=...) or pass a factory instead"
-            )
-        return model, inputs
-    from netsculpt.cli.studies import resolve_model
-
-    return resolve_model(spec)
-
-
-# how a save folder of a built-in model rebuilds its (unpruned) architecture
-_BUILTIN_FACTORIES = {
-    "digits": "netsculpt.tasks.digits:DigitsCNN",
-    "mnist1d": "netsculpt.tasks.mnist1d:ResNet1D",
-}
-
-
 def _factory_of(spec: str) -> str | None:
     """The factory a save folder written from ``spec`` should name."""
-    if spec in _BUILTIN_FACTORIES:
-        return _BUILTIN_FACTORIES[spec]
-    if Path(spec).is_dir():  # a folder re-saved: keep the base reference it had
-        from netsculpt.export.save import read_manifest
+    from netsculpt.export.save import BUILTIN_BASE_FACTORIES, read_manifest
 
+    if spec not in BUILTIN_BASE_FACTORIES and Path(spec).is_dir():
+        # a folder re-saved: keep the base reference it had
         base = read_manifest(spec)["base"]
         return str(base["factory"]) if base["kind"] == "factory" else None
-    return spec if ":" in spec else None
+    return base_factory_of(spec)
 
 
 ModelArg = Annotated[
@@ -384,7 +350,7 @@ def demo(
         knee = front.knee()
         folder = out / "knee"
         small = knee.model
-        save(small, folder, base_factory="netsculpt.tasks.digits:DigitsCNN", example_inputs=inputs)
+        save(small, folder, base_factory=base_factory_of("digits"), example_inputs=inputs)
         onnx_path = export_onnx(small, inputs, folder / "model.onnx")
         with console.status("timing the knee and the dense model, runs interleaved"):
             latency = compare_models({"dense": model, "knee": small}, inputs, backend=backend)

@@ -33,17 +33,16 @@ import typer
 from rich.table import Table
 from torch import nn
 
+from netsculpt.cli._models import (
+    base_factory_of,
+    load_model_spec,
+    load_supernet_folder,
+    supernet_base_factory,
+)
 from netsculpt.cli._output import console, one_line_errors, print_table
-from netsculpt.errors import FactoryError, InputError
+from netsculpt.errors import InputError
 
 __all__ = ["extract_command", "elastic_command", "register", "train_supernet_command"]
-
-# how a folder made from a built-in model rebuilds its unpruned architecture (transformers
-# models are rebuilt from their saved config)
-_BASE_FACTORIES = {
-    "digits": "netsculpt.tasks.digits:DigitsCNN",
-    "mnist1d": "netsculpt.tasks.mnist1d:ResNet1D",
-}
 
 TrustCode = Annotated[
     bool,
@@ -64,60 +63,6 @@ BaseOpt = Annotated[
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _model_and_inputs(spec: str, *, trust_code: bool) -> tuple[nn.Module, Any]:
-    """``(model, example_inputs)`` from a built-in name, a factory or a pruned-model folder."""
-    folder = Path(spec)
-    if folder.is_dir():
-        from netsculpt.export.save import MANIFEST, load, load_inputs
-
-        if not (folder / MANIFEST).exists():
-            raise FactoryError(
-                f"{spec!r} is a folder but not a netsculpt save folder (no {MANIFEST}); pass a "
-                f"built-in name, 'package.module:factory' or a folder written by 'netsculpt "
-                f"prune --out' or 'netsculpt export'"
-            )
-        model = load(folder, trust_code=trust_code)
-        inputs = load_inputs(folder)
-        if inputs is None:
-            raise FactoryError(
-                f"save folder {spec!r} holds no example inputs; save with "
-                f"ns.save(model, path, example_inputs=...) or pass a factory instead"
-            )
-        return model, inputs
-    from netsculpt.studies._specs import resolve_model
-
-    return resolve_model(spec)
-
-
-def _factory_of(spec: str) -> str | None:
-    """The base factory a folder made from ``spec`` should name (None: only ``base=``, or a
-    transformers config, rebuilds it)."""
-    from netsculpt._factories import is_dotted_spec
-
-    if spec in _BASE_FACTORIES:
-        return _BASE_FACTORIES[spec]
-    return spec if is_dotted_spec(spec) and not Path(spec).is_dir() else None
-
-
-def _load(folder: Path, *, base: str | None, trust_code: bool) -> Any:
-    from netsculpt.studies._specs import resolve_model
-    from netsculpt.supernets.io import load_supernet
-
-    model = resolve_model(base)[0] if base is not None else None
-    return load_supernet(folder, base=model, trust_code=trust_code)
-
-
-def _base_factory(folder: Path, base: str | None) -> str | None:
-    """The factory a folder written from ``folder``'s super-network should name: the one it
-    names, else the one ``--base`` typed."""
-    from netsculpt.supernets.io import read_description
-
-    ref = read_description(folder)["base"]
-    if ref["kind"] == "factory":
-        return str(ref["factory"])
-    return _factory_of(base) if base is not None else None
 
 
 def _keep(text: str) -> tuple[float, ...]:
@@ -200,11 +145,11 @@ def elastic_command(
         importance=importance,
         exclude=tuple(exclude or ()),
     )
-    module, inputs = _model_and_inputs(model, trust_code=trust_code)
+    module, inputs = load_model_spec(model, trust_code=trust_code)
     calib = [inputs] if criterion_info(importance).needs_calib else None
     with console.status("ordering units by importance"):
         supernet = elastic(module, inputs, config, calib=calib)
-    folder = save_supernet(supernet, out, base_factory=_factory_of(model))
+    folder = save_supernet(supernet, out, base_factory=base_factory_of(model))
     print_table(_space_table(supernet))
     console.print(_summary(supernet), markup=False)
     console.print(
@@ -298,8 +243,8 @@ def train_supernet_command(
     }
     config = SupernetTrainConfig(**{k: v for k, v in options.items() if v is not None})
     with _distributed() as (rank, world):
-        supernet = _load(folder, base=base, trust_code=trust_code)
-        factory = _base_factory(folder, base)
+        supernet = load_supernet_folder(folder, base=base, trust_code=trust_code)
+        factory = supernet_base_factory(folder, base)
         the_task = get_task(task)
         start = time.perf_counter()
         train_supernet(
@@ -389,7 +334,7 @@ def extract_command(
             f"--calib {calib} needs --task NAME: the batches batch norm is recomputed on come "
             f"from the task's training split"
         )
-    supernet = _load(folder, base=base, trust_code=trust_code)
+    supernet = load_supernet_folder(folder, base=base, trust_code=trust_code)
     chosen = _arch(supernet, arch)
     the_task = get_task(task) if task is not None else None
     batches = None
@@ -397,7 +342,7 @@ def extract_command(
         batches = the_task.calib_batches(8 if calib is None else calib)
     small = supernet.extract(chosen, calib=batches)
     inputs = supernet.example_inputs
-    save(small, out, base_factory=_base_factory(folder, base), example_inputs=inputs)
+    save(small, out, base_factory=supernet_base_factory(folder, base), example_inputs=inputs)
     written = [str(out)]
     if onnx:
         from netsculpt.export.onnx import export_onnx

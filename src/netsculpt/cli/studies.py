@@ -33,6 +33,12 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from netsculpt.cli._models import (
+    base_factory_of,
+    load_supernet_folder,
+    supernet_base_factory,
+    supernet_folder,
+)
 from netsculpt.cli._output import (
     compare_models,
     compared_text,
@@ -43,7 +49,7 @@ from netsculpt.cli._output import (
 )
 from netsculpt.cli._output import fail as _fail
 from netsculpt.errors import InputError, NetsculptError
-from netsculpt.studies._specs import BUILTIN_MODELS, is_file_spec, resolve_model
+from netsculpt.studies._specs import BUILTIN_MODELS, resolve_model
 from netsculpt.studies.config import DEFAULT_BN_CALIB_BATCHES
 
 __all__ = [
@@ -57,13 +63,6 @@ __all__ = [
     "resolve_model",
     "search_command",
 ]
-
-# how a save folder of a built-in model rebuilds its unpruned architecture (transformers
-# models are rebuilt from their saved config)
-_BASE_FACTORIES = {
-    "digits": "netsculpt.tasks.digits:DigitsCNN",
-    "mnist1d": "netsculpt.tasks.mnist1d:ResNet1D",
-}
 
 app = typer.Typer(
     help="Search sub-networks, inspect the front, export and report.", no_args_is_help=True
@@ -248,7 +247,7 @@ def search_command(
     from netsculpt.studies.config import StudyConfig
     from netsculpt.studies.space import SearchSpace
 
-    folder = _supernet_folder(model)
+    folder = supernet_folder(model)
     if folder is not None and task is None:
         raise InputError(
             f"netsculpt search needs --task for the super-network folder {model!r}: the task "
@@ -281,7 +280,7 @@ def search_command(
         )
         target: Any = model
         if folder is not None:
-            target = _load_supernet(folder, base=base, trust_code=trust_code)
+            target = load_supernet_folder(folder, base=base, trust_code=trust_code)
         front = search(
             target, task=task, config=config, storage=storage, study_name=study, progress=progress
         )
@@ -326,24 +325,6 @@ def _gc_frozen() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
-
-
-def _supernet_folder(spec: str | None) -> Path | None:
-    """``spec`` as a super-network folder (it holds ``elastic.json``), else None."""
-    if not spec:
-        return None
-    from netsculpt.supernets.io import DESCRIPTION
-
-    folder = Path(spec)
-    return folder if folder.is_dir() and (folder / DESCRIPTION).exists() else None
-
-
-def _load_supernet(folder: Path, *, base: str | None, trust_code: bool) -> Any:
-    """The super-network of ``folder``, its base model built from ``--base`` when given."""
-    from netsculpt.supernets.io import load_supernet
-
-    model = resolve_model(base)[0] if base is not None else None
-    return load_supernet(folder, base=model, trust_code=trust_code)
 
 
 def _compare_knee_supernet(front: Any, supernet: Any, *, backend: str) -> None:
@@ -412,10 +393,10 @@ def export_command(
     from netsculpt.studies.front import Front
 
     try:
-        folder = _supernet_folder(model)
+        folder = supernet_folder(model)
         base: Any = model
         if folder is not None:
-            base = _load_supernet(folder, base=None, trust_code=trust_code)
+            base = load_supernet_folder(folder, base=None, trust_code=trust_code)
         front = Front.load(storage, study, model=base, trust_code=trust_code)
         chosen = front.knee() if trial is None else front.trial(trial)
         small = chosen.model
@@ -425,14 +406,9 @@ def export_command(
         spec = model if model is not None else front.model_spec
         factory = None
         if folder is not None:
-            from netsculpt.supernets.io import read_description
-
-            ref = read_description(folder)["base"]
-            factory = str(ref["factory"]) if ref["kind"] == "factory" else None
+            factory = supernet_base_factory(folder)
         elif spec:
-            factory = _BASE_FACTORIES.get(spec) or (
-                spec if ":" in spec and not is_file_spec(spec) else None
-            )
+            factory = base_factory_of(spec)
         save(small, out, base_factory=factory, example_inputs=inputs)
         written = [str(out)]
         if onnx:
