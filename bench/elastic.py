@@ -22,9 +22,12 @@ its residual 1-D CNN (:class:`netsculpt.tasks.mnist1d.ResNet1D`, 84k parameters)
    standalone budget, for ``--seeds`` seeds.
 
 Reported: the test accuracy of every extracted sub-network, the standalone mean and spread,
-the gap, and the costs. Nothing is selected on the test split: the sub-networks are picked
-by latency, the training recipes are fixed. Target (issue 13): every sub-network within 1
-point of its standalone mean, at most 2x one standalone run in total.
+the gap, and the costs; then the same super-network is trained ``--longer`` more standalone
+runs' time and the same sub-networks are scored again (how the gap closes with budget), and
+two searches of ``--search-trials`` trials are compared (search cost). Nothing is selected
+on the test split: the sub-networks are picked by latency, the training recipes are fixed.
+Target (issue 13): every sub-network within 1 point of its standalone mean, at most 2x one
+standalone run in total.
 
 Run ``python bench/elastic.py`` (about 25 minutes on two busy cores) or ``--quick`` (short
 budgets, 1 seed, 4 sub-networks: a smoke test). Tables go to ``bench/results/elastic.md``
@@ -73,6 +76,7 @@ class Row:
     supernet_val: float = 0.0
     alone_test: list[float] = field(default_factory=list)
     alone_seconds: list[float] = field(default_factory=list)
+    longer_test: float | None = None  # after the longer super-network training, if run
 
     @property
     def alone_mean(self) -> float:
@@ -86,6 +90,12 @@ class Row:
     def gap(self) -> float:
         """Points of test accuracy the super-network's slice gains (+) or loses (-)."""
         return 100 * (self.supernet_test - self.alone_mean)
+
+    @property
+    def longer_gap(self) -> float | None:
+        if self.longer_test is None:
+            return None
+        return 100 * (self.longer_test - self.alone_mean)
 
 
 def _nearest(options: tuple[int, ...], target: float) -> int:
@@ -149,6 +159,9 @@ def main(
     seeds: Annotated[int, typer.Option(help="standalone seeds per architecture")] = 3,
     n_subnets: Annotated[int, typer.Option(help="sub-networks extracted and compared")] = 8,
     search_trials: Annotated[int, typer.Option(help="trials per search (0: skip)")] = 40,
+    longer: Annotated[
+        float, typer.Option(help="then train the super-network this many more runs (0: skip)")
+    ] = 4.0,
     out: Annotated[Path, typer.Option(help="markdown output")] = RESULTS / "elastic.md",
 ) -> None:
     """Train one ResNet1D super-network on MNIST-1D; compare its slices with standalone runs."""
@@ -232,11 +245,25 @@ def main(
             f"{ratio:.3f} of the prune-and-recover search's {searched['prune_seconds']:.0f} s"
         )
 
+    # 6. the same super-network trained longer: how the gap closes with budget
+    longer_cost = None
+    if longer > 0:
+        more = f"{unit * longer:.1f}s"
+        ns.train_supernet(supernet, task, more, config, progress=not quick)
+        longer_cost = cost + longer
+        for row in rows:
+            row.longer_test = task.evaluate(supernet.extract(row.arch, calib=calib), "test")
+            console.print(
+                f"{row.label} after {longer_cost:.1f} runs: {row.longer_test:.4f} "
+                f"(gap {row.longer_gap:+.2f} points)"
+            )
+
     seconds = time.perf_counter() - start_all
     console.print(_table(rows, unit, cost))
     _write(out, rows, unit=unit, cost=cost, steps=steps, seeds=seeds, quick=quick,
            full_test=full_test, seconds=seconds, space=repr(supernet.space),
-           supernet_seconds=supernet_seconds, search=searched)  # fmt: skip
+           supernet_seconds=supernet_seconds, search=searched,
+           longer_cost=longer_cost)  # fmt: skip
 
 
 def hv_over_time(trials: list[Any], dense_macs: int) -> list[tuple[float, float]]:
@@ -348,14 +375,20 @@ def _write(out: Path, rows: list[Row], **info: Any) -> None:
         f"architecture trained alone ({info['seeds']} seeds).",
         "",
         "| sub-network | params | MACs | onnxruntime speed-up, batch 1 | batch 64 | "
-        "super-network test acc. | trained alone (mean ± sd) | gap (points) |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|",
+        "super-network test acc. | trained alone (mean ± sd) | gap (points) | "
+        + (
+            f"after {info['longer_cost']:.1f} runs: test acc. (gap) |"
+            if info.get("longer_cost")
+            else ""
+        ),
+        "|---|--:|--:|--:|--:|--:|--:|--:|" + ("--:|" if info.get("longer_cost") else ""),
     ]
     for r in rows:
         lines.append(
             f"| {r.label} | {r.params / 1e3:.1f}k | {r.macs / 1e6:.2f}M | {r.speedup_1:.2f}x | "
             f"{r.speedup_64:.2f}x | {r.supernet_test:.4f} | {r.alone_mean:.4f} ± "
             f"{r.alone_sd:.4f} | {r.gap:+.2f} |"
+            + (f" {r.longer_test:.4f} ({r.longer_gap:+.2f}) |" if r.longer_test is not None else "")
         )
     found = info.get("search") or {}
     if found:
@@ -387,7 +420,7 @@ def _write(out: Path, rows: list[Row], **info: Any) -> None:
     out.write_text("\n".join(lines) + "\n")
     payload = {
         **{k: v for k, v in info.items()},
-        "rows": [asdict(r) | {"gap": r.gap} for r in rows],
+        "rows": [asdict(r) | {"gap": r.gap, "longer_gap": r.longer_gap} for r in rows],
     }
     out.with_suffix(".json").write_text(json.dumps(payload, indent=1))
     console.print(f"wrote {out}")
