@@ -10,27 +10,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from netsculpt.testing.models import TinyResidualCNN
 
-class TinyCNN(nn.Module):
-    """Conv-BN-ReLU, a residual block (elastic depth), pooled into 10 classes."""
+
+class TinyCNN(TinyResidualCNN):
+    """A TinyResidualCNN on the digits task's 8x8 grey images, 10 classes."""
 
     def __init__(self, width: int = 16) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU()
-        )
-        self.block = nn.Sequential(
-            nn.Conv2d(width, width, 3, padding=1),
-            nn.BatchNorm2d(width),
-            nn.ReLU(),
-            nn.Conv2d(width, width, 1),
-        )
-        self.head = nn.Linear(width, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.stem(x)
-        h = h + self.block(h)
-        return self.head(h.mean((2, 3)))
+        super().__init__(in_channels=1, width=width, num_classes=10)
 
 
 def tiny_cnn() -> tuple[nn.Module, torch.Tensor]:

@@ -11,28 +11,14 @@ import torch
 from torch import nn
 
 import netsculpt as ns
+from netsculpt.testing.models import TinyResidualCNN
 
 
-class ConvNet(nn.Module):
-    """Conv-BN-ReLU, a residual block (a depth choice), pooled into a classifier."""
+class ConvNet(TinyResidualCNN):
+    """A TinyResidualCNN on 3-channel 8x8 images, 5 classes."""
 
     def __init__(self, width: int = 16) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU()
-        )
-        self.block = nn.Sequential(
-            nn.Conv2d(width, width, 3, padding=1),
-            nn.BatchNorm2d(width),
-            nn.ReLU(),
-            nn.Conv2d(width, width, 1),
-        )
-        self.head = nn.Linear(width, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.stem(x)
-        h = h + self.block(h)
-        return self.head(h.mean((2, 3)))
+        super().__init__(in_channels=3, width=width, num_classes=5)
 
 
 def images(n: int, seed: int) -> torch.Tensor:
