@@ -2,6 +2,7 @@
 use alone."""
 
 import os
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -20,3 +21,15 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def _forget_imported_factory_files() -> Iterator[None]:
+    """Drop the modules that ``path/to/file.py:factory`` specs imported during a test, so the
+    next test sees a clean ``sys.modules`` (the hostile-study tests assert that nothing a
+    study named was imported, whichever test ran before them)."""
+    before = set(sys.modules)
+    yield
+    for name in set(sys.modules) - before:
+        if name.startswith("_netsculpt_factory_"):
+            del sys.modules[name]

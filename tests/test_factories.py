@@ -17,16 +17,6 @@ SRC = Path(netsculpt.__file__).parent
 WHAT = {"what": "test factory", "expects": "a function returning 42"}
 
 
-@pytest.fixture(autouse=True)
-def _forget_imported_files() -> Iterator[None]:
-    """Drop the modules that file specs added, so later tests see a clean sys.modules."""
-    before = set(sys.modules)
-    yield
-    for name in set(sys.modules) - before:
-        if name.startswith("_netsculpt_factory_"):
-            del sys.modules[name]
-
-
 @pytest.fixture
 def package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A fresh package ``<name>.sub`` on sys.path; its name is unique to the test."""
