@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -190,6 +191,13 @@ def analyze(
             b = prop.param_slots.get(other) or prop.buffer_slots.get(other) or []
             for x, y in zip(a, b, strict=False):
                 table.unify(x, y)
+    # a tensor no name of which the graph reads keeps its size
+    read = {n for n in [*prop.param_slots, *prop.buffer_slots] if n not in prop.unread}
+    for name in prop.unread:
+        if not any(other in read for other in by_id.get(id(_tensor(model, name)), [])):
+            desc = prop.param_slots.get(name) or prop.buffer_slots.get(name) or []
+            for s in desc:
+                table.taint(s, "not read by the captured graph")
     slot_spaces: dict[tuple[str, int], Space] = {}
     for name, desc in prop.param_slots.items():
         for d, s in enumerate(desc):
@@ -377,9 +385,13 @@ def _collect_groups(
         ):
             continue
         module = prod_slot.tensor.rsplit(".", 1)[0] if "." in prod_slot.tensor else ""
+        # a table with one column per head (T5's relative position bias) has stride 1:
+        # a head's width is read off the projections, whose strides are the head size
         weight_strides = [
             st for s, st in occ if not s.is_buffer and param_ndim.get(s.tensor, 0) >= 2
         ]
+        if any(st > 1 for st in weight_strides):
+            weight_strides = [st for st in weight_strides if st > 1]
         max_stride = max(weight_strides, default=1)
         min_stride = min(weight_strides, default=1)
         is_conv = any(param_ndim.get(s.tensor, 0) >= 3 for s, _ in occ)
@@ -422,6 +434,15 @@ def _collect_groups(
         )
     groups.sort(key=lambda g: order.get(g.params[0], 1 << 30) if g.params else 1 << 30)
     return groups
+
+
+def _tensor(model: nn.Module, name: str) -> Any:
+    """The parameter or buffer ``name`` of ``model`` (None when it has none of that name)."""
+    module, _, attr = name.rpartition(".")
+    try:
+        return getattr(model.get_submodule(module), attr, None)
+    except AttributeError:
+        return None
 
 
 def _stage_of(module: str) -> str:

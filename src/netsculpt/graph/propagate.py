@@ -102,6 +102,7 @@ class Propagator:
     node_order: dict[str, int] = field(default_factory=dict)
     consumers: dict[str, list[tuple[str, str, int]]] = field(default_factory=dict)
     output_slots: set[tuple[str, int]] = field(default_factory=set)
+    unread: list[str] = field(default_factory=list)  # parameter and buffer names
 
     def mark_output(self, arg: Any, dim: int) -> None:
         """Record that dimension ``dim`` of a parameter is an op's output channel dimension."""
@@ -207,11 +208,11 @@ class Propagator:
                         self.taint_desc(self.desc(leaf), "feeds a model output")
             else:  # get_attr (submodules of higher-order ops)
                 self.values[node] = None
-        # a parameter or buffer the graph never reads (for example the second name of a
-        # tied weight) keeps its size
+        # a parameter or buffer the graph never reads keeps its size; the analysis taints
+        # it once tied names (the second name of a tied weight is never read) are joined
         for node in self.program.graph.nodes:
             if node.op == "placeholder" and not node.users and node.name in {**params, **buffers}:
-                self.taint_desc(self.desc(node), "not read by the captured graph")
+                self.unread.append({**params, **buffers}[node.name])
         # remember which ops read each parameter
         for node in self.program.graph.nodes:
             if node.op != "call_function":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
+import torch
 from torch import fx
 
 from netsculpt.graph.ops._registry import handles
@@ -194,16 +195,29 @@ def _no_output(p: Propagator, node: fx.Node) -> Any:
     return None
 
 
+@handles("zeros", "ones", "full", "new_zeros", "new_ones", "new_full")
+def _constant(p: Propagator, node: fx.Node) -> Any:
+    """A tensor of one value everywhere: any of its positions can go.
+
+    Its literal sizes are recorded as shape sites, so that a dimension that meets a
+    prunable group follows it when an attribute of the module that made it holds the size
+    (T5's cross-attention builds its zero position bias as ``zeros(1, self.n_heads, q, k)``);
+    the planner keeps the group whole when none does.
+    """
+    val = node.meta.get("val")
+    if not isinstance(val, torch.Tensor):
+        return p.fresh_like(node, "created by the model's code with a literal size")
+    out = p.fresh(val.shape, "")
+    for space in out:
+        if space.size > 1:
+            p.record_shape_site(node, space.size, space)
+    return out
+
+
 @handles(
     "arange",
-    "zeros",
-    "ones",
-    "full",
     "empty",
     "scalar_tensor",
-    "new_zeros",
-    "new_ones",
-    "new_full",
     "new_empty",
     "rand",
     "randn",
