@@ -47,6 +47,7 @@ PUBLIC = {
     "save", "load", "measure", "compare_latency", "count_macs", "count_params",
     "register_backend", "export_onnx", "check_onnx", "finetune", "distill", "get_task",
     "search", "report", "sparsify", "factorize",
+    "reconstruct", "reconstruction_of", "ReconstructConfig", "ReconstructResult",
     "elastic", "ElasticConfig", "Supernet",
     "save_supernet", "load_supernet", "train_supernet", "SupernetTrainConfig",
     "__version__",
@@ -69,6 +70,7 @@ def test_configs_are_frozen_keyword_only_and_round_trip() -> None:
         ns.StudyConfig,
         ns.ElasticConfig,
         ns.SupernetTrainConfig,
+        ns.ReconstructConfig,
     ):
         params = dataclasses.fields(cls)
         assert cls.__dataclass_params__.frozen, cls  # type: ignore[attr-defined]

@@ -63,6 +63,10 @@ _LAZY: dict[str, str] = {
     "distill": "netsculpt.recovery.train",
     "TrainConfig": "netsculpt.recovery.config",
     "DistillConfig": "netsculpt.recovery.config",
+    "reconstruct": "netsculpt.recovery.reconstruct",
+    "reconstruction_of": "netsculpt.recovery.reconstruct",
+    "ReconstructConfig": "netsculpt.recovery.reconstruct",
+    "ReconstructResult": "netsculpt.recovery.reconstruct",
     # search and report
     "search": "netsculpt.studies.api",
     "StudyConfig": "netsculpt.studies.config",

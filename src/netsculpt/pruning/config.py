@@ -23,12 +23,15 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from netsculpt.errors import InputError, InvalidRatioError, UnknownNameError
 from netsculpt.pruning.importance import IMPORTANCE
+
+if TYPE_CHECKING:
+    from netsculpt.recovery._reconstruct_config import ReconstructConfig
 
 __all__ = ["PruneConfig", "RatioMap", "check_ratio", "resolve_config", "stored_config"]
 
@@ -200,6 +203,11 @@ class PruneConfig:
         seed: seed for ``random`` and any criterion that draws.
         verify: run the pruned copy on the example inputs and check it computes what the
             original does with the removed units zeroed.
+        reconstruct: after :func:`netsculpt.prune` applies the plan, refit the layers that
+            read pruned activations by least squares on the calibration batches
+            (:func:`netsculpt.reconstruct`): ``True`` for the default
+            :class:`~netsculpt.ReconstructConfig`, or a config; ``None`` (default) does not.
+            ``ns.plan`` only records it.
     """
 
     ratio: float | Mapping[str, float] = 0.3
@@ -211,6 +219,7 @@ class PruneConfig:
     remove_blocks: tuple[str, ...] = ()
     seed: int = 0
     verify: bool = True
+    reconstruct: ReconstructConfig | None = None
 
     def __post_init__(self) -> None:
         self._validate()
@@ -236,6 +245,13 @@ class PruneConfig:
         _flag(self.global_ranking, "global_ranking", allow_none=True)
         _flag(self.protect_outputs, "protect_outputs")
         _flag(self.verify, "verify")
+        from netsculpt.recovery._reconstruct_config import as_reconstruct_config
+
+        object.__setattr__(
+            self,
+            "reconstruct",
+            as_reconstruct_config(self.reconstruct, "PruneConfig(reconstruct=...)"),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field (tuples as lists, a ratio mapping as a dict)."""
@@ -246,6 +262,8 @@ class PruneConfig:
                 value = list(value)
             elif isinstance(value, Mapping):
                 value = dict(value)
+            elif hasattr(value, "to_dict"):  # a ReconstructConfig
+                value = value.to_dict()
             out[f.name] = value
         return out
 

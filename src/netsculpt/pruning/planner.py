@@ -8,7 +8,7 @@ those units zeroed). This module checks the arguments and runs the steps.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -31,6 +31,7 @@ from netsculpt.pruning.apply import apply
 from netsculpt.pruning.config import PruneConfig, resolve_config
 from netsculpt.pruning.importance import check_calib, get_importance
 from netsculpt.pruning.plan import Plan
+from netsculpt.recovery.reconstruct import reconstruct
 
 __all__ = ["plan", "prune"]
 
@@ -108,16 +109,26 @@ def prune(
     is checked by the same verification as a copy (unless ``config.verify`` is False), but
     a failure then leaves ``model`` pruned (a :class:`PlanError` says so). Every argument is
     checked before the model is touched.
+
+    With ``config.reconstruct`` set, the pruned copy is then repaired by
+    :func:`netsculpt.reconstruct` on ``calib`` (which is then required, and read more than
+    once: an iterable that is not a list is read into one first); its
+    :class:`~netsculpt.ReconstructResult` is ``ns.reconstruction_of(small)``.
     """
     check_bool(inplace, "inplace")
     config = resolve_config(config, ratio=ratio, importance=importance, caller="ns.prune")
+    if config.reconstruct is not None:
+        calib = _reconstruct_calib(calib, inplace)
     calib = _check_arguments(
         model, example_inputs, config, calib=calib, loss_fn=loss_fn, graph=None
     )
     if not inplace:
-        return apply(
+        small = apply(
             model, _plan(model, example_inputs, config, calib=calib, loss_fn=loss_fn, graph=None)
         )
+        if config.reconstruct is not None:
+            reconstruct(small, model, calib, config.reconstruct)
+        return small
     graph, decision, built = _decide_and_build(
         model, example_inputs, config, calib=calib, loss_fn=loss_fn, graph=None
     )
@@ -131,6 +142,27 @@ def prune(
             f"inplace=False, which also repairs attribute sizes the module code depends on"
         )
     return cast(nn.Module, outcome.model)  # verify(inplace=True) returns the pruned model
+
+
+def _reconstruct_calib(calib: Any, inplace: bool) -> Any:
+    """The calibration batches ``PruneConfig(reconstruct=...)`` needs, as a list."""
+    if calib is None:
+        raise InputError(
+            "PruneConfig(reconstruct=...) refits the pruned layers on calibration batches: "
+            "pass calib=[batch, ...] (each batch shaped like example_inputs, a few hundred "
+            "samples in all), or drop reconstruct"
+        )
+    if inplace:
+        raise InputError(
+            "PruneConfig(reconstruct=...) needs the original model beside the pruned one, so "
+            "it cannot prune in place: pass inplace=False, or prune in place without "
+            "reconstruct and call ns.reconstruct(small, original, calib) with a copy"
+        )
+    if isinstance(calib, Iterable) and not isinstance(
+        calib, (list, tuple, torch.Tensor, Mapping, str, bytes)
+    ):
+        return list(calib)
+    return calib
 
 
 def _check_arguments(
