@@ -12,6 +12,7 @@ same noise, rather than two separate :func:`measure` calls.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -147,19 +148,31 @@ def _cpu_flash_attention_flop(
     return int(flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape))
 
 
-# PyTorch's counter knows the CUDA attention kernels; the CPU one is added here.
+def _mkldnn_rnn_layer_flop(
+    input_shape: Any, weight0_shape: Any, weight1_shape: Any, *args: Any, **kwargs: Any
+) -> int:
+    # one LSTM layer and direction on CPU: per step and sequence, the gate rows of the input
+    # and recurrent weights times their inputs (gates x hidden x (input + hidden) MACs)
+    rows_by_steps = math.prod(input_shape[:-1])
+    return 2 * rows_by_steps * (math.prod(weight0_shape) + math.prod(weight1_shape))
+
+
+# PyTorch's counter knows the CUDA attention kernels; the CPU one is added here, and the
+# oneDNN LSTM layer nn.LSTM runs on CPU (GRU and RNN layers run as matmuls, counted as such).
 _EXTRA_FLOPS = {
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention_flop,
+    torch.ops.aten.mkldnn_rnn_layer: _mkldnn_rnn_layer_flop,
 }
 
 
 def count_macs(model: nn.Module, example_inputs: ExampleInputs) -> int:
     """Multiply-accumulates of one forward of ``model`` on ``example_inputs``.
 
-    Counted by ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, convolutions and
-    scaled-dot-product attention, the CPU kernel included) as FLOPs / 2, in eval mode and
-    with the fused ``nn.TransformerEncoderLayer`` fast path off, so that its matmuls are
-    seen. Element-wise work (activations, norms, bias adds) is not counted.
+    Counted by ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, convolutions,
+    scaled-dot-product attention and LSTM/GRU/RNN layers, the CPU kernels included: gates x
+    hidden x (input + hidden) per step, sequence, layer and direction) as FLOPs / 2, in
+    eval mode and with the fused ``nn.TransformerEncoderLayer`` fast path off, so that its
+    matmuls are seen. Element-wise work (activations, norms, bias adds) is not counted.
     """
     check_model(model)
     check_finite_inputs(example_inputs)

@@ -357,3 +357,9 @@ def _fix_module_attributes(model: nn.Module) -> None:
                 conv1d.nx = int(w.shape[0])
         elif isinstance(module, nn.RMSNorm) and isinstance(w, torch.Tensor):
             module.normalized_shape = tuple(int(s) for s in w.shape)
+        elif isinstance(module, nn.RNNBase) and module.proj_size == 0:
+            # LSTM/GRU/RNN: sizes from the first layer's weights, and the cached weight list
+            # (``_flat_weights``) pointed at the sliced parameters, or the module runs the old
+            w_ih, w_hh = module.get_parameter("weight_ih_l0"), module.get_parameter("weight_hh_l0")
+            module.input_size, module.hidden_size = int(w_ih.shape[1]), int(w_hh.shape[1])
+            module._init_flat_weights()

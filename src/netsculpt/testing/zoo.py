@@ -28,6 +28,7 @@ from torch import nn
 from netsculpt._inputs import ExampleInputs
 from netsculpt.errors import UnknownNameError
 from netsculpt.testing import _blocks as B
+from netsculpt.testing.models import BiGRUClassifier, LSTMClassifier
 
 Factory = Callable[[], tuple[nn.Module, ExampleInputs]]
 
@@ -184,6 +185,18 @@ def unet() -> tuple[nn.Module, ExampleInputs]:
 def two_tower() -> tuple[nn.Module, ExampleInputs]:
     """Two positional inputs fused by concat, two outputs returned as a tuple."""
     return _hand(B.TwoTower, lambda: (_image(size=8), torch.randn(BATCH, 8)))
+
+
+@_register
+def lstm_classifier() -> tuple[nn.Module, ExampleInputs]:
+    """Embedding, a 2-layer LSTM (batch first), a linear head on the last step."""
+    return _hand(LSTMClassifier, lambda: torch.randint(0, VOCAB, (BATCH, SEQ)))
+
+
+@_register
+def bigru_classifier() -> tuple[nn.Module, ExampleInputs]:
+    """Embedding, a bidirectional GRU (time first), a linear head on both final states."""
+    return _hand(BiGRUClassifier, lambda: torch.randint(0, VOCAB, (BATCH, SEQ)))
 
 
 # --- transformers models from tiny configs ----------------------------------------------

@@ -10,6 +10,7 @@ indexing   slice, select, index, gather, and ops that depend on positions
 reduce     reductions, softmax, batch/layer/group norms
 linalg     linear, matmul, addmm, convolutions, embedding, attention
 spatial    pooling, resampling, padding
+recurrent  LSTM, GRU and RNN layers: hidden units across gate blocks and layers
 ========== ==================================================================
 
 Handlers are registered by namespaced overload-packet name (``"aten::linear"``,
@@ -18,7 +19,15 @@ registry :data:`HANDLERS`. Each analysis walks with its own copy, which
 ``ns.analyze(..., handlers={...})`` extends for that one call (docs/extending.md).
 """
 
-from netsculpt.graph.ops import indexing, layout, linalg, pointwise, reduce, spatial
+from netsculpt.graph.ops import (
+    indexing,
+    layout,
+    linalg,
+    pointwise,
+    recurrent,
+    reduce,
+    spatial,
+)
 from netsculpt.graph.ops._registry import (
     HANDLERS,
     Handler,
@@ -42,5 +51,5 @@ __all__ = [
     "supported_ops",
 ]
 
-FAMILIES = (pointwise, layout, indexing, reduce, linalg, spatial)
+FAMILIES = (pointwise, layout, indexing, reduce, linalg, spatial, recurrent)
 """The handler modules, in the order they register."""
