@@ -234,3 +234,52 @@ def test_initial_state_from_the_caller_keeps_the_width() -> None:
     graph = ns.analyze(WithState().eval(), (torch.randn(2, 5, 8), torch.randn(1, 2, 10)))
     rnn = graph.group("rnn")
     assert not rnn.prunable and "model input" in rnn.reason
+
+
+def test_unbatched_input_and_bias_free_stacks() -> None:
+    class Unbatched(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(8, 16)
+            self.rnn = nn.LSTM(16, 20)
+            self.head = nn.Linear(20, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out, (h_n, c_n) = self.rnn(torch.relu(self.fc(x)))
+            return self.head(out[-1] + h_n[-1] + c_n[-1])
+
+    class BiasFree(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(8, 8)
+            self.rnn = nn.GRU(8, 20, num_layers=3, bias=False)
+            self.head = nn.Linear(20, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.rnn(self.fc(x))[0][-1])
+
+    torch.manual_seed(0)
+    for model, x in ((Unbatched(), torch.randn(5, 8)), (BiasFree(), torch.randn(5, 2, 8))):
+        small = ns.prune(model.eval(), x, ratio=0.3)  # verified against the zeroed original
+        assert small.rnn.hidden_size == 14
+        assert small(x).shape == model(x).shape
+
+
+def test_literal_initial_state_keeps_the_group_whole() -> None:
+    class Literal(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(8, 8)
+            self.rnn = nn.GRU(8, 20, batch_first=True)
+            self.head = nn.Linear(20, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h0 = torch.zeros(1, x.shape[0], 20)  # a size the plan cannot change
+            return self.head(self.rnn(self.fc(x), h0)[0][:, -1])
+
+    torch.manual_seed(0)
+    model, x = Literal().eval(), torch.randn(2, 5, 8)
+    plan = ns.plan(model, x, ratio=0.3)
+    assert plan.meta["kept_whole"] == ["rnn"]
+    small = ns.apply(model, plan)
+    assert small.rnn.hidden_size == 20 and small.fc.out_features < 8
