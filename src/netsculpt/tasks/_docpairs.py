@@ -32,14 +32,14 @@ import inspect
 import re
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Literal
 
-__all__ = ["STDLIB_MODULES", "TextPair", "docstring_pairs"]
+__all__ = ["PACKAGE_MODULES", "STDLIB_MODULES", "TextPair", "docstring_pairs", "package_pairs"]
 
-Part = Literal["train", "validation", "test"]
+Part = Literal["train", "validation", "test", "packages"]
 
 #: Where the parts end in the hash range [0, 1): test below 0.3, validation below 0.6.
 _TEST_END = 0.3
@@ -64,6 +64,17 @@ STDLIB_MODULES: tuple[str, ...] = (
     "traceback", "tracemalloc", "types", "typing", "unicodedata", "unittest", "urllib.parse",
     "urllib.request", "uuid", "wave", "weakref", "webbrowser",
     "xml.dom.minidom", "xml.etree.ElementTree", "xml.sax", "zipfile", "zlib", "zoneinfo",
+)  # fmt: skip
+
+#: Modules of netsculpt's own dependencies whose docstrings make the out-of-domain pairs
+#: (:func:`package_pairs`): scientific and tooling text that no part of the standard-library
+#: pairs, and so no training, calibration or choice, has seen.
+PACKAGE_MODULES: tuple[str, ...] = (
+    "numpy", "numpy.linalg", "numpy.random", "scipy.linalg", "scipy.optimize",
+    "scipy.signal", "sklearn.linear_model", "sklearn.preprocessing", "sklearn.model_selection",
+    "sklearn.metrics", "sklearn.cluster", "sklearn.decomposition", "optuna.study",
+    "optuna.samplers", "optuna.storages", "rich.console", "rich.progress", "rich.table",
+    "onnx.helper", "safetensors.torch",
 )  # fmt: skip
 
 _MIN_QUERY = 24
@@ -113,7 +124,18 @@ def _defined_here(module: ModuleType, attr: str, obj: Any) -> bool:
     )
 
 
-def _members(module_name: str) -> Iterator[tuple[str, Any]]:
+def _from_package(package: str) -> Callable[[Any], bool]:
+    def check(obj: Any) -> bool:
+        target = obj.fget if isinstance(obj, property) else obj
+        module = getattr(target, "__module__", None)
+        return isinstance(module, str) and module.partition(".")[0] == package
+
+    return check
+
+
+def _members(
+    module_name: str, own: Callable[[Any], bool] = _from_stdlib
+) -> Iterator[tuple[str, Any]]:
     try:
         module = importlib.import_module(module_name)
     except ImportError:  # absent from this Python build (e.g. no _ssl): fewer pairs
@@ -132,7 +154,7 @@ def _members(module_name: str) -> Iterator[tuple[str, Any]]:
                     member = member.__func__
                 if not (callable(member) or isinstance(member, property)):
                     continue
-                if _from_stdlib(member) and getattr(member, "__name__", member_name) == member_name:
+                if own(member) and getattr(member, "__name__", member_name) == member_name:
                     yield f"{module_name}.{attr}.{member_name}", member
 
 
@@ -199,4 +221,41 @@ def docstring_pairs() -> tuple[TextPair, ...]:
         found.append((key, TextPair(name, query, document, _part(key))))
     order = {"test": 0, "validation": 1, "train": 2}
     found.sort(key=lambda item: (order[item[1].part], item[0]))
+    return tuple(pair for _, pair in found)
+
+
+@functools.cache
+def package_pairs() -> tuple[TextPair, ...]:
+    """Out-of-domain pairs from the docstrings of :data:`PACKAGE_MODULES`, ordered by hash.
+
+    Built like :func:`docstring_pairs` (one per object, no query or document text twice,
+    nothing that appears among the standard-library pairs), all in part ``"packages"``:
+    text a model recovered on the standard-library pairs has never seen. They depend on the
+    installed versions of those packages; modules that are not installed give no pairs.
+    """
+    seen_texts: set[str] = set()
+    for pair in docstring_pairs():
+        seen_texts.update((pair.query.lower(), pair.document.lower()))
+    seen_objects: set[int] = set()
+    found: list[tuple[int, TextPair]] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        members = [
+            (name, obj, getattr(obj, "__doc__", None))
+            for module_name in PACKAGE_MODULES
+            for name, obj in _members(module_name, _from_package(module_name.partition(".")[0]))
+        ]
+    for name, obj, doc in members:
+        if id(obj) in seen_objects or not isinstance(doc, str):
+            continue
+        seen_objects.add(id(obj))
+        pair = _split(doc)
+        if pair is None:
+            continue
+        query, document = pair
+        if query.lower() in seen_texts or document.lower() in seen_texts:
+            continue
+        seen_texts.update((query.lower(), document.lower()))
+        found.append((_key(query), TextPair(name, query, document, "packages")))
+    found.sort(key=lambda item: item[0])
     return tuple(pair for _, pair in found)
