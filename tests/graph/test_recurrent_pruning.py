@@ -14,6 +14,7 @@ from torch import nn
 
 import netsculpt as ns
 from netsculpt.export.onnx import export_onnx, onnx_feeds
+from netsculpt.measurement.api import _EXTRA_FLOPS
 from netsculpt.testing.models import BiGRUClassifier, LSTMClassifier
 
 GATES = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}
@@ -194,7 +195,12 @@ def test_macs_count_recurrent_layers() -> None:
     )
     gru = nn.GRU(16, 12, num_layers=2, bidirectional=True).eval()
     x = torch.randn(7, 2, 16)
-    assert ns.count_macs(gru, x) == 7 * 2 * 2 * (3 * 12 * (16 + 12) + 3 * 12 * (24 + 12))
+    gru_macs = 7 * 2 * 2 * (3 * 12 * (16 + 12) + 3 * 12 * (24 + 12))
+    assert ns.count_macs(gru, x) == gru_macs
+    # the same stack as one cuDNN call (GPU): the formula over its input and weight shapes
+    fused = _EXTRA_FLOPS[torch.ops.aten._cudnn_rnn]
+    shapes = [tuple(p.shape) for p in gru._flat_weights if p is not None]
+    assert fused(tuple(x.shape), shapes) == 2 * gru_macs
 
 
 def test_projected_lstm_is_protected_with_its_reason() -> None:

@@ -157,11 +157,21 @@ def _mkldnn_rnn_layer_flop(
     return 2 * rows_by_steps * (math.prod(weight0_shape) + math.prod(weight1_shape))
 
 
+def _fused_rnn_flop(input_shape: Any, weight_shapes: Any, *args: Any, **kwargs: Any) -> int:
+    # a whole cuDNN / MIOpen recurrent stack: every layer and direction reads each (step,
+    # sequence) row once through each of its weight matrices (biases are 1-D: not counted)
+    rows_by_steps = math.prod(input_shape[:-1])
+    return 2 * rows_by_steps * sum(math.prod(w) for w in weight_shapes if len(w) == 2)
+
+
 # PyTorch's counter knows the CUDA attention kernels; the CPU one is added here, and the
-# oneDNN LSTM layer nn.LSTM runs on CPU (GRU and RNN layers run as matmuls, counted as such).
+# fused recurrent kernels: the oneDNN LSTM layer nn.LSTM runs on CPU (GRU and RNN layers run
+# as matmuls there, counted as such) and the cuDNN / MIOpen stacks of every recurrent layer.
 _EXTRA_FLOPS = {
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention_flop,
     torch.ops.aten.mkldnn_rnn_layer: _mkldnn_rnn_layer_flop,
+    torch.ops.aten._cudnn_rnn: _fused_rnn_flop,
+    torch.ops.aten.miopen_rnn: _fused_rnn_flop,
 }
 
 
