@@ -31,6 +31,7 @@ _LAZY: dict[str, str] = {
     "prune": "netsculpt.pruning.planner",
     "PruneConfig": "netsculpt.pruning.config",
     "iterative_prune": "netsculpt.pruning.iterative",
+    "prune_experts": "netsculpt.pruning._experts",
     "factorize": "netsculpt.pruning.lowrank",
     "FactorizeConfig": "netsculpt.pruning.lowrank",
     "register_importance": "netsculpt.pruning.importance",

@@ -157,6 +157,93 @@ def _doubled_batch(example_inputs: ExampleInputs) -> ExampleInputs | None:
 
 # --------------------------------------------------------------------------- export
 
+#: experts implementations (transformers 5.x) whose kernels have no ONNX form; exported as
+#: ``batched_mm`` (gather each token's expert weights, batched matmul): the same arithmetic
+_GROUPED_EXPERTS = ("grouped_mm", "deepgemm", "sonicmoe")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@contextmanager
+def _exportable_experts(model: nn.Module) -> Iterator[None]:
+    """Run mixture-of-experts layers with transformers' ``batched_mm`` experts while exporting.
+
+    The default ``grouped_mm`` runs ``transformers::grouped_mm_fallback`` (or
+    ``aten::_grouped_mm``), which neither exporter can write as ONNX; ``batched_mm`` computes
+    the same with gathers and a batched matmul. The configs are restored afterwards.
+    """
+    configs = {
+        id(c): c
+        for m in model.modules()
+        if (c := getattr(m, "config", None)) is not None
+        and getattr(c, "_experts_implementation", None) in _GROUPED_EXPERTS
+    }
+    saved = [(c, c._experts_implementation) for c in configs.values()]
+    try:
+        for c, _ in saved:
+            c._experts_implementation = "batched_mm"
+        yield
+    finally:
+        for c, value in saved:
+            c._experts_implementation = value
+
+
+@contextmanager
+def _captured_output() -> Iterator[list[str]]:
+    """Capture what the exporters print (Python and C++ streams, warnings, log records)
+    instead of letting it reach the console; the text is in the yielded list afterwards.
+
+    The TorchScript exporter prints its whole intermediate graph when it fails (hundreds of
+    kilobytes for a transformer): a failure is reported as one line instead. File
+    descriptors 1 and 2 are redirected for the duration, for the whole process.
+    """
+    import contextlib
+    import io
+    import sys
+    import tempfile
+
+    text: list[str] = []
+    python_side = io.StringIO()
+    root = logging.getLogger()
+    handler = logging.StreamHandler(python_side)
+    saved_fds: list[int] = []
+    with tempfile.TemporaryFile() as sink:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        try:
+            saved_fds = [os.dup(1), os.dup(2)]
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+        except OSError:  # no real descriptors (an embedded interpreter): Python streams only
+            saved_fds = []
+        root.addHandler(handler)
+        try:
+            with (
+                contextlib.redirect_stdout(python_side),
+                contextlib.redirect_stderr(python_side),
+                warnings.catch_warnings(),
+            ):
+                warnings.simplefilter("ignore")
+                yield text
+        finally:
+            root.removeHandler(handler)
+            if saved_fds:
+                os.dup2(saved_fds[0], 1)
+                os.dup2(saved_fds[1], 2)
+                for fd in saved_fds:
+                    os.close(fd)
+            sink.seek(0)
+            text.append(python_side.getvalue())
+            text.append(sink.read().decode("utf-8", errors="replace"))
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of an exception's message, shortened, without colour codes."""
+    lines = [_ANSI.sub("", line).strip() for line in str(exc).splitlines()]
+    first = next((line for line in lines if line), "")
+    first = first if len(first) <= limit else first[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
 
 @contextmanager
 def _quiet_exporter() -> Iterator[None]:
@@ -282,8 +369,9 @@ def export_onnx(
         with torch.no_grad():
             n_outputs = len(flatten_outputs(call_model(model, example_inputs)))
         for kind in kinds:
+            said: list[str] = []
             try:
-                with _quiet_exporter():
+                with _quiet_exporter(), _exportable_experts(model), _captured_output() as said:
                     _export(
                         flat,
                         signature,
@@ -295,18 +383,20 @@ def export_onnx(
                         external_data=param_bytes > _EXTERNAL_DATA_BYTES,
                     )
             except Exception as exc:  # noqa: BLE001 -- the exporters raise many unrelated types
-                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                failures.append(f"{kind} exporter: {type(exc).__name__}: {first_line}")
+                failures.append(f"{kind} exporter: {_one_line(exc)}")
                 logger.info("ONNX %s export of %s failed: %s", kind, type(model).__name__, exc)
+                logger.debug("the %s exporter printed:\n%s", kind, "".join(said))
                 continue
+            logger.debug("the %s exporter printed:\n%s", kind, "".join(said))
             logger.info("exported %s to %s with the %s exporter", type(model).__name__, path, kind)
             break
         else:
             raise ExportError(
                 f"ONNX export of {type(model).__name__} to {path} failed ({'; '.join(failures)}); "
                 "try dynamic_batch=False if the model fixes its batch size, another opset=, "
-                "exporter='torchscript' or 'dynamo' alone to see the full error, or exclude the "
-                "module that uses the unsupported operator"
+                "exporter='torchscript' or 'dynamo' alone, or exclude the module that uses the "
+                "unsupported operator (what the exporters printed is logged at DEBUG level by "
+                "the 'netsculpt.export.onnx' logger)"
             )
     _tag(path, kind)
     if check:

@@ -61,6 +61,7 @@ from netsculpt.export._folder import (
     verified,
     write_atomic,
 )
+from netsculpt.pruning._moe_config import base_config_values
 from netsculpt.pruning.apply import apply, plan_of
 from netsculpt.pruning.plan import MAX_JSON_BYTES, Plan, check_plan_data, parse_json
 
@@ -214,10 +215,11 @@ def base_reference(model: nn.Module, factory: str | None = None) -> dict[str, An
         and hasattr(config, "to_dict")
         and type(model).__module__.startswith("transformers.")
     ):
+        # the config of the unpruned model, on which load replays the plan
         return {
             "kind": "transformers",
             "class": f"{type(model).__module__}.{type(model).__qualname__}",
-            "config": config.to_dict(),
+            "config": {**config.to_dict(), **base_config_values(model)},
         }
     return {"kind": "class", "class": f"{type(model).__module__}.{type(model).__qualname__}"}
 

@@ -12,6 +12,7 @@ attention, whole key/value groups with the query heads that share them).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from netsculpt.graph._arguments import (
     check_selection,
     match_names,
 )
+from netsculpt.graph._norms import NormSite, settle_norm_sites
 from netsculpt.graph.capture import capture
 from netsculpt.graph.propagate import (
     GroupsSite,
@@ -76,6 +78,7 @@ class Group:
     unit_width: int = 1
     note: str = ""
     uid: int = field(default=0, repr=False, compare=False)
+    multiple: int = 1  # the kept width must be a multiple of this (a kernel's alignment)
 
 
 @dataclass
@@ -97,6 +100,8 @@ class Graph:
     buffers: set[str] = field(default_factory=set, repr=False)
     output_shapes: list[tuple[int, ...]] = field(default_factory=list, repr=False)
     protect_outputs: bool = True
+    residual: bool = False
+    norm_sites: list[NormSite] = field(default_factory=list, repr=False)
     _index_cache: dict[tuple[str, int], dict[int, tuple[Space, np.ndarray]]] = field(
         default_factory=dict, repr=False
     )
@@ -140,6 +145,7 @@ def analyze(
     *,
     exclude: Sequence[str] = (),
     protect_outputs: bool = True,
+    residual: bool = False,
     on_unsupported: str = "skip",
     handlers: Mapping[str, Handler] | None = None,
     timeout_s: float | None = 120.0,
@@ -152,6 +158,10 @@ def analyze(
         exclude: module names (or ``"re:"`` patterns) whose parameters must keep their size.
         protect_outputs: keep every model output's shape (default). ``False`` lets hidden
             sizes that feed outputs be pruned too.
+        residual: let hidden sizes normalised by ``nn.LayerNorm`` or RMS norms (the
+            residual width of a transformer) be pruned; the norms are resized so that the
+            pruned model stays exact (:mod:`netsculpt.graph._norms`). Default False: those
+            sizes are protected.
         on_unsupported: ``"skip"`` (channels reaching an unknown op are protected and listed
             in ``graph.skipped``) or ``"error"`` (raise :class:`UnsupportedOperationError`).
         handlers: extra operation handlers for this analysis only, by namespaced op name
@@ -166,15 +176,21 @@ def analyze(
     model = check_model_and_inputs(model, example_inputs, allow_meta=True)
     exclude = check_selection(model, exclude, "exclude")
     check_bool(protect_outputs, "protect_outputs")
+    check_bool(residual, "residual")
     check_number(timeout_s, "timeout_s", strictly_positive=True, allow_none=True)
     if on_unsupported not in ("skip", "error"):
         raise InputError(f"on_unsupported must be 'skip' or 'error', got {on_unsupported!r}")
     registry = default_registry(handlers)  # checked before the capture, which takes seconds
     program, seconds = capture(model, example_inputs, timeout_s=timeout_s)
     prop = Propagator(
-        program, registry, on_unsupported=on_unsupported, protect_outputs=protect_outputs
+        program,
+        registry,
+        on_unsupported=on_unsupported,
+        protect_outputs=protect_outputs,
+        residual=residual,
     )
     prop.run()
+    norm_sites = settle_norm_sites(model, prop) if residual else []
     table = prop.table
 
     # tied weights: every name of one tensor shares its spaces
@@ -231,6 +247,8 @@ def analyze(
         buffers=set(prop.buffer_slots),
         output_shapes=_output_shapes(program),
         protect_outputs=protect_outputs,
+        residual=residual,
+        norm_sites=norm_sites,
     )
 
 
@@ -357,6 +375,10 @@ def _collect_groups(
             stride = table.stride_of(space, uid)
             occurrences.setdefault(uid, []).append((Slot(name, dim, name in buffers), stride))
 
+    multiple: dict[int, int] = {}
+    for space, m in prop.alignments:
+        for uid in table.index_map(space):
+            multiple[uid] = math.lcm(multiple.get(uid, 1), m)
     groups: list[Group] = []
     used_names: set[str] = set()
     order = {name: i for i, name in enumerate(prop.param_slots)}
@@ -394,7 +416,8 @@ def _collect_groups(
             weight_strides = [st for st in weight_strides if st > 1]
         max_stride = max(weight_strides, default=1)
         min_stride = min(weight_strides, default=1)
-        is_conv = any(param_ndim.get(s.tensor, 0) >= 3 for s, _ in occ)
+        # experts' stacked weights are 3-D too: their neuron groups carry an alignment
+        is_conv = any(param_ndim.get(s.tensor, 0) >= 3 for s, _ in occ) and uid not in multiple
         if max_stride > 1 and not is_conv:
             kind = "heads"
             name = module.rsplit(".", 1)[0] if "." in module else module
@@ -430,6 +453,7 @@ def _collect_groups(
                 unit_width=min_stride if kind == "heads" else 1,
                 note=note,
                 uid=uid,
+                multiple=multiple.get(uid, 1),
             )
         )
     groups.sort(key=lambda g: order.get(g.params[0], 1 << 30) if g.params else 1 << 30)

@@ -102,6 +102,8 @@ class Propagator:
     node_order: dict[str, int] = field(default_factory=dict)
     consumers: dict[str, list[tuple[str, str, int]]] = field(default_factory=dict)
     output_slots: set[tuple[str, int]] = field(default_factory=set)
+    # (space, m): a kernel needs the kept width of ``space`` to be a multiple of m
+    alignments: list[tuple[Space, int]] = field(default_factory=list)
     unread: list[str] = field(default_factory=list)  # parameter and buffer names
 
     def mark_output(self, arg: Any, dim: int) -> None:

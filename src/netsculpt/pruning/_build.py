@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from netsculpt.graph.analysis import Graph, Group
@@ -63,6 +64,7 @@ def build(
         groups=tuple(decided),
         removed=tuple(removed),
         meta=dict(meta),
+        norms=tuple(_resized_norms(graph, keep)),
     )
     return Built(plan, tuple(shape_attrs), frozenset(unresolved))
 
@@ -106,7 +108,10 @@ def _slice_tensors(
     tensors: dict[str, dict[int, tuple[int, ...]]] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     sizes: dict[str, tuple[int, ...]] = {}
-    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+    for name, t in [
+        *model.named_parameters(remove_duplicate=False),  # every name of a tied weight
+        *model.named_buffers(remove_duplicate=False),
+    ]:
         sizes[name] = tuple(t.shape)
     for tensor, dim in graph.slot_spaces:
         mask = kept_positions(graph, tensor, dim, keep)
@@ -117,9 +122,32 @@ def _slice_tensors(
     return tensors, shapes
 
 
+def _resized_norms(graph: Graph, keep: Mapping[int, np.ndarray]) -> list[tuple[str, int, int]]:
+    """``(module, width before, width after)`` of every norm over a pruned residual width."""
+    out: dict[str, tuple[str, int, int]] = {}
+    for site in graph.norm_sites:
+        if site.reason or site.module in out:
+            continue
+        before = graph.table.find(site.space).size
+        after = _space_kept(graph, site.space, keep)
+        if after < before:
+            out[site.module] = (site.module, before, after)
+    return list(out.values())
+
+
 def _space_kept(graph: Graph, space: Space, keep: Mapping[int, np.ndarray]) -> int:
     mask = _mask_of(graph.table.index_map(space), keep)
     return graph.table.find(space).size if mask is None else int(mask.sum())
+
+
+def _sizes_itself(module: nn.Module, literal: int) -> bool:
+    """Whether ``literal`` is a width of a layer whose size attributes follow its weight
+    when a plan is applied: transformers' ``Conv1D`` views its input to ``x.size(-1)`` and
+    its output to ``nf``, which the capture writes down as literals."""
+    weight = getattr(module, "weight", None)
+    if type(module).__name__ != "Conv1D" or not isinstance(weight, torch.Tensor):
+        return False
+    return weight.ndim == 2 and literal in (int(weight.shape[0]), int(weight.shape[1]))
 
 
 def _attribute_updates(
@@ -148,6 +176,8 @@ def _attribute_updates(
                 module = model.get_submodule(path)
             except AttributeError:
                 continue
+            if path == site.module_stack[-1] and _sizes_itself(module, old):
+                break  # a literal in a layer's own code that apply() sizes from its weight
             found = False
             for attr, value in vars(module).items():
                 if attr.startswith("_") or isinstance(value, bool) or not isinstance(value, int):

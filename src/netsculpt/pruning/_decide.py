@@ -150,10 +150,10 @@ def _resolve_ratios(
 
 
 def granularity(group: Group, round_to: int) -> int:
-    """The fewest units of ``group`` that keep its width a multiple of ``round_to``."""
-    if round_to <= 1:
-        return 1
-    return max(1, round_to // math.gcd(round_to, max(1, group.unit_width)))
+    """The fewest units of ``group`` that keep its width a multiple of ``round_to`` (and of
+    the alignment a kernel needs, ``group.multiple``)."""
+    m = 1 if round_to <= 1 else max(1, round_to // math.gcd(round_to, max(1, group.unit_width)))
+    return math.lcm(m, max(1, group.multiple))
 
 
 def _round_keep(keep: int, size: int, m: int) -> int:

@@ -115,6 +115,8 @@ def _with_attrs(plan: Plan, attrs: Sequence[Attr]) -> Plan:
         groups=plan.groups,
         removed=plan.removed,
         meta=plan.meta,
+        lowrank=plan.lowrank,
+        norms=plan.norms,
     )
 
 

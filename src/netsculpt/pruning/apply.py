@@ -13,6 +13,7 @@ from torch import nn
 from netsculpt._checks import check_model
 from netsculpt.errors import InputError, PlanError
 from netsculpt.pruning._factorized import factorize_module
+from netsculpt.pruning._moe_config import sync_config
 from netsculpt.pruning.plan import MAX_ARITY, REMOVED_KINDS, Plan, is_size_attribute
 
 __all__ = ["Removed", "apply", "check_plan", "plan_of"]
@@ -315,6 +316,7 @@ def apply(model: nn.Module, plan: Plan, *, inplace: bool = False) -> nn.Module:
         parent = new.get_submodule(parent_path)
         setattr(parent, child, Removed(how, int(arity or 1)))
     _fix_module_attributes(new)
+    sync_config(model, new)  # a transformers config says how many experts are left
     if plan.lowrank:
         for module_path, rank in plan.lowrank:
             parent_path, _, child = module_path.rpartition(".")

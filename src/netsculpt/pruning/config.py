@@ -203,6 +203,12 @@ class PruneConfig:
         seed: seed for ``random`` and any criterion that draws.
         verify: run the pruned copy on the example inputs and check it computes what the
             original does with the removed units zeroed.
+        residual: prune the residual width too (the hidden size of a transformer: its
+            embeddings, every projection's input and output width and the norms), at the
+            ratio of its group (named after the embedding). The LayerNorm and RMS norms
+            over it are resized so that the pruned model stays exact. Off by default: it
+            changes the width every layer reads, and a model whose norms netsculpt cannot
+            resize raises :class:`~netsculpt.errors.UnsupportedOperationError` when it is on.
         reconstruct: after :func:`netsculpt.prune` applies the plan, refit the layers that
             read pruned activations by least squares on the calibration batches
             (:func:`netsculpt.reconstruct`): ``True`` for the default
@@ -219,6 +225,7 @@ class PruneConfig:
     remove_blocks: tuple[str, ...] = ()
     seed: int = 0
     verify: bool = True
+    residual: bool = False
     reconstruct: ReconstructConfig | None = None
 
     def __post_init__(self) -> None:
@@ -245,6 +252,7 @@ class PruneConfig:
         _flag(self.global_ranking, "global_ranking", allow_none=True)
         _flag(self.protect_outputs, "protect_outputs")
         _flag(self.verify, "verify")
+        _flag(self.residual, "residual")
         from netsculpt.recovery._reconstruct_config import as_reconstruct_config
 
         object.__setattr__(

@@ -52,7 +52,7 @@ NOT_SIZE_ATTRIBUTE = re.compile(
 GROUP_ATTRIBUTES = frozenset({"groups", "num_groups"})
 _DIM_KEY = re.compile(r"0|[1-9][0-9]{0,3}")
 _PLAN_KEYS = frozenset(
-    {"format", "meta", "tensors", "shapes", "attrs", "groups", "removed", "lowrank"}
+    {"format", "meta", "tensors", "shapes", "attrs", "groups", "removed", "lowrank", "norms"}
 )
 REMOVED_KINDS = ("zeros", "identity")
 
@@ -256,9 +256,25 @@ def check_plan_data(
             raise _fail(where + "[0]", f"module {_short(module)} is empty or listed twice")
         seen.add(module)
         _int(item[1], where + "[1]", 1, MAX_DIM)
+    _check_norms(data.get("norms", []))
     meta = _dict(data.get("meta", {}), "meta")
     _check_stored_configs(meta)
     return declared
+
+
+def _check_norms(norms: Any) -> None:
+    """``[[module, width before, width after], ...]``: norms over a pruned residual width."""
+    seen: set[str] = set()
+    for k, item in enumerate(_list(norms, "norms")):
+        where = f"norms[{k}]"
+        if not isinstance(item, list) or len(item) != 3:
+            raise _fail(where, f"expected [module, width before, width after], got {_short(item)}")
+        module = _str(item[0], where + "[0]")
+        if not module or module in seen:
+            raise _fail(where + "[0]", f"module {_short(module)} is empty or listed twice")
+        seen.add(module)
+        before = _int(item[1], where + "[1]", 1, MAX_DIM)
+        _int(item[2], where + "[2]", 1, before)
 
 
 def _check_stored_configs(meta: Mapping[str, Any]) -> None:
@@ -379,6 +395,11 @@ class Plan:
             ratio, importance, round_to, model class and the resolved global ranking.
         lowrank: ``(module, rank)`` for Linear/Conv layers replaced, after slicing, by two
             thinner layers from a truncated SVD (see :func:`netsculpt.factorize`).
+        norms: ``(module, width before, width after)`` for the LayerNorm and RMS norms over
+            a pruned residual width: applying the plan makes each keep dividing by its width
+            before (an RMS norm's epsilon and weight are rescaled, a LayerNorm becomes a
+            ``WidthLayerNorm``), so the pruned model computes what the original does with
+            the removed channels zeroed (``PruneConfig(residual=True)``).
     """
 
     tensors: Mapping[str, Mapping[int, tuple[int, ...]]]
@@ -388,6 +409,7 @@ class Plan:
     removed: tuple[tuple[str, str], ...] = ()
     meta: Mapping[str, Any] = field(default_factory=dict)
     lowrank: tuple[tuple[str, int], ...] = ()
+    norms: tuple[tuple[str, int, int], ...] = ()
 
     @property
     def widths(self) -> dict[str, tuple[int, int]]:
@@ -431,6 +453,7 @@ class Plan:
             ],
             "removed": [list(r) for r in self.removed],
             "lowrank": [list(r) for r in self.lowrank],
+            **({"norms": [list(n) for n in self.norms]} if self.norms else {}),
         }
 
     def to_json(self, *, indent: int | None = None) -> str:
@@ -463,6 +486,7 @@ class Plan:
             removed=tuple((m, k) for m, k in data.get("removed", [])),
             meta=dict(data.get("meta", {})),
             lowrank=tuple((m, r) for m, r in data.get("lowrank", [])),
+            norms=tuple((m, b, a) for m, b, a in data.get("norms", [])),
         )
 
     @classmethod
@@ -507,6 +531,10 @@ class Plan:
             else:
                 groups.append(g)
         groups.extend(by_name.values())
+        # a norm resized twice keeps dividing by its width before the first plan
+        norms = {m: (b, a) for m, b, a in self.norms}
+        for module, wide, narrow in second.norms:
+            norms[module] = (norms.get(module, (wide, narrow))[0], narrow)
         return Plan(
             tensors=tensors,
             shapes=shapes,
@@ -515,6 +543,7 @@ class Plan:
             removed=self.removed + second.removed,
             meta={"steps": [dict(self.meta), dict(second.meta)]},
             lowrank=self.lowrank + second.lowrank,
+            norms=tuple((m, b, a) for m, (b, a) in norms.items()),
         )
 
     def describe(self) -> str:

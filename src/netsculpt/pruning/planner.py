@@ -8,6 +8,7 @@ those units zeroed). This module checks the arguments and runs the steps.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
@@ -26,6 +27,7 @@ from netsculpt.graph._arguments import (
 from netsculpt.graph.analysis import Graph, analyze
 from netsculpt.pruning._build import Built, build, in_shape_sites
 from netsculpt.pruning._decide import Decision, decide
+from netsculpt.pruning._residual import require_residual
 from netsculpt.pruning._verify import verify
 from netsculpt.pruning.apply import apply
 from netsculpt.pruning.config import PruneConfig, resolve_config
@@ -183,6 +185,12 @@ def _check_arguments(
             f"graph must be the result of ns.analyze(model, example_inputs) or None, got "
             f"{type(graph).__name__}"
         )
+    if graph is not None and graph.residual != config.residual:
+        raise InputError(
+            f"the graph was analysed with residual={graph.residual}, the config asks for "
+            f"residual={config.residual}; analyse with ns.analyze(model, inputs, "
+            f"residual={config.residual}) or pass no graph"
+        )
     group_names = tuple(g.name for g in graph.groups) if graph is not None else ()
     check_selection(model, list(config.exclude), "exclude", extra=group_names)
     if loss_fn is not None and not callable(loss_fn):
@@ -210,7 +218,10 @@ def _decide_and_build(
             example_inputs,
             exclude=list(config.exclude),
             protect_outputs=config.protect_outputs,
+            residual=config.residual,
         )
+    if config.residual:
+        require_residual(graph)
     decision = decide(model, example_inputs, graph, config, calib=calib, loss_fn=loss_fn)
     ratio = config.ratio
     meta = {
@@ -225,6 +236,19 @@ def _decide_and_build(
     }
     built = build(model, graph, decision.groups, decision.keep, decision.removed, meta)
     return graph, decision, built
+
+
+def _warn_kept_whole(model_name: str, names: Sequence[str], error: str, plan: Plan) -> None:
+    """Say which groups the plan had to keep whole, and why; loudest when nothing is cut."""
+    shown = ", ".join(repr(n) for n in names[:4]) + (", ..." if len(names) > 4 else "")
+    warnings.warn(
+        ("the plan removes nothing: " if plan.is_identity else "")
+        + f"netsculpt kept {len(names)} group(s) of {model_name} whole ({shown}) because the "
+        f"pruned model did not run like the original when they were cut ({error}); they are "
+        f"listed in plan.meta['kept_whole']: exclude them, or report the model to netsculpt",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def _plan(
@@ -263,6 +287,7 @@ def _plan(
             model, example_inputs, graph, relaxed, retry.plan, shape_attrs=retry.shape_attrs
         )
         if outcome.ok:
+            _warn_kept_whole(graph.model_name, names, errors[0], outcome.plan)
             return outcome.plan
         errors.append(outcome.error)
     raise PlanError(

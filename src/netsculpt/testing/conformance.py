@@ -61,6 +61,9 @@ def zero_units(model: nn.Module, graph: Graph, fraction: float, seed: int = 0) -
     with torch.no_grad():
         for g in graph.prunable_groups:
             n = int(np.floor(g.size * fraction + 1e-9))
+            m = g.multiple  # a kernel's alignment: the planner rounds the kept width to it
+            if m > 1 and n and g.size > m:
+                n = g.size - max(m, min(g.size, round((g.size - n) / m) * m))
             if n == 0:
                 continue
             units = rng.choice(g.size, size=n, replace=False)

@@ -357,6 +357,22 @@ _hf(
 )
 _hf("hf_qwen2_gqa", "Qwen2ForCausalLM", "Qwen2Config", dict(_GQA), attn="sdpa")
 _hf("hf_qwen3_gqa", "Qwen3ForCausalLM", "Qwen3Config", dict(_GQA, head_dim=16), attn="sdpa")
+# mixture of experts: 4 experts, top-2 routing, experts stored as stacked 3-D weights
+_MOE = dict(_GQA, num_experts_per_tok=2)
+_hf(
+    "hf_mixtral",
+    "MixtralForCausalLM",
+    "MixtralConfig",
+    dict(_MOE, num_local_experts=4, sliding_window=None),
+    attn="sdpa",
+)
+_hf(
+    "hf_qwen2_moe",
+    "Qwen2MoeForCausalLM",
+    "Qwen2MoeConfig",
+    dict(_MOE, num_experts=4, moe_intermediate_size=64, shared_expert_intermediate_size=128),
+    attn="sdpa",
+)
 _hf(
     "hf_gemma",
     "GemmaForCausalLM",
@@ -495,6 +511,9 @@ HELD_OUT: list[str] = [
     "hf_resnet", "hf_convnext", "hf_mobilenet_v2",
 ]  # fmt: skip
 """18 transformers architectures on which coverage (capture, prune, run) is reported."""
+
+MOE: list[str] = ["hf_mixtral", "hf_qwen2_moe"]
+"""The mixture-of-experts entries (Mixtral- and Qwen2-MoE-style sparse blocks)."""
 
 HAND_WRITTEN: list[str] = [name for name in ZOO if not name.startswith("hf_")]
 """The hand-written entries of :data:`ZOO`."""

@@ -11,6 +11,7 @@ reduce     reductions, softmax, batch/layer/group norms
 linalg     linear, matmul, addmm, convolutions, embedding, attention
 spatial    pooling, resampling, padding
 recurrent  LSTM, GRU and RNN layers: hidden units across gate blocks and layers
+experts    grouped matrix multiplies over mixture-of-experts weights
 ========== ==================================================================
 
 Handlers are registered by namespaced overload-packet name (``"aten::linear"``,
@@ -20,6 +21,7 @@ registry :data:`HANDLERS`. Each analysis walks with its own copy, which
 """
 
 from netsculpt.graph.ops import (
+    experts,
     indexing,
     layout,
     linalg,
@@ -51,5 +53,5 @@ __all__ = [
     "supported_ops",
 ]
 
-FAMILIES = (pointwise, layout, indexing, reduce, linalg, spatial, recurrent)
+FAMILIES = (pointwise, layout, indexing, reduce, linalg, spatial, recurrent, experts)
 """The handler modules, in the order they register."""

@@ -2,6 +2,8 @@
 
 A reduction over a channel dimension protects it: its result depends on how many channels
 there are. Batch, group and layer norms couple their weights to the normalised channels.
+When an analysis prunes the residual width (``ns.analyze(..., residual=True)``), a layer or
+RMS norm over one hidden size records a site instead (:mod:`netsculpt.graph._norms`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import torch
 from torch import fx
 
 from netsculpt.graph.ops._common import Desc, int_arg, list_arg, wrap_dim
+from netsculpt.graph.ops._normsite import is_rms_mean, record_norm_site
 from netsculpt.graph.ops._registry import handles, short_name
 from netsculpt.graph.ops.pointwise import elementwise
 
@@ -79,7 +82,10 @@ def _reduce(p: Propagator, node: fx.Node) -> Any:
         dims = [wrap_dim(dims_arg, ndim)]
     else:
         dims = [wrap_dim(int(x), ndim) for x in dims_arg]
-    if name in _TAINTING_REDUCTIONS:
+    if p.residual and is_rms_mean(node, ndim, dims, keepdim) and d[-1].size > 1:
+        # mean(x ** 2) in an RMS norm: residual-width pruning resizes the norm
+        record_norm_site(p, node, d[-1], "rms")
+    elif name in _TAINTING_REDUCTIONS:
         reason = f"'{name}' over it in module '{p.module_of(node)}' depends on the channel count"
         for i in dims:
             if d[i].size > 1:
@@ -124,11 +130,16 @@ def _layer_norm(p: Propagator, node: fx.Node) -> Any:
         if w is not None and len(w) == n:
             for x, y in zip(tail, w, strict=True):
                 p.unify(x, y)
-    p.taint_desc(
-        tail,
-        f"normalised over by '{short_name(node.target)}' in module "
-        f"'{p.module_of(node)}' (its statistics depend on every channel)",
-    )
+    name = short_name(node.target)
+    if p.residual and n == 1 and tail[0].size > 1:
+        # residual-width pruning resizes the norm (checked against the model after the walk)
+        record_norm_site(p, node, tail[0], "rms" if "rms" in name else "layer_norm")
+    else:
+        p.taint_desc(
+            tail,
+            f"normalised over by '{name}' in module '{p.module_of(node)}' (its statistics "
+            f"depend on every channel)",
+        )
     out = list(d)
     val = node.meta.get("val")
     if isinstance(val, (list, tuple)):

@@ -1,0 +1,288 @@
+"""Mixture-of-experts models (tiny Mixtral and Qwen2-MoE from configs): expert neurons
+pruned exactly, whole experts removed by router usage, reload, ONNX export."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+import netsculpt as ns
+from netsculpt._inputs import call_model
+from netsculpt.errors import ExportError, InputError, UnsupportedOperationError
+from netsculpt.pruning._experts import find_moe_blocks
+from netsculpt.testing.zoo import MOE, ZOO
+
+pytest.importorskip("transformers")
+
+# a module-level cache: each tiny model is built, analysed and pruned once per session
+_CACHE: dict[str, Any] = {}
+
+
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _logits(model: nn.Module, inputs: Any) -> torch.Tensor:
+    with torch.no_grad():
+        return call_model(model, inputs).logits
+
+
+def _calib(inputs: dict[str, Any], n: int = 4) -> list[dict[str, Any]]:
+    g = torch.Generator().manual_seed(1)
+    return [
+        {**inputs, "input_ids": torch.randint(3, 128, inputs["input_ids"].shape, generator=g)}
+        for _ in range(n)
+    ]
+
+
+def _pruned(name: str) -> tuple[nn.Module, Any, nn.Module]:
+    """(original, inputs, neurons pruned at ratio 0.3), built once."""
+    if name not in _CACHE:
+        model, inputs = ZOO[name]()
+        _CACHE[name] = (model, inputs, ns.prune(model, inputs, ratio=0.3))
+    return _CACHE[name]
+
+
+@pytest.mark.parametrize("name", MOE)
+def test_expert_neurons_are_one_group_per_layer(name: str) -> None:
+    model, inputs = ZOO[name]()
+    graph = ns.analyze(model, inputs)
+    assert not graph.skipped  # the grouped matmul is understood, not skipped
+    experts = [g for g in graph.groups if g.module.endswith("mlp.experts")]
+    neurons = [g for g in experts if g.prunable]
+    assert len(neurons) == 2  # one per layer
+    width = model.config.intermediate_size if name == "hf_mixtral" else 64
+    for g in neurons:
+        assert (g.kind, g.size, g.multiple) == ("neurons", width, 4)  # fp32: 16-byte strides
+        assert {(s.tensor.rsplit(".", 1)[1], s.dim) for s in g.slots} == {
+            ("gate_up_proj", 1),
+            ("down_proj", 2),
+        }
+    # the expert dimension is protected, and says how to remove experts instead
+    whole = [g for g in experts if not g.prunable]
+    assert len(whole) == 2 and all(g.size == 4 for g in whole)
+    assert all("prune_experts" in g.reason for g in whole)
+
+
+@pytest.mark.parametrize("name", MOE)
+def test_neuron_pruning_equals_zeroed_original(name: str) -> None:
+    model, inputs, small = _pruned(name)
+    plan = ns.plan_of(small)
+    assert plan is not None and "kept_whole" not in plan.meta
+    layer = "model.layers.0.mlp.experts"
+    kept = plan.tensors[f"{layer}.down_proj"][2]
+    width = model.get_submodule(layer).down_proj.shape[2]
+    assert len(kept) % 4 == 0 and len(kept) < width
+    # the same neurons set to zero in the original, in every expert
+    zeroed = copy.deepcopy(model)
+    with torch.no_grad():
+        for name_, dims in plan.tensors.items():
+            t = zeroed.get_parameter(name_)
+            for dim, idx in dims.items():
+                gone = sorted(set(range(t.shape[dim])) - set(idx))
+                t.index_fill_(dim, torch.tensor(gone, dtype=torch.long), 0.0)
+    torch.testing.assert_close(_logits(small, inputs), _logits(zeroed, inputs))
+    assert small.get_submodule(layer).gate_up_proj.shape[1] == 2 * len(kept)
+
+
+@pytest.mark.parametrize("name", MOE)
+def test_ratio_03_with_experts_removes_a_quarter_of_the_parameters(name: str) -> None:
+    model, inputs, small = _pruned(name)
+    smaller = ns.prune_experts(small, _calib(inputs), ratio=0.25)
+    assert 1 - _params(smaller) / _params(model) >= 0.25
+    if name == "hf_mixtral":  # the experts are most of the model: neurons alone suffice
+        assert 1 - _params(small) / _params(model) >= 0.25
+    plan = ns.plan_of(smaller)
+    steps = plan.meta["steps"]
+    assert steps[1]["step"] == "prune_experts" and steps[1]["exact"] is False
+    assert "-inf" in steps[1]["approximate"]
+    assert "experts       4 -> 3" in plan.describe()
+
+
+class _MaskRouterLogits(TorchFunctionMode):
+    """Set chosen experts' router logits to -inf wherever a router weight is applied."""
+
+    def __init__(self, removed: dict[int, list[int]]) -> None:
+        super().__init__()
+        self.removed = removed  # id(router weight) -> experts
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None):
+        out = func(*args, **(kwargs or {}))
+        if func is torch.nn.functional.linear and len(args) > 1 and id(args[1]) in self.removed:
+            out = out.clone()
+            out[..., self.removed[id(args[1])]] = float("-inf")
+        return out
+
+
+@pytest.mark.parametrize(("name", "norm_topk"), [("hf_mixtral", None), ("hf_qwen2_moe", False)])
+def test_expert_removal_equals_masked_router_logits(name: str, norm_topk: Any) -> None:
+    # Mixtral: softmax over all experts, top-2, renormalised over the two. Qwen2-MoE with
+    # norm_topk_prob=False: top-2 softmax probabilities used as they are, so the softmax
+    # denominator (over the experts that remain) matters. Masking a logit with -inf removes
+    # the expert from the softmax and from the top-k alike: both must match exactly.
+    model, inputs = ZOO[name]()
+    if norm_topk is not None:
+        assert model.config.norm_topk_prob is norm_topk
+    small = ns.prune_experts(model, _calib(inputs), ratio=0.5)
+    meta = ns.plan_of(small).meta
+    removed = meta["removed_experts"]
+    assert all(len(v) == 2 for v in removed.values())
+    for block, ids in removed.items():
+        usage = meta["expert_usage"][block]
+        assert max(usage[i] for i in ids) <= min(u for i, u in enumerate(usage) if i not in ids)
+        assert small.get_submodule(block).experts.num_experts == 2
+        assert small.get_submodule(block).gate.weight.shape[0] == 2
+    masks = {id(model.get_submodule(b).gate.weight): ids for b, ids in removed.items()}
+    with _MaskRouterLogits(masks):
+        reference = _logits(model, inputs)
+    torch.testing.assert_close(_logits(small, inputs), reference)
+    assert not torch.allclose(_logits(model, inputs), reference)  # approximate: it changed
+    count = "num_local_experts" if name == "hf_mixtral" else "num_experts"
+    assert getattr(small.config, count) == 2 and getattr(model.config, count) == 4
+
+
+@pytest.mark.parametrize("name", MOE)
+def test_pruned_moe_reloads_exactly(name: str, tmp_path: Path) -> None:
+    model, inputs, small = _pruned(name)
+    smaller = ns.prune_experts(small, _calib(inputs), ratio=0.25)
+    ns.save(smaller, tmp_path)
+    # the folder holds the unpruned config (the plan is replayed on it) ...
+    base = json.loads((tmp_path / "netsculpt.json").read_text())["base"]["config"]
+    count = "num_local_experts" if name == "hf_mixtral" else "num_experts"
+    assert base[count] == 4
+    again = ns.load(tmp_path)  # rebuilt from the config alone
+    torch.testing.assert_close(_logits(again, inputs), _logits(smaller, inputs), rtol=0, atol=0)
+    # ... and the reloaded model's config says what it is
+    assert getattr(again.config, count) == 3
+    width = "intermediate_size" if name == "hf_mixtral" else "moe_intermediate_size"
+    kept = again.get_submodule("model.layers.0.mlp.experts").down_proj.shape[2]
+    assert getattr(again.config, width) == kept < getattr(model.config, width)
+
+
+def test_prune_experts_refuses_bad_input_and_changes_nothing() -> None:
+    model, inputs = ZOO["hf_mixtral"]()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(InputError, match=r"fewer than the 2 its router picks.*ratio<=0\.5"):
+        ns.prune_experts(model, _calib(inputs), ratio=0.75)
+    with pytest.raises(InputError, match="calib"):
+        ns.prune_experts(model, None, ratio=0.25)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="no expert layer"):
+        ns.prune_experts(nn.Linear(4, 4), [torch.randn(1, 4)], ratio=0.25)
+    assert model.config.num_local_experts == 4
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+class _Experts(nn.Module):
+    def __init__(self, n: int = 4, d: int = 8, h: int = 16) -> None:
+        super().__init__()
+        self.num_experts = n
+        self.up = nn.Parameter(torch.randn(n, h, d))
+        self.down = nn.Parameter(torch.randn(n, d, h))
+
+    def forward(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        up = torch.einsum("td,thd->th", x, self.up[idx])
+        return torch.einsum("th,tdh->td", torch.relu(up), self.down[idx])
+
+
+class _OpaqueRouterMoe(nn.Module):
+    """Routes with a hash of the input: no router module netsculpt can observe."""
+
+    def __init__(self, with_gate: bool) -> None:
+        super().__init__()
+        self.experts = _Experts()
+        self.top_k = 2
+        if with_gate:
+            self.gate = nn.Linear(8, 4, bias=False)  # present, but never called
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        idx = (x.sum(-1) * 1000).long().remainder(4)
+        return self.experts(x, idx)
+
+
+def test_untraceable_router_names_the_module() -> None:
+    x = torch.randn(5, 8)
+    with pytest.raises(UnsupportedOperationError, match=r"router of the expert layer '<top>'"):
+        ns.prune_experts(_OpaqueRouterMoe(with_gate=False), [x], ratio=0.25)
+    net = nn.Sequential(_OpaqueRouterMoe(with_gate=True))
+    with pytest.raises(
+        UnsupportedOperationError, match=r"router '0\.gate' of the expert layer '0'"
+    ):
+        ns.prune_experts(net, [x], ratio=0.25)
+    assert [b.path for b in find_moe_blocks(net)] == ["0"]
+
+
+class _HardCoded(nn.Module):
+    """A reshape to a literal width no attribute explains: its channels cannot be cut."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(8, 16)
+        self.fc2 = nn.Linear(16, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x)).reshape(-1, 16))
+
+
+def test_a_plan_that_removes_nothing_says_why() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan = ns.plan(_HardCoded().eval(), torch.randn(2, 8), ratio=0.5)
+    assert plan.is_identity and plan.meta["kept_whole"] == ["fc1"]
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    assert any(m.startswith("the plan removes nothing") and "'fc1'" in m for m in messages)
+
+
+@contextlib.contextmanager
+def _grouped_experts_kept(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Export with the grouped-matmul experts as they are (what netsculpt used to do)."""
+    import netsculpt.export.onnx as onnx_module
+
+    monkeypatch.setattr(onnx_module, "_exportable_experts", lambda model: contextlib.nullcontext())
+    yield
+
+
+def test_onnx_export_of_pruned_moe_matches_onnxruntime(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("onnxruntime")
+    model, inputs, small = _pruned("hf_mixtral")
+    smaller = ns.prune_experts(small, _calib(inputs), ratio=0.25)
+    path = ns.export_onnx(smaller, inputs, tmp_path / "moe.onnx", exporter="torchscript")
+    assert ns.check_onnx(smaller, inputs, path) < 1e-4  # export_onnx checked both batch sizes
+    assert smaller.config._experts_implementation == "grouped_mm"  # restored
+    out, err = capfd.readouterr()
+    assert len(out) + len(err) < 2000
+
+
+def test_onnx_export_failure_is_one_line(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("onnxruntime")
+    model, inputs = ZOO["hf_mixtral"]()
+    with _grouped_experts_kept(monkeypatch), pytest.raises(ExportError) as info:
+        ns.export_onnx(model, inputs, tmp_path / "moe.onnx", exporter="torchscript")
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 800
+    assert "histc" in message  # the operator the exporter could not write
+    out, err = capfd.readouterr()
+    assert len(out) + len(err) < 2000  # the exporter's graph dump (~190 KB) is not printed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MOE)
+def test_onnx_export_default_exporter(name: str, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    model, inputs, small = _pruned(name)
+    path = ns.export_onnx(small, inputs, tmp_path / "moe.onnx")
+    assert ns.check_onnx(small, inputs, path) < 1e-4
