@@ -32,6 +32,7 @@ from netsculpt.graph.ops import (
     supported_ops,
 )
 from netsculpt.graph.ops._common import Desc
+from netsculpt.graph.ops._normsite import NormSite
 from netsculpt.graph.ops.pointwise import elementwise
 from netsculpt.graph.spaces import Space, SpaceTable
 
@@ -92,6 +93,9 @@ class Propagator:
     table: SpaceTable = field(default_factory=SpaceTable)
     on_unsupported: str = "skip"
     protect_outputs: bool = True
+    # residual-width pruning: norms over a hidden size record a site instead of protecting it
+    residual: bool = False
+    norm_sites: list[NormSite] = field(default_factory=list)
     values: dict[fx.Node, Any] = field(default_factory=dict)
     param_slots: dict[str, Desc] = field(default_factory=dict)
     buffer_slots: dict[str, Desc] = field(default_factory=dict)

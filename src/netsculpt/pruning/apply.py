@@ -14,6 +14,7 @@ from netsculpt._checks import check_model
 from netsculpt.errors import InputError, PlanError
 from netsculpt.pruning._factorized import factorize_module
 from netsculpt.pruning._moe_config import sync_config
+from netsculpt.pruning._residual import check_norm, resize_norm
 from netsculpt.pruning.plan import MAX_ARITY, REMOVED_KINDS, Plan, is_size_attribute
 
 __all__ = ["Removed", "apply", "check_plan", "plan_of"]
@@ -212,7 +213,47 @@ def check_plan(model: nn.Module, plan: Plan) -> dict[str, dict[int, torch.Tensor
             raise PlanError(f"the plan factorises {module_path!r}, which it also removes")
         factorised.add(module_path)
         _check_rank(module_path, module, rank, plan, indices)
+    _check_norms(plan, modules, removed_paths, indices)
     return indices
+
+
+def _check_norms(
+    plan: Plan,
+    modules: Mapping[str, nn.Module],
+    removed_paths: list[str],
+    indices: Mapping[str, Mapping[int, torch.Tensor | None]],
+) -> None:
+    """Each norm a plan resizes exists once, is one netsculpt resizes, and its weight is
+    sliced to the width the plan gives it."""
+    seen: set[str] = set()
+    for entry in plan.norms:
+        if not isinstance(entry, (tuple, list)) or len(entry) != 3:
+            raise PlanError(f"the plan resizes a norm as {_short(entry)}, not (module, D, d)")
+        module_path, before, after = entry
+        module = modules.get(module_path) if isinstance(module_path, str) else None
+        if module is None or module_path in seen:
+            raise PlanError(
+                f"the plan resizes the norm {_short(module_path)}, which the model does not "
+                f"have (or the plan names it twice)"
+            )
+        if any(module_path == r or module_path.startswith(r + ".") for r in removed_paths):
+            raise PlanError(f"the plan resizes the norm {module_path!r}, which it also removes")
+        if not _is_int(before) or not _is_int(after):
+            raise PlanError(
+                f"the plan resizes the norm {module_path!r} from {_short(before)} to "
+                f"{_short(after)} channels; both must be integers"
+            )
+        seen.add(module_path)
+        check_norm(module_path, module, int(before), int(after))
+        weight = f"{module_path}.weight" if module_path else "weight"
+        if isinstance(getattr(module, "weight", None), torch.Tensor):
+            idx = indices.get(weight, {}).get(0)
+            kept = int(before) if idx is None else int(idx.numel())
+            if kept != int(after):
+                raise PlanError(
+                    f"the plan resizes the norm {module_path!r} to {after} channels but keeps "
+                    f"{kept} of its weight; write the plan again with netsculpt.plan"
+                )
 
 
 def _check_rank(
@@ -310,6 +351,8 @@ def apply(model: nn.Module, plan: Plan, *, inplace: bool = False) -> nn.Module:
         del orig, t
     for module_path, attr, value in plan.attrs:
         setattr(new.get_submodule(module_path), attr, int(value))
+    for module_path, before, after in plan.norms:
+        resize_norm(new, module_path, int(before), int(after))
     for module_path, kind in plan.removed:
         how, _, arity = kind.partition(":")
         parent_path, _, child = module_path.rpartition(".")
