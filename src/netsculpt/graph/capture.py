@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -139,7 +140,12 @@ def _capture(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # nn.LSTM / nn.GRU re-point their cached weight list (_flat_weights) while
+            # torch.export traces them, which torch reports on every capture; it is harmless
+            warnings.filterwarnings(
+                "ignore", message=r"The tensor attributes .*_flat_weights", category=UserWarning
+            )
             try:
                 return torch.export.export(model, args, kwargs, strict=False)
             except Exception as exc:
