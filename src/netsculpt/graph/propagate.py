@@ -69,6 +69,9 @@ class ShapeSite:
     module_stack: list[str]
     literal: int
     space: Space
+    # a literal slice taking a whole piece of a concatenation: (dim, start, end, the
+    # pieces before it); the planner rewrites its bounds when no attribute holds them
+    cut: tuple[int, int, int, Space | None] | None = None
 
 
 @dataclass
@@ -115,9 +118,15 @@ class Propagator:
         if isinstance(arg, fx.Node) and arg.name in self.param_nodes:
             self.output_slots.add((self.param_nodes[arg.name], dim))
 
-    def record_shape_site(self, node: fx.Node, literal: int, space: Space) -> None:
+    def record_shape_site(
+        self,
+        node: fx.Node,
+        literal: int,
+        space: Space,
+        cut: tuple[int, int, int, Space | None] | None = None,
+    ) -> None:
         """Record a literal size in ``node``'s arguments that must follow ``space``."""
-        self.shape_sites.append(ShapeSite(node.name, self.module_stack(node), literal, space))
+        self.shape_sites.append(ShapeSite(node.name, self.module_stack(node), literal, space, cut))
 
     def record_groups_site(self, module: str, attr: str, space: Space) -> None:
         """Record that ``module.attr`` (a group count) must follow ``space``."""

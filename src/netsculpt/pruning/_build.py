@@ -17,7 +17,9 @@ import torch
 from torch import nn
 
 from netsculpt.graph.analysis import Graph, Group
+from netsculpt.graph.propagate import ShapeSite
 from netsculpt.graph.spaces import Space
+from netsculpt.pruning._rewrite import SliceRewrite, current_bounds
 from netsculpt.pruning.plan import NOT_SIZE_ATTRIBUTE, SIZE_ATTRIBUTE, GroupDecision, Plan
 
 __all__ = ["Built", "build", "in_shape_sites", "kept_positions"]
@@ -56,7 +58,7 @@ def build(
         for g in groups
     ]
     tensors, shapes = _slice_tensors(model, graph, keep)
-    group_attrs, shape_attrs, unresolved = _attribute_updates(model, graph, keep)
+    group_attrs, shape_attrs, unresolved, slices = _attribute_updates(model, graph, keep)
     plan = Plan(
         tensors=tensors,
         shapes=shapes,
@@ -65,6 +67,7 @@ def build(
         removed=tuple(removed),
         meta=dict(meta),
         norms=tuple(_resized_norms(graph, keep)),
+        slices=tuple(slices),
     )
     return Built(plan, tuple(shape_attrs), frozenset(unresolved))
 
@@ -152,8 +155,9 @@ def _sizes_itself(module: nn.Module, literal: int) -> bool:
 
 def _attribute_updates(
     model: nn.Module, graph: Graph, keep: Mapping[int, np.ndarray]
-) -> tuple[list[Attr], list[Attr], set[int]]:
-    """Group-count updates (always needed), candidate size updates, unexplained groups."""
+) -> tuple[list[Attr], list[Attr], set[int], list[SliceRewrite]]:
+    """Group-count updates (always needed), candidate size updates, unexplained groups,
+    literal slice bounds to rewrite."""
     group_attrs: list[Attr] = []
     for groups_site in graph.groups_sites:
         new = _space_kept(graph, groups_site.space, keep)
@@ -163,6 +167,7 @@ def _attribute_updates(
     candidates: dict[tuple[str, str], Any] = {}
     conflicts: set[tuple[str, str]] = set()
     unresolved: set[int] = set()
+    slices: dict[tuple[str, int, int, int], SliceRewrite] = {}
     for site in graph.shape_sites:
         old = site.literal
         if graph.table.find(site.space).size != old:
@@ -195,6 +200,27 @@ def _attribute_updates(
             if found:
                 break
         else:
-            unresolved.update(uid for uid in graph.table.index_map(site.space) if uid in keep)
+            rewrite = _slice_rewrite(model, graph, site, keep, new)
+            if rewrite is None:
+                unresolved.update(uid for uid in graph.table.index_map(site.space) if uid in keep)
+            else:
+                slices[rewrite[:4]] = rewrite
     shape_attrs = [(m, a, v) for (m, a), v in candidates.items() if (m, a) not in conflicts]
-    return group_attrs, shape_attrs, unresolved
+    return group_attrs, shape_attrs, unresolved, list(slices.values())
+
+
+def _slice_rewrite(
+    model: nn.Module, graph: Graph, site: ShapeSite, keep: Mapping[int, np.ndarray], new: int
+) -> SliceRewrite | None:
+    """The rewrite of a literal slice that takes a whole piece of a concatenation."""
+    if site.cut is None or new <= 0:
+        return None
+    dim, start, end, prefix = site.cut
+    path = site.module_stack[-1] if site.module_stack else ""
+    try:
+        module = model.get_submodule(path)
+    except AttributeError:
+        return None
+    new_start = 0 if prefix is None else _space_kept(graph, prefix, keep)
+    start, end = current_bounds(module, dim, start, end)
+    return (path, dim, start, end, new_start, new_start + new)

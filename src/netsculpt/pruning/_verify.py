@@ -117,6 +117,7 @@ def _with_attrs(plan: Plan, attrs: Sequence[Attr]) -> Plan:
         meta=plan.meta,
         lowrank=plan.lowrank,
         norms=plan.norms,
+        slices=plan.slices,
     )
 
 
@@ -130,7 +131,13 @@ def _run(
     inplace: bool,
 ) -> tuple[nn.Module | None, str]:
     """Apply ``candidate`` and run the result: (the pruned model when in place, the error)."""
-    small = apply(model, candidate, inplace=inplace).eval()
+    try:
+        small = apply(model, candidate, inplace=inplace).eval()
+    except PlanError as exc:
+        if not candidate.slices:
+            raise
+        # a slice rewrite the module's code does not allow: nothing was changed yet
+        return (model if inplace else None), f"PlanError: {exc}"
     try:
         with torch.no_grad():
             outs = [o.detach().float() for o in flatten_outputs(call_model(small, example_inputs))]

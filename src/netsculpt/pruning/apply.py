@@ -15,6 +15,7 @@ from netsculpt.errors import InputError, PlanError
 from netsculpt.pruning._factorized import factorize_module
 from netsculpt.pruning._moe_config import sync_config
 from netsculpt.pruning._residual import check_norm, resize_norm
+from netsculpt.pruning._rewrite import install_slices, prepare_slices
 from netsculpt.pruning.plan import MAX_ARITY, REMOVED_KINDS, Plan, is_size_attribute
 
 __all__ = ["Removed", "apply", "check_plan", "plan_of"]
@@ -301,6 +302,7 @@ def apply(model: nn.Module, plan: Plan, *, inplace: bool = False) -> nn.Module:
     if not isinstance(inplace, bool):
         raise InputError(f"inplace must be True or False, got {_short(inplace)}")
     indices = check_plan(model, plan)
+    slices = prepare_slices(model, plan.slices) if plan.slices else {}
     params = dict(model.named_parameters(remove_duplicate=False))
     buffers = dict(model.named_buffers(remove_duplicate=False))
     p_alias = _aliases(model, buffers=False)
@@ -351,6 +353,8 @@ def apply(model: nn.Module, plan: Plan, *, inplace: bool = False) -> nn.Module:
         del orig, t
     for module_path, attr, value in plan.attrs:
         setattr(new.get_submodule(module_path), attr, int(value))
+    if slices:
+        install_slices(new, slices)
     for module_path, before, after in plan.norms:
         resize_norm(new, module_path, int(before), int(after))
     for module_path, kind in plan.removed:

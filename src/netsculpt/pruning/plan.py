@@ -52,7 +52,18 @@ NOT_SIZE_ATTRIBUTE = re.compile(
 GROUP_ATTRIBUTES = frozenset({"groups", "num_groups"})
 _DIM_KEY = re.compile(r"0|[1-9][0-9]{0,3}")
 _PLAN_KEYS = frozenset(
-    {"format", "meta", "tensors", "shapes", "attrs", "groups", "removed", "lowrank", "norms"}
+    {
+        "format",
+        "meta",
+        "tensors",
+        "shapes",
+        "attrs",
+        "groups",
+        "removed",
+        "lowrank",
+        "norms",
+        "slices",
+    }
 )
 REMOVED_KINDS = ("zeros", "identity")
 
@@ -257,6 +268,7 @@ def check_plan_data(
         seen.add(module)
         _int(item[1], where + "[1]", 1, MAX_DIM)
     _check_norms(data.get("norms", []))
+    _check_slices(data.get("slices", []))
     meta = _dict(data.get("meta", {}), "meta")
     _check_stored_configs(meta)
     return declared
@@ -275,6 +287,27 @@ def _check_norms(norms: Any) -> None:
         seen.add(module)
         before = _int(item[1], where + "[1]", 1, MAX_DIM)
         _int(item[2], where + "[2]", 1, before)
+
+
+def _check_slices(slices: Any) -> None:
+    """``[[module, dim, start, end, new start, new end], ...]``: literal slices rewritten."""
+    seen: set[tuple[str, int, int, int]] = set()
+    for k, item in enumerate(_list(slices, "slices")):
+        where = f"slices[{k}]"
+        if not isinstance(item, list) or len(item) != 6:
+            raise _fail(
+                where,
+                f"expected [module, dim, start, end, new start, new end], got {_short(item)}",
+            )
+        module = _str(item[0], where + "[0]")
+        dim = _int(item[1], where + "[1]", 0, MAX_RANK - 1)
+        start = _int(item[2], where + "[2]", 0, MAX_DIM - 1)
+        end = _int(item[3], where + "[3]", start + 1, MAX_DIM)
+        new_start = _int(item[4], where + "[4]", 0, start)
+        _int(item[5], where + "[5]", new_start + 1, new_start + end - start)
+        if (module, dim, start, end) in seen:
+            raise _fail(where, f"slice {start}:{end} of module {_short(module)} listed twice")
+        seen.add((module, dim, start, end))
 
 
 def _check_stored_configs(meta: Mapping[str, Any]) -> None:
@@ -400,6 +433,10 @@ class Plan:
             before (an RMS norm's epsilon and weight are rescaled, a LayerNorm becomes a
             ``WidthLayerNorm``), so the pruned model computes what the original does with
             the removed channels zeroed (``PruneConfig(residual=True)``).
+        slices: ``(module, dim, start, end, new start, new end)`` for literal slices in a
+            module's code that take a whole piece of a concatenation: applying the plan
+            rewrites the bounds (``start:end`` as the code writes them) in that module's
+            forward (:mod:`netsculpt.pruning._rewrite`).
     """
 
     tensors: Mapping[str, Mapping[int, tuple[int, ...]]]
@@ -410,6 +447,7 @@ class Plan:
     meta: Mapping[str, Any] = field(default_factory=dict)
     lowrank: tuple[tuple[str, int], ...] = ()
     norms: tuple[tuple[str, int, int], ...] = ()
+    slices: tuple[tuple[str, int, int, int, int, int], ...] = ()
 
     @property
     def widths(self) -> dict[str, tuple[int, int]]:
@@ -454,6 +492,7 @@ class Plan:
             "removed": [list(r) for r in self.removed],
             "lowrank": [list(r) for r in self.lowrank],
             **({"norms": [list(n) for n in self.norms]} if self.norms else {}),
+            **({"slices": [list(r) for r in self.slices]} if self.slices else {}),
         }
 
     def to_json(self, *, indent: int | None = None) -> str:
@@ -487,6 +526,7 @@ class Plan:
             meta=dict(data.get("meta", {})),
             lowrank=tuple((m, r) for m, r in data.get("lowrank", [])),
             norms=tuple((m, b, a) for m, b, a in data.get("norms", [])),
+            slices=tuple((m, d, s, e, ns_, ne) for m, d, s, e, ns_, ne in data.get("slices", [])),
         )
 
     @classmethod
@@ -544,6 +584,10 @@ class Plan:
             meta={"steps": [dict(self.meta), dict(second.meta)]},
             lowrank=self.lowrank + second.lowrank,
             norms=tuple((m, b, a) for m, (b, a) in norms.items()),
+            # bounds are recorded as the module's code writes them: the later plan's win
+            slices=tuple(
+                {(r[0], r[1], r[2], r[3]): r for r in self.slices + second.slices}.values()
+            ),
         )
 
     def describe(self) -> str:
@@ -555,4 +599,7 @@ class Plan:
             lines.append(f"  {module:<48} removed ({how})")
         for module, rank in self.lowrank:
             lines.append(f"  {module:<48} factorised to rank {rank}")
+        for module, dim, start, end, new_start, new_end in self.slices:
+            where = f"{module or '<top>'} [{start}:{end}] (dim {dim})"
+            lines.append(f"  {where:<48} slice rewritten to [{new_start}:{new_end}]")
         return "\n".join(lines)

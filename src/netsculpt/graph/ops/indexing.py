@@ -57,7 +57,8 @@ def _slice(p: Propagator, node: fx.Node) -> Any:
         out[dim] = p.table.new(end - start, reason)
         return out
     out[dim] = pieces[1 if start > 0 else 0]
-    p.record_shape_site(node, end - start, out[dim])
+    prefix = pieces[0] if start > 0 else None
+    p.record_shape_site(node, end - start, out[dim], (dim, start, end, prefix))
     return out
 
 
