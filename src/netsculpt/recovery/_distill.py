@@ -114,6 +114,25 @@ def _embedding_loss(
     return _masked_mean(cosine, mask) + _masked_mean(squared, mask)
 
 
+def _pooled(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """One unit vector per example: the (masked) mean over the sequence when there is one."""
+    if values.dim() == 3:
+        if mask is None:
+            values = values.mean(1)
+        else:
+            values = (values * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(1.0)
+    return F.normalize(values.reshape(values.shape[0], -1), dim=-1)
+
+
+def _relation_loss(
+    student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Embeddings of different widths (a pruned residual width): match how the examples of
+    the batch relate, the cosine similarity of every pair of pooled embeddings."""
+    s, t = _pooled(student, mask), _pooled(teacher, mask)
+    return (s @ s.T - t @ t.T).pow(2).sum(-1).mean()
+
+
 def _kl_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     classes = student.shape[-1]
     s = F.log_softmax(student.reshape(-1, classes).float() / temperature, dim=-1)
@@ -193,7 +212,13 @@ def distill_loss(
     """
     s_main, s_kind = _main_output(student_out, kind)
     t_main, _ = _main_output(teacher_out, kind)
-    if s_main.shape != t_main.shape:
+    relational = (
+        s_kind == "embeddings"
+        and s_main.dim() == t_main.dim()
+        and s_main.shape[:-1] == t_main.shape[:-1]
+        and s_main.shape[-1] != t_main.shape[-1]
+    )
+    if s_main.shape != t_main.shape and not relational:
         raise TrainingError(
             f"distill: the teacher's output has shape {tuple(t_main.shape)} but the "
             f"student's has shape {tuple(s_main.shape)}; they must match (keep the output "
@@ -203,6 +228,9 @@ def distill_loss(
     t_main = t_main.detach()
     if s_kind == "logits":
         match = _kl_loss(s_main, t_main, temperature)
+    elif relational:
+        mask = _mask_of(inputs, s_main)
+        match = _relation_loss(s_main.float(), t_main.float(), mask)
     else:
         match = _embedding_loss(s_main.float(), t_main.float(), _mask_of(inputs, s_main))
     loss = match

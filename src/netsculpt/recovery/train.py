@@ -145,6 +145,10 @@ def distill(
       ``temperature**2``; for embeddings (transformers outputs with ``last_hidden_state``
       and no ``logits``): ``1 - cosine`` plus mean squared error per token, over the
       attention mask when the inputs carry one. ``output_kind`` overrides the guess.
+      Embeddings of different widths (a student whose residual width was pruned with
+      ``PruneConfig(residual=True, protect_outputs=False)``) match how the examples of a
+      batch relate instead: the squared difference of the cosine similarities of every
+      pair of (mask-)pooled embeddings, summed over one example's pairs.
     * ``hidden``: mean squared error between hidden states whose shapes match. For
       transformers models these are ``output_hidden_states`` (student layer ``i`` is
       paired with the teacher layer at the same relative depth); for other models, the
@@ -157,8 +161,9 @@ def distill(
 
     Raises:
         TrainingError: the teacher's output shape differs from the student's (both are
-            named), a layer of ``hidden_layers`` gives outputs of different shapes, or the
-            teacher is the student.
+            named; for embeddings, in more than the last dimension), a layer of
+            ``hidden_layers`` gives outputs of different shapes, or the teacher is the
+            student.
         DivergenceError: the loss became NaN or infinite; the weights were restored.
         InputError: checked before any step: as for :func:`finetune`, plus a teacher that
             is not a module, a config that is not a ``DistillConfig``, or ``hidden_layers``
