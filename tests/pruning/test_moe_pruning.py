@@ -169,6 +169,23 @@ def test_pruned_moe_reloads_exactly(name: str, tmp_path: Path) -> None:
     assert getattr(again.config, width) == kept < getattr(model.config, width)
 
 
+def test_residual_width_and_experts_together(tmp_path: Path) -> None:
+    # the hidden width runs through every expert's stacked weights and the router: it is cut
+    # there too, in multiples of the grouped matmul's alignment, and verified like the rest
+    model, inputs = ZOO["hf_mixtral"]()
+    small = ns.prune(model, inputs, ns.PruneConfig(ratio=0.3, residual=True))
+    plan = ns.plan_of(small)
+    assert "kept_whole" not in plan.meta
+    hidden = small.get_submodule("model.layers.0.mlp.experts").down_proj.shape[1]
+    assert hidden < 64 and hidden % 4 == 0
+    assert small.get_submodule("model.layers.0.mlp.gate").weight.shape == (4, hidden)
+    smaller = ns.prune_experts(small, _calib(inputs), ratio=0.25)
+    assert 1 - _params(smaller) / _params(model) >= 0.5
+    ns.save(smaller, tmp_path)
+    again = ns.load(tmp_path)
+    torch.testing.assert_close(_logits(again, inputs), _logits(smaller, inputs), rtol=0, atol=0)
+
+
 def test_prune_experts_refuses_bad_input_and_changes_nothing() -> None:
     model, inputs = ZOO["hf_mixtral"]()
     before = {k: v.clone() for k, v in model.state_dict().items()}
