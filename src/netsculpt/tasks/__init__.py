@@ -1,7 +1,8 @@
 """Built-in tasks (a dataset plus a score) and the :class:`Task` base class.
 
 ``Task``, ``get_task`` and ``register_task`` import nothing heavy; the built-in tasks
-(``DigitsTask`` needs scikit-learn, ``MiniLMTask`` transformers) load on first use.
+(``DigitsTask`` needs scikit-learn, ``MiniLMTask`` and ``TinyLMTask`` transformers) load on
+first use.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ _LAZY = {
     "ResNet1D": "netsculpt.tasks.mnist1d",
     "pretrained_resnet1d": "netsculpt.tasks.mnist1d",
     "pretrained_minilm": "netsculpt.tasks.minilm",
+    "TinyLMConfig": "netsculpt.tasks.tinylm",
+    "TinyLMTask": "netsculpt.tasks.tinylm",
+    "pretrained_tinylm": "netsculpt.tasks.tinylm",
 }
 
 __all__ = [
@@ -30,11 +34,14 @@ __all__ = [
     "MiniLMTask",
     "ResNet1D",
     "Task",
+    "TinyLMConfig",
+    "TinyLMTask",
     "available_tasks",
     "get_task",
     "pretrained_digits_cnn",
     "pretrained_resnet1d",
     "pretrained_minilm",
+    "pretrained_tinylm",
     "register_task",
 ]
 

@@ -30,6 +30,7 @@ _TASKS: dict[str, TaskFactory | str] = {
     "digits": "netsculpt.tasks.digits:DigitsTask",
     "minilm": "netsculpt.tasks.minilm:MiniLMTask",
     "mnist1d": "netsculpt.tasks.mnist1d:MNIST1DTask",
+    "tinylm": "netsculpt.tasks.tinylm:TinyLMTask",
 }
 
 
@@ -63,10 +64,10 @@ def available_tasks() -> list[str]:
 def get_task(name: str, **options: Any) -> Task:
     """Build the task registered as ``name``, passing ``options`` to its constructor.
 
-    ``name`` is a registered name (``"digits"``, ``"minilm"``, ``"mnist1d"``, or one added with
-    :func:`register_task`) or an import string ``"package.module:factory"``, which is
-    imported: pass only names you typed (a name read from a file or a study goes through
-    :func:`task_from_data`).
+    ``name`` is a registered name (``"digits"``, ``"minilm"``, ``"mnist1d"``, ``"tinylm"``, or
+    one added with :func:`register_task`) or an import string ``"package.module:factory"``,
+    which is imported: pass only names you typed (a name read from a file or a study goes
+    through :func:`task_from_data`).
     """
     if not isinstance(name, str) or not name.strip():
         raise InputError(
