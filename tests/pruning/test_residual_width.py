@@ -234,10 +234,19 @@ def test_save_and_load_round_trip(tmp_path: object) -> None:
         for a, b in zip(_outputs(back, inputs), _outputs(small, inputs), strict=True):
             torch.testing.assert_close(a, b)
         assert [type(m) for m in back.modules()] == [type(m) for m in small.modules()]
+        # the config says the new width; the folder records the base one the plan replays on
+        assert small.config.hidden_size == back.config.hidden_size == 45
+        assert model.config.hidden_size == 64
+        manifest = json.loads((folder / "netsculpt.json").read_text())
+        base = manifest["base"]["config"]
+        assert base.get("hidden_size", base.get("n_embd")) == 64
         if name == "hf_llama_gqa":
             eps = small.model.norm.variance_epsilon
             assert back.model.norm.variance_epsilon == pytest.approx(eps)
+            assert small.config.rms_norm_eps == pytest.approx(model.config.rms_norm_eps * 64 / 45)
+            assert base["rms_norm_eps"] == model.config.rms_norm_eps
         else:
+            assert small.config.n_embd == 45 and base["n_embd"] == 64
             assert back.lm_head.weight is back.transformer.wte.weight
 
 

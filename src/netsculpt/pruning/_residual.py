@@ -32,8 +32,16 @@ from torch import nn
 from netsculpt.errors import PlanError, UnsupportedOperationError
 from netsculpt.graph._norms import EPSILON_ATTRIBUTES, norm_kind
 from netsculpt.graph.analysis import Graph, Group
+from netsculpt.pruning._moe_config import BASE_CONFIG_ATTR, base_config_values
 
-__all__ = ["WidthLayerNorm", "check_norm", "residual_groups", "resize_norm", "require_residual"]
+__all__ = [
+    "WidthLayerNorm",
+    "check_norm",
+    "require_residual",
+    "residual_groups",
+    "resize_norm",
+    "sync_hidden_size",
+]
 
 
 class WidthLayerNorm(nn.LayerNorm):
@@ -211,3 +219,62 @@ def resize_norm(model: nn.Module, path: str, before: int, after: int) -> None:
     if isinstance(scale_weight, torch.Tensor):
         with torch.no_grad():
             scale_weight.mul_(math.sqrt(scale))
+
+
+def sync_hidden_size(model: nn.Module, plan: Any) -> None:
+    """Make the transformers config of ``model`` (pruned by ``plan``) give its new hidden
+    size, under the config's own name for it (``n_embd`` for GPT-2), when the token
+    embedding was as wide as the hidden size and the plan narrowed it; and
+    ``rms_norm_eps`` when every RMS norm over the new width now has the same epsilon. The
+    base values are kept on the model, so that :func:`netsculpt.save` writes the config the
+    plan is replayed on.
+    """
+    config = getattr(model, "config", None)
+    if not plan.norms or config is None or not hasattr(config, "to_dict"):
+        return
+    path = _embedding_path(model)
+    shape = plan.shapes.get(f"{path}.weight" if path else "weight") if path is not None else None
+    after = _embedding_width(model)
+    if shape is None or len(shape) != 2 or after is None or after == shape[1]:
+        return
+    attribute_map = getattr(config, "attribute_map", None) or {}
+    name = attribute_map.get("hidden_size", "hidden_size")
+    if getattr(config, name, None) != shape[1]:
+        return  # an embedding narrower than the hidden size (ALBERT): not the residual width
+    updates: dict[str, Any] = {name: after}
+    eps = {
+        float(getattr(m, attr))
+        for m in model.modules()
+        if norm_kind(m) == "rms" and (attr := _epsilon_attribute(m)) and _width(m) == after
+    }
+    if len(eps) == 1 and isinstance(getattr(config, "rms_norm_eps", None), float):
+        updates["rms_norm_eps"] = eps.pop()
+    base = base_config_values(model)
+    for key, value in updates.items():
+        base.setdefault(key, getattr(config, key))
+        setattr(config, key, value)
+    setattr(model, BASE_CONFIG_ATTR, base)
+
+
+def _embedding_path(model: nn.Module) -> str | None:
+    getter = getattr(model, "get_input_embeddings", None)
+    try:
+        embedding = getter() if callable(getter) else None
+    except (AttributeError, NotImplementedError):
+        return None
+    for path, module in model.named_modules():
+        if module is embedding:
+            return path
+    return None
+
+
+def _embedding_width(model: nn.Module) -> int | None:
+    getter = getattr(model, "get_input_embeddings", None)
+    try:
+        embedding = getter() if callable(getter) else None
+    except (AttributeError, NotImplementedError):
+        return None
+    weight = getattr(embedding, "weight", None)
+    if not isinstance(embedding, nn.Embedding) or not isinstance(weight, torch.Tensor):
+        return None
+    return int(weight.shape[1])

@@ -14,7 +14,7 @@ from netsculpt._checks import check_model
 from netsculpt.errors import InputError, PlanError
 from netsculpt.pruning._factorized import factorize_module
 from netsculpt.pruning._moe_config import sync_config
-from netsculpt.pruning._residual import check_norm, resize_norm
+from netsculpt.pruning._residual import check_norm, resize_norm, sync_hidden_size
 from netsculpt.pruning._rewrite import install_slices, prepare_slices
 from netsculpt.pruning.plan import MAX_ARITY, REMOVED_KINDS, Plan, is_size_attribute
 
@@ -364,6 +364,7 @@ def apply(model: nn.Module, plan: Plan, *, inplace: bool = False) -> nn.Module:
         setattr(parent, child, Removed(how, int(arity or 1)))
     _fix_module_attributes(new)
     sync_config(model, new)  # a transformers config says how many experts are left
+    sync_hidden_size(new, plan)  # and how wide its residual stream now is
     if plan.lowrank:
         for module_path, rank in plan.lowrank:
             parent_path, _, child = module_path.rpartition(".")
