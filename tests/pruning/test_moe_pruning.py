@@ -107,6 +107,7 @@ def test_ratio_03_with_experts_removes_a_quarter_of_the_parameters(name: str) ->
     assert steps[1]["step"] == "prune_experts" and steps[1]["exact"] is False
     assert "-inf" in steps[1]["approximate"]
     assert "experts       4 -> 3" in plan.describe()
+    assert "prune_experts: approximate, not verified" in plan.describe()
 
 
 class _MaskRouterLogits(TorchFunctionMode):

@@ -602,4 +602,17 @@ class Plan:
         for module, dim, start, end, new_start, new_end in self.slices:
             where = f"{module or '<top>'} [{start}:{end}] (dim {dim})"
             lines.append(f"  {where:<48} slice rewritten to [{new_start}:{new_end}]")
+        for step in _approximate_steps(self.meta):
+            lines.append(f"  {step}: approximate, not verified against the original (see meta)")
         return "\n".join(lines)
+
+
+def _approximate_steps(meta: Any) -> list[str]:
+    """The steps recorded in ``meta`` (and its composed ``steps``) that are not exact."""
+    if not isinstance(meta, Mapping):
+        return []
+    found = [str(meta.get("step", "a step"))] if meta.get("exact") is False else []
+    steps = meta.get("steps")
+    for step in steps if isinstance(steps, list) else []:
+        found.extend(_approximate_steps(step))
+    return found
