@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib
 import math
 
 import pytest
@@ -70,6 +71,19 @@ def test_mlp_refit_lowers_held_out_error(sequential: bool) -> None:
         assert after < 0.7 * before, (before, after)
     assert ns.reconstruction_of(small) is result
     assert tuple(small[2].weight.shape) == (32, 32)  # shapes are kept
+
+
+def test_without_the_output_cache_the_fit_is_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = importlib.import_module("netsculpt.recovery.reconstruct")  # not the function
+    model = _mlp()
+    small = ns.prune(model, torch.randn(4, 16), ratio=0.5)
+    again = copy.deepcopy(small)
+    calib = [torch.randn(64, 16) for _ in range(3)]
+    ns.reconstruct(small, model, calib)
+    monkeypatch.setattr(module, "_CACHE_BYTES", 0)  # run the original up to each layer again
+    ns.reconstruct(again, model, calib)
+    for name, value in small.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[name], value)
 
 
 def test_cnn_refit_lowers_held_out_error() -> None:

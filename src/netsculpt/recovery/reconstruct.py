@@ -53,6 +53,8 @@ __all__ = [
 ]
 
 _RESULT_ATTR = "_netsculpt_reconstruction"
+#: sequential mode keeps the original model's layer outputs from one pass when they fit here
+_CACHE_BYTES = 2**30
 
 
 @dataclass(frozen=True)
@@ -569,7 +571,8 @@ def reconstruct(
     try:
         order = _validate(small, original, batches[0], targets)
         if config.sequential:
-            layers = [_fit_one(small, original, batches, t, config) for t in order]
+            cache = _original_outputs(original, batches, order, _CACHE_BYTES)
+            layers = [_fit_one(small, original, batches, t, config, cache) for t in order]
         else:
             layers = _fit_all(small, original, batches, order, config)
         layers += [_not_run(t) for t in targets if not t.calls]
@@ -708,17 +711,44 @@ def _accumulate(
         stats.add(x, ys, yo)
 
 
+def _original_outputs(
+    original: nn.Module, batches: list[ExampleInputs], targets: list[_Target], limit: int
+) -> dict[str, list[list[torch.Tensor]]] | None:
+    """Every target's outputs in ``original`` on every batch, from one pass per batch: the
+    original model need not run again for each layer. None when they exceed ``limit``
+    bytes (each layer then runs ``original`` up to itself again)."""
+    cache: dict[str, list[list[torch.Tensor]]] = {t.name: [] for t in targets}
+    total = 0
+    watch = {t.name: t.original for t in targets}
+    for i, batch in enumerate(batches):
+        got = _run(original, "original", batch, i, watch, inputs=False, calls=None)
+        for t in targets:
+            outputs = [y for _, y in got.get(t.name, [])]
+            total += sum(y.numel() * y.element_size() for y in outputs)
+            cache[t.name].append(outputs)
+        if total > limit:
+            return None
+    return cache
+
+
 def _fit_one(
     small: nn.Module,
     original: nn.Module,
     batches: list[ExampleInputs],
     t: _Target,
     config: ReconstructConfig,
+    cache: Mapping[str, list[list[torch.Tensor]]] | None,
 ) -> LayerReconstruction:
     refit = config.method == "refit" and not t.refit_reason
     stats = _Stats(t, refit, _w(t.small).device)
     for i, batch in enumerate(batches):
-        items = _pairs(small, original, batch, i, [t], early=True)[t.name]
+        if cache is None:
+            items = _pairs(small, original, batch, i, [t], early=True)[t.name]
+        else:
+            got = _run(
+                small, "pruned", batch, i, {t.name: t.small}, inputs=True, calls={t.name: t.calls}
+            ).get(t.name, [])
+            items = [(x, y, y_o) for (x, y), y_o in zip(got, cache[t.name][i], strict=False)]
         _accumulate(stats, t, items, _mask(batch, config))
     return _finish(t, stats, config)
 
