@@ -389,3 +389,16 @@ def test_a_norm_with_a_hostile_epsilon_is_refused() -> None:
         with pytest.raises(PlanError, match="epsilon"):
             ns.apply(bad, plan)
     assert model.norm1.variance_epsilon == 1e-2
+
+
+def test_layer_norms_resized_once_are_pruned_again() -> None:
+    model, inputs = build("hf_gpt2")
+    once = ns.prune(model, inputs, RESIDUAL)
+    twice = ns.prune(once, inputs, RESIDUAL)
+    assert twice.transformer.ln_f.width == 64
+    assert twice.transformer.ln_f.normalized_shape == (32,)  # 45 - floor(0.3 * 45)
+    assert ("transformer.ln_f", 64, 32) in ns.plan_of(twice).norms
+    assert twice.config.n_embd == 32
+    _assert_exact(model, twice, inputs)
+    replayed = ns.apply(model, ns.plan_of(twice))
+    torch.testing.assert_close(replayed(**inputs).logits, twice(**inputs).logits)

@@ -41,13 +41,14 @@ _PASS_THROUGH = {"to", "_to_copy", "type_as", "clone", "alias", "contiguous"}
 
 
 def norm_kind(module: nn.Module) -> str | None:
-    """``"layer_norm"`` or ``"rms"`` for a module netsculpt can resize; None otherwise."""
+    """``"layer_norm"``, ``"rms"`` or ``"width"`` (a ``WidthLayerNorm``) for a module
+    netsculpt can resize; None otherwise."""
     if type(module) is nn.LayerNorm:
         return "layer_norm" if len(module.normalized_shape) == 1 else None
     if isinstance(module, nn.RMSNorm):
         return "rms" if len(module.normalized_shape) == 1 else None
-    if type(module).__name__ == "WidthLayerNorm":
-        return None  # already resized once; its statistics use its own code
+    if type(module).__name__ == "WidthLayerNorm" and isinstance(module, nn.LayerNorm):
+        return "width"  # resized once: it keeps dividing by its own original width
     eps = _epsilon(module)
     weight = getattr(module, "weight", None)
     if eps is None or not isinstance(weight, torch.Tensor) or weight.ndim != 1:

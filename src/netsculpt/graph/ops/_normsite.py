@@ -18,7 +18,7 @@ from netsculpt.graph.spaces import Space
 if TYPE_CHECKING:
     from netsculpt.graph.propagate import Propagator
 
-__all__ = ["NormSite", "is_rms_mean", "record_norm_site"]
+__all__ = ["NormSite", "in_width_layer_norm", "is_rms_mean", "record_norm_site"]
 
 
 @dataclass
@@ -56,3 +56,19 @@ def is_rms_mean(node: fx.Node, ndim: int, dims: list[int], keepdim: bool) -> boo
     if not isinstance(source, fx.Node) or short_name(source.target) != "pow":
         return False
     return len(source.args) > 1 and source.args[1] in (2, 2.0)
+
+
+def in_width_layer_norm(node: fx.Node, ndim: int, dims: list[int]) -> bool:
+    """Whether ``node`` sums over the last dimension inside a ``WidthLayerNorm`` (a layer
+    norm that residual-width pruning already resized once, which computes its statistics
+    with its own code)."""
+    if short_name(node.target) != "sum" or dims != [ndim - 1]:
+        return False
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return False
+    kind = list(stack.values())[-1][1]
+    name = kind if isinstance(kind, str) else getattr(kind, "__qualname__", "")
+    return str(name).endswith("netsculpt.pruning._residual.WidthLayerNorm") or name == (
+        "WidthLayerNorm"
+    )

@@ -14,7 +14,7 @@ import torch
 from torch import fx
 
 from netsculpt.graph.ops._common import Desc, int_arg, list_arg, wrap_dim
-from netsculpt.graph.ops._normsite import is_rms_mean, record_norm_site
+from netsculpt.graph.ops._normsite import in_width_layer_norm, is_rms_mean, record_norm_site
 from netsculpt.graph.ops._registry import handles, short_name
 from netsculpt.graph.ops.pointwise import elementwise
 
@@ -85,6 +85,8 @@ def _reduce(p: Propagator, node: fx.Node) -> Any:
     if p.residual and is_rms_mean(node, ndim, dims, keepdim) and d[-1].size > 1:
         # mean(x ** 2) in an RMS norm: residual-width pruning resizes the norm
         record_norm_site(p, node, d[-1], "rms")
+    elif p.residual and in_width_layer_norm(node, ndim, dims) and d[-1].size > 1:
+        record_norm_site(p, node, d[-1], "width")  # a layer norm resized before
     elif name in _TAINTING_REDUCTIONS:
         reason = f"'{name}' over it in module '{p.module_of(node)}' depends on the channel count"
         for i in dims:
