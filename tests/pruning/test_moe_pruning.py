@@ -140,6 +140,7 @@ def test_expert_removal_equals_masked_router_logits(name: str, norm_topk: Any) -
     assert all(len(v) == 2 for v in removed.values())
     for block, ids in removed.items():
         usage = meta["expert_usage"][block]
+        assert sum(usage) == 4 * 14 * 2  # 4 batches of 14 real tokens (2 padded), top-2
         assert max(usage[i] for i in ids) <= min(u for i, u in enumerate(usage) if i not in ids)
         assert small.get_submodule(block).experts.num_experts == 2
         assert small.get_submodule(block).gate.weight.shape[0] == 2
@@ -185,6 +186,15 @@ def test_residual_width_and_experts_together(tmp_path: Path) -> None:
     ns.save(smaller, tmp_path)
     again = ns.load(tmp_path)
     torch.testing.assert_close(_logits(again, inputs), _logits(smaller, inputs), rtol=0, atol=0)
+
+
+def test_excluded_expert_layers_stay_whole() -> None:
+    model, inputs = ZOO["hf_qwen2_moe"]()
+    small = ns.prune_experts(model, _calib(inputs), ratio=0.5, exclude=["model.layers.1.mlp"])
+    assert small.get_submodule("model.layers.0.mlp.experts").gate_up_proj.shape[0] == 2
+    assert small.get_submodule("model.layers.1.mlp.experts").gate_up_proj.shape[0] == 4
+    assert small.config.num_experts == 4  # the layers disagree: the config keeps its value
+    assert list(ns.plan_of(small).meta["removed_experts"]) == ["model.layers.0.mlp"]
 
 
 def test_prune_experts_refuses_bad_input_and_changes_nothing() -> None:

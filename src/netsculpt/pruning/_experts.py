@@ -163,9 +163,14 @@ def _routed(output: Any, n: int, k: int) -> torch.Tensor | None:
 def expert_usage(
     model: nn.Module, blocks: Sequence[MoeBlock], calib: Sequence[ExampleInputs]
 ) -> dict[str, np.ndarray]:
-    """How many times each expert of each block is among a token's top k, over ``calib``."""
+    """How many times each expert of each block is among a token's top k, over ``calib``.
+
+    Padded tokens (where a batch's ``attention_mask`` is 0) are not counted when the router
+    sees one row per token of the batch.
+    """
     counts = {b.path: np.zeros(b.num_experts, dtype=np.int64) for b in blocks}
     seen: dict[str, bool] = {b.path: False for b in blocks}
+    mask: list[torch.Tensor | None] = [None]  # the current batch's tokens, flattened
     hooks = []
     for b in blocks:
 
@@ -174,6 +179,9 @@ def expert_usage(
             if routed is None:
                 return
             seen[b.path] = True
+            real = mask[0]
+            if real is not None and real.numel() == routed.shape[0]:
+                routed = routed[real.to(routed.device)]
             ids = routed.reshape(-1).clamp(0, b.num_experts).cpu().numpy()
             counts[b.path] += np.bincount(ids, minlength=b.num_experts + 1)[: b.num_experts]
 
@@ -183,6 +191,8 @@ def expert_usage(
     try:
         with torch.no_grad():
             for batch in calib:
+                am = batch.get("attention_mask") if isinstance(batch, Mapping) else None
+                mask[0] = am.reshape(-1) != 0 if isinstance(am, torch.Tensor) else None
                 call_model(model, batch)
     finally:
         model.train(was_training)
