@@ -96,6 +96,43 @@ def test_neuron_pruning_equals_zeroed_original(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", MOE)
+class _GroupedMatmulMoe(nn.Module):
+    """Top-1 experts through torch.nn.functional.grouped_mm (aten::_grouped_mm), bfloat16."""
+
+    def __init__(self, e: int = 4, d: int = 16, h: int = 32) -> None:
+        super().__init__()
+        self.num_experts = e
+        self.inp = nn.Linear(8, d)
+        self.router = nn.Linear(d, e, bias=False)
+        self.up = nn.Parameter(torch.randn(e, h, d) / 4)
+        self.down = nn.Parameter(torch.randn(e, d, h) / 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        ids, perm = torch.sort(self.router(x).argmax(-1))
+        counts = torch.histc(ids.float(), bins=self.num_experts, min=0, max=self.num_experts - 1)
+        offs = torch.cumsum(counts, 0, dtype=torch.int32)
+        grouped_mm: Any = getattr(torch.nn.functional, "grouped_mm")  # noqa: B009 - torch >= 2.10
+        hidden = torch.relu(grouped_mm(x[perm], self.up.transpose(-2, -1), offs=offs))
+        y = grouped_mm(hidden, self.down.transpose(-2, -1), offs=offs)
+        return y[torch.argsort(perm)] + x
+
+
+def test_aten_grouped_mm_experts_prune_exactly() -> None:
+    if not hasattr(torch.nn.functional, "grouped_mm"):
+        pytest.skip("torch.nn.functional.grouped_mm needs torch >= 2.10")
+    from netsculpt.testing.conformance import check_model
+
+    torch.manual_seed(0)
+    model = _GroupedMatmulMoe().eval().to(torch.bfloat16)
+    x = torch.randn(12, 8, dtype=torch.bfloat16)
+    group = ns.analyze(model, x).group("<top>#2")
+    assert (group.kind, group.size, group.prunable, group.multiple) == ("neurons", 32, True, 8)
+    report = check_model(model, x, ratio=0.5)
+    assert report.params_after < report.params_before
+    assert report.zero_units_max_diff == 0.0 and report.reload_max_diff == 0.0
+
+
 def test_ratio_03_with_experts_removes_a_quarter_of_the_parameters(name: str) -> None:
     model, inputs, small = _pruned(name)
     smaller = ns.prune_experts(small, _calib(inputs), ratio=0.25)
