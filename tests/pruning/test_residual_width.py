@@ -38,7 +38,9 @@ def _zeroed(model: nn.Module, plan: Plan) -> nn.Module:
     params = dict(ref.named_parameters(remove_duplicate=False))
     with torch.no_grad():
         for name, dims in plan.tensors.items():
-            t = params[name]
+            t = params.get(name)
+            if t is None:  # a buffer (running statistics) follows its channels unzeroed
+                continue
             for dim, kept in dims.items():
                 gone = sorted(set(range(t.shape[dim])) - set(kept))
                 t.index_fill_(dim, torch.tensor(gone, dtype=torch.long), 0.0)
@@ -402,3 +404,43 @@ def test_layer_norms_resized_once_are_pruned_again() -> None:
     _assert_exact(model, twice, inputs)
     replayed = ns.apply(model, ns.plan_of(twice))
     torch.testing.assert_close(replayed(**inputs).logits, twice(**inputs).logits)
+
+
+def test_the_residual_group_takes_its_own_ratio() -> None:
+    torch.manual_seed(0)
+    model = PreNormBlocks().eval()
+    ids = torch.randint(0, 50, (3, 7))
+    config = ns.PruneConfig(ratio={"embed": 0.5, "*": 0.0}, residual=True)
+    plan = ns.plan(model, ids, config)
+    assert len(plan.tensors["embed.weight"][1]) == 16
+    assert "up1.weight" not in plan.tensors or 0 not in plan.tensors["up1.weight"]
+    assert plan.widths["embed"] == (32, 16) and plan.widths["up1"] == (64, 64)
+
+
+RESIDUAL_ZOO = [
+    "hf_roberta",
+    "hf_distilbert",
+    "hf_albert",
+    "hf_electra",
+    "hf_gpt_neox",
+    "hf_opt",
+    "hf_qwen3_gqa",
+    "hf_phi",
+    "hf_falcon",
+    "hf_beit",
+    "hf_dinov2",
+    "hf_swin",
+    "hf_segformer",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", RESIDUAL_ZOO)
+def test_residual_width_across_the_zoo(name: str, tmp_path: object) -> None:
+    model, inputs = build(name)
+    small = ns.prune(model, inputs, RESIDUAL)
+    assert ns.plan_of(small).norms and 1 - _params(small) / _params(model) >= 0.35
+    _assert_exact(model, small, inputs)
+    back = ns.load(ns.save(small, tmp_path / name))  # type: ignore[operator]
+    for a, b in zip(_outputs(back, inputs), _outputs(small, inputs), strict=True):
+        torch.testing.assert_close(a, b)
