@@ -95,7 +95,6 @@ def test_neuron_pruning_equals_zeroed_original(name: str) -> None:
     assert small.get_submodule(layer).gate_up_proj.shape[1] == 2 * len(kept)
 
 
-@pytest.mark.parametrize("name", MOE)
 class _GroupedMatmulMoe(nn.Module):
     """Top-1 experts through torch.nn.functional.grouped_mm (aten::_grouped_mm), bfloat16."""
 
@@ -133,6 +132,7 @@ def test_aten_grouped_mm_experts_prune_exactly() -> None:
     assert report.zero_units_max_diff == 0.0 and report.reload_max_diff == 0.0
 
 
+@pytest.mark.parametrize("name", MOE)
 def test_ratio_03_with_experts_removes_a_quarter_of_the_parameters(name: str) -> None:
     model, inputs, small = _pruned(name)
     smaller = ns.prune_experts(small, _calib(inputs), ratio=0.25)
