@@ -444,3 +444,26 @@ def test_residual_width_across_the_zoo(name: str, tmp_path: object) -> None:
     back = ns.load(ns.save(small, tmp_path / name))  # type: ignore[operator]
     for a, b in zip(_outputs(back, inputs), _outputs(small, inputs), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def blocks() -> tuple[nn.Module, torch.Tensor]:
+    """The command line's model factory for the tests below."""
+    torch.manual_seed(0)
+    return PreNormBlocks().eval(), torch.randint(0, 50, (3, 7))
+
+
+def test_the_command_line_prunes_the_residual_width(tmp_path: object) -> None:
+    from typer.testing import CliRunner
+
+    from netsculpt.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "small"  # type: ignore[operator]
+    result = runner.invoke(
+        app, ["prune", "test_residual_width:blocks", "--residual", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "32 -> 23" in result.output
+    assert ns.load(out, base=blocks()[0]).embed.weight.shape == (50, 23)
+    result = runner.invoke(app, ["prune", "test_cli:tiny", "--residual"])
+    assert result.exit_code != 0 and "no nn.LayerNorm or RMS norm" in result.output

@@ -171,6 +171,13 @@ def prune(
         int, typer.Option("--round-to", help="keep widths at multiples of this")
     ] = 1,
     exclude: Annotated[list[str] | None, typer.Option("--exclude")] = None,
+    residual: Annotated[
+        bool,
+        typer.Option(
+            "--residual/--no-residual",
+            help="also prune the residual width (a transformer's hidden size and its norms)",
+        ),
+    ] = False,
     out: Annotated[Path | None, typer.Option("--out", help="save folder")] = None,
     onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="also write model.onnx")] = False,
     backend: Annotated[str, typer.Option("--backend", help="torch or onnxruntime")] = "torch",
@@ -188,7 +195,11 @@ def prune(
 
     try:
         config = PruneConfig(
-            ratio=ratio, importance=importance, round_to=round_to, exclude=tuple(exclude or ())
+            ratio=ratio,
+            importance=importance,
+            round_to=round_to,
+            exclude=tuple(exclude or ()),
+            residual=residual,
         )
         module, inputs = load_model_spec(model, trust_code=trust_code)
         calib = [inputs] if criterion_info(importance).needs_calib else None
