@@ -234,8 +234,8 @@ def package_pairs() -> tuple[TextPair, ...]:
     installed versions of those packages; modules that are not installed give no pairs.
     """
     seen_texts: set[str] = set()
-    for pair in docstring_pairs():
-        seen_texts.update((pair.query.lower(), pair.document.lower()))
+    for known in docstring_pairs():
+        seen_texts.update((known.query.lower(), known.document.lower()))
     seen_objects: set[int] = set()
     found: list[tuple[int, TextPair]] = []
     with warnings.catch_warnings():
