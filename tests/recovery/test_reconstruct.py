@@ -198,6 +198,26 @@ def test_wide_layers_and_few_rows_fall_back_to_bias() -> None:
     assert "8 calibration rows for 33 unknowns" in result.layers[0].reason
 
 
+def test_grouped_convolution_is_bias_compensated() -> None:
+    torch.manual_seed(3)
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1, groups=4),  # pruned to 4 -> 4 channels in 2 groups
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 4),
+    ).eval()
+    small = ns.prune(model, torch.randn(2, 3, 8, 8), ratio=0.5)
+    weight = small[2].weight.detach().clone()
+    result = ns.reconstruct(small, model, [torch.randn(16, 3, 8, 8) for _ in range(4)])
+    grouped = {r.name: r for r in result.layers}["2"]
+    assert grouped.method == "bias" and "groups=2" in grouped.reason
+    torch.testing.assert_close(small[2].weight, weight)
+    assert grouped.error_after < grouped.error_before
+
+
 # -- a transformers model --------------------------------------------------------------------------
 def test_hf_bert_prunes_and_reconstructs() -> None:
     from netsculpt.testing import zoo
@@ -222,6 +242,22 @@ def test_hf_bert_prunes_and_reconstructs() -> None:
     tokens = sum(int(b["attention_mask"].sum()) for b in calib)
     assert result.layers[0].rows == tokens
     assert after < 0.7 * before, (before, after)
+
+
+def test_hf_gpt2_conv1d_layers_are_refitted() -> None:
+    from netsculpt.testing import zoo
+
+    model, example = zoo.build("hf_gpt2")  # transformers Conv1D: weight [in, out]
+    small = ns.prune(model, example, ratio=0.5)
+    gen = torch.Generator().manual_seed(0)
+    ids = [torch.randint(3, 128, (8, 16), generator=gen) for _ in range(10)]
+    calib, held_out = ids[:8], ids[8:]
+    before = _error(small, model, held_out)
+    result = ns.reconstruct(small, model, calib)
+    assert {r.layer for r in result.layers} == {"Conv1D"}
+    assert [r.name.split(".")[-1] for r in result.layers] == ["c_proj"] * 4  # attn, mlp x 2
+    assert all(r.method == "refit" for r in result.layers)
+    assert _error(small, model, held_out) < 0.7 * before
 
 
 # -- PruneConfig(reconstruct=...) ------------------------------------------------------------------
