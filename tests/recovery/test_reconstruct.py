@@ -73,6 +73,22 @@ def test_mlp_refit_lowers_held_out_error(sequential: bool) -> None:
     assert tuple(small[2].weight.shape) == (32, 32)  # shapes are kept
 
 
+def test_scope_changed_also_refits_layers_that_lost_only_outputs() -> None:
+    model = _mlp()
+    small = ns.prune(model, torch.randn(4, 16), ratio=0.5)
+    calib = [torch.randn(64, 16) for _ in range(4)]
+    held_out = [torch.randn(128, 16)]
+    before = _error(small, model, held_out)
+    result = ns.reconstruct(small, model, calib, ns.ReconstructConfig(scope="changed"))
+    methods = {r.name: r.method for r in result.layers}
+    # layer 0 reads the model's own inputs: its kept outputs already match
+    assert methods == {"0": "skipped", "2": "refit", "4": "refit"}
+    assert "already matches" in result.layers[0].reason
+    assert _error(small, model, held_out) < 0.7 * before
+    with pytest.raises(UnknownNameError, match="scope"):
+        ns.ReconstructConfig(scope="everything")  # type: ignore[arg-type]
+
+
 def test_without_the_output_cache_the_fit_is_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
     module = importlib.import_module("netsculpt.recovery.reconstruct")  # not the function
     model = _mlp()
@@ -331,7 +347,12 @@ def test_models_that_do_not_belong_together_are_refused() -> None:
 # -- the config ------------------------------------------------------------------------------------
 def test_config_round_trip_and_validation() -> None:
     config = ns.ReconstructConfig(
-        method="bias", damping=1e-2, max_features=512, sequential=False, ignore_padding=False
+        method="bias",
+        damping=1e-2,
+        max_features=512,
+        sequential=False,
+        scope="changed",
+        ignore_padding=False,
     )
     assert ns.ReconstructConfig.from_dict(config.to_dict()) == config
     assert ns.ReconstructConfig.from_json(config.to_json()) == config

@@ -21,7 +21,8 @@ model is run again for each, so later layers see what the refitted earlier ones 
 compensation); refit falls back to it, per layer, for layers too wide for
 ``max_features``, grouped or 3-D convolutions and weights tied to another module (the
 result says which and why). Layers whose output width was pruned too are matched on the
-output rows they kept.
+output rows they kept; ``scope="changed"`` also refits the layers that lost only outputs,
+to the inputs that earlier pruning changed.
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ def _dims(kind: str) -> tuple[int, int]:
     return (0, 1) if kind == "hf_conv1d" else (1, 0)
 
 
-def _targets(small: nn.Module, original: nn.Module, plan: Plan) -> list[_Target]:
+def _targets(small: nn.Module, original: nn.Module, plan: Plan, scope: str) -> list[_Target]:
     originals = dict(original.named_modules())
     shared: dict[int, list[str]] = {}
     for name, p in small.named_parameters(remove_duplicate=False):
@@ -174,7 +175,9 @@ def _targets(small: nn.Module, original: nn.Module, plan: Plan) -> list[_Target]
         size = plan.shapes[f"{name}.weight"]
         in_idx = dims.get(in_dim)
         if in_idx is None or len(in_idx) == size[in_dim]:
-            continue  # its input width is whole
+            if scope == "inputs":
+                continue  # its input width is whole
+            in_idx = tuple(range(size[in_dim]))
         other = originals.get(name)
         if other is None or type(other) is not type(module):
             raise InputError(
@@ -454,7 +457,9 @@ def _finish(t: _Target, stats: _Stats, config: ReconstructConfig) -> LayerRecons
     method: str = config.method
     reason = t.refit_reason if method == "refit" else ""
     after = before
-    if method == "refit" and not reason:
+    if before <= 1e-12 * yy:
+        method, reason = "skipped", "its output already matches the original's"
+    elif method == "refit" and not reason:
         sol, reason = _solve(t, stats, config.damping)
         if not reason:
             assert stats.gram is not None and stats.cross is not None
@@ -553,7 +558,7 @@ def reconstruct(
             f"model the plan was made for"
         ) from None
     batches = _batches(calib)
-    targets = _targets(small, original, plan)
+    targets = _targets(small, original, plan, config.scope)
     for t in targets:
         needed = t.features + int(_bias(t.small) is not None)
         if not t.refit_reason and needed > config.max_features:
