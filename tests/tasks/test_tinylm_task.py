@@ -184,12 +184,22 @@ def test_prune_and_distill(task: TinyLMTask, model: nn.Module) -> None:
         assert torch.equal(value, teacher.state_dict()[name]), name
     calib = task.calib_batches(2)
     for importance in ("activation", "taylor"):
-        other = ns.prune(model, x, ns.PruneConfig(ratio=0.3, importance=importance), calib=calib)
+        config = ns.PruneConfig(ratio=0.3, importance=importance)
+        other = ns.prune(model, x, config, calib=calib, loss_fn=tinylm.next_byte_loss)
         assert math.isfinite(task.perplexity(other))
     weights = [p.detach().clone() for p in small.parameters()]
     ns.distill(small, teacher, task, 1, progress=False)
     assert any(not torch.equal(a, b) for a, b in zip(weights, small.parameters(), strict=True))
     assert math.isfinite(task.perplexity(small))
+
+
+def test_next_byte_loss_scores_the_shifted_bytes(task: TinyLMTask, model: nn.Module) -> None:
+    batch = task.calib_batches(1)[0]
+    logits = model(batch).logits
+    expected = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, tinylm.VOCAB_SIZE), batch[:, 1:].reshape(-1)
+    )
+    torch.testing.assert_close(tinylm.next_byte_loss(model(batch), batch), expected)
 
 
 def test_bad_options_name_the_fix() -> None:

@@ -56,7 +56,15 @@ from netsculpt.tasks.base import Split, Task, check_split
 if TYPE_CHECKING:
     from netsculpt.recovery.config import TrainConfig
 
-__all__ = ["VOCAB_SIZE", "TinyLMConfig", "TinyLMTask", "build_tinylm", "pretrained_tinylm"]
+__all__ = [
+    "VOCAB_SIZE",
+    "TinyLMConfig",
+    "TinyLMTask",
+    "build_tinylm",
+    "lm_loss",
+    "next_byte_loss",
+    "pretrained_tinylm",
+]
 
 #: Byte-level vocabulary: one token per byte value.
 VOCAB_SIZE = 256
@@ -204,6 +212,17 @@ def lm_loss(outputs: Any, targets: torch.Tensor) -> torch.Tensor:
     """Mean next-byte cross-entropy (nats) of a model's logits against ``targets`` [B, T]."""
     logits = _logits(outputs)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
+
+
+def next_byte_loss(outputs: Any, batch: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of predicting each byte of ``batch`` [B, T] from the bytes before it.
+
+    The ``loss_fn`` for data-driven importance on calibration batches, which hold inputs
+    only: ``ns.plan(model, x, config, calib=task.calib_batches(), loss_fn=next_byte_loss)``
+    (``"taylor"`` otherwise differentiates netsculpt's default, the mean squared logit).
+    """
+    logits = _logits(outputs)
+    return lm_loss(logits[:, :-1], batch[:, 1:])
 
 
 def _windows_stream(windows: torch.Tensor, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
