@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import math
 import platform
@@ -82,6 +83,7 @@ def run_case(
     calibs: dict[str, list[Any]],
     metric: str,
     dampings: tuple[float, ...],
+    scopes: tuple[str, ...] = ("inputs",),
     importance: str = "magnitude",
 ) -> list[dict[str, Any]]:
     """Dense, one-shot, bias compensation, the default refit at each calibration size, and
@@ -129,30 +131,35 @@ def run_case(
         "+ reconstruct, bias",
         *_repair(small, model, calibs[most], ns.ReconstructConfig(method="bias")),
     )
-    for label, calib in calibs.items():
-        add(
-            label,
-            "+ reconstruct, refit (default)",
-            *_repair(small, model, calib, ns.ReconstructConfig()),
-        )
-    # the damping: chosen on the validation split, with the most calibration data
-    validation: dict[float, float] = {}
-    kept: dict[float, tuple[torch.nn.Module, Any, float]] = {}
-    for damping in dampings:
-        kept[damping] = _repair(small, model, calibs[most], ns.ReconstructConfig(damping=damping))
-        validation[damping] = task.evaluate(kept[damping][0])
-        console.print(f"  damping {damping:g}: validation {metric} {validation[damping]:.4f}")
-    best = max(dampings, key=lambda d: (validation[d], -abs(math.log10(d / 1e-2))))
-    step = f"+ reconstruct, refit (damping {best:g}, chosen on validation)"
-    for label, calib in calibs.items():
-        if label == most:
-            add(label, step, *kept[best])
-        else:
-            add(label, step, *_repair(small, model, calib, ns.ReconstructConfig(damping=best)))
+    validation: dict[str, dict[str, float]] = {}
+    for scope in scopes:
+        base = ns.ReconstructConfig(scope=scope)  # type: ignore[arg-type]
+        name_ = "" if scope == "inputs" else f", scope={scope!r}"
+        for label, calib in calibs.items():
+            add(
+                label, f"+ reconstruct, refit (default{name_})", *_repair(small, model, calib, base)
+            )
+        # the damping: chosen on the validation split, with the most calibration data
+        scores: dict[float, float] = {}
+        kept: dict[float, tuple[torch.nn.Module, Any, float]] = {}
+        for damping in dampings:
+            config = dataclasses.replace(base, damping=damping)
+            kept[damping] = _repair(small, model, calibs[most], config)
+            scores[damping] = task.evaluate(kept[damping][0])
+            console.print(f"  {scope} damping {damping:g}: validation {scores[damping]:.4f}")
+        validation[scope] = {f"{d:g}": v for d, v in scores.items()}
+        best = max(dampings, key=lambda d: (scores[d], -abs(math.log10(d / 1e-2))))
+        step = f"+ reconstruct, refit (damping {best:g}{name_}, chosen on validation)"
+        for label, calib in calibs.items():
+            if label == most:
+                add(label, step, *kept[best])
+            else:
+                config = dataclasses.replace(base, damping=best)
+                add(label, step, *_repair(small, model, calib, config))
     for row in rows:
         row["of_dense"] = row["score"] / dense if dense else None
         row["metric"] = metric
-        row["validation_by_damping"] = {f"{d:g}": v for d, v in validation.items()}
+        row["validation_by_damping"] = validation
     return rows
 
 
@@ -212,8 +219,12 @@ def markdown(rows: list[dict[str, Any]], header: str) -> str:
         if r["model"] in seen or not r.get("validation_by_damping"):
             continue
         seen.add(r["model"])
-        scores = ", ".join(f"{d}: {v:.4f}" for d, v in r["validation_by_damping"].items())
-        lines.append(f"- {r['model']} ({r['metric']}): {scores}")
+        by_scope = r["validation_by_damping"]
+        if by_scope and not isinstance(next(iter(by_scope.values())), dict):
+            by_scope = {"inputs": by_scope}  # a report written before scopes existed
+        for scope, by_damping in by_scope.items():
+            scores = ", ".join(f"{d}: {v:.4f}" for d, v in by_damping.items())
+            lines.append(f"- {r['model']}, scope {scope!r} ({r['metric']}): {scores}")
     return "\n".join(lines) + "\n"
 
 
@@ -226,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         "--dampings",
         default="0.01,0.1,0.3,1,3",
         help="ridge dampings tried; the best on the validation split is reported on test",
+    )
+    parser.add_argument(
+        "--scopes", default="inputs,changed", help="ReconstructConfig scopes, each reported"
     )
     parser.add_argument("--out", default=None, help="markdown report (default: bench/results)")
     parser.add_argument(
@@ -243,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     names = args.models.split(",")
     dampings = tuple(float(d) for d in args.dampings.split(","))
+    scopes = tuple(args.scopes.split(","))
     if "minilm" in names:
         from netsculpt.tasks.minilm import MiniLMTask
 
@@ -251,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         example = {k: v[:4] for k, v in task.example_inputs().items()}
         sizes = (32,) if args.quick else (64, 128, 256)
         calibs = {f"{n} texts": text_batches(task, n) for n in sizes}
-        rows += run_case("MiniLM-L6", task, model, example, calibs, "recall@1", dampings)
+        rows += run_case("MiniLM-L6", task, model, example, calibs, "recall@1", dampings, scopes)
     for name in ("digits", "mnist1d"):
         if name not in names:
             continue
@@ -259,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         model = task.pretrained_model().eval()
         n = 4 if args.quick else 16
         calibs = {f"{n * 32} inputs": task.calib_batches(n)}
-        rows += run_case(name, task, model, task.example_inputs(), calibs, "accuracy", dampings)
+        rows += run_case(
+            name, task, model, task.example_inputs(), calibs, "accuracy", dampings, scopes
+        )
     wall = time.perf_counter() - started
     console.print(table(rows))
     header = (
