@@ -255,6 +255,8 @@ def _quiet_exporter() -> Iterator[None]:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning)
             warnings.filterwarnings("ignore", message=".*training mode.*")
+            # nn.LSTM / nn.GRU re-point their cached weight list while being traced
+            warnings.filterwarnings("ignore", message=r"The tensor attributes .*_flat_weights")
             yield
     finally:
         for name, level in saved:
