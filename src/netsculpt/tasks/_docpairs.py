@@ -32,7 +32,7 @@ import inspect
 import re
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Literal
@@ -193,18 +193,22 @@ def _part(key: int) -> Part:
     return "validation" if fraction < _VALIDATION_END else "train"
 
 
-@functools.cache
-def docstring_pairs() -> tuple[TextPair, ...]:
-    """All pairs, deduplicated, ordered by part (test, validation, train), then by hash."""
+def _pairs(
+    modules: Sequence[str],
+    own: Callable[[str], Callable[[Any], bool]],
+    part: Callable[[int], Part],
+    seen_texts: set[str],
+) -> list[tuple[int, TextPair]]:
+    """``(hash, pair)`` for every object of ``modules`` whose docstring makes a pair, one per
+    object, skipping any query or document text already in ``seen_texts`` (updated)."""
     seen_objects: set[int] = set()
-    seen_texts: set[str] = set()
     found: list[tuple[int, TextPair]] = []
     with warnings.catch_warnings():  # importing / reading deprecated names warns
         warnings.simplefilter("ignore")
         members = [
             (name, obj, getattr(obj, "__doc__", None))
-            for module_name in STDLIB_MODULES
-            for name, obj in _members(module_name)
+            for module_name in modules
+            for name, obj in _members(module_name, own(module_name))
         ]
     for name, obj, doc in members:
         if id(obj) in seen_objects or not isinstance(doc, str):
@@ -218,7 +222,14 @@ def docstring_pairs() -> tuple[TextPair, ...]:
             continue
         seen_texts.update((query.lower(), document.lower()))
         key = _key(query)
-        found.append((key, TextPair(name, query, document, _part(key))))
+        found.append((key, TextPair(name, query, document, part(key))))
+    return found
+
+
+@functools.cache
+def docstring_pairs() -> tuple[TextPair, ...]:
+    """All pairs, deduplicated, ordered by part (test, validation, train), then by hash."""
+    found = _pairs(STDLIB_MODULES, lambda _: _from_stdlib, _part, set())
     order = {"test": 0, "validation": 1, "train": 2}
     found.sort(key=lambda item: (order[item[1].part], item[0]))
     return tuple(pair for _, pair in found)
@@ -233,29 +244,12 @@ def package_pairs() -> tuple[TextPair, ...]:
     text a model recovered on the standard-library pairs has never seen. They depend on the
     installed versions of those packages; modules that are not installed give no pairs.
     """
-    seen_texts: set[str] = set()
-    for known in docstring_pairs():
-        seen_texts.update((known.query.lower(), known.document.lower()))
-    seen_objects: set[int] = set()
-    found: list[tuple[int, TextPair]] = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        members = [
-            (name, obj, getattr(obj, "__doc__", None))
-            for module_name in PACKAGE_MODULES
-            for name, obj in _members(module_name, _from_package(module_name.partition(".")[0]))
-        ]
-    for name, obj, doc in members:
-        if id(obj) in seen_objects or not isinstance(doc, str):
-            continue
-        seen_objects.add(id(obj))
-        pair = _split(doc)
-        if pair is None:
-            continue
-        query, document = pair
-        if query.lower() in seen_texts or document.lower() in seen_texts:
-            continue
-        seen_texts.update((query.lower(), document.lower()))
-        found.append((_key(query), TextPair(name, query, document, "packages")))
+    seen_texts = {t.lower() for p in docstring_pairs() for t in (p.query, p.document)}
+    found = _pairs(
+        PACKAGE_MODULES,
+        lambda module: _from_package(module.partition(".")[0]),
+        lambda _: "packages",
+        seen_texts,
+    )
     found.sort(key=lambda item: item[0])
     return tuple(pair for _, pair in found)
