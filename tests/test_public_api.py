@@ -51,6 +51,7 @@ PUBLIC = {
     "reconstruct", "reconstruction_of", "ReconstructConfig", "ReconstructResult",
     "elastic", "ElasticConfig", "Supernet",
     "save_supernet", "load_supernet", "train_supernet", "SupernetTrainConfig",
+    "quantize", "QuantizeConfig", "QuantizedModel",
     "__version__",
 }  # fmt: skip
 
@@ -72,6 +73,7 @@ def test_configs_are_frozen_keyword_only_and_round_trip() -> None:
         ns.ElasticConfig,
         ns.SupernetTrainConfig,
         ns.ReconstructConfig,
+        ns.QuantizeConfig,
     ):
         params = dataclasses.fields(cls)
         assert cls.__dataclass_params__.frozen, cls  # type: ignore[attr-defined]

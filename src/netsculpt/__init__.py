@@ -48,6 +48,10 @@ _LAZY: dict[str, str] = {
     "load": "netsculpt.export.save",
     "export_onnx": "netsculpt.export.onnx",
     "check_onnx": "netsculpt.export.onnx",
+    # quantize
+    "quantize": "netsculpt.quantization.api",
+    "QuantizeConfig": "netsculpt.quantization.config",
+    "QuantizedModel": "netsculpt.quantization.api",
     # measure
     "measure": "netsculpt.measurement.api",
     "Measurement": "netsculpt.measurement.api",

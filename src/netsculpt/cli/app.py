@@ -6,6 +6,7 @@
     netsculpt export MODEL --out DIR   plan + weights (+ ONNX); or --study S --trial N
     netsculpt search / pareto / report the multi-objective search and its results
     netsculpt elastic / train-supernet / extract   super-networks (netsculpt.cli.elastic)
+    netsculpt quantize FOLDER --out F  int8 through ONNX Runtime (netsculpt.cli.quantize)
     netsculpt demo                     the whole pipeline on the built-in digits task
 
 MODEL is a built-in name (``digits``, ``minilm``), ``package.module:factory`` (a function
@@ -397,6 +398,15 @@ def _register_elastic_commands() -> None:
 
 
 _register_elastic_commands()
+
+
+def _register_quantize_command() -> None:
+    from netsculpt.cli.quantize import register
+
+    register(app)
+
+
+_register_quantize_command()
 
 
 def main() -> None:
