@@ -242,3 +242,30 @@ def test_cli_quantizes_a_save_folder(digits: tuple[DigitsTask, nn.Module], tmp_p
     bad_mode = runner.invoke(app, ["quantize", str(folder), "--mode", "fp8", "--out", str(out)])
     assert bad_mode.exit_code == 2 and "UnknownNameError" in bad_mode.output
     assert runner.invoke(app, ["quantize", "--help"]).exit_code == 0
+
+
+class _Upsampler(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(4, 4, 2, stride=2)
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.up(x))
+
+
+def test_layers_without_an_int8_kernel_fall_back_with_the_reason() -> None:
+    torch.manual_seed(0)
+    model, x = _Upsampler().eval(), torch.randn(2, 4, 8, 8)
+    q = ns.quantize(model, x, ns.QuantizeConfig(mode="dynamic"))
+    kept = {c.module: c.reason for c in q.kept_float}
+    assert kept == {"up": "onnxruntime quantizes no ConvTranspose in dynamic mode"}
+    assert [c.module for c in q.quantized] == ["conv"]
+    only = ns.quantize(model, x, ns.QuantizeConfig(mode="dynamic", op_types=("MatMul",)))
+    assert {c.module: c.reason for c in only.kept_float}["conv"] == (
+        "op type Conv is not in op_types"
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(
+            q.run(x), model(x), atol=0.05 * float(model(x).abs().max()), rtol=0
+        )
