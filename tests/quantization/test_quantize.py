@@ -269,3 +269,19 @@ def test_layers_without_an_int8_kernel_fall_back_with_the_reason() -> None:
         torch.testing.assert_close(
             q.run(x), model(x), atol=0.05 * float(model(x).abs().max()), rtol=0
         )
+
+
+def test_a_failing_pre_processing_step_is_skipped_and_recorded(
+    encoderish: tuple[nn.Module, torch.Tensor], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from onnxruntime.quantization import shape_inference
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("symbolic shape inference failed on node X")
+
+    monkeypatch.setattr(shape_inference, "quant_pre_process", broken)
+    model, x = encoderish
+    q = ns.quantize(model, x, ns.QuantizeConfig(mode="dynamic"), path=tmp_path / "q.onnx")
+    assert q.preprocess.startswith("skipped: onnxruntime's quant_pre_process failed")
+    assert "symbolic shape inference failed" in q.recipe["preprocess"]
+    assert len(q.quantized) == 3
