@@ -413,3 +413,20 @@ def _fix_module_attributes(model: nn.Module) -> None:
             w_ih, w_hh = module.get_parameter("weight_ih_l0"), module.get_parameter("weight_hh_l0")
             module.input_size, module.hidden_size = int(w_ih.shape[1]), int(w_hh.shape[1])
             module._init_flat_weights()
+        _fix_head_counts(module)
+
+
+def _fix_head_counts(module: nn.Module) -> None:
+    """BERT-style self-attention (``query``, ``attention_head_size``): its head count and
+    total head width follow the pruned query projection, also where its code never reads
+    them, so that the pruned model describes itself truthfully."""
+    query = getattr(module, "query", None)
+    head = vars(module).get("attention_head_size")
+    if not isinstance(query, nn.Linear) or isinstance(head, bool) or not isinstance(head, int):
+        return
+    width = int(query.weight.shape[0])  # the parent comes before its query in modules()
+    if head <= 0 or width % head:
+        return
+    for attr, value in (("num_attention_heads", width // head), ("all_head_size", width)):
+        if isinstance(vars(module).get(attr), int):
+            setattr(module, attr, value)
