@@ -7,6 +7,8 @@ traceback from deep inside torch.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -140,3 +142,17 @@ def _tensors(model: nn.Module) -> Iterable[tuple[str, torch.Tensor]]:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_config_fields(cls: type, data: Mapping[str, Any]) -> None:
+    """Refuse keys of ``data`` that name no field of the config dataclass ``cls`` (a config
+    read back from JSON is data), suggesting the closest field name."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(str(k) for k in data if k not in names)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], names, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise InputError(
+            f"{cls.__name__} has no field {', '.join(repr(k) for k in unknown)}; {hint}its "
+            f"fields are {', '.join(names)}"
+        )

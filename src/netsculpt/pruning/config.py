@@ -18,7 +18,6 @@ Configs round-trip through JSON (:meth:`PruneConfig.to_dict` / :meth:`PruneConfi
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from netsculpt._checks import check_config_fields
 from netsculpt.errors import InputError, InvalidRatioError, UnknownNameError
 from netsculpt.pruning.importance import IMPORTANCE
 
@@ -306,15 +306,7 @@ def _fields_of(data: Any) -> dict[str, Any]:
             f"a PruneConfig dict is needed, got {type(data).__name__}; pass what "
             f"PruneConfig.to_dict() returned, e.g. {{'ratio': 0.3, 'importance': 'magnitude'}}"
         )
-    names = [f.name for f in dataclasses.fields(PruneConfig)]
-    unknown = sorted(str(k) for k in data if k not in names)
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], names, n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise InputError(
-            f"PruneConfig has no field {', '.join(repr(k) for k in unknown)}; {hint}its "
-            f"fields are {', '.join(names)}"
-        )
+    check_config_fields(PruneConfig, data)
     return dict(data)
 
 

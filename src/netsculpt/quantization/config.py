@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from netsculpt._checks import check_int, check_names
+from netsculpt._checks import check_config_fields, check_int, check_names
 from netsculpt.errors import InputError, UnknownNameError
 
 __all__ = ["CALIBRATION_METHODS", "MODES", "QUANT_TYPES", "QuantizeConfig"]
@@ -150,13 +150,7 @@ class QuantizeConfig:
                 f"{cls.__name__}.from_dict needs a dict, got {type(data).__name__}; pass what "
                 f"to_dict() returned, e.g. {{'mode': 'static'}}"
             )
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(str(k) for k in data if k not in names)
-        if unknown:
-            raise InputError(
-                f"{cls.__name__} has no field {', '.join(repr(k) for k in unknown)}; its "
-                f"fields are {', '.join(names)}"
-            )
+        check_config_fields(cls, data)
         return cls(**dict(data))
 
     @classmethod

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from netsculpt._checks import check_int, check_number
+from netsculpt._checks import check_config_fields, check_int, check_number
 from netsculpt.errors import InputError, UnknownNameError
 
 __all__ = ["METHODS", "SCOPES", "ReconstructConfig", "as_reconstruct_config"]
@@ -128,15 +128,7 @@ class ReconstructConfig:
                 f"ReconstructConfig.from_dict needs a dict, got {type(data).__name__} "
                 f"({data!r:.60}); pass what to_dict() returned, e.g. {{'method': 'refit'}}"
             )
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(str(k) for k in data if k not in names)
-        if unknown:
-            close = difflib.get_close_matches(unknown[0], names, n=1, cutoff=0.6)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise InputError(
-                f"ReconstructConfig has no field {', '.join(repr(k) for k in unknown)}; "
-                f"{hint}its fields are {', '.join(names)}"
-            )
+        check_config_fields(cls, data)
         return cls(**dict(data))
 
     @classmethod

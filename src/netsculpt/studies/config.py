@@ -28,13 +28,12 @@ True
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from netsculpt._checks import check_int, check_number
+from netsculpt._checks import check_config_fields, check_int, check_number
 from netsculpt.errors import InputError, UnknownNameError
 from netsculpt.recovery.budget import Budget
 from netsculpt.recovery.config import TrainConfig
@@ -254,13 +253,7 @@ class StudyConfig:
                 f"StudyConfig.from_dict needs a dict, got {type(data).__name__} "
                 f"({data!r:.60}); pass what StudyConfig.to_dict() returned"
             )
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(str(k) for k in data if k not in names)
-        if unknown:
-            raise InputError(
-                f"StudyConfig has no field {', '.join(repr(k) for k in unknown)}; its fields "
-                f"are {', '.join(names)}"
-            )
+        check_config_fields(cls, data)
         fields = dict(data)
         if isinstance(fields.get("objectives"), list):
             fields["objectives"] = tuple(fields["objectives"])

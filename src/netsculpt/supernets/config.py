@@ -16,13 +16,13 @@ saved super-network records exactly how it was made.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from netsculpt._checks import check_config_fields
 from netsculpt.errors import InputError
 
 __all__ = ["ElasticConfig"]
@@ -182,15 +182,7 @@ class ElasticConfig:
                 f"an ElasticConfig dict is needed, got {type(data).__name__}; pass what "
                 f"ElasticConfig.to_dict() returned"
             )
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(str(k) for k in data if k not in names)
-        if unknown:
-            close = difflib.get_close_matches(unknown[0], names, n=1, cutoff=0.6)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise InputError(
-                f"ElasticConfig has no field {', '.join(repr(k) for k in unknown)}; {hint}its "
-                f"fields are {', '.join(names)}"
-            )
+        check_config_fields(cls, data)
         fields = dict(data)
         if isinstance(fields.get("depth"), list):
             fields["depth"] = tuple(fields["depth"])

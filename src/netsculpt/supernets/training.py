@@ -67,7 +67,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import difflib
 import hashlib
 import itertools
 import json
@@ -83,7 +82,7 @@ from typing import Any, Literal, cast
 import torch
 from torch import nn
 
-from netsculpt._checks import check_int, check_number
+from netsculpt._checks import check_config_fields, check_int, check_number
 from netsculpt._inputs import ExampleInputs, inputs_to
 from netsculpt.errors import InputError, TrainingError, UnknownNameError
 from netsculpt.export._folder import check_path
@@ -261,15 +260,7 @@ class SupernetTrainConfig:
                 f"SupernetTrainConfig.from_dict needs a dict, got {type(data).__name__}; pass "
                 f"what SupernetTrainConfig.to_dict() returned, e.g. {{'lr': 0.001}}"
             )
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(str(k) for k in data if k not in names)
-        if unknown:
-            close = difflib.get_close_matches(unknown[0], names, n=1, cutoff=0.6)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise InputError(
-                f"SupernetTrainConfig has no field {', '.join(repr(k) for k in unknown)}; "
-                f"{hint}its fields are {', '.join(names)}"
-            )
+        check_config_fields(cls, data)
         return cls(**dict(data))
 
     @classmethod
