@@ -78,8 +78,9 @@ _LEGACY_KEYS = (
     "version",
 )
 _BASELINE_KEYS = ("score", "latency_ms", "latency_p90_ms", "params", "macs")
-#: written since the test split was scored too; absent from older studies
-_OPTIONAL_BASELINE_KEYS = ("test_score",)
+#: written since the test split was scored too (``test_score``) and since models' sizes
+#: were measured (``size_bytes``); absent from older studies
+_OPTIONAL_BASELINE_KEYS = ("test_score", "size_bytes")
 
 
 class _Invalid(Exception):
@@ -202,6 +203,7 @@ def check_baseline(study_name: str, value: Any) -> dict[str, float] | None:
             "latency_p90_ms": _finite(value["latency_p90_ms"], minimum=0.0),
             "params": _count(value["params"]),
             "macs": _count(value["macs"]),
+            **({"size_bytes": _count(value["size_bytes"])} if "size_bytes" in value else {}),
         }
     except _Invalid as exc:
         raise _error(study_name, "baseline", str(exc)) from None

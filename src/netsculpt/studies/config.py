@@ -109,7 +109,9 @@ class StudyConfig:
         predictor: screen candidates with a surrogate trained on finished trials
             (``ns.search(predictor=Predictor(...))`` sets its options).
         backend: the latency backend of ``ns.measure`` (``"torch"``, ``"onnxruntime"`` or
-            a registered one; ``ns.search`` checks that it is registered).
+            a registered one; ``ns.search`` checks that it is registered). A space that
+            offers int8 (``SearchSpace(precision=("float", "int8"))``) needs
+            ``"onnxruntime"``: int8 trials run there.
         seed: seeds the sampler (each process draws its own stream from it); None for none.
         recover_budget: how long each trial is recovered before it is scored: steps
             (``30``), a time (``"20s"``) or a :class:`~netsculpt.Budget`; ``None`` scores
@@ -211,6 +213,13 @@ class StudyConfig:
             lambda: check_int(self.bn_calib_batches, "bn_calib_batches", minimum=1),
             "e.g. bn_calib_batches=16",
         )
+        if self.space.quantizes and self.backend != "onnxruntime":
+            raise InputError(
+                f"StudyConfig: space offers precision {self.space.precision}, and an int8 "
+                f"trial runs (and is timed) in onnxruntime only, but backend="
+                f"{self.backend!r}; pass backend='onnxruntime' so that float and int8 trials "
+                f"are timed alike"
+            )
 
     # -- JSON ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,6 +68,8 @@ class Baseline:
     Attributes:
         score: the validation score (what the trials are compared with).
         test_score: the test score (None when not recorded; see the module docstring).
+        size_bytes: the dense model's parameters and buffers in bytes (None when not
+            recorded).
     """
 
     score: float
@@ -75,6 +78,7 @@ class Baseline:
     params: int
     macs: int
     test_score: float | None = None
+    size_bytes: int | None = None
 
 
 class _Materialiser:
@@ -280,6 +284,52 @@ class _SupernetMaterialiser(_Materialiser):
         return supernet.extract(arch, calib=calib)  # type: ignore[no-any-return]
 
 
+#: ``FrontTrial.export_quantized``'s default tolerance between the search's validation
+#: score and the exported int8 model's test score (absolute, in score units)
+DEFAULT_QUANT_TOLERANCE = 0.02
+
+
+@dataclass(frozen=True)
+class QuantizedExport:
+    """What :meth:`FrontTrial.export_quantized` wrote and found.
+
+    Attributes:
+        model: the written :class:`~netsculpt.QuantizedModel`.
+        trial: the trial number.
+        validation_score: the score the search measured (validation split).
+        test_score: the exported int8 model's score on the test split.
+        tolerance: the largest accepted ``|test_score - validation_score|``.
+    """
+
+    model: Any
+    trial: int
+    validation_score: float
+    test_score: float
+    tolerance: float
+
+    @property
+    def gap(self) -> float:
+        """``test_score - validation_score``."""
+        return self.test_score - self.validation_score
+
+    @property
+    def within_tolerance(self) -> bool:
+        """Whether the test score is within ``tolerance`` of the validation score."""
+        return abs(self.gap) <= self.tolerance + 1e-12
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready record (what ``<name>.check.json`` holds)."""
+        return {
+            "trial": self.trial,
+            "path": str(self.model.path),
+            "validation_score": self.validation_score,
+            "test_score": self.test_score,
+            "gap": self.gap,
+            "tolerance": self.tolerance,
+            "within_tolerance": self.within_tolerance,
+        }
+
+
 @dataclass(frozen=True)
 class FrontTrial:
     """One evaluated sub-network of a study.
@@ -296,6 +346,12 @@ class FrontTrial:
         params_dict: the trial's Optuna parameters (keep ratios, importance, round_to, ...).
         arch: in a super-network study, the sub-network (choice name -> units kept, or
             whether a block is kept); None in a pruning study.
+        precision: an int8 trial's precision (``{"*": "int8"}``, or stage -> precision);
+            None for a float trial.
+        quantize: the :class:`~netsculpt.QuantizeConfig` an int8 trial was quantized with;
+            None for a float trial.
+        size_bytes: size of the trial's model (the quantized ONNX file of an int8 trial,
+            the parameters and buffers of a float one); None when not recorded.
     """
 
     number: int
@@ -308,7 +364,15 @@ class FrontTrial:
     test_score: float | None = None
     params_dict: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     arch: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
+    precision: Mapping[str, str] | None = field(default=None, compare=False)
+    quantize: Any = field(default=None, repr=False, compare=False)
+    size_bytes: int | None = field(default=None, repr=False, compare=False)
     _materialiser: _Materialiser | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def quantized(self) -> bool:
+        """Whether the trial ran as an int8 model (``ns.quantize`` of its sub-network)."""
+        return self.quantize is not None
 
     @property
     def model(self) -> nn.Module:
@@ -324,6 +388,74 @@ class FrontTrial:
                 f"Front.load(storage, study_name, model=your_model)"
             )
         return self._materialiser.build(self.plan, arch=self.arch)
+
+    def quantized_model(self, path: str | os.PathLike[str] | None = None) -> Any:
+        """The int8 model the search scored: :attr:`model` quantized with the trial's
+        :attr:`quantize` options (static mode calibrates on the task's ``calib_batches``,
+        as the search did) and written to ``path`` (``.onnx``; default: a temporary
+        folder). Returns a :class:`~netsculpt.QuantizedModel`.
+
+        Raises:
+            SearchError: the trial is a float trial, or no base model is attached.
+        """
+        if self.quantize is None:
+            raise SearchError(
+                f"trial {self.number} is a float trial (the search did not quantize it); use "
+                f"trial.model, or pick an int8 trial (trial.quantized is True)"
+            )
+        from netsculpt.quantization.api import quantize
+
+        small = self.model
+        assert self._materialiser is not None  # self.model checked it
+        calib = None
+        if self.quantize.mode == "static":
+            calib = list(self._materialiser.task().calib_batches(self.quantize.calib_batches))
+        return quantize(
+            small, self._materialiser.example_inputs(), self.quantize, calib=calib, path=path
+        )
+
+    def export_quantized(
+        self, path: str | os.PathLike[str], *, tolerance: float = DEFAULT_QUANT_TOLERANCE
+    ) -> QuantizedExport:
+        """Write the trial's int8 model to ``path`` (``.onnx``, recipe beside it) and check
+        it: its score on the task's **test** split must match the validation score the
+        search measured within ``tolerance`` (absolute, in the task's score units; 0.02 is
+        two points of accuracy or recall). The check is written beside the model as
+        ``<name>.check.json``; a gap beyond the tolerance warns (the files are kept: the
+        numbers are the finding).
+
+        Raises:
+            SearchError: a float trial, or no base model or task attached.
+            InputError: ``tolerance`` is not a number >= 0.
+        """
+        import warnings
+
+        from netsculpt._checks import check_number
+        from netsculpt.tasks.base import checked_score
+
+        check_number(tolerance, "tolerance", minimum=0.0)
+        quantized = self.quantized_model(path)
+        assert self._materialiser is not None
+        test = checked_score(self._materialiser.task(), quantized.as_module(), "test")
+        result = QuantizedExport(
+            model=quantized,
+            trial=self.number,
+            validation_score=self.score,
+            test_score=float(test),
+            tolerance=float(tolerance),
+        )
+        check = quantized.path.with_name(quantized.path.stem + ".check.json")
+        check.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        if not result.within_tolerance:
+            warnings.warn(
+                f"trial {self.number}: the int8 model scores {result.test_score:.4f} on the "
+                f"test split, {result.gap:+.4f} from the {self.score:.4f} the search measured "
+                f"on validation (tolerance {tolerance}); the search's ranking of it may not "
+                f"hold on new data",
+                UserWarning,
+                stacklevel=2,
+            )
+        return result
 
     def value(self, name: str) -> float:
         """The objective ``name`` (``"score"``, ``"latency_ms"``, ``"params"``, ...)."""
@@ -385,8 +517,37 @@ def _trial_from_frozen(
         test_score=number(TEST_SCORE) if attrs.get(TEST_SCORE) is not None else None,
         params_dict=dict(t.params),
         arch=_arch_of(t, bad) if supernet else None,
+        **_precision_of(attrs, bad),
+        size_bytes=number("size_bytes", integer=True, minimum=0)
+        if attrs.get("size_bytes") is not None
+        else None,
         _materialiser=materialiser,
     )
+
+
+def _precision_of(attrs: Mapping[str, Any], bad: Any) -> dict[str, Any]:
+    """An int8 trial's ``precision`` and ``quantize`` attrs, each checked (data only: the
+    config is rebuilt field by field, nothing it names is imported)."""
+    from netsculpt.quantization.config import QuantizeConfig
+    from netsculpt.studies.space import PRECISIONS
+
+    stored = attrs.get("quantize")
+    if stored is None:
+        return {"precision": None, "quantize": None}
+    if not isinstance(stored, Mapping):
+        raise bad("quantize", stored)
+    try:
+        config = QuantizeConfig.from_dict(stored)
+    except NetsculptError:
+        raise bad("quantize", stored) from None
+    precision = attrs.get("precision", {"*": "int8"})
+    if (
+        not isinstance(precision, Mapping)
+        or len(precision) > 1000
+        or not all(isinstance(k, str) and v in PRECISIONS for k, v in precision.items())
+    ):
+        raise bad("precision", precision)
+    return {"precision": dict(precision), "quantize": config}
 
 
 def _arch_of(t: FrozenTrial, bad: Any) -> dict[str, Any]:
@@ -713,6 +874,16 @@ class Front:
             return two_d[int(np.argmax(above))]
         return two_d[int(np.argmin(np.hypot(1.0 - s_n, l_n)))]
 
+    def front_of(self, *, quantized: bool | None = None) -> list[FrontTrial]:
+        """The Pareto front (the study's objectives, feasible trials, fastest first) over
+        every trial (``None``), the float trials only (``False``) or the int8 trials only
+        (``True``): a study that searched precision shows what quantization added by
+        comparing ``front_of(quantized=False)`` with ``trials``."""
+        if quantized is None:
+            return list(self.trials)
+        chosen = [t for t in self.completed if t.quantized is quantized and self.is_feasible(t)]
+        return sorted(_pareto(chosen, self.objectives), key=lambda t: (t.latency_ms, -t.score))
+
     def score_latency_front(self) -> list[FrontTrial]:
         """The trials of the front that no other feasible trial beats on score and latency,
         fastest first."""
@@ -734,6 +905,8 @@ class Front:
                     "params": t.params,
                     "macs": t.macs,
                     "speedup": self.speedup(t),
+                    "precision": "int8" if t.quantized else "float",
+                    "size_bytes": t.size_bytes,
                 }
             )
         return out

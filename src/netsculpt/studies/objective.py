@@ -19,6 +19,16 @@ test split must not decide which trials survive).
 
 Measurements are cached per plan (the hash of its JSON): an identical plan, from this
 process or any finished trial in the study, is not applied, scored or timed again.
+
+**Quantized trials.** When the space offers int8 (``SearchSpace(precision=("float",
+"int8"))``), a trial whose precision is int8 records ``precision`` (``{"*": "int8"}``, or
+stage -> precision) and ``quantize`` (the ``QuantizeConfig`` it was quantized with, as a
+dict). Its sub-network is pruned and recovered as any trial, quantized with
+``ns.quantize`` (static mode calibrates on ``task.calib_batches``, training data), scored
+by running the quantized ONNX model on the task (validation, and test for reports) and
+timed in onnxruntime; ``params`` and ``macs`` are the pruned model's, ``size_bytes`` the
+quantized file's. Its cache key is the plan's JSON together with the quantization options,
+so the float and int8 versions of one plan are two entries.
 """
 
 from __future__ import annotations
@@ -61,6 +71,9 @@ OBJECTIVES: dict[str, bool] = {
 }
 #: every metric a trial records
 METRICS = ("score", "latency_ms", "latency_p90_ms", "params", "macs")
+#: what a trial records beside the metrics when measured: size on disk (or in memory), and
+#: for an int8 trial how many layers are int8 and which stayed float, with the reason
+_EXTRAS = ("size_bytes", "int8_layers", "float_layers")
 #: the trial (and baseline) attr holding the test-split score: reported, never selected on
 TEST_SCORE = "test_score"
 #: default options of ns.measure inside the search loop
@@ -115,12 +128,16 @@ def measure_model(
     from netsculpt.measurement.api import measure
 
     m = measure(model, example_inputs, backend=backend, **dict(measure_options))
-    return {
+    out: dict[str, float] = {
         "latency_ms": float(m.latency_ms_median),
         "latency_p90_ms": float(m.latency_ms_p90),
         "params": int(m.params),
         "macs": int(m.macs),
     }
+    size = getattr(m, "size_bytes", None)
+    if size is not None:
+        out["size_bytes"] = int(size)
+    return out
 
 
 @dataclass
@@ -144,6 +161,7 @@ class Evaluator:
     _cache: dict[str, dict[str, Any]] = field(default_factory=dict)
     _plans: dict[tuple[Any, ...], tuple[Any, str, str]] = field(default_factory=dict)
     _calib: list[Any] | None = None
+    _quant_calib: list[Any] | None = None
 
     # -- baseline --------------------------------------------------------------------------
     def baseline(self) -> dict[str, float]:
@@ -189,6 +207,11 @@ class Evaluator:
             plan, plan_json, key = self._plan_for(params)
         except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
             self._fail(trial, "plan", exc)
+        quantize = self._quantize_config(params)
+        if quantize is not None:
+            key = plan_hash(f"{plan_json}\nquantize={quantize.to_json()}")
+            trial.set_user_attr("precision", self.bound.precision(params))  # type: ignore[attr-defined]
+            trial.set_user_attr("quantize", quantize.to_dict())
         trial.set_user_attr("plan", plan_json)
         trial.set_user_attr("plan_hash", key)
 
@@ -202,14 +225,15 @@ class Evaluator:
             test_score = cached.get(TEST_SCORE)
             trial.set_user_attr("cached_from", int(cached["trial"]))
         else:
-            metrics, test_score = self._evaluate(trial, plan)
+            metrics, test_score = self._evaluate(trial, plan, quantize)
             self._cache[key] = {
                 "metrics": metrics,
                 TEST_SCORE: test_score,
                 "trial": trial.number,
             }
-        for name in ("score", "latency_ms", "latency_p90_ms", "params", "macs"):
-            trial.set_user_attr(name, metrics[name])
+        for name in (*METRICS, *_EXTRAS):
+            if name in metrics:
+                trial.set_user_attr(name, metrics[name])
         if test_score is not None:  # for reports only: nothing below reads it
             trial.set_user_attr(TEST_SCORE, test_score)
         if self.constraints:
@@ -241,14 +265,29 @@ class Evaluator:
         return found
 
     def plan_key(self, params: Mapping[str, Any]) -> str:
-        """The hash of the plan ``params`` give (the predictor skips plans already seen)."""
-        return self._plan_for(params)[2]
+        """The hash of the plan ``params`` give, with their quantization options when the
+        trial is int8 (the predictor skips candidates already seen)."""
+        _, plan_json, key = self._plan_for(params)
+        quantize = self._quantize_config(params)
+        if quantize is None:
+            return key
+        return plan_hash(f"{plan_json}\nquantize={quantize.to_json()}")
 
-    def _evaluate(self, trial: optuna.Trial, plan: Any) -> tuple[dict[str, Any], float | None]:
+    def _quantize_config(self, params: Mapping[str, Any]) -> Any:
+        """The trial's ``QuantizeConfig``, or None for a float trial (or a space without
+        precision, such as a super-network's)."""
+        choose = getattr(self.bound, "quantize_config", None)
+        return choose(params) if callable(choose) else None
+
+    def _evaluate(
+        self, trial: optuna.Trial, plan: Any, quantize: Any = None
+    ) -> tuple[dict[str, Any], float | None]:
         """The metrics of ``plan`` (validation score, latency, params, MACs) and, apart, its
-        test score (None when not scored)."""
+        test score (None when not scored); quantized first when ``quantize`` is a config."""
         started = time.perf_counter()
         small = self._build(trial, plan)
+        if quantize is not None:
+            return self._evaluate_quantized(trial, small, quantize, started)
         try:
             score = self._score(small)
         except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
@@ -267,6 +306,62 @@ class Evaluator:
             self._fail(trial, "measure", exc)
         trial.set_user_attr("eval_seconds", round(time.perf_counter() - started, 4))
         return {"score": float(score), **metrics}, test_score
+
+    def _evaluate_quantized(
+        self, trial: optuna.Trial, small: nn.Module, quantize: Any, started: float
+    ) -> tuple[dict[str, Any], float | None]:
+        """Quantize ``small``, then score the quantized ONNX model and time it."""
+        import tempfile
+        from pathlib import Path
+
+        from netsculpt.measurement.api import count_macs, count_params
+        from netsculpt.quantization.api import quantize as quantize_model
+
+        with tempfile.TemporaryDirectory(prefix="netsculpt-trial-") as folder:
+            try:
+                calib = self._quantize_calib(quantize)
+                quantized = quantize_model(
+                    small,
+                    self.example_inputs,
+                    quantize,
+                    calib=calib,
+                    path=Path(folder) / "model.int8.onnx",
+                )
+            except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
+                self._fail(trial, "quantize", exc)
+            layers = {
+                "int8_layers": len(quantized.quantized),
+                "float_layers": [f"{c.node}: {c.reason}" for c in quantized.kept_float][:50],
+            }
+            runner = quantized.as_module()
+            try:
+                score = self._score(runner)
+            except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
+                self._fail(trial, "task.evaluate of the quantized model", exc)
+            test_score, test_failure = self._test_score(runner)
+            if test_failure is not None:
+                trial.set_user_attr("test_fail_reason", test_failure[:2000])
+            try:
+                metrics = measure_model(
+                    quantized,  # type: ignore[arg-type]
+                    self.example_inputs,
+                    backend=self.backend,
+                    measure_options=self.measure_options,
+                )
+                metrics["params"] = count_params(small)
+                metrics["macs"] = count_macs(small, self.example_inputs)
+            except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
+                self._fail(trial, "measure of the quantized model", exc)
+        trial.set_user_attr("eval_seconds", round(time.perf_counter() - started, 4))
+        return {"score": float(score), **metrics, **layers}, test_score
+
+    def _quantize_calib(self, quantize: Any) -> list[Any] | None:
+        """Static mode's calibration batches: the task's ``calib_batches`` (training data)."""
+        if quantize.mode != "static":
+            return None
+        if self._quant_calib is None:
+            self._quant_calib = list(self.task.calib_batches(quantize.calib_batches))
+        return self._quant_calib
 
     def _build(self, trial: optuna.Trial, plan: Any) -> nn.Module:
         """The trial's sub-network: ``ns.apply(model, plan)``, recovered when the study
@@ -380,6 +475,9 @@ def _results_of(t: Any, key: str) -> dict[str, Any] | None:
         if not math.isfinite(value):
             return None
         metrics[m] = value
+    for name in _EXTRAS:  # recorded when measured; copied as they are (reports only)
+        if name in attrs:
+            metrics[name] = attrs[name]
     source = attrs.get("cached_from", t.number)
     if isinstance(source, bool) or not isinstance(source, int):
         source = t.number

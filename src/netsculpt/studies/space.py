@@ -4,7 +4,8 @@ A :class:`SearchSpace` is a frozen value describing the knobs; :func:`build_spac
 to a model's dependency graph (``ns.analyze``) and returns a :class:`BoundSpace` that
 
 * names one Optuna parameter per knob (``keep`` ratios tied per stage, per group or
-  uniform; ``importance``; ``round_to``; ``remove:<block>`` switches),
+  uniform; ``importance``; ``round_to``; ``remove:<block>`` switches; ``precision`` for
+  the model, or ``precision:<stage>`` per stage, when the space offers int8),
 * suggests them on an ``optuna.Trial`` (or reads them back from a finished trial), and
 * turns a parameter dict into a plan with ``ns.plan``, so the parameters alone are
   enough to rebuild every trial's plan.
@@ -32,21 +33,27 @@ from optuna.distributions import (
 )
 
 from netsculpt.errors import InputError, InvalidRatioError, NothingToPruneError
+from netsculpt.quantization.config import QuantizeConfig
 
 if TYPE_CHECKING:
     from torch import nn
 
     from netsculpt._inputs import ExampleInputs
 
-__all__ = ["BoundSpace", "SearchSpace", "build_space", "plan_hash"]
+__all__ = ["PRECISIONS", "BoundSpace", "SearchSpace", "build_space", "plan_hash"]
 
 Tie = Literal["stage", "layer", "uniform"]
 _TIES = ("stage", "layer", "uniform")
+PrecisionTie = Literal["model", "stage"]
+_PRECISION_TIES = ("model", "stage")
+#: What a trial's precision may be: the float model, or int8 through ``ns.quantize``.
+PRECISIONS: tuple[str, ...] = ("float", "int8")
 #: Most choices one categorical knob may list.
 _MAX_CHOICES = 1000
 #: Parameter name prefixes.
 KEEP = "keep"
 REMOVE = "remove:"
+PRECISION = "precision"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,6 +74,21 @@ class SearchSpace:
         exclude: groups (names or ``"re:"`` patterns) never pruned, passed to ``ns.plan``.
         calib_batches: how many task batches a criterion that declares ``needs_calib``
             (taylor, activation, or a registered one) is given.
+        precision: the precisions a trial chooses from: ``("float",)`` (the default: no
+            quantization), ``("float", "int8")`` (search precision with the structure) or
+            ``("int8",)`` (every trial quantized). An int8 trial is pruned (and recovered)
+            as any trial, then quantized with :func:`netsculpt.quantize` (``quantize``),
+            scored by running the quantized ONNX model on the task and timed in
+            onnxruntime, so a study that offers int8 needs ``backend="onnxruntime"``.
+        precision_tie: ``"model"`` (one precision per trial) or ``"stage"`` (one per stage
+            of the prunable groups, ``Group.stage``; a stage chosen float is passed to
+            ``ns.quantize`` as ``float_layers``; layers outside every stage, such as a stem
+            or a head, are quantized when any stage is; keep them in float with
+            ``quantize=QuantizeConfig(float_layers=(...))``).
+        quantize: how int8 trials are quantized (``mode``, ``per_channel``,
+            ``calib_batches``, ``float_layers``, ...); ``None`` is ``QuantizeConfig()``:
+            static int8, per-channel weights, calibration batches from the task. Transformer
+            encoders usually want ``QuantizeConfig(mode="dynamic")``.
     """
 
     tie: Tie = "stage"
@@ -78,6 +100,9 @@ class SearchSpace:
     remove_blocks: bool = False
     exclude: tuple[str, ...] = field(default=())
     calib_batches: int = 4
+    precision: tuple[str, ...] = ("float",)
+    precision_tie: PrecisionTie = "model"
+    quantize: QuantizeConfig | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.tie, str) or self.tie not in _TIES:
@@ -120,6 +145,38 @@ class SearchSpace:
             )
         if self.calib_batches < 1:
             raise InputError(f"SearchSpace(calib_batches={self.calib_batches}) must be at least 1")
+        precision = _as_tuple(self.precision, "precision", str)
+        for p in precision:
+            if p not in PRECISIONS:
+                raise InputError(
+                    f"SearchSpace(precision=...) holds {p!r}, not a precision netsculpt can "
+                    f"run; choose from {', '.join(repr(c) for c in PRECISIONS)}, e.g. "
+                    f"precision=('float', 'int8')"
+                )
+        if len(set(precision)) != len(precision):
+            raise InputError(f"SearchSpace(precision={precision}) repeats a choice; list each once")
+        object.__setattr__(self, "precision", precision)
+        if not isinstance(self.precision_tie, str) or self.precision_tie not in _PRECISION_TIES:
+            raise InputError(
+                f"SearchSpace(precision_tie={self.precision_tie!r}) is not a tie mode; use "
+                f"one of {', '.join(_PRECISION_TIES)}"
+            )
+        if isinstance(self.quantize, Mapping):
+            object.__setattr__(self, "quantize", QuantizeConfig.from_dict(self.quantize))
+        if self.quantize is not None and not isinstance(self.quantize, QuantizeConfig):
+            raise InputError(
+                f"SearchSpace(quantize={self.quantize!r:.60}) must be a netsculpt.QuantizeConfig "
+                f"or None, e.g. quantize=ns.QuantizeConfig(mode='dynamic')"
+            )
+
+    @property
+    def quantizes(self) -> bool:
+        """Whether some trial may be quantized (the space offers ``"int8"``)."""
+        return "int8" in self.precision
+
+    def quantize_config(self) -> QuantizeConfig:
+        """The options int8 trials are quantized with."""
+        return self.quantize if self.quantize is not None else QuantizeConfig()
 
     def keep_choices(self) -> tuple[float, ...]:
         """The keep ratios on the grid, smallest first."""
@@ -136,8 +193,9 @@ class SearchSpace:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict; :meth:`from_dict` gives back an equal value."""
         out = asdict(self)
-        for key in ("importance", "round_to", "exclude"):
+        for key in ("importance", "round_to", "exclude", "precision"):
             out[key] = list(out[key])
+        out["quantize"] = None if self.quantize is None else self.quantize.to_dict()
         return out
 
     @classmethod
@@ -201,6 +259,9 @@ class BoundSpace:
         signature: a hash of the prunable groups and blocks; a study started on one model
             refuses another.
         group_sizes: group name -> (units, unit width), for :meth:`encode`.
+        precision_stages: precision parameter name -> the stage (module path) it sets, or
+            ``""`` for the one model-wide parameter; empty when the space offers one
+            precision.
     """
 
     space: SearchSpace
@@ -209,6 +270,7 @@ class BoundSpace:
     blocks: tuple[str, ...]
     signature: str
     group_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    precision_stages: dict[str, str] = field(default_factory=dict)
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Ask ``trial`` for every parameter; returns the parameter dict."""
@@ -235,6 +297,37 @@ class BoundSpace:
     def removed_blocks(self, params: Mapping[str, Any]) -> tuple[str, ...]:
         """The blocks the parameters switch off."""
         return tuple(b for b in self.blocks if bool(params.get(REMOVE + b, False)))
+
+    def precision(self, params: Mapping[str, Any]) -> dict[str, str]:
+        """The trial's precision: ``{"*": p}`` for the model, or stage -> precision.
+
+        A space with one precision has no parameter: every trial gets that one.
+        """
+        if not self.precision_stages:
+            return {"*": self.space.precision[0]}
+        out: dict[str, str] = {}
+        for name, stage in self.precision_stages.items():
+            out[stage or "*"] = str(params.get(name, self.space.precision[0]))
+        return out
+
+    def quantize_config(self, params: Mapping[str, Any]) -> QuantizeConfig | None:
+        """The ``ns.quantize`` options of the trial, or None for a float trial.
+
+        Stages chosen float join the space's ``float_layers``.
+        """
+        import dataclasses
+
+        chosen = self.precision(params)
+        if "int8" not in chosen.values():
+            return None
+        config = self.space.quantize_config()
+        float_stages = tuple(s for s, p in chosen.items() if p == "float" and s != "*")
+        if not float_stages:
+            return config
+        layers = config.float_layers + tuple(
+            s for s in float_stages if s not in config.float_layers
+        )
+        return dataclasses.replace(config, float_layers=layers)
 
     def to_plan(
         self,
@@ -349,6 +442,17 @@ def build_space(graph: Any, space: SearchSpace) -> BoundSpace:
     distributions["round_to"] = CategoricalDistribution(list(space.round_to))
     for b in blocks:
         distributions[REMOVE + b] = CategoricalDistribution([False, True])
+    precision_stages: dict[str, str] = {}
+    if len(space.precision) > 1:
+        if space.precision_tie == "model":
+            precision_stages[PRECISION] = ""
+        else:
+            for stage in sorted({g.stage for g in groups if g.stage}):
+                precision_stages[f"{PRECISION}:{stage}"] = stage
+            if not precision_stages:  # no group has a stage: one choice for the model
+                precision_stages[PRECISION] = ""
+        for name in precision_stages:
+            distributions[name] = CategoricalDistribution(list(space.precision))
     sig_src = json.dumps(
         {
             "groups": [[g.name, int(g.size), g.kind] for g in groups],
@@ -363,6 +467,7 @@ def build_space(graph: Any, space: SearchSpace) -> BoundSpace:
         blocks=blocks,
         signature=hashlib.sha256(sig_src.encode()).hexdigest()[:16],
         group_sizes={g.name: (int(g.size), int(getattr(g, "unit_width", 1) or 1)) for g in groups},
+        precision_stages=precision_stages,
     )
 
 
