@@ -5,6 +5,10 @@
 >>> m.latency_ms_median, m.macs, m.params                          # doctest: +SKIP
 (1.92, 278_921_216, 2_791_402)
 
+A quantized model from :func:`netsculpt.quantize` is measured too: its ``.onnx`` file is
+timed in onnxruntime, and its size on disk reported, so a float model and its int8 version
+read side by side (``compare_latency({"float": model, "int8": q}, x, backend="onnxruntime")``).
+
 Latency on a shared machine is noisy; to say whether one model is faster than another, use
 :func:`compare_latency`, which interleaves the candidates' runs so that they all see the
 same noise, rather than two separate :func:`measure` calls.
@@ -13,9 +17,11 @@ same noise, rather than two separate :func:`measure` calls.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 import torch
 from torch import nn
@@ -24,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from netsculpt._checks import check_finite_inputs, check_model
 from netsculpt._inputs import ExampleInputs, call_model
-from netsculpt.errors import InputError
+from netsculpt.errors import InputError, MeasureError
 from netsculpt.measurement._memory import peak_forward_bytes
 from netsculpt.measurement._timing import (
     check_counts,
@@ -34,6 +40,9 @@ from netsculpt.measurement._timing import (
     time_runs,
 )
 from netsculpt.measurement.backends import get_backend
+
+if TYPE_CHECKING:  # quantization imports this module; the check below is structural
+    from netsculpt.quantization.api import QuantizedModel
 
 __all__ = [
     "Measurement",
@@ -63,6 +72,8 @@ class Measurement:
         repeats: the number of timed runs.
         sparsity: fraction of exact zeros in each Linear/Conv weight, by parameter name,
             and over all of them under ``"*"``.
+        size_bytes: a module's unique parameters and buffers in bytes (a tied tensor counts
+            once); a quantized model's ``.onnx`` file size on disk; None when not measured.
     """
 
     params: int
@@ -74,10 +85,13 @@ class Measurement:
     threads: int
     repeats: int
     sparsity: dict[str, float] = field(default_factory=dict)
+    size_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.params < 0 or self.macs < 0:
             raise InputError(f"params and macs must be >= 0, got {self.params}, {self.macs}")
+        if self.size_bytes is not None and self.size_bytes < 0:
+            raise InputError(f"size_bytes must be >= 0 or None, got {self.size_bytes}")
         if not 0 <= self.latency_ms_median <= self.latency_ms_p90:
             raise InputError(
                 f"latency must satisfy 0 <= median <= p90, got median "
@@ -96,12 +110,22 @@ class Measurement:
         )
         overall = self.sparsity.get("*", 0.0)
         sparse = f", {overall:.1%} zero weights" if overall else ""
+        size = "" if self.size_bytes is None else f", {_size_text(self.size_bytes)}"
         return (
             f"{self.params / 1e6:.3f}M params, {self.macs / 1e6:.1f}M MACs, "
             f"{self.latency_ms_median:.3f} ms median / {self.latency_ms_p90:.3f} ms p90 "
             f"({self.backend}, {self.threads} thread{'s' * (self.threads != 1)}, "
-            f"{self.repeats} runs){memory}{sparse}"
+            f"{self.repeats} runs){size}{memory}{sparse}"
         )
+
+
+def _size_text(size: int) -> str:
+    """``"812 B"``, ``"75.4 kB"``, ``"90.9 MB"`` (decimal units, as file sizes are shown)."""
+    if size < 1000:
+        return f"{size} B"
+    if size < 1_000_000:
+        return f"{size / 1e3:.1f} kB"
+    return f"{size / 1e6:.1f} MB"
 
 
 # --------------------------------------------------------------------------- counts
@@ -126,6 +150,32 @@ def count_params(model: nn.Module) -> int:
                 continue
             seen_memory.add(where)
         total += param.numel()
+    return total
+
+
+def _tensor_bytes(model: nn.Module) -> int:
+    """Bytes of the unique parameters and buffers of ``model`` (numel x element size); a
+    tensor shared by several modules, or two tensors over the same memory, count once."""
+    seen_ids: set[int] = set()
+    seen_memory: set[tuple[int, int, tuple[int, ...], torch.dtype]] = set()
+    total = 0
+    tensors: list[torch.Tensor] = [t for _, t in model.named_parameters(remove_duplicate=False)]
+    tensors += [t for _, t in model.named_buffers(remove_duplicate=False)]
+    for tensor in tensors:
+        if id(tensor) in seen_ids:
+            continue
+        seen_ids.add(id(tensor))
+        if tensor.device.type != "meta" and tensor.data_ptr():
+            where = (
+                tensor.data_ptr(),
+                int(tensor.storage_offset()),
+                tuple(tensor.shape),
+                tensor.dtype,
+            )
+            if where in seen_memory:
+                continue
+            seen_memory.add(where)
+        total += tensor.numel() * tensor.element_size()
     return total
 
 
@@ -234,14 +284,102 @@ def weight_sparsity(model: nn.Module) -> dict[str, float]:
     return result
 
 
+# --------------------------------------------------------------------------- quantized
+
+
+@runtime_checkable
+class _OnnxModelFile(Protocol):
+    """What measuring needs of a :class:`netsculpt.QuantizedModel` (checked by shape, since
+    ``netsculpt.quantization`` imports this module): its file and the float model's counts."""
+
+    path: Path
+    params: int
+    macs: int | None
+
+
+def _quantized_of(model: Any) -> _OnnxModelFile | None:
+    """The quantized model ``model`` is, or wraps (``QuantizedModel.as_module()``), or None."""
+    if isinstance(model, nn.Module):
+        model = getattr(model, "quantized", None)
+    return model if isinstance(model, _OnnxModelFile) else None
+
+
+def _check_quantized_backend(backend: str | None, what: str) -> None:
+    if backend not in (None, "onnxruntime"):
+        raise InputError(
+            f"{what} is an int8 ONNX model from ns.quantize, which runs in onnxruntime only, "
+            f"not with backend={backend!r}; pass backend='onnxruntime' (or leave it out)"
+        )
+
+
+@contextmanager
+def _onnx_file_run(
+    quantized: _OnnxModelFile, example_inputs: ExampleInputs, *, threads: int
+) -> Iterator[Callable[[], object]]:
+    """A zero-argument callable running the quantized file once in an onnxruntime session."""
+    from netsculpt.export.onnx import onnx_feeds, onnxruntime_session
+
+    path = Path(quantized.path)
+    if not path.is_file():
+        raise InputError(
+            f"the quantized model's file {str(path)!r} is gone; quantize again with ns.quantize "
+            f"(pass path= to keep the file somewhere lasting)"
+        )
+    session = onnxruntime_session(path, threads=threads)
+    names = [i.name for i in session.get_inputs()]
+    feeds: dict[str, Any] = onnx_feeds(example_inputs, names)
+    missing = [name for name in names if name not in feeds]
+    if missing:
+        raise InputError(
+            f"the quantized model {str(path)!r} takes inputs {names}, but {missing} are not "
+            f"among the example inputs; pass them as they were passed to ns.quantize"
+        )
+    try:
+        session.run(None, feeds)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise MeasureError(
+            f"onnxruntime could not run the quantized model {str(path)!r} on the example "
+            f"inputs: {exc}; pass inputs shaped like those given to ns.quantize"
+        ) from exc
+
+    def run() -> object:
+        return session.run(None, feeds)
+
+    yield run
+
+
+def _measure_quantized(
+    quantized: _OnnxModelFile,
+    example_inputs: ExampleInputs,
+    *,
+    warmup: int,
+    repeats: int,
+    threads: int,
+) -> Measurement:
+    with _onnx_file_run(quantized, example_inputs, threads=threads) as run:
+        times = time_runs(run, warmup=warmup, repeats=repeats)
+    return Measurement(
+        params=int(quantized.params),
+        macs=int(quantized.macs or 0),
+        latency_ms_median=percentile(times, 50),
+        latency_ms_p90=percentile(times, 90),
+        peak_memory_bytes=None,
+        backend="onnxruntime",
+        threads=threads,
+        repeats=len(times),
+        sparsity={},
+        size_bytes=Path(quantized.path).stat().st_size,
+    )
+
+
 # --------------------------------------------------------------------------- latency
 
 
 def measure(
-    model: nn.Module,
+    model: nn.Module | QuantizedModel,
     example_inputs: ExampleInputs,
     *,
-    backend: str = "torch",
+    backend: str | None = None,
     warmup: int = 5,
     repeats: int = 30,
     threads: int | None = None,
@@ -249,12 +387,19 @@ def measure(
 ) -> Measurement:
     """Measure ``model`` on ``example_inputs``.
 
+    A quantized model (a :class:`netsculpt.QuantizedModel`, or its ``as_module()``) is timed
+    in an onnxruntime session on its ``.onnx`` file; its ``params`` and ``macs`` are the
+    float model's, recorded by ``ns.quantize`` (``macs`` is 0 when it quantized an ``.onnx``
+    file, which it cannot count), ``size_bytes`` is the file's size, ``peak_memory_bytes``
+    is None and ``sparsity`` empty.
+
     Args:
         model: the model; run in eval mode (each module's training flag is restored after)
-            and under ``torch.inference_mode``.
+            and under ``torch.inference_mode``. Or a quantized model from ``ns.quantize``.
         example_inputs: a tensor, a tuple, or a dict of keyword inputs.
         backend: a registered latency backend: ``"torch"``, ``"onnxruntime"``, or one added
-            with :func:`netsculpt.measurement.backends.register_backend`.
+            with :func:`netsculpt.measurement.backends.register_backend`. None (default):
+            ``"torch"`` for a module, ``"onnxruntime"`` (the only one) for a quantized model.
         warmup: untimed runs before timing.
         repeats: timed runs; the median and 90th percentile are reported.
         threads: the intra-op thread count for timing (torch: ``torch.set_num_threads``,
@@ -264,16 +409,28 @@ def measure(
 
     Raises:
         UnknownNameError: ``backend`` is not registered.
+        InputError: a quantized model with a backend other than ``"onnxruntime"``.
         ExampleInputsError: the model cannot be called with the example inputs.
         MeasureError: the backend could not run the model.
     """
-    check_model(model)
+    quantized = _quantized_of(model)
+    if quantized is None:
+        check_model(model)
+        backend = "torch" if backend is None else backend
+    else:
+        _check_quantized_backend(backend, "the model")
+        backend = "onnxruntime"
     check_finite_inputs(example_inputs)
     runner = get_backend(backend)
     check_counts(warmup=warmup, repeats=repeats)
     threads = resolve_threads(threads)
     if not isinstance(memory, bool):
         raise InputError(f"memory must be True or False, got {memory!r} ({type(memory).__name__})")
+    if quantized is not None:
+        return _measure_quantized(
+            quantized, example_inputs, warmup=warmup, repeats=repeats, threads=threads
+        )
+    model = cast(nn.Module, model)
     params = count_params(model)
     macs = count_macs(model, example_inputs)
     peak: int | None = None
@@ -291,11 +448,12 @@ def measure(
         threads=threads,
         repeats=len(times),
         sparsity=weight_sparsity(model),
+        size_bytes=_tensor_bytes(model),
     )
 
 
 def compare_latency(
-    models: Mapping[str, nn.Module],
+    models: Mapping[str, nn.Module | QuantizedModel],
     example_inputs: ExampleInputs,
     *,
     backend: str = "torch",
@@ -315,7 +473,9 @@ def compare_latency(
         speedup = medians["base"] / medians["pruned"]
 
     Backends with a ``prepare`` method (both built-ins) export and load each model once.
-    :func:`interleaved_latency` returns every timed run instead, for a spread.
+    With ``backend="onnxruntime"``, a value may be a quantized model from ``ns.quantize``
+    (its ``.onnx`` file gets a session as is), to time a float model against its int8
+    version. :func:`interleaved_latency` returns every timed run instead, for a spread.
     """
     times = interleaved_latency(
         models,
@@ -330,7 +490,7 @@ def compare_latency(
 
 
 def interleaved_latency(
-    models: Mapping[str, nn.Module],
+    models: Mapping[str, nn.Module | QuantizedModel],
     example_inputs: ExampleInputs,
     *,
     backend: str = "torch",
@@ -348,13 +508,19 @@ def interleaved_latency(
             f"models must be a non-empty dict of name -> model, e.g. {{'base': m, 'pruned': s}}, "
             f"got {type(models).__name__}" + (" (empty)" if isinstance(models, Mapping) else "")
         )
+    quantized: dict[str, _OnnxModelFile] = {}
     for name, candidate in models.items():
         if not isinstance(name, str):
             raise InputError(
                 f"models must be keyed by names (strings), got key {name!r} "
                 f"({type(name).__name__}); e.g. {{'base': m, 'pruned': s}}"
             )
-        check_model(candidate, what=f"models[{name!r}]")
+        record = _quantized_of(candidate)
+        if record is None:
+            check_model(candidate, what=f"models[{name!r}]")
+        else:
+            _check_quantized_backend(backend, f"models[{name!r}]")
+            quantized[name] = record
     check_finite_inputs(example_inputs)
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise InputError(f"rounds must be an int >= 1, got {rounds!r}")
@@ -364,28 +530,30 @@ def interleaved_latency(
     names = list(models)
     times: dict[str, list[float]] = {name: [] for name in names}
     prepare = getattr(runner, "prepare", None)
-    if callable(prepare):
-        from contextlib import ExitStack
-
-        with ExitStack() as stack:
-            runs = {
-                name: stack.enter_context(prepare(models[name], example_inputs, threads=threads))
-                for name in names
-            }
-            for name in names:
-                for _ in range(warmup):
-                    runs[name]()
-            for r in range(rounds):
-                for name in names[r % len(names) :] + names[: r % len(names)]:
-                    times[name] += time_runs(runs[name], warmup=0, repeats=repeats)
-    else:
+    with ExitStack() as stack:
+        # quantized files get a session as they are; modules the backend's prepare, if any
+        runs: dict[str, Callable[[], object]] = {}
+        for name in names:
+            if name in quantized:
+                run = _onnx_file_run(quantized[name], example_inputs, threads=threads)
+            elif callable(prepare):
+                run = prepare(models[name], example_inputs, threads=threads)
+            else:
+                continue
+            runs[name] = stack.enter_context(run)
+        for name in runs:
+            for _ in range(warmup):
+                runs[name]()
         for r in range(rounds):
             for name in names[r % len(names) :] + names[: r % len(names)]:
-                times[name] += runner.measure(
-                    models[name],
-                    example_inputs,
-                    warmup=warmup if r == 0 else 1,
-                    repeats=repeats,
-                    threads=threads,
-                )
+                if name in runs:
+                    times[name] += time_runs(runs[name], warmup=0, repeats=repeats)
+                else:
+                    times[name] += runner.measure(
+                        cast(nn.Module, models[name]),
+                        example_inputs,
+                        warmup=warmup if r == 0 else 1,
+                        repeats=repeats,
+                        threads=threads,
+                    )
     return times

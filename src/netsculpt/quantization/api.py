@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from netsculpt._checks import check_finite_inputs, check_model
 from netsculpt._inputs import ExampleInputs
 from netsculpt.errors import ExportError, InputError
 from netsculpt.export.onnx import _output_path, export_onnx, onnx_feeds, onnxruntime_session
+from netsculpt.measurement.api import count_macs, count_params
 from netsculpt.quantization._graph import (
     LayerChoice,
     find_layers,
@@ -64,6 +66,11 @@ class QuantizedModel:
         float_bytes, quantized_bytes: size on disk of the float and quantized ONNX files.
         preprocess: ``""`` when onnxruntime's pre-processing ran, else why it was skipped.
         calib_batches_used: calibration batches read (0 in dynamic mode).
+        params: parameters of the float model: ``count_params`` of the module, or, for an
+            ``.onnx`` source, the elements of its floating-point initializers of one or more
+            dimensions (weights, biases and any float constant tensor the export kept).
+        macs: multiply-accumulates of one forward of the float module on the example
+            inputs (``count_macs``); None when the source was an ``.onnx`` file.
     """
 
     path: Path
@@ -73,6 +80,8 @@ class QuantizedModel:
     quantized_bytes: int
     preprocess: str
     calib_batches_used: int
+    params: int
+    macs: int | None
     _session: list[Any] = field(default_factory=list, init=False, repr=False)
 
     @property
@@ -101,6 +110,8 @@ class QuantizedModel:
             "quantized_bytes": self.quantized_bytes,
             "preprocess": self.preprocess or "ran",
             "calib_batches_used": self.calib_batches_used,
+            "params": self.params,
+            "macs": self.macs,
         }
 
     def session(self) -> Any:
@@ -276,10 +287,14 @@ def quantize(
     example = onnx_feeds(example_inputs)
     calib_feeds = _calibration_feeds(calib, config, example)
     source = None
+    macs: int | None = None
     if isinstance(model_or_onnx_path, (str, PathLike)):
         source = _source_file(model_or_onnx_path)
+        params = _initializer_params(source)
     else:
         check_model(model_or_onnx_path, what="model_or_onnx_path")
+        params = count_params(model_or_onnx_path)
+        macs = count_macs(model_or_onnx_path, example_inputs)
     if path is None:
         out = Path(tempfile.mkdtemp(prefix="netsculpt-quantized-")) / "model.int8.onnx"
     else:
@@ -304,7 +319,33 @@ def quantize(
             calib_feeds=calib_feeds,
             float_bytes=float_bytes,
             preprocess=preprocess,
+            params=params,
+            macs=macs,
         )
+
+
+def _initializer_params(source: Path) -> int:
+    """Elements of the floating-point initializers of an ``.onnx`` file (shapes only)."""
+    import onnx
+
+    floats = {
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.DOUBLE,
+        onnx.TensorProto.BFLOAT16,
+    }
+    try:
+        proto = onnx.load(str(source), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 -- onnx raises several types for a bad file
+        raise InputError(
+            f"{str(source)!r} is not a readable ONNX model ({type(exc).__name__}: {exc}); "
+            f"pass a file written by ns.export_onnx"
+        ) from exc
+    return sum(
+        math.prod(tensor.dims)
+        for tensor in proto.graph.initializer
+        if tensor.data_type in floats and tensor.dims  # scalars are constants, not weights
+    )
 
 
 def _export(model: nn.Module, example_inputs: ExampleInputs, path: Path) -> Path:
@@ -339,6 +380,8 @@ def _quantize_file(
     calib_feeds: list[dict[str, np.ndarray]],
     float_bytes: int,
     preprocess: str,
+    params: int,
+    macs: int | None,
 ) -> QuantizedModel:
     import onnx
     from onnxruntime.quantization import registry
@@ -385,6 +428,8 @@ def _quantize_file(
         quantized_bytes=out.stat().st_size,
         preprocess=preprocess,
         calib_batches_used=len(calib_feeds),
+        params=params,
+        macs=macs,
     )
     try:
         result.session().run(None, {name: example[name] for name in needed})
