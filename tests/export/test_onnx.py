@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from netsculpt.errors import ExportError, UnknownNameError
+from netsculpt.errors import ExportError, InputError, UnknownNameError
 from netsculpt.export import onnx as ns_onnx
 from netsculpt.export.onnx import (
     check_onnx,
@@ -191,3 +191,35 @@ def test_export_rejects_unknown_exporter_and_inputs_without_tensors(tmp_path) ->
         export_onnx(nn.Linear(2, 2), torch.randn(1, 2), tmp_path / "m.onnx", exporter="tvm")
     with pytest.raises(ValueError, match="no tensor"):
         export_onnx(nn.Identity(), (3.0,), tmp_path / "m.onnx")
+
+
+class _TokenModel(nn.Module):
+    """Embedding -> Linear over [batch, sequence] token ids, masked by an attention mask."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 16)
+        self.proj = nn.Linear(16, 8)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.embed(input_ids)) * attention_mask.unsqueeze(-1)
+
+
+def test_dynamic_sequence_runs_token_inputs_at_any_length(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = _TokenModel().eval()
+
+    def tokens(batch: int, length: int) -> dict[str, torch.Tensor]:
+        gen = torch.Generator().manual_seed(length)
+        ids = torch.randint(0, 50, (batch, length), generator=gen)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+    fixed = export_onnx(model, tokens(4, 12), tmp_path / "fixed.onnx")
+    free = export_onnx(model, tokens(4, 12), tmp_path / "free.onnx", dynamic_sequence=True)
+    other = tokens(3, 7)
+    with pytest.raises(Exception, match="(?i)dimension"):
+        onnxruntime_session(fixed).run(None, {k: v.numpy() for k, v in other.items()})
+    (got,) = onnxruntime_session(free).run(None, {k: v.numpy() for k, v in other.items()})
+    torch.testing.assert_close(torch.from_numpy(got), model(**other), atol=1e-5, rtol=1e-4)
+    with pytest.raises(InputError, match="dynamic_sequence"):
+        export_onnx(model, tokens(4, 12), tmp_path / "bad.onnx", dynamic_sequence="yes")  # type: ignore[arg-type]

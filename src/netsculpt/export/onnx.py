@@ -273,11 +273,21 @@ def _export(
     dynamic_batch: bool,
     n_outputs: int,
     external_data: bool,
+    dynamic_sequence: bool = False,
 ) -> None:
     output_names = [f"output_{i}" for i in range(n_outputs)]
     tensors = signature.tensors
+
+    def sequence(t: torch.Tensor) -> bool:  # token ids and masks: [batch, sequence, ...]
+        return dynamic_sequence and t.ndim >= 2 and not t.is_floating_point()
+
     if kind == "dynamo":
-        dims = tuple({0: torch.export.Dim.DYNAMIC} if t.ndim else None for t in tensors)
+        dims = tuple(
+            ({0: torch.export.Dim.DYNAMIC} | ({1: torch.export.Dim.AUTO} if sequence(t) else {}))
+            if t.ndim
+            else None
+            for t in tensors
+        )
         torch.onnx.export(
             flat,
             tensors,
@@ -292,7 +302,9 @@ def _export(
         )
     else:
         axes = {
-            name: {0: "batch"} for name, t in zip(signature.names, tensors, strict=True) if t.ndim
+            name: {0: "batch"} | ({1: "sequence"} if sequence(t) else {})
+            for name, t in zip(signature.names, tensors, strict=True)
+            if t.ndim
         }
         torch.onnx.export(
             flat,
@@ -330,6 +342,7 @@ def export_onnx(
     atol: float = 1e-4,
     rtol: float = 1e-3,
     exporter: Exporter = "auto",
+    dynamic_sequence: bool = False,
 ) -> Path:
     """Export ``model`` to an ONNX file at ``path`` and return the path.
 
@@ -345,6 +358,9 @@ def export_onnx(
         atol, rtol: tolerances of the check.
         exporter: ``"dynamo"`` (``torch.onnx.export(dynamo=True)``), ``"torchscript"``
             (``dynamo=False``), or ``"auto"``: dynamo, then TorchScript if dynamo fails.
+        dynamic_sequence: with ``dynamic_batch``, also make dim 1 of every integer input of
+            two or more dims (token ids, attention masks) dynamic, so that a text model runs
+            at any sequence length (the exporter keeps it fixed where the model needs it).
 
     Raises:
         InputError: an argument of the wrong type or out of range, a model with NaN weights.
@@ -357,6 +373,7 @@ def export_onnx(
         raise UnknownNameError(f"unknown exporter {exporter!r}; choose one of {_EXPORTERS}")
     check_int(opset, "opset", minimum=7, allow_none=True)
     check_bool(dynamic_batch, "dynamic_batch")
+    check_bool(dynamic_sequence, "dynamic_sequence")
     check_bool(check, "check")
     check_number(atol, "atol", minimum=0.0)
     check_number(rtol, "rtol", minimum=0.0)
@@ -383,6 +400,7 @@ def export_onnx(
                         dynamic_batch=dynamic_batch,
                         n_outputs=n_outputs,
                         external_data=param_bytes > _EXTERNAL_DATA_BYTES,
+                        dynamic_sequence=dynamic_sequence and dynamic_batch,
                     )
             except Exception as exc:  # noqa: BLE001 -- the exporters raise many unrelated types
                 failures.append(f"{kind} exporter: {_one_line(exc)}")

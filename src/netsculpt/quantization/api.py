@@ -350,7 +350,7 @@ def _initializer_params(source: Path) -> int:
 
 def _export(model: nn.Module, example_inputs: ExampleInputs, path: Path) -> Path:
     try:
-        return export_onnx(model, example_inputs, path)
+        return export_onnx(model, example_inputs, path, dynamic_sequence=True)
     except ExportError as exc:
         raise ExportError(
             f"ns.quantize quantizes the ONNX export of a model, and {type(model).__name__} "

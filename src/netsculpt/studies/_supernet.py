@@ -107,11 +107,14 @@ def check_supernet_config(config: StudyConfig) -> StudyConfig:
     """``config`` as a super-network search runs it (no recovery), or InputError naming
     the option that does not apply (see the module docstring)."""
     default = SearchSpace()
-    if config.space != default:
+    space = config.space
+    if not space.quantizes:  # the int8 options are read only where a trial may be int8
+        space = dataclasses.replace(space, quantize=None)
+    if space != default:
         changed = [
-            f"{f.name}={getattr(config.space, f.name)!r}"
+            f"{f.name}={getattr(space, f.name)!r}"
             for f in dataclasses.fields(SearchSpace)
-            if getattr(config.space, f.name) != getattr(default, f.name)
+            if getattr(space, f.name) != getattr(default, f.name)
         ]
         raise InputError(
             f"StudyConfig(space=SearchSpace({', '.join(changed)})) does not apply to a "
