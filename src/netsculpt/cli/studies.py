@@ -5,6 +5,7 @@
     netsculpt search digits --task digits --trials 60 --study demo
     netsculpt pareto --study demo
     netsculpt export --study demo --trial 12 --out small/ --onnx
+    netsculpt search digits --precision float,int8 --trials 60 --study joint
     netsculpt report --study demo --out report.html
 
 ``MODEL`` is a built-in name (``digits``, ``minilm``: the task's own pretrained model) or
@@ -16,6 +17,12 @@ slices the trained super-network without retraining (``--task`` is required). Th
 data: a model factory it names runs only with ``--trust-code`` (netsculpt's own built-in
 factories excepted), or ``--base`` gives the base model instead.
 
+``--precision float,int8`` searches precision with the structure: int8 trials are quantized
+with ``ns.quantize`` (``--quantize-mode static|dynamic``), scored by running the quantized
+ONNX model and timed in onnxruntime (the default backend then). ``export`` of an int8 trial
+also writes ``model.int8.onnx`` and checks its test score against the search's validation
+score (``--tolerance``).
+
 A study is data: ``export`` rebuilds the base model from the name stored in the study only
 when it is a built-in name; a stored factory string needs ``--trust-code``, a stored file
 path is never run; ``--model`` gives the model instead (for a super-network study, the
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -51,6 +59,7 @@ from netsculpt.cli._output import fail as _fail
 from netsculpt.errors import InputError, NetsculptError
 from netsculpt.studies._specs import BUILTIN_MODELS, resolve_model
 from netsculpt.studies.config import DEFAULT_BN_CALIB_BATCHES
+from netsculpt.studies.front import DEFAULT_QUANT_TOLERANCE
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -92,9 +101,13 @@ def front_table(front: Any, *, all_trials: bool = False) -> Table:
 
         title += f"\n{SUPERNET_LINE}"
         caption += "; dense: the largest sub-network"
+    precision = any(getattr(t, "quantized", False) for t in front.completed)
+    if precision:
+        caption += "; int8: the quantized ONNX model, scored and timed in onnxruntime"
     table = Table(title=title, caption=caption)
     for col, justify in (
         ("trial", "right"),
+        *((("precision", "left"),) if precision else ()),
         ("val score", "right"),
         ("test score", "right"),
         ("val vs dense", "right"),
@@ -110,6 +123,7 @@ def front_table(front: Any, *, all_trials: bool = False) -> Table:
     if base is not None:
         table.add_row(
             "dense",
+            *(("float",) if precision else ()),
             f"{base.score:.4f}",
             _score_text(base.test_score),
             "",
@@ -126,6 +140,7 @@ def front_table(front: Any, *, all_trials: bool = False) -> Table:
         rel = "" if base is None or base.score == 0 else f"{t.score / base.score:.1%}"
         table.add_row(
             str(t.number),
+            *((_precision_text(t),) if precision else ()),
             f"{t.score:.4f}",
             _score_text(t.test_score),
             rel,
@@ -141,6 +156,15 @@ def front_table(front: Any, *, all_trials: bool = False) -> Table:
 
 def _score_text(score: float | None) -> str:
     return "-" if score is None else f"{score:.4f}"
+
+
+def _precision_text(t: Any) -> str:
+    """``float`` or ``int8 (static)``; per stage: ``int8 (static, 1/3 float)``."""
+    if not getattr(t, "quantized", False):
+        return "float"
+    stages = {k: v for k, v in (t.precision or {}).items() if k != "*"}
+    kept = sum(v == "float" for v in stages.values())
+    return f"int8 ({t.quantize.mode}" + (f", {kept}/{len(stages)} float)" if kept else ")")
 
 
 # --------------------------------------------------------------------------- commands
@@ -184,8 +208,37 @@ def search_command(
     sampler: Annotated[str, typer.Option("--sampler", help="nsga2, tpe or random")] = "nsga2",
     workers: Annotated[int, typer.Option("--workers", help="worker processes here")] = 1,
     backend: Annotated[
-        str, typer.Option("--backend", help="latency backend: torch or onnxruntime")
-    ] = "torch",
+        str | None,
+        typer.Option(
+            "--backend",
+            help="latency backend: torch or onnxruntime (default: torch, or onnxruntime when "
+            "--precision offers int8, which only onnxruntime runs)",
+        ),
+    ] = None,
+    precision: Annotated[
+        str,
+        typer.Option(
+            "--precision",
+            help="comma-separated precisions a trial chooses from: float, int8 (e.g. "
+            "float,int8 searches precision with the structure; int8 alone quantizes every "
+            "trial)",
+        ),
+    ] = "float",
+    quantize_mode: Annotated[
+        str,
+        typer.Option(
+            "--quantize-mode",
+            help="how int8 trials are quantized: static (weights and activations, "
+            "calibrated on the task's batches) or dynamic (weights only; transformer "
+            "encoders)",
+        ),
+    ] = "static",
+    precision_tie: Annotated[
+        str,
+        typer.Option(
+            "--precision-tie", help="one precision per trial (model) or per stage (stage)"
+        ),
+    ] = "model",
     predictor: Annotated[
         bool, typer.Option("--predictor/--no-predictor", help="screen candidates with a surrogate")
     ] = False,
@@ -243,10 +296,23 @@ def search_command(
     super-network folder, each trial is a slice of the trained super-network (no
     retraining), and the knee is timed against the largest sub-network.
     """
+    from netsculpt.quantization.config import QuantizeConfig
     from netsculpt.studies.api import search
     from netsculpt.studies.config import StudyConfig
     from netsculpt.studies.space import SearchSpace
 
+    precisions = tuple(p.strip() for p in precision.split(",") if p.strip())
+    quantize = QuantizeConfig(mode=quantize_mode)  # type: ignore[arg-type]
+    space = SearchSpace(
+        tie=tie,  # type: ignore[arg-type]
+        min_keep=min_keep,
+        precision=precisions,
+        precision_tie=precision_tie,  # type: ignore[arg-type]
+        # the default (static) is quantize=None, so a float study stores the space it did
+        quantize=quantize if "int8" in precisions and quantize != QuantizeConfig() else None,
+    )
+    if backend is None:
+        backend = "onnxruntime" if space.quantizes else "torch"
     folder = supernet_folder(model)
     if folder is not None and task is None:
         raise InputError(
@@ -269,7 +335,7 @@ def search_command(
             objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()),
             sampler=sampler,
             workers=workers,
-            space=SearchSpace(tie=tie, min_keep=min_keep),  # type: ignore[arg-type]
+            space=space,
             constraints={"max_latency_ms": max_latency_ms} if max_latency_ms else {},
             predictor=predictor,
             backend=backend,
@@ -305,11 +371,14 @@ def _compare_knee(front: Any, model: str, *, backend: str) -> None:
 
     knee = front.knee()
     base, inputs = resolve_model(model)  # the spec the user typed
-    small = apply(base, knee.plan)  # recovery changes weights, not latency
+    small: Any = apply(base, knee.plan)  # recovery changes weights, not latency
+    if knee.quantized:  # the int8 model the search timed (ns.quantize of the sub-network)
+        with console.status("quantizing the knee"):
+            small = knee.quantized_model()
     with console.status("timing the knee and the dense model, runs interleaved"), _gc_frozen():
         latency = compare_models({"dense": base, "knee": small}, inputs, backend=backend)
     console.print(
-        f"knee (trial {knee.number}) vs dense, "
+        f"knee (trial {knee.number}{', int8' if knee.quantized else ''}) vs dense, "
         + compared_text(latency["dense"], latency["knee"], backend=backend),
         markup=False,
     )
@@ -388,8 +457,22 @@ def export_command(
             "whose author you trust; a stored file path is never run)",
         ),
     ] = False,
+    tolerance: Annotated[
+        float,
+        typer.Option(
+            "--tolerance",
+            help="int8 trial: the largest accepted gap between the int8 model's test score "
+            "and the validation score the search measured (absolute, score units)",
+        ),
+    ] = DEFAULT_QUANT_TOLERANCE,
 ) -> None:
-    """Materialise one trial: plan + weights (ns.save), optionally ONNX."""
+    """Materialise one trial: plan + weights (ns.save), optionally ONNX.
+
+    An int8 trial (``--precision`` searches) also gets ``model.int8.onnx`` (its recipe
+    ``model.int8.json`` and check ``model.int8.check.json`` beside it): the quantized model
+    the search scored, its test score checked against the search's validation score within
+    ``--tolerance`` (a gap beyond it is reported; the files are kept, the exit code is 0).
+    """
     from netsculpt.studies.front import Front
 
     try:
@@ -415,13 +498,36 @@ def export_command(
             from netsculpt.export.onnx import export_onnx
 
             written.append(str(export_onnx(small, inputs, Path(out) / "model.onnx")))
+        check = None
+        if chosen.quantized:
+            with warnings.catch_warnings():  # the gap is printed below, once
+                warnings.simplefilter("ignore", UserWarning)
+                check = chosen.export_quantized(Path(out) / "model.int8.onnx", tolerance=tolerance)
+            written.append(str(check.model.path))
     except NetsculptError as exc:
         _fail(exc)
         return
     console.print(
         f"trial {chosen.number}: val score {chosen.score:.4f}, test score "
         f"{_score_text(chosen.test_score)}, {chosen.latency_ms:.3f} ms, "
-        f"{chosen.params:,} params -> {', '.join(written)}"
+        f"{chosen.params:,} params -> {', '.join(written)}",
+        markup=False,
+    )
+    if check is not None:
+        console.print(_check_text(check), markup=False)
+
+
+def _check_text(check: Any) -> str:
+    """One line on an exported int8 model: its test score against the search's validation."""
+    verdict = (
+        "within the tolerance"
+        if check.within_tolerance
+        else "BEYOND the tolerance: the search's ranking of this trial may not hold on new data"
+    )
+    return (
+        f"int8 model: val score {check.validation_score:.4f} (search), test score "
+        f"{check.test_score:.4f} (written model), gap {check.gap:+.4f}, tolerance "
+        f"{check.tolerance:g}: {verdict}"
     )
 
 

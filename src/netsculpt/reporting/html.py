@@ -9,6 +9,12 @@ front, the knee and every choice read, so the plot's axis is the validation scor
 **test** score of each sub-network is the figure to report, shown in the hover text and in
 its own table column, and never used to choose.
 
+A study that searched precision (``SearchSpace(precision=("float", "int8"))``) marks its
+int8 trials with a diamond (legend entry "int8"), and when it holds both float and int8
+trials draws two fronts: "front, float only" (``front.front_of(quantized=False)``) and
+"front, float + int8" (the joint front), so the page shows what quantization added. Its
+table gains a precision and a size column (the int8 ONNX file, or the float parameters).
+
 A super-network study (``ns.search(supernet, ...)``) is marked as one: its trials are
 slices of one trained super-network, never retrained, and the page gives the sub-network
 (the arch: units kept per width choice, blocks kept or dropped) of every trial on the
@@ -34,11 +40,18 @@ import plotly.io as pio
 from netsculpt.errors import InputError, SearchError
 from netsculpt.studies.front import SUPERNET_LINE
 
-__all__ = ["SUPERNET_LINE", "front_figure", "report", "widths_figure"]
+__all__ = ["SUPERNET_LINE", "front_figure", "human_size", "report", "widths_figure"]
 
 #: the column and axis labels of the two scores
 VAL_LABEL = "val score"
 TEST_LABEL = "test score"
+#: names of the traces a precision study adds to the front figure
+INT8_TRACE = "int8"
+FLOAT_FRONT_TRACE = "front, float only"
+JOINT_FRONT_TRACE = "front, float + int8"
+#: marker symbols of float and int8 trials
+_FLOAT_SYMBOL = "circle"
+_INT8_SYMBOL = "diamond"
 _NOTE = (
     "val score: the task's validation split, which the search optimised and every choice "
     "(the front, the knee, pick) reads. test score: the task's test split, never used to "
@@ -95,9 +108,59 @@ def _scores_hover(t: Any) -> str:
     return f"{VAL_LABEL} {t.score:.4f} (selected on)<br>{TEST_LABEL} {_test_text(t.test_score)}"
 
 
+def human_size(size_bytes: int | None) -> str:
+    """``"12.3 KiB"``-style size; ``""`` when not recorded."""
+    if size_bytes is None:
+        return ""
+    size = float(size_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _is_int8(t: Any) -> bool:
+    return bool(getattr(t, "quantized", False))
+
+
+def _precision_hover(t: Any) -> str:
+    """The hover line of an int8 trial (empty for a float one)."""
+    if not _is_int8(t):
+        return ""
+    mode = getattr(getattr(t, "quantize", None), "mode", "")
+    size = human_size(getattr(t, "size_bytes", None))
+    return f"<br>int8 ({mode})" + (f", {size}" if size else "")
+
+
+def _staircase(trials: list[Any]) -> list[Any]:
+    """The trials no other one beats on both validation score and latency, fastest first."""
+    out: list[Any] = []
+    for t in sorted(trials, key=lambda t: (t.latency_ms, -t.score)):
+        if not out or t.score > out[-1].score:
+            out.append(t)
+    return out
+
+
+def _front_line(trials: list[Any], name: str, style: dict[str, Any]) -> go.Scatter:
+    line = _staircase(trials)
+    return go.Scatter(
+        x=[t.latency_ms for t in line],
+        y=[t.score for t in line],
+        mode="lines",
+        name=name,
+        line={"width": 1.5, "shape": "hv", **style},
+        hoverinfo="skip",
+    )
+
+
 def front_figure(front: Any, *, highlight: int | None = None) -> go.Figure:
     """Validation score against latency: every trial (grey), the front (sized by params),
-    the dense model; the hover text of each point gives its test score too."""
+    the dense model; the hover text of each point gives its test score too.
+
+    int8 trials are one trace, ``"int8"`` (diamonds; on the front: sized and coloured as
+    the front, else grey); a study with float and int8 trials also gets the two front
+    lines ``"front, float only"`` and ``"front, float + int8"``."""
     fig = go.Figure()
     everything = [t for t in front.completed]
     all_params = [t.params for t in everything] + (
@@ -105,7 +168,9 @@ def front_figure(front: Any, *, highlight: int | None = None) -> go.Figure:
     )
     lo, hi = (min(all_params), max(all_params)) if all_params else (0, 0)
     on_front = {t.number for t in front.trials}
-    others = [t for t in everything if t.number not in on_front]
+    int8 = [t for t in everything if _is_int8(t)]
+    floats = [t for t in everything if not _is_int8(t)]
+    others = [t for t in floats if t.number not in on_front]
     if others:
         fig.add_trace(
             go.Scatter(
@@ -113,7 +178,7 @@ def front_figure(front: Any, *, highlight: int | None = None) -> go.Figure:
                 y=[t.score for t in others],
                 mode="markers",
                 name="other trials",
-                marker={"color": "rgba(140,140,140,0.45)", "size": 7},
+                marker={"color": "rgba(140,140,140,0.45)", "size": 7, "symbol": _FLOAT_SYMBOL},
                 text=[
                     f"trial {t.number}<br>{_scores_hover(t)}<br>{t.params:,} params" for t in others
                 ],
@@ -121,34 +186,62 @@ def front_figure(front: Any, *, highlight: int | None = None) -> go.Figure:
             )
         )
     trials = sorted(front.trials, key=lambda t: t.latency_ms)
-    if trials:
-        line = front.score_latency_front()
+    if trials and int8 and floats:
         fig.add_trace(
-            go.Scatter(
-                x=[t.latency_ms for t in line],
-                y=[t.score for t in line],
-                mode="lines",
-                name="score/latency front",
-                line={"color": "#1f77b4", "width": 1.5, "shape": "hv"},
-                hoverinfo="skip",
+            _front_line(
+                [t for t in front.front_of(quantized=False)],
+                FLOAT_FRONT_TRACE,
+                {"color": "#7f7f7f", "dash": "dash"},
             )
         )
         fig.add_trace(
+            _front_line(front.score_latency_front(), JOINT_FRONT_TRACE, {"color": "#1f77b4"})
+        )
+    elif trials:
+        fig.add_trace(
+            _front_line(front.score_latency_front(), "score/latency front", {"color": "#1f77b4"})
+        )
+    float_members = [t for t in trials if not _is_int8(t)]
+    if float_members:
+        fig.add_trace(
             go.Scatter(
-                x=[t.latency_ms for t in trials],
-                y=[t.score for t in trials],
+                x=[t.latency_ms for t in float_members],
+                y=[t.score for t in float_members],
                 mode="markers",
                 name=f"Pareto front ({', '.join(front.objectives)}); size: params",
                 marker={
-                    "size": [_size(t.params, lo, hi) for t in trials],
+                    "size": [_size(t.params, lo, hi) for t in float_members],
                     "color": "#1f77b4",
+                    "symbol": _FLOAT_SYMBOL,
+                    "line": {"color": "white", "width": 1},
+                },
+                text=[_member_hover(front, t) for t in float_members],
+                hovertemplate="%{text}<br>%{x:.3f} ms<extra></extra>",
+            )
+        )
+    if int8:
+        members = [t.number in on_front for t in int8]
+        fig.add_trace(
+            go.Scatter(
+                x=[t.latency_ms for t in int8],
+                y=[t.score for t in int8],
+                mode="markers",
+                name=INT8_TRACE,
+                marker={
+                    "symbol": [_INT8_SYMBOL] * len(int8),
+                    "size": [
+                        _size(t.params, lo, hi) if m else 9.0
+                        for t, m in zip(int8, members, strict=True)
+                    ],
+                    "color": ["#9467bd" if m else "rgba(148,103,189,0.4)" for m in members],
                     "line": {"color": "white", "width": 1},
                 },
                 text=[
-                    f"trial {t.number}<br>{_scores_hover(t)}<br>{t.params:,} params, "
-                    f"{t.macs:,} MACs"
-                    + (f"<br>{front.speedup(t):.2f}x faster" if front.speedup(t) else "")
-                    for t in trials
+                    _member_hover(front, t) + "<br>on the front"
+                    if m
+                    else f"trial {t.number}<br>{_scores_hover(t)}<br>{t.params:,} params"
+                    + _precision_hover(t)
+                    for t, m in zip(int8, members, strict=True)
                 ],
                 hovertemplate="%{text}<br>%{x:.3f} ms<extra></extra>",
             )
@@ -162,6 +255,7 @@ def front_figure(front: Any, *, highlight: int | None = None) -> go.Figure:
                 mode="markers",
                 name=f"trial {t.number} (shown below)",
                 marker={
+                    "symbol": _INT8_SYMBOL if _is_int8(t) else _FLOAT_SYMBOL,
                     "size": _size(t.params, lo, hi) + 8,
                     "color": "rgba(0,0,0,0)",
                     "line": {"color": "#d62728", "width": 3},
@@ -202,6 +296,16 @@ def front_figure(front: Any, *, highlight: int | None = None) -> go.Figure:
         height=520,
     )
     return fig
+
+
+def _member_hover(front: Any, t: Any) -> str:
+    """Hover text of a trial on the front."""
+    speed = front.speedup(t)
+    return (
+        f"trial {t.number}<br>{_scores_hover(t)}<br>{t.params:,} params, {t.macs:,} MACs"
+        + (f"<br>{speed:.2f}x faster" if speed else "")
+        + _precision_hover(t)
+    )
 
 
 def widths_figure(front: Any, number: int) -> go.Figure:
@@ -278,25 +382,31 @@ def _arch_table(front: Any, number: int) -> str:
     )
 
 
+def _has_int8(front: Any) -> bool:
+    return any(_is_int8(t) for t in front.completed)
+
+
 def _table(front: Any, highlight: int | None) -> str:
     supernet = _is_supernet(front)
+    precision = _has_int8(front)
     head: tuple[str, ...] = (
-        "trial",
-        VAL_LABEL,
-        TEST_LABEL,
-        "latency ms",
-        "p90 ms",
-        "speedup",
-        "params",
-        "MACs",
-    ) + (("sub-network (arch)",) if supernet else ())
+        ("trial", VAL_LABEL, TEST_LABEL)
+        + (("precision", "size") if precision else ())
+        + ("latency ms", "p90 ms", "speedup", "params", "MACs")
+        + (("sub-network (arch)",) if supernet else ())
+    )
     rows = []
     if front.baseline is not None:
         b = front.baseline
         rows.append(
             "<tr class='dense'><td>dense</td>"
             f"<td>{b.score:.4f}</td><td class='test'>{_test_text(b.test_score)}</td>"
-            f"<td>{b.latency_ms:.3f}</td><td>{b.latency_p90_ms:.3f}</td>"
+            + (
+                f"<td class='precision'>float</td><td>{human_size(b.size_bytes)}</td>"
+                if precision
+                else ""
+            )
+            + f"<td>{b.latency_ms:.3f}</td><td>{b.latency_p90_ms:.3f}</td>"
             f"<td>1.00x</td><td>{b.params:,}</td><td>{b.macs:,}</td>"
             + ("<td class='arch'>largest</td>" if supernet else "")
             + "</tr>"
@@ -307,7 +417,13 @@ def _table(front: Any, highlight: int | None) -> str:
         rows.append(
             f"<tr{cls}><td>{row['trial']}</td><td>{row['score']:.4f}</td>"
             f"<td class='test'>{_test_text(row['test_score'])}</td>"
-            f"<td>{row['latency_ms']:.3f}</td><td>{row['latency_p90_ms']:.3f}</td>"
+            + (
+                f"<td class='precision'>{html.escape(_precision_cell(t))}</td>"
+                f"<td>{human_size(row['size_bytes'])}</td>"
+                if precision
+                else ""
+            )
+            + f"<td>{row['latency_ms']:.3f}</td><td>{row['latency_p90_ms']:.3f}</td>"
             f"<td>{speed}</td><td>{row['params']:,}</td><td>{row['macs']:,}</td>"
             + (_arch_cell(t.arch) if supernet else "")
             + "</tr>"
@@ -321,6 +437,18 @@ def _table(front: Any, highlight: int | None) -> str:
     )
 
 
+def _precision_cell(t: Any) -> str:
+    """``float``, ``int8 (static)``, or for a per-stage choice ``int8 (static; 1 of 3
+    stages float)``."""
+    if not _is_int8(t):
+        return "float"
+    mode = getattr(t.quantize, "mode", "")
+    stages = {k: v for k, v in (t.precision or {}).items() if k != "*"}
+    kept = sum(v == "float" for v in stages.values())
+    detail = f"; {kept} of {len(stages)} stages float" if kept else ""
+    return f"int8 ({mode}{detail})"
+
+
 _CSS = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2rem auto;
        max-width: 1100px; color: #222; padding: 0 1rem; }
@@ -329,7 +457,7 @@ p.meta { color: #555; }
 table { border-collapse: collapse; font-size: 0.9rem; }
 th, td { padding: 0.25rem 0.7rem; border-bottom: 1px solid #ddd; text-align: right; }
 tr.dense td { color: #888; } tr.chosen td { background: #fdecea; font-weight: 600; }
-td.test { color: #2c6e2c; }
+td.test { color: #2c6e2c; } td.precision { text-align: left; }
 td.arch, td.name { text-align: left; font-size: 0.8rem; }
 p.supernet { background: #eef4fb; border-left: 4px solid #1f77b4; padding: 0.5rem 0.8rem; }
 p.note { color: #444; font-size: 0.9rem; }
@@ -396,6 +524,14 @@ def report(
             f"trials (a study from before test scores, test_scores=False, a task whose "
             f"evaluate takes no split, or a failed test evaluation: see the trial's "
             f"test_fail_reason)"
+        )
+    n_int8 = sum(_is_int8(t) for t in front.completed)
+    if n_int8:
+        modes = sorted({t.quantize.mode for t in front.completed if _is_int8(t)})
+        meta.append(
+            f"precision: {n_int8} of {len(front.completed)} completed trials ran int8 "
+            f"({', '.join(modes)} quantization, scored and timed as ONNX models in "
+            f"onnxruntime); diamonds mark them"
         )
     if front.constraints:
         meta.append("constraints: " + ", ".join(f"{k}={v}" for k, v in front.constraints.items()))
