@@ -35,7 +35,7 @@ def _search(storage: str, study: str, *extra: str) -> Any:
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Any]:
     storage = f"sqlite:///{tmp_path_factory.mktemp('precision-cli') / 'cli.db'}"
-    result = _search(storage, "joint", "--trials", "6", "--precision", "float,int8")
+    result = _search(storage, "joint", "--trials", "4", "--precision", "float,int8")
     return storage, result
 
 
@@ -153,3 +153,17 @@ def test_bad_precision_options_exit_2_with_one_line(
     assert result.output.count("\n") == 1 and "Traceback" not in result.output
     assert words in result.output
     assert not db.exists()  # nothing was started
+
+
+def test_int8_only_dynamic_search_times_the_int8_knee(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'int8.db'}"
+    result = _search(
+        storage, "int8", "--trials", "2", "--precision", "int8", "--quantize-mode", "dynamic"
+    )
+    assert result.exit_code == 0, result.output
+    front = Front.load(storage, "int8")
+    assert front.completed and all(t.quantized for t in front.completed)
+    assert all(t.quantize.mode == "dynamic" for t in front.completed)
+    knee = front.knee()
+    line = next(x for x in result.output.splitlines() if x.startswith("knee"))
+    assert line.startswith(f"knee (trial {knee.number}, int8) vs dense") and "onnxruntime" in line
