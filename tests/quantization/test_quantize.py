@@ -285,3 +285,30 @@ def test_a_failing_pre_processing_step_is_skipped_and_recorded(
     assert q.preprocess.startswith("skipped: onnxruntime's quant_pre_process failed")
     assert "symbolic shape inference failed" in q.recipe["preprocess"]
     assert len(q.quantized) == 3
+
+
+def test_pre_processing_scratch_files_stay_out_of_the_working_directory(
+    encoderish: tuple[nn.Module, torch.Tensor], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """onnxruntime's shape inference writes scratch files (a model copy and its external
+    data, for large models) into the working directory; ns.quantize runs it elsewhere."""
+    import shutil
+
+    from onnxruntime.quantization import shape_inference
+
+    seen: list[Path] = []
+
+    def scratchy(source: str, target: str, **_: object) -> None:
+        seen.append(Path.cwd())
+        Path("sym_shape_infer_temp.onnx").write_bytes(b"scratch")
+        shutil.copyfile(source, target)
+
+    monkeypatch.setattr(shape_inference, "quant_pre_process", scratchy)
+    user = tmp_path / "user"
+    user.mkdir()
+    monkeypatch.chdir(user)
+    model, x = encoderish
+    q = ns.quantize(model, x, ns.QuantizeConfig(mode="dynamic"), path=tmp_path / "q.onnx")
+    assert seen and seen[0] != user
+    assert list(user.iterdir()) == []
+    assert q.preprocess == ""  # it ran

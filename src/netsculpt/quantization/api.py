@@ -20,6 +20,7 @@ float model, and the ONNX file or folder it came from, are never modified.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -363,7 +364,10 @@ def _preprocess(source: Path, target: Path) -> tuple[Path, str]:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     try:
-        quant_pre_process(str(source), str(target))
+        # onnxruntime's shape inference writes scratch files (a model copy, its external
+        # data) into the working directory: keep them in netsculpt's temporary folder
+        with contextlib.chdir(target.parent):
+            quant_pre_process(str(source.absolute()), str(target.absolute()))
     except Exception as exc:  # noqa: BLE001 -- onnxruntime raises many unrelated types
         reason = f"skipped: onnxruntime's quant_pre_process failed ({type(exc).__name__}: {exc})"
         logger.info("%s", reason)
