@@ -14,12 +14,13 @@ For one task, three fronts, each from the same number of trials (``--trials``):
   chooses its structure and its precision; int8 trials are quantized, scored by running the
   quantized ONNX model and timed in onnxruntime inside the loop.
 
-Both searches: objectives (validation score, onnxruntime latency), NSGA-II, seed 0, the
-search's default recovery of each trial (30 distillation steps from the dense model), one
-thread. Every selection (the fronts, (b)'s front, the best trial at a speed-up) reads the
-**validation** score. Then all front members, the dense float model and the dense int8 model
-are timed **side by side** in one interleaved onnxruntime run (batch and sequence of the
-task's example inputs, one thread; medians), and scored on the **test** split.
+Both searches: objectives (validation score, onnxruntime latency), NSGA-II, seed 0, each
+trial recovered by ``--recover`` distillation steps from the dense model (the search's
+default, 30), one thread. Every selection (the fronts, (b)'s front, the best trial at a
+speed-up) reads the **validation** score. Then all front members, the dense float model and
+the dense int8 model are timed **side by side** in one interleaved onnxruntime run (batch
+and sequence of the task's example inputs, one thread; medians), and scored on the **test**
+split.
 
 Reported: each front's hypervolume of (test score / dense test score, latency / dense
 latency), reference point (0.5, 1.0), so 0.5 is the whole square; for each front the
@@ -90,6 +91,7 @@ def run_search(
     storage: str,
     name: str,
     measure: dict[str, Any],
+    recover: int,
 ) -> Any:
     config = StudyConfig(
         n_trials=trials,
@@ -99,6 +101,7 @@ def run_search(
         space=space,
         measure_options=measure,
         seed=0,
+        recover_budget=recover,
     )
     started = time.perf_counter()
     front = ns.search(
@@ -126,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="mnist1d", choices=("mnist1d", "minilm"))
     parser.add_argument("--trials", type=int, default=None, help="trials per search")
+    parser.add_argument(
+        "--recover", type=int, default=None, help="distillation steps per trial (default 30)"
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run; writes nothing")
     parser.add_argument("--out", default=None, help="markdown file (default bench/results)")
     args = parser.parse_args(argv)
@@ -136,16 +142,17 @@ def main(argv: list[str] | None = None) -> int:
     measure = {"warmup": 2, "repeats": 10, "threads": 1, "memory": False}
     if args.task == "minilm":
         measure = {"warmup": 1, "repeats": 3, "threads": 1, "memory": False}
+    recover = args.recover if args.recover is not None else 30
     work = Path(tempfile.mkdtemp(prefix="netsculpt-bench-quant-"))
     storage = f"sqlite:///{work / 'studies.db'}"
     started = time.perf_counter()
 
     front_a, seconds_a = run_search(
-        dense, x, task, space, trials, storage, f"{args.task}-prune", measure
+        dense, x, task, space, trials, storage, f"{args.task}-prune", measure, recover
     )
     joint = SearchSpace(**{**space.__dict__, "precision": ("float", "int8"), "quantize": quantize})
     front_c, seconds_c = run_search(
-        dense, x, task, joint, trials, storage, f"{args.task}-joint", measure
+        dense, x, task, joint, trials, storage, f"{args.task}-joint", measure, recover
     )
 
     # every candidate, built once: name -> (model for timing, validation score, test score)
@@ -316,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     header = {
         "task": args.task,
         "trials": trials,
+        "recover_steps": recover,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} thread",
         "torch": torch.__version__,
         "dense_latency_ms": base_ms,
@@ -356,7 +364,9 @@ def markdown(
     lines = [
         f"# Quantization in the search: {header['task']}",
         "",
-        f"`python bench/quant.py --task {header['task']}`; {header['trials']} trials per search, "
+        f"`python bench/quant.py --task {header['task']} --trials {header['trials']} --recover "
+        f"{header['recover_steps']}`; each trial distilled {header['recover_steps']} steps, "
+        f"{header['trials']} trials per search, "
         f"{header['machine']}, torch {header['torch']}; dense model: validation "
         f"{header['dense_val']:.4f}, test {header['dense_test']:.4f}, "
         f"{header['dense_latency_ms']:.2f} ms in onnxruntime. Joint search: "

@@ -264,3 +264,15 @@ def test_precision_only_int8_quantizes_every_trial(tmp_path: Path) -> None:
     front = precision_search(task, tmp_path / "study.db", n_trials=2, space=space)
     assert front.completed and all(t.quantized for t in front.completed)
     assert all(t.quantize.mode == "dynamic" for t in front.completed)
+
+
+def test_the_predictor_sees_the_precision() -> None:
+    model, x = tiny_mlp()
+    bound = build_space(ns.analyze(model, x), PRECISION)
+    params = {name: 0.75 for name in bound.keep_groups}
+    params |= {"importance": "magnitude", "round_to": 1}
+    as_float = bound.encode({**params, "precision": "float"})
+    as_int8 = bound.encode({**params, "precision": "int8"})
+    assert len(as_float) == len(as_int8)
+    assert as_float[-2:] == [1.0, 0.0] and as_int8[-2:] == [0.0, 1.0]
+    assert as_float[:-2] == as_int8[:-2]

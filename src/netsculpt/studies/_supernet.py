@@ -14,7 +14,10 @@ What a pruning search reads and a super-network search does not:
 
 * ``StudyConfig.space`` (tie, keep ratios, importance, ``round_to``, block removal,
   exclusions): the space is ``supernet.space``, fixed when the super-network was made
-  (``ns.ElasticConfig``). A space other than the default is refused (InputError).
+  (``ns.ElasticConfig``). A space other than the default is refused (InputError), except
+  for its precision: ``SearchSpace(precision=("float", "int8"), quantize=...)`` adds a
+  ``precision`` parameter, and an int8 trial's slice is quantized, scored and timed as in a
+  pruning study (architecture and precision searched together, as SimQ-NAS does).
 * recovery: trials are slices of trained weights, never retrained. The default
   ``recover_budget`` is dropped (the study stores ``None``); another budget or a
   ``recover`` recipe is refused (InputError).
@@ -43,6 +46,7 @@ from optuna.distributions import CategoricalDistribution
 from torch import nn
 
 from netsculpt.errors import InputError, NetsculptError, SearchError
+from netsculpt.quantization.config import QuantizeConfig
 from netsculpt.recovery.budget import Budget
 from netsculpt.studies.config import (
     DEFAULT_BN_CALIB_BATCHES,
@@ -50,7 +54,7 @@ from netsculpt.studies.config import (
     StudyConfig,
 )
 from netsculpt.studies.objective import Evaluator
-from netsculpt.studies.space import SearchSpace
+from netsculpt.studies.space import PRECISION, SearchSpace
 
 __all__ = [
     "SupernetEvaluator",
@@ -110,17 +114,27 @@ def check_supernet_config(config: StudyConfig) -> StudyConfig:
     space = config.space
     if not space.quantizes:  # the int8 options are read only where a trial may be int8
         space = dataclasses.replace(space, quantize=None)
-    if space != default:
+    # precision is the one part of the space a super-network search reads
+    structure = dataclasses.replace(
+        space, precision=default.precision, quantize=None, precision_tie=default.precision_tie
+    )
+    if space.quantizes and space.precision_tie != "model":
+        raise InputError(
+            f"StudyConfig(space=SearchSpace(precision_tie={space.precision_tie!r})) does not "
+            f"apply to a super-network search, which has no stages of prunable groups; use "
+            f"precision_tie='model' (one precision per sub-network)"
+        )
+    if structure != default:
         changed = [
-            f"{f.name}={getattr(space, f.name)!r}"
+            f"{f.name}={getattr(structure, f.name)!r}"
             for f in dataclasses.fields(SearchSpace)
-            if getattr(space, f.name) != getattr(default, f.name)
+            if getattr(structure, f.name) != getattr(default, f.name)
         ]
         raise InputError(
             f"StudyConfig(space=SearchSpace({', '.join(changed)})) does not apply to a "
             f"super-network search: its trials are the choices of supernet.space, fixed when "
             f"the super-network was made (ns.ElasticConfig(keep=..., widths=..., depth=...)); "
-            f"leave space at its default"
+            f"leave space at its default (only precision=..., quantize=... apply)"
         )
     if config.recover is not None or config.recover_budget not in (
         None,
@@ -173,24 +187,29 @@ def load_supernet_files(files: Mapping[str, bytes], *, base: nn.Module) -> Any:
 
 @dataclass(frozen=True)
 class SupernetSpace:
-    """The space of a super-network study: one categorical Optuna parameter per choice.
+    """The space of a super-network study: one categorical Optuna parameter per choice,
+    and ``precision`` when the study's space offers more than one.
 
     Plays the part a ``BoundSpace`` plays in a pruning study (``suggest``, ``encode``,
-    ``distributions``, ``signature``) for the sampler, the predictor and the evaluator.
+    ``distributions``, ``signature``, ``precision``, ``quantize_config``) for the sampler,
+    the predictor and the evaluator.
     """
 
     supernet: Any
     distributions: dict[str, CategoricalDistribution]
     signature: str
-    #: the study config's space (the default: nothing in it is read)
+    #: the study config's space: only its precision options are read
     space: SearchSpace = field(default_factory=SearchSpace)
 
     @classmethod
-    def of(cls, supernet: Any) -> SupernetSpace:
+    def of(cls, supernet: Any, space: SearchSpace | None = None) -> SupernetSpace:
+        space = space if space is not None else SearchSpace()
         distributions = {
             c.name: CategoricalDistribution(list(c.options)) for c in supernet.space.choices
         }
-        return cls(supernet, distributions, supernet_signature(supernet))
+        if len(space.precision) > 1:
+            distributions[PRECISION] = CategoricalDistribution(list(space.precision))
+        return cls(supernet, distributions, supernet_signature(supernet), space)
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Ask ``trial`` for one value per choice; returns the parameters (the arch)."""
@@ -203,14 +222,24 @@ class SupernetSpace:
         """The checked sub-network the parameters describe."""
         return dict(
             self.supernet.space.check(
-                {k: v for k, v in params.items() if k in self.distributions},
+                {k: v for k, v in params.items() if k in self.distributions and k != PRECISION},
                 where="trial parameters",
             )
         )
 
+    def precision(self, params: Mapping[str, Any]) -> dict[str, str]:
+        """The trial's precision, ``{"*": p}`` (one per sub-network)."""
+        return {"*": str(params.get(PRECISION, self.space.precision[0]))}
+
+    def quantize_config(self, params: Mapping[str, Any]) -> QuantizeConfig | None:
+        """The ``ns.quantize`` options of an int8 trial; None for a float one."""
+        if self.precision(params)["*"] != "int8":
+            return None
+        return self.space.quantize_config()
+
     def encode(self, params: Mapping[str, Any]) -> list[float]:
         """Features for the predictor: each width as a fraction of its largest option, each
-        depth choice as 1 (kept) or 0 (dropped)."""
+        depth choice as 1 (kept) or 0 (dropped), the precision one-hot."""
         row: list[float] = []
         for c in self.supernet.space.choices:
             value = params[c.name]
@@ -218,6 +247,8 @@ class SupernetSpace:
                 row.append(1.0 if value else 0.0)
             else:
                 row.append(float(value) / float(c.largest))
+        if PRECISION in self.distributions:
+            row.extend(1.0 if params[PRECISION] == p else 0.0 for p in self.space.precision)
         return row
 
 

@@ -353,7 +353,7 @@ def run_worker(
     if job.kind == SUPERNET:
         from netsculpt.studies._supernet import SupernetSpace
 
-        bound = SupernetSpace.of(model)
+        bound = SupernetSpace.of(model, config.space)
     else:
         if graph is None:
             graph = analyze(model, example_inputs)

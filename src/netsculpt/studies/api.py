@@ -249,7 +249,7 @@ def _search(
     files = None  # a super-network as worker processes get it
     if supernet:
         graph = None
-        bound = SupernetSpace.of(model)
+        bound = SupernetSpace.of(model, effective.space)
         name = study_name or supernet_study_name(model, bound.signature)
         if effective.workers > 1:
             files = supernet_files(model)

@@ -50,6 +50,7 @@ from netsculpt.studies._settings import (
     user_attrs,
 )
 from netsculpt.studies.objective import METRICS, OBJECTIVES, TEST_SCORE
+from netsculpt.studies.space import PRECISION
 
 __all__ = ["STUDY_ATTR", "SUPERNET_LINE", "Baseline", "Front", "FrontTrial"]
 
@@ -554,6 +555,8 @@ def _arch_of(t: FrozenTrial, bad: Any) -> dict[str, Any]:
     """The sub-network a super-network trial chose: its parameters, each checked."""
     arch: dict[str, Any] = {}
     for name, value in t.params.items():
+        if name == PRECISION:  # the trial's precision, not a choice of the sub-network
+            continue
         ok = isinstance(value, bool) or (isinstance(value, int) and value >= 1)
         if not isinstance(name, str) or len(name) > 1000 or not ok:
             raise bad("sub-network", {name: value})
