@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -142,6 +143,28 @@ def _tensors(model: nn.Module) -> Iterable[tuple[str, torch.Tensor]]:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+#: a config's JSON is a few kilobytes; anything far larger is not one
+CONFIG_JSON_CHARS = 64 * 1024
+
+
+def config_json(cls: type, text: Any) -> Any:
+    """The decoded JSON ``text`` that ``cls.to_json()`` wrote, for ``cls.from_json``.
+
+    Raises:
+        InputError: ``text`` is not a str, is far longer than a config, or is not JSON.
+    """
+    if not isinstance(text, str) or len(text) > CONFIG_JSON_CHARS:
+        raise InputError(
+            f"{cls.__name__}.from_json needs the JSON text to_json() wrote, got "
+            f"{type(text).__name__}"
+            + (f" of {len(text):,} characters" if isinstance(text, str) else "")
+        )
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise InputError(f"{cls.__name__}.from_json: not JSON ({exc})") from None
 
 
 def check_config_fields(cls: type, data: Mapping[str, Any]) -> None:

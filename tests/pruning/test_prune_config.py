@@ -156,7 +156,7 @@ def test_from_dict_fills_defaults_and_refuses_unknown_fields() -> None:
         ns.PruneConfig.from_dict({"round": 8})
     with pytest.raises(InputError, match="a PruneConfig dict is needed, got list"):
         ns.PruneConfig.from_dict([("ratio", 0.5)])  # type: ignore[arg-type]
-    with pytest.raises(InputError, match="not valid JSON"):
+    with pytest.raises(InputError, match="not JSON"):
         ns.PruneConfig.from_json("{ratio: 0.5")
 
 

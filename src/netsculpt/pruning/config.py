@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from netsculpt._checks import check_config_fields
+from netsculpt._checks import check_config_fields, config_json
 from netsculpt.errors import InputError, InvalidRatioError, UnknownNameError
 from netsculpt.pruning.importance import IMPORTANCE
 
@@ -291,13 +291,7 @@ class PruneConfig:
     @classmethod
     def from_json(cls, text: str) -> PruneConfig:
         """The config in JSON ``text`` (as :meth:`to_json` writes it)."""
-        if not isinstance(text, str):
-            raise InputError(f"PruneConfig.from_json needs a str, got {type(text).__name__}")
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise InputError(f"PruneConfig.from_json: not valid JSON ({exc})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(config_json(cls, text))
 
 
 def _fields_of(data: Any) -> dict[str, Any]:

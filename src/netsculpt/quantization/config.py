@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from netsculpt._checks import check_config_fields, check_int, check_names
+from netsculpt._checks import check_config_fields, check_int, check_names, config_json
 from netsculpt.errors import InputError, UnknownNameError
 
 __all__ = ["CALIBRATION_METHODS", "MODES", "QUANT_TYPES", "QuantizeConfig"]
@@ -32,7 +32,6 @@ QUANT_TYPES: tuple[str, ...] = ("int8", "uint8")
 #: How static mode turns calibration activations into ranges (onnxruntime's
 #: ``CalibrationMethod``).
 CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "entropy", "percentile")
-_MAX_JSON_CHARS = 64 * 1024
 
 Mode = Literal["dynamic", "static"]
 QuantTypeName = Literal["int8", "uint8"]
@@ -156,13 +155,4 @@ class QuantizeConfig:
     @classmethod
     def from_json(cls, text: str) -> QuantizeConfig:
         """Rebuild a config from :meth:`to_json` output."""
-        if not isinstance(text, str) or len(text) > _MAX_JSON_CHARS:
-            raise InputError(
-                f"{cls.__name__}.from_json needs the JSON text to_json() wrote, got "
-                f"{type(text).__name__}"
-            )
-        try:
-            data = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            raise InputError(f"{cls.__name__}.from_json: not JSON ({exc})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(config_json(cls, text))

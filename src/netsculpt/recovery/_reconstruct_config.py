@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from netsculpt._checks import check_config_fields, check_int, check_number
+from netsculpt._checks import check_config_fields, check_int, check_number, config_json
 from netsculpt.errors import InputError, UnknownNameError
 
 __all__ = ["METHODS", "SCOPES", "ReconstructConfig", "as_reconstruct_config"]
@@ -29,7 +29,6 @@ __all__ = ["METHODS", "SCOPES", "ReconstructConfig", "as_reconstruct_config"]
 METHODS: tuple[str, ...] = ("refit", "bias")
 #: What ``ReconstructConfig.scope`` may be.
 SCOPES: tuple[str, ...] = ("inputs", "changed")
-_MAX_JSON_CHARS = 64 * 1024
 
 
 def _fix(check: Any, fix: str) -> Any:
@@ -134,16 +133,7 @@ class ReconstructConfig:
     @classmethod
     def from_json(cls, text: str) -> ReconstructConfig:
         """The config in JSON ``text`` (as :meth:`to_json` writes it)."""
-        if not isinstance(text, str) or len(text) > _MAX_JSON_CHARS:
-            raise InputError(
-                f"ReconstructConfig.from_json needs the JSON text to_json() wrote, got "
-                f"{type(text).__name__}"
-            )
-        try:
-            data = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            raise InputError(f"ReconstructConfig.from_json: not JSON ({exc})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(config_json(cls, text))
 
 
 def as_reconstruct_config(value: Any, where: str) -> ReconstructConfig | None:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar
 
-from netsculpt._checks import check_int, check_names, check_number
+from netsculpt._checks import check_int, check_names, check_number, config_json
 from netsculpt.errors import InputError, InvalidRatioError, UnknownNameError
 
 __all__ = ["OUTPUT_KINDS", "DistillConfig", "TrainConfig"]
@@ -38,8 +38,6 @@ __all__ = ["OUTPUT_KINDS", "DistillConfig", "TrainConfig"]
 OUTPUT_KINDS: tuple[str, ...] = ("auto", "logits", "embeddings")
 #: Torch's seeds are unsigned 64-bit integers; netsculpt takes the non-negative int64 half.
 MAX_SEED = 2**63 - 1
-#: A config's JSON is a few hundred characters; anything far larger is not one.
-_MAX_JSON_CHARS = 64 * 1024
 
 _KINDS: dict[str, type[TrainConfig]] = {}
 T = TypeVar("T")
@@ -165,17 +163,7 @@ class TrainConfig:
     @classmethod
     def from_json(cls, text: str) -> TrainConfig:
         """Rebuild a config from :meth:`to_json` output."""
-        if not isinstance(text, str) or len(text) > _MAX_JSON_CHARS:
-            raise InputError(
-                f"{cls.__name__}.from_json needs the JSON text to_json() wrote, got "
-                f"{type(text).__name__}"
-                + (f" of {len(text):,} characters" if isinstance(text, str) else "")
-            )
-        try:
-            data = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            raise InputError(f"{cls.__name__}.from_json: not JSON ({exc})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(config_json(cls, text))
 
 
 _KINDS[TrainConfig.kind] = TrainConfig

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from netsculpt._checks import check_config_fields, check_int, check_number
+from netsculpt._checks import check_config_fields, check_int, check_number, config_json
 from netsculpt.errors import InputError, UnknownNameError
 from netsculpt.recovery.budget import Budget
 from netsculpt.recovery.config import TrainConfig
@@ -57,8 +57,6 @@ MAX_WORKERS = 1024
 DEFAULT_RECOVER_STEPS = 30
 #: training batches each super-network slice's batch-norm statistics are recomputed on
 DEFAULT_BN_CALIB_BATCHES = 16
-#: a study config's JSON is about a kilobyte; anything far larger is not one
-_MAX_JSON_CHARS = 64 * 1024
 
 
 class FrozenDict(dict[str, Any]):
@@ -282,17 +280,7 @@ class StudyConfig:
     @classmethod
     def from_json(cls, text: str) -> StudyConfig:
         """The config :meth:`to_json` wrote."""
-        if not isinstance(text, str) or len(text) > _MAX_JSON_CHARS:
-            raise InputError(
-                f"StudyConfig.from_json needs the JSON text to_json() wrote, got "
-                f"{type(text).__name__}"
-                + (f" of {len(text):,} characters" if isinstance(text, str) else "")
-            )
-        try:
-            data = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            raise InputError(f"StudyConfig.from_json: not JSON ({exc})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(config_json(cls, text))
 
 
 def _measure_options(value: Any) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from netsculpt._checks import check_config_fields
+from netsculpt._checks import check_config_fields, config_json
 from netsculpt.errors import InputError
 
 __all__ = ["ElasticConfig"]
@@ -190,10 +190,5 @@ class ElasticConfig:
 
     @classmethod
     def from_json(cls, text: str) -> ElasticConfig:
-        if not isinstance(text, str):
-            raise InputError(f"ElasticConfig.from_json needs a str, got {type(text).__name__}")
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise InputError(f"ElasticConfig.from_json: not valid JSON ({exc})") from None
-        return cls.from_dict(data)
+        """The config :meth:`to_json` wrote."""
+        return cls.from_dict(config_json(cls, text))

@@ -82,7 +82,7 @@ from typing import Any, Literal, cast
 import torch
 from torch import nn
 
-from netsculpt._checks import check_config_fields, check_int, check_number
+from netsculpt._checks import check_config_fields, check_int, check_number, config_json
 from netsculpt._inputs import ExampleInputs, inputs_to
 from netsculpt.errors import InputError, TrainingError, UnknownNameError
 from netsculpt.export._folder import check_path
@@ -266,15 +266,7 @@ class SupernetTrainConfig:
     @classmethod
     def from_json(cls, text: str) -> SupernetTrainConfig:
         """The config :meth:`to_json` wrote."""
-        if not isinstance(text, str):
-            raise InputError(
-                f"SupernetTrainConfig.from_json needs a str, got {type(text).__name__}"
-            )
-        try:
-            data = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            raise InputError(f"SupernetTrainConfig.from_json: not valid JSON ({exc})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(config_json(cls, text))
 
 
 # ------------------------------------------------------------------------------- the call
