@@ -18,18 +18,30 @@ saved config.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from torch import nn
 
 from netsculpt.errors import FactoryError
 
 __all__ = [
+    "TrustCode",
     "base_factory_of",
     "load_model_spec",
     "load_supernet_folder",
     "supernet_base_factory",
     "supernet_folder",
+]
+
+#: the ``--trust-code`` option of every command whose MODEL may be a folder
+TrustCode = Annotated[
+    bool,
+    typer.Option(
+        "--trust-code/--no-trust-code",
+        help="let a save or super-network folder run the model factory it names to rebuild "
+        "its base model (only for folders you trust like your own code; off by default)",
+    ),
 ]
 
 

@@ -27,7 +27,7 @@ import typer
 from rich.table import Table
 from torch import nn
 
-from netsculpt.cli._models import base_factory_of, load_model_spec
+from netsculpt.cli._models import TrustCode, base_factory_of, load_model_spec
 from netsculpt.cli._output import (
     LatencySpread,
     compare_models,
@@ -74,14 +74,6 @@ ModelArg = Annotated[
     typer.Argument(
         help="built-in name (digits, minilm, mnist1d), 'package.module:factory' or a netsculpt "
         "save folder"
-    ),
-]
-TrustCode = Annotated[
-    bool,
-    typer.Option(
-        "--trust-code/--no-trust-code",
-        help="let a save folder run the model factory it names to rebuild its base model "
-        "(only for folders you trust like your own code; off by default)",
     ),
 ]
 

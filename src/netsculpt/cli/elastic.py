@@ -34,6 +34,7 @@ from rich.table import Table
 from torch import nn
 
 from netsculpt.cli._models import (
+    TrustCode,
     base_factory_of,
     load_model_spec,
     load_supernet_folder,
@@ -44,14 +45,6 @@ from netsculpt.errors import InputError
 
 __all__ = ["extract_command", "elastic_command", "register", "train_supernet_command"]
 
-TrustCode = Annotated[
-    bool,
-    typer.Option(
-        "--trust-code/--no-trust-code",
-        help="let the folder run the model factory it names to rebuild its base model (only "
-        "for folders you trust like your own code; off by default)",
-    ),
-]
 BaseOpt = Annotated[
     str | None,
     typer.Option(

@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from netsculpt.cli._models import load_model_spec
+from netsculpt.cli._models import TrustCode, load_model_spec
 from netsculpt.cli._output import console, one_line_errors, print_table
 from netsculpt.errors import InputError
 
@@ -56,14 +56,7 @@ def quantize_command(
     per_channel: Annotated[
         bool, typer.Option("--per-channel/--per-tensor", help="weight scales per channel")
     ] = True,
-    trust_code: Annotated[
-        bool,
-        typer.Option(
-            "--trust-code/--no-trust-code",
-            help="let a save folder run the model factory it names (only for folders you "
-            "trust like your own code; off by default)",
-        ),
-    ] = False,
+    trust_code: TrustCode = False,
 ) -> None:
     """Quantize a model to int8 with ONNX Runtime; write the .onnx and its recipe (.json)."""
     from netsculpt.quantization import QuantizeConfig, quantize

@@ -42,6 +42,7 @@ import typer
 from rich.table import Table
 
 from netsculpt.cli._models import (
+    TrustCode,
     base_factory_of,
     load_supernet_folder,
     supernet_base_factory,
@@ -281,14 +282,7 @@ def search_command(
             "names",
         ),
     ] = None,
-    trust_code: Annotated[
-        bool,
-        typer.Option(
-            "--trust-code/--no-trust-code",
-            help="super-network folder: let it run the model factory it names to rebuild its "
-            "base model (only for folders you trust like your own code)",
-        ),
-    ] = False,
+    trust_code: TrustCode = False,
 ) -> None:
     """Search the Pareto front of MODEL's sub-networks (resumable; rerun to continue).
 
