@@ -312,3 +312,31 @@ def test_pre_processing_scratch_files_stay_out_of_the_working_directory(
     assert seen and seen[0] != user
     assert list(user.iterdir()) == []
     assert q.preprocess == ""  # it ran
+
+
+def test_what_onnxruntime_prints_goes_to_the_debug_log(
+    encoderish: tuple[nn.Module, torch.Tensor],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+    import shutil
+
+    from onnxruntime.quantization import shape_inference
+
+    def chatty(source: str, target: str, **_: object) -> None:
+        print("unsupported broadcast between Min(512, s85) s85")
+        logging.getLogger().warning("Please consider to run pre-processing before quantization")
+        shutil.copyfile(source, target)
+
+    monkeypatch.setattr(shape_inference, "quant_pre_process", chatty)
+    model, x = encoderish
+    with caplog.at_level(logging.DEBUG, logger="netsculpt.quantization.api"):
+        ns.quantize(model, x, ns.QuantizeConfig(mode="dynamic"), path=tmp_path / "q.onnx")
+    out, err = capfd.readouterr()
+    assert "unsupported broadcast" not in out + err
+    assert "Please consider" not in out + err
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "unsupported broadcast" in logged and "Please consider" in logged

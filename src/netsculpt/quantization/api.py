@@ -26,7 +26,7 @@ import json
 import logging
 import math
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -366,7 +366,7 @@ def _preprocess(source: Path, target: Path) -> tuple[Path, str]:
     try:
         # onnxruntime's shape inference writes scratch files (a model copy, its external
         # data) into the working directory: keep them in netsculpt's temporary folder
-        with contextlib.chdir(target.parent):
+        with contextlib.chdir(target.parent), _quiet("pre-processing"):
             quant_pre_process(str(source.absolute()), str(target.absolute()))
     except Exception as exc:  # noqa: BLE001 -- onnxruntime raises many unrelated types
         reason = f"skipped: onnxruntime's quant_pre_process failed ({type(exc).__name__}: {exc})"
@@ -453,14 +453,7 @@ def _run_quantizer(
     exclude: list[str],
     calib_feeds: list[dict[str, np.ndarray]],
 ) -> None:
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
+    from onnxruntime.quantization import CalibrationDataReader, QuantType
 
     types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
     op_types = list(config.op_types) if config.op_types is not None else None
@@ -473,29 +466,15 @@ def _run_quantizer(
             return next(self._feeds, None)
 
     try:
-        if config.mode == "dynamic":
-            quantize_dynamic(
-                str(prepared),
-                str(out),
-                op_types_to_quantize=op_types,
-                per_channel=config.per_channel,
-                weight_type=types[config.weight_type],
-                nodes_to_exclude=exclude,
-            )
-        else:
-            quantize_static(
-                str(prepared),
-                str(out),
+        with _quiet("quantizer"):
+            _quantize_with(
+                config,
+                prepared,
+                out,
                 _Reader(),
-                quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=op_types,
-                per_channel=config.per_channel,
-                activation_type=types[str(config.activation_type)],
-                weight_type=types[config.weight_type],
-                nodes_to_exclude=exclude,
-                calibrate_method=getattr(
-                    CalibrationMethod, _CALIBRATION[config.calibration_method]
-                ),
+                op_types=op_types,
+                types=types,
+                exclude=exclude,
             )
     except Exception as exc:  # noqa: BLE001 -- onnxruntime raises many unrelated types
         raise ExportError(
@@ -503,3 +482,61 @@ def _run_quantizer(
             f"({type(exc).__name__}: {exc}); keep the failing layer in float with "
             f"float_layers=[...], or try the other mode"
         ) from exc
+
+
+def _quantize_with(
+    config: QuantizeConfig,
+    prepared: Path,
+    out: Path,
+    reader: Any,
+    *,
+    op_types: list[str] | None,
+    types: dict[str, Any],
+    exclude: list[str],
+) -> None:
+    """onnxruntime's ``quantize_dynamic`` or ``quantize_static`` with ``config``'s options."""
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    if config.mode == "dynamic":
+        quantize_dynamic(
+            str(prepared),
+            str(out),
+            op_types_to_quantize=op_types,
+            per_channel=config.per_channel,
+            weight_type=types[config.weight_type],
+            nodes_to_exclude=exclude,
+        )
+        return
+    quantize_static(
+        str(prepared),
+        str(out),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=op_types,
+        per_channel=config.per_channel,
+        activation_type=types[str(config.activation_type)],
+        weight_type=types[config.weight_type],
+        nodes_to_exclude=exclude,
+        calibrate_method=getattr(CalibrationMethod, _CALIBRATION[config.calibration_method]),
+    )
+
+
+@contextlib.contextmanager
+def _quiet(stage: str) -> Iterator[None]:
+    """Keep what onnxruntime's quantization tools print (shape-inference complaints, advice
+    on the root logger) off the console; it goes to this module's DEBUG log."""
+    from netsculpt.export.onnx import _captured_output
+
+    said: list[str] = []
+    try:
+        with _captured_output() as said:
+            yield
+    finally:
+        text = "".join(said).strip()
+        if text:
+            logger.debug("onnxruntime's %s printed:\n%s", stage, text)
