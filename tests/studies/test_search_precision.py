@@ -10,9 +10,8 @@ from typing import Any
 
 import optuna
 import pytest
-import torch
-from search_helpers import FAST_MEASURE, search_with, tiny_inputs, tiny_mlp
-from torch import nn
+from precision_helpers import AgreementTask
+from search_helpers import FAST_MEASURE, search_with, tiny_mlp
 
 import netsculpt as ns
 from netsculpt.errors import InputError, SearchError
@@ -28,38 +27,6 @@ PRECISION = SearchSpace(
     round_to=(1,),
     precision=("float", "int8"),
 )
-
-
-class AgreementTask(ns.Task):
-    """Score = how often the model's argmax agrees with the dense model's, on fixed
-    validation and test inputs; records the type of every model it scores."""
-
-    name = "agreement-task"
-
-    def __init__(self) -> None:
-        torch.manual_seed(0)
-        reference, _ = tiny_mlp()
-        gen = torch.Generator().manual_seed(1)
-        self.inputs = {
-            "validation": torch.randn(64, 12, generator=gen),
-            "test": torch.randn(64, 12, generator=gen),
-            "train": torch.randn(4 * 32, 12, generator=gen),
-        }
-        with torch.no_grad():
-            self.labels = {k: reference(v).argmax(-1) for k, v in self.inputs.items()}
-        self.scored: list[str] = []
-
-    def evaluate(self, model: nn.Module, split: str = "validation") -> float:
-        self.scored.append(type(model).__name__)
-        with torch.no_grad():
-            out = model(self.inputs[split])
-        return float((out.argmax(-1) == self.labels[split]).float().mean())
-
-    def example_inputs(self) -> torch.Tensor:
-        return tiny_inputs()
-
-    def calib_batches(self, n: int = 4) -> list[Any]:
-        return [self.inputs["train"][i * 32 : (i + 1) * 32] for i in range(n)]
 
 
 def precision_search(task: AgreementTask, storage: Path, **options: Any) -> Front:

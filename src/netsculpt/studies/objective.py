@@ -33,11 +33,14 @@ so the float and int8 versions of one plan are two entries.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import tempfile
 import time
 import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NoReturn
 
 import optuna
@@ -283,77 +286,61 @@ class Evaluator:
         self, trial: optuna.Trial, plan: Any, quantize: Any = None
     ) -> tuple[dict[str, Any], float | None]:
         """The metrics of ``plan`` (validation score, latency, params, MACs) and, apart, its
-        test score (None when not scored); quantized first when ``quantize`` is a config."""
+        test score (None when not scored). With a ``QuantizeConfig`` the sub-network is
+        quantized first, and the quantized ONNX model is scored and timed instead."""
+        from netsculpt.measurement.api import count_macs, count_params
+
         started = time.perf_counter()
         small = self._build(trial, plan)
-        if quantize is not None:
-            return self._evaluate_quantized(trial, small, quantize, started)
-        try:
-            score = self._score(small)
-        except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
-            self._fail(trial, "task.evaluate", exc)
-        test_score, test_failure = self._test_score(small)
-        if test_failure is not None:
-            trial.set_user_attr("test_fail_reason", test_failure[:2000])
-        try:
-            metrics = measure_model(
-                small,
-                self.example_inputs,
-                backend=self.backend,
-                measure_options=self.measure_options,
-            )
-        except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
-            self._fail(trial, "measure", exc)
-        trial.set_user_attr("eval_seconds", round(time.perf_counter() - started, 4))
-        return {"score": float(score), **metrics}, test_score
-
-    def _evaluate_quantized(
-        self, trial: optuna.Trial, small: nn.Module, quantize: Any, started: float
-    ) -> tuple[dict[str, Any], float | None]:
-        """Quantize ``small``, then score the quantized ONNX model and time it."""
-        import tempfile
-        from pathlib import Path
-
-        from netsculpt.measurement.api import count_macs, count_params
-        from netsculpt.quantization.api import quantize as quantize_model
-
-        with tempfile.TemporaryDirectory(prefix="netsculpt-trial-") as folder:
+        with contextlib.ExitStack() as stack:
+            scored: Any = small
+            timed: Any = small
+            what, extra = "", {}
+            if quantize is not None:
+                folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="netsculpt-"))
+                quantized = self._quantize(trial, small, quantize, Path(folder))
+                scored, timed, what = quantized.as_module(), quantized, " of the quantized model"
+                extra = {
+                    "int8_layers": len(quantized.quantized),
+                    "float_layers": [f"{c.node}: {c.reason}" for c in quantized.kept_float][:50],
+                }
             try:
-                calib = self._quantize_calib(quantize)
-                quantized = quantize_model(
-                    small,
-                    self.example_inputs,
-                    quantize,
-                    calib=calib,
-                    path=Path(folder) / "model.int8.onnx",
-                )
+                score = self._score(scored)
             except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
-                self._fail(trial, "quantize", exc)
-            layers = {
-                "int8_layers": len(quantized.quantized),
-                "float_layers": [f"{c.node}: {c.reason}" for c in quantized.kept_float][:50],
-            }
-            runner = quantized.as_module()
-            try:
-                score = self._score(runner)
-            except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
-                self._fail(trial, "task.evaluate of the quantized model", exc)
-            test_score, test_failure = self._test_score(runner)
+                self._fail(trial, "task.evaluate" + what, exc)
+            test_score, test_failure = self._test_score(scored)
             if test_failure is not None:
                 trial.set_user_attr("test_fail_reason", test_failure[:2000])
             try:
                 metrics = measure_model(
-                    quantized,  # type: ignore[arg-type]
+                    timed,
                     self.example_inputs,
                     backend=self.backend,
                     measure_options=self.measure_options,
                 )
-                metrics["params"] = count_params(small)
-                metrics["macs"] = count_macs(small, self.example_inputs)
+                if quantize is not None:  # int8 computes as many MACs with as many weights
+                    metrics["params"] = count_params(small)
+                    metrics["macs"] = count_macs(small, self.example_inputs)
             except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
-                self._fail(trial, "measure of the quantized model", exc)
+                self._fail(trial, "measure" + what, exc)
         trial.set_user_attr("eval_seconds", round(time.perf_counter() - started, 4))
-        return {"score": float(score), **metrics, **layers}, test_score
+        return {"score": float(score), **metrics, **extra}, test_score
+
+    def _quantize(self, trial: optuna.Trial, small: nn.Module, quantize: Any, folder: Path) -> Any:
+        """``ns.quantize`` of the trial's sub-network into ``folder``; fails the trial when
+        it cannot be quantized."""
+        from netsculpt.quantization.api import quantize as quantize_model
+
+        try:
+            return quantize_model(
+                small,
+                self.example_inputs,
+                quantize,
+                calib=self._quantize_calib(quantize),
+                path=folder / "model.int8.onnx",
+            )
+        except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
+            self._fail(trial, "quantize", exc)
 
     def _quantize_calib(self, quantize: Any) -> list[Any] | None:
         """Static mode's calibration batches: the task's ``calib_batches`` (training data)."""
