@@ -35,7 +35,9 @@ def _search(storage: str, study: str, *extra: str) -> Any:
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Any]:
     storage = f"sqlite:///{tmp_path_factory.mktemp('precision-cli') / 'cli.db'}"
-    result = _search(storage, "joint", "--trials", "4", "--precision", "float,int8")
+    result = _search(
+        storage, "joint", "--trials", "4", "--precision", "float,int8", "--start-from-largest"
+    )
     return storage, result
 
 
@@ -47,6 +49,9 @@ def test_search_precision_defaults_to_onnxruntime(study: tuple[str, Any]) -> Non
     assert front.config.space.precision == ("float", "int8")
     assert front.config.space.quantize is None  # static: the default QuantizeConfig
     assert {t.quantized for t in front.completed} == {False, True}
+    assert front.config.start_from_largest
+    first = sorted(front.completed, key=lambda t: t.number)[:2]  # the unpruned model, twice
+    assert [(t.params_dict["keep"], t.quantized) for t in first] == [(1.0, False), (1.0, True)]
     assert "precision" in result.output and "study joint saved" in result.output
     knee = front.knee()
     assert f"knee (trial {knee.number}{', int8' if knee.quantized else ''}) vs dense" in (

@@ -243,3 +243,19 @@ def test_the_predictor_sees_the_precision() -> None:
     assert len(as_float) == len(as_int8)
     assert as_float[-2:] == [1.0, 0.0] and as_int8[-2:] == [0.0, 1.0]
     assert as_float[:-2] == as_int8[:-2]
+
+
+def test_start_from_largest_seeds_the_unpruned_model_in_each_precision(tmp_path: Path) -> None:
+    task = AgreementTask()
+    storage = tmp_path / "study.db"
+    front = precision_search(task, storage, n_trials=3, start_from_largest=True)
+    first = sorted(front.completed, key=lambda t: t.number)[:2]
+    assert [t.params_dict["keep"] for t in first] == [1.0, 1.0]
+    assert [t.params_dict["precision"] for t in first] == ["float", "int8"]
+    assert first[0].params == front.baseline.params and not first[0].quantized
+    assert first[1].quantized and first[1].score == pytest.approx(front.baseline.score, abs=0.1)
+    resumed = precision_search(task, storage, n_trials=5, start_from_largest=True)
+    later = [t for t in resumed.completed if t.number >= 3]
+    assert len(resumed.completed) == 5 and len(later) == 2  # not seeded again
+    with pytest.raises(InputError, match="start_from_largest"):
+        StudyConfig(start_from_largest="yes")  # type: ignore[arg-type]

@@ -91,3 +91,11 @@ def test_only_the_precision_of_the_space_applies(made, tmp_path) -> None:  # typ
     with pytest.raises(InputError, match=r"min_keep=0\.5.*only precision"):
         _search(supernet, task, tmp_path, space=mixed)
     assert not (tmp_path / "sn.db").exists()
+
+
+def test_start_from_largest_seeds_the_largest_slice_in_each_precision(made, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    supernet, task = made
+    front = _search(supernet, task, tmp_path, n_trials=2, start_from_largest=True)
+    trials = sorted(front.completed, key=lambda t: t.number)
+    assert [dict(t.arch) for t in trials] == [dict(supernet.largest())] * 2
+    assert [t.quantized for t in trials] == [False, True]

@@ -243,6 +243,13 @@ def search_command(
     predictor: Annotated[
         bool, typer.Option("--predictor/--no-predictor", help="screen candidates with a surrogate")
     ] = False,
+    start_from_largest: Annotated[
+        bool,
+        typer.Option(
+            "--start-from-largest/--no-start-from-largest",
+            help="first try the largest sub-network of the space (unpruned) in each precision",
+        ),
+    ] = False,
     objectives: Annotated[
         str, typer.Option("--objectives", help="comma-separated")
     ] = "score,latency_ms,params",
@@ -337,6 +344,7 @@ def search_command(
             recover_budget=_budget(recover_budget),
             timeout=timeout,
             bn_calib_batches=bn_calib_batches,
+            start_from_largest=start_from_largest,
         )
         target: Any = model
         if folder is not None:

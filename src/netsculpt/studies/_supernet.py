@@ -227,6 +227,13 @@ class SupernetSpace:
             )
         )
 
+    def largest_params(self) -> list[dict[str, Any]]:
+        """The largest sub-network's parameters, once per precision the space offers."""
+        arch = dict(self.supernet.largest())
+        if PRECISION not in self.distributions:
+            return [arch]
+        return [{**arch, PRECISION: p} for p in self.space.precision]
+
     def precision(self, params: Mapping[str, Any]) -> dict[str, str]:
         """The trial's precision, ``{"*": p}`` (one per sub-network)."""
         return {"*": str(params.get(PRECISION, self.space.precision[0]))}

@@ -304,6 +304,9 @@ def _search(
         recover_interrupted(study)
         if user_attrs(study).get(BASELINE_ATTR) is None:
             study.set_user_attr(BASELINE_ATTR, evaluator.baseline())
+        if effective.start_from_largest and not trials_of(study):
+            for params in bound.largest_params()[: effective.n_trials]:
+                study.enqueue_trial(params, skip_if_exists=True)
         remaining = effective.n_trials - n_done(trials_of(study))
         if remaining > 0:
             job = Job(

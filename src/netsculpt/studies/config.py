@@ -130,6 +130,12 @@ class StudyConfig:
             baseline) on this many training batches of the task
             (``task.calib_batches(n)``: 32 inputs each by default, so 16 batches are 512
             inputs) before scoring it; read only for super-networks with batch norm.
+        start_from_largest: the first trials of a new study are the largest sub-network of
+            the space (every keep ratio at ``max_keep``, no block removed; a super-network's
+            largest), once in each precision the space offers, so the front always weighs
+            the unpruned model (and, with int8, the unpruned int8 model) against the
+            sampled ones. They count towards ``n_trials``; a resumed study is not seeded
+            again.
     """
 
     n_trials: int = 100
@@ -147,6 +153,7 @@ class StudyConfig:
     measure_options: Mapping[str, Any] = field(default_factory=lambda: FrozenDict(DEFAULT_MEASURE))
     test_scores: bool = True
     bn_calib_batches: int = DEFAULT_BN_CALIB_BATCHES
+    start_from_largest: bool = False
 
     def __post_init__(self) -> None:
         _fix(lambda: check_int(self.n_trials, "n_trials", minimum=1), "e.g. n_trials=100")
@@ -211,6 +218,11 @@ class StudyConfig:
             lambda: check_int(self.bn_calib_batches, "bn_calib_batches", minimum=1),
             "e.g. bn_calib_batches=16",
         )
+        if not isinstance(self.start_from_largest, bool):
+            raise InputError(
+                f"StudyConfig: start_from_largest must be True or False, got "
+                f"{self.start_from_largest!r}"
+            )
         if self.space.quantizes and self.backend != "onnxruntime":
             raise InputError(
                 f"StudyConfig: space offers precision {self.space.precision}, and an int8 "
@@ -241,6 +253,7 @@ class StudyConfig:
             "measure_options": dict(self.measure_options),
             "test_scores": self.test_scores,
             "bn_calib_batches": self.bn_calib_batches,
+            "start_from_largest": self.start_from_largest,
         }
 
     def to_json(self) -> str:

@@ -283,6 +283,23 @@ class BoundSpace:
                 params[name] = trial.suggest_categorical(name, dist.choices)  # type: ignore[arg-type]
         return params
 
+    def largest_params(self) -> list[dict[str, Any]]:
+        """The parameters of the largest sub-network of the space (every keep ratio at its
+        largest, the first criterion and ``round_to``, no block removed), once per
+        precision the space offers (a per-stage precision the same in every stage)."""
+        base: dict[str, Any] = {}
+        for name, dist in self.distributions.items():
+            if isinstance(dist, FloatDistribution):
+                base[name] = dist.high
+            elif name.startswith(REMOVE):
+                base[name] = False
+            elif name not in self.precision_stages:
+                assert isinstance(dist, CategoricalDistribution)
+                base[name] = dist.choices[0]
+        if not self.precision_stages:
+            return [base]
+        return [{**base, **dict.fromkeys(self.precision_stages, p)} for p in self.space.precision]
+
     def ratios(self, params: Mapping[str, Any]) -> dict[str, float]:
         """Group name -> prune ratio (``1 - keep``) for the groups the parameters cut."""
         out: dict[str, float] = {}
