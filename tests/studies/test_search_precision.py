@@ -4,6 +4,7 @@ running the quantized ONNX model, timed in onnxruntime, and kept apart in the fr
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -259,3 +260,34 @@ def test_start_from_largest_seeds_the_unpruned_model_in_each_precision(tmp_path:
     assert len(resumed.completed) == 5 and len(later) == 2  # not seeded again
     with pytest.raises(InputError, match="start_from_largest"):
         StudyConfig(start_from_largest="yes")  # type: ignore[arg-type]
+
+
+def test_worker_processes_quantize_their_int8_trials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here = Path(__file__).parent
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")]))
+    front = ns.search(
+        "search_helpers:tiny_mlp",
+        task="precision_helpers:AgreementTask",
+        storage=str(tmp_path / "study.journal"),
+        progress=False,
+        config=StudyConfig(
+            n_trials=4,
+            workers=2,
+            sampler="random",
+            backend="onnxruntime",
+            recover_budget=None,
+            measure_options=FAST_MEASURE,
+            space=PRECISION,
+            start_from_largest=True,
+        ),
+    )
+    by_number = sorted(front.completed, key=lambda t: t.number)
+    assert len(by_number) == 4
+    assert {t.quantized for t in by_number[:2]} == {False, True}  # the seeded pair
+    pids = {t.user_attrs["worker"]["pid"] for t in front.study.get_trials()}
+    assert os.getpid() not in pids
+    int8 = next(t for t in by_number if t.quantized)
+    attrs = front.study.trials[int8.number].user_attrs
+    assert attrs["int8_layers"] == 3 and attrs["quantize"] == ns.QuantizeConfig().to_dict()
