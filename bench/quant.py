@@ -206,32 +206,27 @@ def main(argv: list[str] | None = None) -> int:
         }
     for t in front_c.trials:
         key = f"c{t.number}"
+        row: dict[str, Any] = {
+            "front": "c",
+            "trial": t.number,
+            "precision": "int8" if t.quantized else "float",
+            "val": t.score,
+            "test": t.test_score,
+            "params": t.params,
+        }
         if t.quantized:
             exported = t.export_quantized(work / f"{key}.int8.onnx")
             timed[key] = exported.model
-            candidates[key] = {
-                "front": "c",
-                "trial": t.number,
-                "precision": "int8",
-                "val": t.score,
-                "test": t.test_score,
+            row |= {
                 "test_exported": exported.test_score,
                 "within_tolerance": exported.within_tolerance,
-                "params": t.params,
                 "bytes": exported.model.quantized_bytes,
                 "float_bytes": exported.model.float_bytes,
                 "fell_back": fell_back(exported.model),
             }
         else:
             timed[key] = t.model
-            candidates[key] = {
-                "front": "c",
-                "trial": t.number,
-                "precision": "float",
-                "val": t.score,
-                "test": t.test_score,
-                "params": t.params,
-            }
+        candidates[key] = row
     console.print(f"timing {len(timed)} models side by side ...")
     rounds, repeats = (10, 5) if args.task == "mnist1d" else (3, 2)
     medians = compare_latency(
