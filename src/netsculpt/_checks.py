@@ -167,9 +167,15 @@ def config_json(cls: type, text: Any) -> Any:
         raise InputError(f"{cls.__name__}.from_json: not JSON ({exc})") from None
 
 
-def check_config_fields(cls: type, data: Mapping[str, Any]) -> None:
-    """Refuse keys of ``data`` that name no field of the config dataclass ``cls`` (a config
-    read back from JSON is data), suggesting the closest field name."""
+def check_config_fields(cls: type, data: Any) -> dict[str, Any]:
+    """``data`` (a config read back from JSON, so data) as a dict of ``cls``'s fields:
+    refuses anything but a mapping, and keys that name no field of the config dataclass
+    ``cls``, suggesting the closest field name."""
+    if not isinstance(data, Mapping):
+        raise InputError(
+            f"{cls.__name__}.from_dict needs a dict, got {type(data).__name__} "
+            f"({data!r:.60}); pass what {cls.__name__}.to_dict() returned"
+        )
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(str(k) for k in data if k not in names)
     if unknown:
@@ -179,3 +185,4 @@ def check_config_fields(cls: type, data: Mapping[str, Any]) -> None:
             f"{cls.__name__} has no field {', '.join(repr(k) for k in unknown)}; {hint}its "
             f"fields are {', '.join(names)}"
         )
+    return dict(data)

@@ -144,13 +144,7 @@ class QuantizeConfig:
         Raises:
             InputError: ``data`` is not a dict, or names a field the config does not have.
         """
-        if not isinstance(data, Mapping):
-            raise InputError(
-                f"{cls.__name__}.from_dict needs a dict, got {type(data).__name__}; pass what "
-                f"to_dict() returned, e.g. {{'mode': 'static'}}"
-            )
-        check_config_fields(cls, data)
-        return cls(**dict(data))
+        return cls(**check_config_fields(cls, data))
 
     @classmethod
     def from_json(cls, text: str) -> QuantizeConfig:

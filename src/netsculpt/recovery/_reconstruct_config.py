@@ -122,13 +122,7 @@ class ReconstructConfig:
         Raises:
             InputError: ``data`` is not a mapping, or names a field the config lacks.
         """
-        if not isinstance(data, Mapping):
-            raise InputError(
-                f"ReconstructConfig.from_dict needs a dict, got {type(data).__name__} "
-                f"({data!r:.60}); pass what to_dict() returned, e.g. {{'method': 'refit'}}"
-            )
-        check_config_fields(cls, data)
-        return cls(**dict(data))
+        return cls(**check_config_fields(cls, data))
 
     @classmethod
     def from_json(cls, text: str) -> ReconstructConfig:

@@ -268,13 +268,7 @@ class StudyConfig:
             InputError: ``data`` is not a dict, names a field StudyConfig does not have, or
                 holds a bad value (the message names it).
         """
-        if not isinstance(data, Mapping):
-            raise InputError(
-                f"StudyConfig.from_dict needs a dict, got {type(data).__name__} "
-                f"({data!r:.60}); pass what StudyConfig.to_dict() returned"
-            )
-        check_config_fields(cls, data)
-        fields = dict(data)
+        fields = check_config_fields(cls, data)
         if isinstance(fields.get("objectives"), list):
             fields["objectives"] = tuple(fields["objectives"])
         if isinstance(fields.get("space"), Mapping):

@@ -177,13 +177,7 @@ class ElasticConfig:
         Raises:
             InputError: not a mapping, an unknown field, or a value the field refuses.
         """
-        if not isinstance(data, Mapping):
-            raise InputError(
-                f"an ElasticConfig dict is needed, got {type(data).__name__}; pass what "
-                f"ElasticConfig.to_dict() returned"
-            )
-        check_config_fields(cls, data)
-        fields = dict(data)
+        fields = check_config_fields(cls, data)
         if isinstance(fields.get("depth"), list):
             fields["depth"] = tuple(fields["depth"])
         return cls(**fields)

@@ -255,13 +255,7 @@ class SupernetTrainConfig:
         Raises:
             InputError: not a mapping, an unknown field, or a value a field refuses.
         """
-        if not isinstance(data, Mapping):
-            raise InputError(
-                f"SupernetTrainConfig.from_dict needs a dict, got {type(data).__name__}; pass "
-                f"what SupernetTrainConfig.to_dict() returned, e.g. {{'lr': 0.001}}"
-            )
-        check_config_fields(cls, data)
-        return cls(**dict(data))
+        return cls(**check_config_fields(cls, data))
 
     @classmethod
     def from_json(cls, text: str) -> SupernetTrainConfig:
