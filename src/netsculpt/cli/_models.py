@@ -26,6 +26,7 @@ from torch import nn
 from netsculpt.errors import FactoryError
 
 __all__ = [
+    "ModelArg",
     "TrustCode",
     "base_factory_of",
     "load_model_spec",
@@ -34,6 +35,14 @@ __all__ = [
     "supernet_folder",
 ]
 
+#: the MODEL argument of every command that takes a model
+ModelArg = Annotated[
+    str,
+    typer.Argument(
+        help="built-in name (digits, minilm, mnist1d), 'package.module:factory' or a netsculpt "
+        "save folder"
+    ),
+]
 #: the ``--trust-code`` option of every command whose MODEL may be a folder
 TrustCode = Annotated[
     bool,

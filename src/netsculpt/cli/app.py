@@ -27,7 +27,7 @@ import typer
 from rich.table import Table
 from torch import nn
 
-from netsculpt.cli._models import TrustCode, base_factory_of, load_model_spec
+from netsculpt.cli._models import ModelArg, TrustCode, base_factory_of, load_model_spec
 from netsculpt.cli._output import (
     LatencySpread,
     compare_models,
@@ -67,15 +67,6 @@ def _factory_of(spec: str) -> str | None:
         base = read_manifest(spec)["base"]
         return str(base["factory"]) if base["kind"] == "factory" else None
     return base_factory_of(spec)
-
-
-ModelArg = Annotated[
-    str,
-    typer.Argument(
-        help="built-in name (digits, minilm, mnist1d), 'package.module:factory' or a netsculpt "
-        "save folder"
-    ),
-]
 
 
 @_command()

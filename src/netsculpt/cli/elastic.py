@@ -34,6 +34,7 @@ from rich.table import Table
 from torch import nn
 
 from netsculpt.cli._models import (
+    ModelArg,
     TrustCode,
     base_factory_of,
     load_model_spec,
@@ -100,13 +101,7 @@ def _summary(supernet: Any) -> str:
 
 
 def elastic_command(
-    model: Annotated[
-        str,
-        typer.Argument(
-            help="built-in name (digits, minilm, mnist1d), 'package.module:factory' or a "
-            "netsculpt save folder"
-        ),
-    ],
+    model: ModelArg,
     out: Annotated[Path, typer.Option("--out", help="super-network folder to write")],
     keep: Annotated[
         str, typer.Option("--keep", help="keep fractions every group offers, comma-separated")

@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from netsculpt.cli._models import TrustCode, load_model_spec
+from netsculpt.cli._models import ModelArg, TrustCode, load_model_spec
 from netsculpt.cli._output import console, one_line_errors, print_table
 from netsculpt.errors import InputError
 
@@ -27,13 +27,7 @@ __all__ = ["quantize_command", "register"]
 
 
 def quantize_command(
-    model: Annotated[
-        str,
-        typer.Argument(
-            help="a netsculpt save folder, a built-in name (digits, minilm, mnist1d) or "
-            "'package.module:factory'"
-        ),
-    ],
+    model: ModelArg,
     out: Annotated[Path, typer.Option("--out", help="the quantized .onnx file to write")],
     mode: Annotated[
         str, typer.Option("--mode", help="static (weights and activations) or dynamic")
