@@ -16,6 +16,7 @@ from search_helpers import FAST_MEASURE, search_with, tiny_mlp
 
 import netsculpt as ns
 from netsculpt.errors import InputError, SearchError
+from netsculpt.measurement.api import count_params
 from netsculpt.studies import SearchSpace, StudyConfig
 from netsculpt.studies.front import Front
 from netsculpt.studies.space import build_space
@@ -127,6 +128,7 @@ def test_int8_trials_are_quantized_scored_in_onnxruntime_and_cached_apart(
         assert attrs["quantize"] == ns.QuantizeConfig().to_dict()
         assert attrs["int8_layers"] == 3  # fc1, fc2, out
         assert t.size_bytes is not None and t.size_bytes > 0
+        assert t.params == count_params(t.model)  # the pruned model's, not the ONNX file's
     # the int8 and float versions of one plan are two cache entries
     keys = {(t.plan.to_json(), t.quantized) for t in front.completed}
     hashes = {study_trials[t.number].user_attrs["plan_hash"] for t in front.completed}

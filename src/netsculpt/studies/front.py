@@ -686,10 +686,7 @@ class Front:
             for t in frozen
             if t.state == TrialState.FAIL and "fail_reason" in t.user_attrs
         )
-        feasible = [t for t in self.completed if self.is_feasible(t)]
-        self.trials: tuple[FrontTrial, ...] = tuple(
-            sorted(_pareto(feasible, self.objectives), key=lambda t: (t.latency_ms, -t.score))
-        )
+        self.trials: tuple[FrontTrial, ...] = tuple(self._front_over(self.completed))
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -884,8 +881,12 @@ class Front:
         comparing ``front_of(quantized=False)`` with ``trials``."""
         if quantized is None:
             return list(self.trials)
-        chosen = [t for t in self.completed if t.quantized is quantized and self.is_feasible(t)]
-        return sorted(_pareto(chosen, self.objectives), key=lambda t: (t.latency_ms, -t.score))
+        return self._front_over([t for t in self.completed if t.quantized is quantized])
+
+    def _front_over(self, trials: Sequence[FrontTrial]) -> list[FrontTrial]:
+        """The feasible Pareto-optimal trials among ``trials``, fastest first."""
+        feasible = [t for t in trials if self.is_feasible(t)]
+        return sorted(_pareto(feasible, self.objectives), key=lambda t: (t.latency_ms, -t.score))
 
     def score_latency_front(self) -> list[FrontTrial]:
         """The trials of the front that no other feasible trial beats on score and latency,

@@ -212,7 +212,7 @@ class Evaluator:
             self._fail(trial, "plan", exc)
         quantize = self._quantize_config(params)
         if quantize is not None:
-            key = plan_hash(f"{plan_json}\nquantize={quantize.to_json()}")
+            key = _quantized_key(plan_json, quantize)
             trial.set_user_attr("precision", self.bound.precision(params))  # type: ignore[attr-defined]
             trial.set_user_attr("quantize", quantize.to_dict())
         trial.set_user_attr("plan", plan_json)
@@ -272,9 +272,7 @@ class Evaluator:
         trial is int8 (the predictor skips candidates already seen)."""
         _, plan_json, key = self._plan_for(params)
         quantize = self._quantize_config(params)
-        if quantize is None:
-            return key
-        return plan_hash(f"{plan_json}\nquantize={quantize.to_json()}")
+        return key if quantize is None else _quantized_key(plan_json, quantize)
 
     def _quantize_config(self, params: Mapping[str, Any]) -> Any:
         """The trial's ``QuantizeConfig``, or None for a float trial (or a space without
@@ -288,8 +286,6 @@ class Evaluator:
         """The metrics of ``plan`` (validation score, latency, params, MACs) and, apart, its
         test score (None when not scored). With a ``QuantizeConfig`` the sub-network is
         quantized first, and the quantized ONNX model is scored and timed instead."""
-        from netsculpt.measurement.api import count_macs, count_params
-
         started = time.perf_counter()
         small = self._build(trial, plan)
         with contextlib.ExitStack() as stack:
@@ -318,9 +314,6 @@ class Evaluator:
                     backend=self.backend,
                     measure_options=self.measure_options,
                 )
-                if quantize is not None:  # int8 computes as many MACs with as many weights
-                    metrics["params"] = count_params(small)
-                    metrics["macs"] = count_macs(small, self.example_inputs)
             except Exception as exc:  # noqa: BLE001 -- any error of user code fails the trial
                 self._fail(trial, "measure" + what, exc)
         trial.set_user_attr("eval_seconds", round(time.perf_counter() - started, 4))
@@ -447,6 +440,11 @@ class Evaluator:
         reason = f"{stage} failed: {type(exc).__name__}: {exc}{at}"
         trial.set_user_attr("fail_reason", reason[:2000])
         raise TrialFailed(reason) from exc
+
+
+def _quantized_key(plan_json: str, quantize: Any) -> str:
+    """The cache key of an int8 trial: its plan together with its quantization options."""
+    return plan_hash(f"{plan_json}\nquantize={quantize.to_json()}")
 
 
 def _results_of(t: Any, key: str) -> dict[str, Any] | None:
