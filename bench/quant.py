@@ -2,6 +2,7 @@
 
     python bench/quant.py --task mnist1d   # the residual 1-D CNN (static int8), 40 trials, 14 min
     python bench/quant.py --task minilm    # all-MiniLM-L6-v2 (dynamic int8), 8 trials, ~1 h
+    python bench/quant.py --task digits --trials 12 --recover 30   # a tiny CNN, int8 slower
     python bench/quant.py --task mnist1d --quick    # a smoke run (writes nothing)
 
 For one task, three fronts, each from the same number of trials (``--trials``):
@@ -67,6 +68,12 @@ def setup(name: str, quick: bool) -> tuple[Any, Any, Any, SearchSpace, ns.Quanti
             round_to=(1, 8),
         )
         quantize = ns.QuantizeConfig(mode="static", calib_batches=8)
+    elif name == "digits":  # a tiny CNN on 8x8 images: where int8 is slower
+        task = ns.get_task("digits")
+        space = SearchSpace(
+            tie="stage", min_keep=0.25, step=0.125, importance=("magnitude",), round_to=(1,)
+        )
+        quantize = ns.QuantizeConfig(mode="static", calib_batches=8)
     elif name == "minilm":
         task = ns.get_task("minilm") if not quick else ns.get_task("minilm", n_eval=64)
         space = SearchSpace(
@@ -79,7 +86,7 @@ def setup(name: str, quick: bool) -> tuple[Any, Any, Any, SearchSpace, ns.Quanti
         )
         quantize = ns.QuantizeConfig(mode="dynamic")
     else:
-        raise SystemExit(f"unknown task {name!r}: use mnist1d or minilm")
+        raise SystemExit(f"unknown task {name!r}: use mnist1d, minilm or digits")
     return task, task.pretrained_model().eval(), task.example_inputs(), space, quantize
 
 
@@ -129,7 +136,7 @@ def fell_back(q: Any) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", default="mnist1d", choices=("mnist1d", "minilm"))
+    parser.add_argument("--task", default="mnist1d", choices=("mnist1d", "minilm", "digits"))
     parser.add_argument("--trials", type=int, default=None, help="trials per search")
     parser.add_argument(
         "--recover",
