@@ -20,7 +20,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-MODELS = ("mlp_residual", "resnet_basic", "transformer_block", "hf_bert")
+MODELS = ("mlp_residual", "resnet_basic", "transformer_block", "hf_bert", "moe_transformer")
 
 PROBE = """
 import json, sys

@@ -41,7 +41,7 @@ from netsculpt.graph.propagate import (
     default_registry,
     op_name,
 )
-from netsculpt.graph.spaces import Space, SpaceTable
+from netsculpt.graph.spaces import Space, SpaceTable, static_size
 
 __all__ = ["Graph", "Group", "Slot", "analyze", "match_names"]
 
@@ -351,7 +351,7 @@ def _output_shapes(program: torch.export.ExportedProgram) -> list[tuple[int, ...
             for leaf in leaves:
                 val = leaf.meta.get("val") if hasattr(leaf, "meta") else None
                 if isinstance(val, torch.Tensor):
-                    out.append(tuple(int(s) for s in val.shape))
+                    out.append(tuple(static_size(s) for s in val.shape))
     return out
 
 

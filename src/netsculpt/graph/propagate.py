@@ -34,7 +34,7 @@ from netsculpt.graph.ops import (
 from netsculpt.graph.ops._common import Desc
 from netsculpt.graph.ops._normsite import NormSite
 from netsculpt.graph.ops.pointwise import elementwise
-from netsculpt.graph.spaces import Space, SpaceTable
+from netsculpt.graph.spaces import Space, SpaceTable, static_size
 
 __all__ = [
     "HANDLERS",
@@ -138,7 +138,7 @@ class Propagator:
             return None
         val = node.meta.get("val")
         if isinstance(val, torch.Tensor):
-            return tuple(int(s) for s in val.shape)
+            return tuple(static_size(s) for s in val.shape)
         return None
 
     def out_shape(self, node: fx.Node) -> tuple[int, ...]:

@@ -22,9 +22,32 @@ from __future__ import annotations
 
 import itertools
 import math
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
+
+DATA_DEPENDENT = (
+    "a data-dependent size (how many rows depends on the values, such as the tokens routed "
+    "to one expert)"
+)
+
+
+def static_size(size: object) -> int:
+    """``size`` as an int; a data-dependent size (an unbacked SymInt) as a negative stand-in.
+
+    torch.export gives a size that depends on tensor values (``nonzero``, ``torch.where(mask)``,
+    boolean indexing: the tokens an expert receives) as a symbol with no value. Such a
+    dimension is never a prunable channel; it gets a negative size, the same for the same
+    symbol (so two dimensions of one symbol still unify), derived from the symbol's text
+    without Python's salted ``hash`` so that analysis stays the same from run to run.
+    """
+    if isinstance(size, int):
+        return size
+    try:
+        return int(size)  # type: ignore[call-overload]
+    except Exception:  # noqa: BLE001 - torch raises its own guard errors for unbacked sizes
+        return -1 - zlib.crc32(str(size).encode()) % (1 << 30)
 
 
 @dataclass(eq=False)
@@ -51,9 +74,11 @@ class SpaceTable:
         self.conflicts: list[str] = []
 
     # -- creation -------------------------------------------------------------------
-    def new(self, size: int, taint: str = "") -> Space:
+    def new(self, size: object, taint: str = "") -> Space:
         self._next += 1
-        return Space(size=int(size), uid=self._next, taint=taint)
+        value = static_size(size)
+        taint = taint or (DATA_DEPENDENT if value < 0 else "")
+        return Space(size=value, uid=self._next, taint=taint)
 
     # -- union-find -----------------------------------------------------------------
     def find(self, space: Space) -> Space:
@@ -182,7 +207,7 @@ class SpaceTable:
         coarsening or refinement of ``sizes``. Returns None when the layouts conflict.
         """
         root = self.find(space)
-        sizes = [int(s) for s in sizes]
+        sizes = [static_size(s) for s in sizes]
         if sum(sizes) != root.size:
             return None
         if len(sizes) == 1:

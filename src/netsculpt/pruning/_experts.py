@@ -94,8 +94,10 @@ def find_moe_blocks(model: nn.Module) -> list[MoeBlock]:
         where = _join(path, "experts")
         if isinstance(experts, nn.ModuleList):
             raise UnsupportedOperationError(
-                f"module {where!r} keeps its experts in a ModuleList; netsculpt removes experts "
-                f"stored as stacked [num_experts, ...] weights (transformers 5.x layout)"
+                f"module {where!r} keeps its experts in a ModuleList; netsculpt removes whole "
+                f"experts only where they are stacked [num_experts, ...] weights (transformers "
+                f"5.x layout); prune each expert's neurons with netsculpt.prune instead (every "
+                f"expert of a ModuleList is its own group), or exclude {path or '<top>'!r}"
             )
         n = _int_attr(experts, "num_experts")
         if n is None:

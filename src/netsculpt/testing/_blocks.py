@@ -535,3 +535,62 @@ class TwoTower(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         h = F.relu(self.fuse(torch.cat([self.image(image), self.vector(features)], dim=1)))
         return self.cls(h), self.reg(h)
+
+
+class ExpertMLP(nn.Module):
+    """One expert: Linear, GELU, Linear."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.up = nn.Linear(dim, hidden)
+        self.down = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.gelu(self.up(x)))
+
+
+class SparseMoE(nn.Module):
+    """Top-2 mixture of experts kept in an ``nn.ModuleList``, dispatched by token index.
+
+    The layout of hand-written MoE layers (and of transformers 4.x Mixtral): each expert runs
+    on the tokens routed to it (``torch.where`` on the top-k indices, a data-dependent
+    number of rows) and its output is added back at their positions with ``index_add``.
+    """
+
+    def __init__(self, dim: int = 32, hidden: int = 64, experts: int = 4, top_k: int = 2) -> None:
+        super().__init__()
+        self.top_k = top_k
+        self.gate = nn.Linear(dim, experts, bias=False)
+        self.experts = nn.ModuleList([ExpertMLP(dim, hidden) for _ in range(experts)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        weights, chosen = self.gate(flat).softmax(-1).topk(self.top_k, dim=-1)
+        weights = weights / weights.sum(-1, keepdim=True)
+        out = torch.zeros_like(flat)
+        for e, expert in enumerate(self.experts):
+            rows, slot = torch.where(chosen == e)
+            out = out.index_add(0, rows, weights[rows, slot, None] * expert(flat[rows]))
+        return out.reshape(x.shape)
+
+
+class MoETransformer(nn.Module):
+    """Token embedding, two pre-norm blocks (attention, then a sparse MoE), a classifier."""
+
+    def __init__(self, vocab: int = 100, dim: int = 32, heads: int = 4, classes: int = 5) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.attn_norms = nn.ModuleList([nn.LayerNorm(dim) for _ in range(2)])
+        self.attns = nn.ModuleList([SelfAttention(dim, heads) for _ in range(2)])
+        self.moe_norms = nn.ModuleList([nn.LayerNorm(dim) for _ in range(2)])
+        self.moes = nn.ModuleList([SparseMoE(dim) for _ in range(2)])
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.embed(ids)
+        for attn_norm, attn, moe_norm, moe in zip(
+            self.attn_norms, self.attns, self.moe_norms, self.moes, strict=True
+        ):
+            h = h + attn(attn_norm(h))
+            h = h + moe(moe_norm(h))
+        return self.head(h.mean(1))

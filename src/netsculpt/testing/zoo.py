@@ -158,6 +158,13 @@ def transformer_block() -> tuple[nn.Module, ExampleInputs]:
 
 
 @_register
+def moe_transformer() -> tuple[nn.Module, ExampleInputs]:
+    """Hand-written MoE: top-2 experts in an nn.ModuleList, dispatched with torch.where and
+    index_add (a data-dependent number of tokens per expert)."""
+    return _hand(B.MoETransformer, lambda: torch.randint(0, 100, (BATCH, SEQ)))
+
+
+@_register
 def tied_lm() -> tuple[nn.Module, ExampleInputs]:
     """Language model whose LM head shares the embedding weight."""
     return _hand(B.TiedLM, lambda: torch.randint(0, 128, (BATCH, SEQ)))

@@ -14,6 +14,7 @@ from torch import fx
 
 from netsculpt.graph.ops._common import int_arg, list_arg, wrap_dim
 from netsculpt.graph.ops._registry import handles, short_name
+from netsculpt.graph.spaces import static_size
 
 if TYPE_CHECKING:
     from netsculpt.graph.propagate import Propagator
@@ -147,9 +148,58 @@ def _mixes_positions(p: Propagator, node: fx.Node) -> Any:
     val = node.meta.get("val")
     val_shape = p.out_shape(node) if isinstance(val, torch.Tensor) else cast(Any, val)[0].shape
     out = [
-        s if s.size == int(val_dim) else p.table.new(int(val_dim), reason)
+        s if s.size == static_size(val_dim) else p.table.new(val_dim, reason)
         for s, val_dim in zip(d, val_shape, strict=False)
     ]
     if isinstance(val, (list, tuple)):
         return [out, list(out)]
     return out
+
+
+@handles("index_add", "index_copy")
+def _index_add(p: Propagator, node: fx.Node) -> Any:
+    """``out = self; out.index_add_(dim, index, source)``: rows written at tensor positions.
+
+    The scatter of a hand-written mixture of experts (``out.index_add(0, rows, expert(x[rows]))``):
+    the indexed dimension is protected, every other dimension of ``source`` is the same
+    channels as that of ``self`` (and of the result).
+    """
+    d, src = p.desc(node.args[0]), p.desc(node.args[3])
+    if d is None or src is None or len(d) != len(src):
+        raise ValueError("index_add of tensors with different ranks")
+    dim = wrap_dim(int_arg(node.args[1]), len(d))
+    reason = f"written at tensor positions in module '{p.module_of(node)}'"
+    p.taint_desc([d[dim], src[dim]], reason)
+    for i in range(len(d)):
+        if i != dim:
+            p.unify(d[i], src[i])
+    return list(d)
+
+
+@handles("index_put", "_unsafe_index_put")
+def _index_put(p: Propagator, node: fx.Node) -> Any:
+    """``self[indices] = values`` (or ``+=`` with ``accumulate``).
+
+    The dimensions ``indices`` address are protected; the trailing dimensions of ``self``
+    are the same channels as the trailing dimensions of ``values`` they are written from.
+    """
+    d, values = p.desc(node.args[0]), p.desc(node.args[2])
+    if d is None:
+        raise ValueError("index_put into an untracked tensor")
+    indices = list_arg(node.args[1])
+    reason = f"written at tensor positions in module '{p.module_of(node)}'"
+    last = max((i for i, x in enumerate(indices) if x is not None), default=-1)
+    for i in range(last + 1):
+        p.taint_desc([d[i]], reason)
+    trailing = d[last + 1 :]
+    if values is not None:
+        tail = values[len(values) - len(trailing) :] if trailing else []
+        for s in values:
+            if s not in tail:
+                p.taint_desc([s], reason)
+        for target, source in zip(reversed(trailing), reversed(tail), strict=False):
+            if source.size == target.size:
+                p.unify(target, source)
+            elif source.size != 1:
+                p.taint_desc([source, target], reason)
+    return list(d)
