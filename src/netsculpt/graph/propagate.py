@@ -162,6 +162,16 @@ class Propagator:
         path = list(stack.values())[-1][0]
         return _clean_path(str(path))
 
+    def release_next_factor(self, node: fx.Node, space: Space) -> None:
+        """``node`` takes the outer factor ``space`` of a reshape apart (see
+        :meth:`SpaceTable.release_next_factor`)."""
+        stack = node.meta.get("nn_module_stack") or {}
+        owner = str(list(stack.values())[-1][1]) if stack else ""
+        # nn.MultiheadAttention computes its head width from the width of its input, so its
+        # heads cannot be removed: they stay an inner factor (not a group)
+        if not owner.endswith("MultiheadAttention"):
+            self.table.release_next_factor(space)
+
     def module_stack(self, node: fx.Node) -> list[str]:
         stack = node.meta.get("nn_module_stack") or {}
         return [_clean_path(str(v[0])) for v in stack.values()]

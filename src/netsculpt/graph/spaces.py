@@ -72,6 +72,8 @@ class SpaceTable:
     def __init__(self) -> None:
         self._next = 0
         self.conflicts: list[str] = []
+        # child uid -> (the space split_prod refined, the child's position, the inner taint)
+        self._split_of: dict[int, tuple[Space, int, str]] = {}
 
     # -- creation -------------------------------------------------------------------
     def new(self, size: object, taint: str = "") -> Space:
@@ -193,12 +195,36 @@ class SpaceTable:
         children = [self.new(s) for s in sizes]
         root.kind = "prod"
         root.children = children
+        for i, child in enumerate(children):
+            self._split_of[child.uid] = (root, i, "" if root.taint else inner_taint)
         if root.taint:
             for c in children:
                 c.taint = root.taint
         elif inner_taint:
             for c in children[1:]:
                 c.taint = inner_taint
+
+    def release_next_factor(self, space: Space) -> None:
+        """``space``, the outer factor of a reshape, is taken apart into separate tensors
+        (``unbind``, ``select``): the factor after it is the outer factor of every piece.
+
+        A fused projection viewed as ``[3, heads, head_dim]`` and unbound into q, k and v
+        is the case: the heads, an inner factor of the reshape, become prunable units (the
+        same heads in the three pieces); the head dimension stays an inner factor.
+        """
+        info = self._split_of.get(space.uid) or self._split_of.get(self.find(space).uid)
+        if info is None:
+            return
+        root, index, inner = info
+        if index != 0 or not inner or len(root.children) < 2:
+            return
+        nxt: Space | None = root.children[1]
+        while nxt is not None:
+            rep = self.find(nxt)
+            if rep.taint != inner:
+                return
+            rep.taint = nxt.taint = ""
+            nxt = rep.children[0] if rep.kind == "prod" and rep.children else None
 
     def split_cat(self, space: Space, sizes: list[int]) -> list[Space] | None:
         """Refine ``space`` into a concatenation of pieces of ``sizes``; returns the pieces.

@@ -70,6 +70,7 @@ def _select(p: Propagator, node: fx.Node) -> Any:
         return p.fresh_like(node, "")
     dim = wrap_dim(int_arg(node.args[1]), len(d))
     if d[dim].size > 1:
+        p.release_next_factor(node, d[dim])
         p.taint_desc([d[dim]], f"indexed with a literal in module '{p.module_of(node)}'")
     return [s for i, s in enumerate(d) if i != dim]
 

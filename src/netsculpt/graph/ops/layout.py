@@ -267,5 +267,6 @@ def _unbind(p: Propagator, node: fx.Node) -> Any:
     if d is None:
         return p.fresh_like(node, "")
     dim = wrap_dim(int_arg(node.args[1]) if len(node.args) > 1 else 0, len(d))
+    p.release_next_factor(node, d[dim])
     p.taint_desc([d[dim]], f"unbound into separate tensors in module '{p.module_of(node)}'")
     return [[s for i, s in enumerate(d) if i != dim] for _ in range(d[dim].size)]

@@ -14,6 +14,7 @@ from torch import fx
 
 from netsculpt.graph.ops._common import Desc, int_arg
 from netsculpt.graph.ops._registry import handles, short_name
+from netsculpt.graph.spaces import static_size
 
 if TYPE_CHECKING:
     from netsculpt.graph.propagate import Propagator
@@ -83,6 +84,66 @@ def _addmm(p: Propagator, node: fx.Node) -> Any:
             t = out[len(out) - 1 - k]
             if s.size == t.size and s.size != 1:
                 p.unify(s, t)
+    return out
+
+
+def _einsum_letters(equation: str, ranks: Sequence[int]) -> tuple[list[str], str] | None:
+    """The letters of each operand of ``equation`` and of its output, with every ``...``
+    written as letters of its own (right-aligned across operands, as broadcasting is)."""
+    equation = equation.replace(" ", "")
+    inputs, arrow, output = equation.partition("->")
+    terms = inputs.split(",")
+    if len(terms) != len(ranks):
+        return None
+    widest = max(
+        (r - len(t.replace("...", "")) for t, r in zip(terms, ranks, strict=True)), default=0
+    )
+    ellipsis = "".join(chr(0x3B1 + i) for i in range(max(widest, 0)))  # Greek: never in an equation
+    letters: list[str] = []
+    for term, rank in zip(terms, ranks, strict=True):
+        if "..." in term:
+            covered = rank - len(term.replace("...", ""))
+            term = term.replace("...", ellipsis[len(ellipsis) - covered :] if covered else "")
+        if len(term) != rank:
+            return None
+        letters.append(term)
+    if not arrow:
+        once = sorted(c for c in set(inputs) if c.isalpha() and inputs.count(c) == 1)
+        output = ellipsis + "".join(once)
+    else:
+        output = output.replace("...", ellipsis)
+    return letters, output
+
+
+@handles("einsum")
+def _einsum(p: Propagator, node: fx.Node) -> Any:
+    """``torch.einsum``: every dimension labelled with one letter is one space (a broadcast
+    dimension of size 1 excepted); a letter in the output that only a weight carries is that
+    weight's output dimension."""
+    operands = list(node.args[1]) if isinstance(node.args[1], (list, tuple)) else []
+    descs = [p.desc(a) for a in operands]
+    parsed = None
+    if descs and all(d is not None for d in descs):
+        parsed = _einsum_letters(str(node.args[0]), [len(d or []) for d in descs])
+    if parsed is None:
+        return p.unsupported(node)
+    letters, output = parsed
+    spaces: dict[str, Any] = {}
+    for term, desc in zip(letters, descs, strict=True):
+        for letter, space in zip(term, desc or [], strict=True):
+            first = spaces.get(letter)
+            if first is None or first.size == 1:
+                spaces[letter] = space
+            elif space.size != 1:
+                p.unify(first, space)
+    for k, (term, arg) in enumerate(zip(letters, operands, strict=True)):
+        others = "".join(t for j, t in enumerate(letters) if j != k)
+        for dim, letter in enumerate(term):
+            if letter in output and letter not in others:
+                p.mark_output(arg, dim)
+    out = [spaces[letter] for letter in output if letter in spaces]
+    if len(out) != len(output) or tuple(s.size for s in out) != p.out_shape(node):
+        return p.fresh_like(node, "einsum")
     return out
 
 
@@ -161,6 +222,13 @@ def _embedding(p: Propagator, node: fx.Node) -> Any:
         return p.unsupported(node)
     p.table.taint(w[0], "rows of an embedding table (vocabulary or positions)")
     p.mark_output(node.args[0], 1)
+    val = node.meta.get("val")
+    if isinstance(val, (list, tuple)):  # embedding_bag: (bags [B, D], and index bookkeeping)
+        rest = [p.fresh_like_tensor(v, "embedding bag bookkeeping") for v in val[1:]]
+        bags = val[0].shape
+        if len(bags) != 2 or static_size(bags[1]) != w[1].size:
+            return [p.fresh(bags, "embedding"), *rest]
+        return [[p.table.new(bags[0], "the bags of an embedding bag"), w[1]], *rest]
     out_shape = p.out_shape(node)
     out = list(idx or []) + [w[1]]
     if tuple(s.size for s in out) != tuple(out_shape):

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch import fx
 
+from netsculpt.graph.ops._common import int_arg, wrap_dim
 from netsculpt.graph.ops._registry import handles
 from netsculpt.graph.spaces import Space
 
@@ -232,6 +233,24 @@ def _constant(p: Propagator, node: fx.Node) -> Any:
 )
 def _creation(p: Propagator, node: fx.Node) -> Any:
     return p.fresh_like(node, "created by the model's code with a literal size")
+
+
+@handles("_weight_norm")
+def _weight_norm(p: Propagator, node: fx.Node) -> Any:
+    """``nn.utils.parametrizations.weight_norm``: ``v * g / ||v||``, the norm over every
+    dimension but ``dim``. A removed input channel is a zero in every row of ``v``, so the
+    norms are unchanged and ``g`` [out, 1, ...] broadcasts against ``v`` like any elementwise
+    product. The rows themselves (dimension ``dim``) stay: a zeroed row has norm 0."""
+    v, g = p.desc(node.args[0]), p.desc(node.args[1])
+    if v is None or g is None:
+        return p.unsupported(node)
+    dim = wrap_dim(int_arg(node.args[2]) if len(node.args) > 2 else 0, len(v))
+    reason = (
+        f"the rows of the weight-normalised weight in module '{p.module_of(node)}' (a removed "
+        f"row would have norm 0)"
+    )
+    p.taint_desc([v[dim], g[dim]], reason)
+    return elementwise(p, node)
 
 
 @handles("operator::getitem")
