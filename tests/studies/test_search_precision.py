@@ -165,6 +165,22 @@ def test_int8_trial_rebuilds_to_the_model_the_search_scored(
         float_trial.quantized_model()
 
 
+def test_an_int8_trial_carries_its_precision_in_its_plan(
+    searched: tuple[Front, AgreementTask], tmp_path: Path
+) -> None:
+    front, task = searched
+    trial = next(t for t in front.completed if t.quantized)
+    assert trial.plan.precision == (("*", "int8"),)
+    assert trial.plan.quantize_config == trial.quantize
+    model = trial.model
+    assert ns.plan_of(model).precision == (("*", "int8"),)  # type: ignore[union-attr]
+    # quantized from the plan alone (no config), the model scores what the search measured
+    again = ns.quantize(model, task.example_inputs(), calib=task, path=tmp_path / "q.onnx")
+    assert task.evaluate(again.as_module(), "validation") == pytest.approx(trial.score)
+    float_trial = next(t for t in front.completed if not t.quantized)
+    assert float_trial.plan.precision == () and float_trial.plan.quantize is None
+
+
 def test_export_quantized_checks_test_against_validation(
     searched: tuple[Front, AgreementTask], tmp_path: Path
 ) -> None:

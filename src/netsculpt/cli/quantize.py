@@ -30,11 +30,17 @@ def quantize_command(
     model: ModelArg,
     out: Annotated[Path, typer.Option("--out", help="the quantized .onnx file to write")],
     mode: Annotated[
-        str, typer.Option("--mode", help="static (weights and activations) or dynamic")
-    ] = "static",
+        str | None,
+        typer.Option(
+            "--mode",
+            help="static (weights and activations) or dynamic; default: the mode the saved "
+            "plan records (an int8 trial exported from a search), else static",
+        ),
+    ] = None,
     calib: Annotated[
-        int, typer.Option("--calib", help="calibration batches read from the task (static)")
-    ] = 8,
+        int | None,
+        typer.Option("--calib", help="calibration batches read from the task (static; 8)"),
+    ] = None,
     task: Annotated[
         str | None,
         typer.Option(
@@ -48,18 +54,33 @@ def quantize_command(
         typer.Option("--float", help="module or node name (or re:pattern) to keep in float"),
     ] = None,
     per_channel: Annotated[
-        bool, typer.Option("--per-channel/--per-tensor", help="weight scales per channel")
-    ] = True,
+        bool | None,
+        typer.Option(
+            "--per-channel/--per-tensor", help="weight scales per channel (the default)"
+        ),
+    ] = None,
     trust_code: TrustCode = False,
 ) -> None:
     """Quantize a model to int8 with ONNX Runtime; write the .onnx and its recipe (.json)."""
+    from netsculpt.pruning.apply import plan_of
     from netsculpt.quantization import QuantizeConfig, quantize
     from netsculpt.tasks.registry import get_task
 
+    with console.status("loading the model"):
+        module, inputs = load_model_spec(model, trust_code=trust_code)
+    # a plan with a precision per layer (Plan.with_precision, a search's int8 trial) gives
+    # the options the command line leaves out; its float layers are kept float either way
+    plan = plan_of(module)
+    planned = plan.quantize_config if plan is not None else None
+    base = planned if planned is not None else QuantizeConfig()
     config = QuantizeConfig(
-        mode=mode,  # type: ignore[arg-type]  # checked by QuantizeConfig
-        calib_batches=calib,
-        per_channel=per_channel,
+        mode=mode if mode is not None else base.mode,  # type: ignore[arg-type]  # checked
+        calib_batches=calib if calib is not None else base.calib_batches,
+        per_channel=per_channel if per_channel is not None else base.per_channel,
+        calibration_method=base.calibration_method,
+        weight_type=base.weight_type,
+        activation_type=base.activation_type if mode is None else None,
+        op_types=base.op_types,
         float_layers=tuple(float_layers or ()),
     )
     if config.mode == "static" and task is None:
@@ -68,8 +89,6 @@ def quantize_command(
             "pass --task digits (or the task the model was trained on), or --mode dynamic"
         )
     scorer = get_task(task) if task is not None else None
-    with console.status("loading the model"):
-        module, inputs = load_model_spec(model, trust_code=trust_code)
     with console.status(f"quantizing ({config.mode})"):
         calib_batches = scorer if config.mode == "static" else None
         result = quantize(module, inputs, config, calib=calib_batches, path=out)

@@ -16,7 +16,13 @@ from netsculpt.pruning._factorized import factorize_module
 from netsculpt.pruning._moe_config import sync_config
 from netsculpt.pruning._residual import check_norm, resize_norm, sync_hidden_size
 from netsculpt.pruning._rewrite import install_slices, prepare_slices
-from netsculpt.pruning.plan import MAX_ARITY, REMOVED_KINDS, Plan, is_size_attribute
+from netsculpt.pruning.plan import (
+    EVERY_LAYER,
+    MAX_ARITY,
+    REMOVED_KINDS,
+    Plan,
+    is_size_attribute,
+)
 
 __all__ = ["Removed", "apply", "check_plan", "plan_of"]
 
@@ -215,6 +221,12 @@ def check_plan(model: nn.Module, plan: Plan) -> dict[str, dict[int, torch.Tensor
         factorised.add(module_path)
         _check_rank(module_path, module, rank, plan, indices)
     _check_norms(plan, modules, removed_paths, indices)
+    for module_path, _precision in plan.precision:
+        if module_path != EVERY_LAYER and module_path not in modules:
+            raise PlanError(
+                f"the plan gives a precision to module {_short(module_path)}, which the model "
+                f"does not have; name the model's modules (or '*' for every layer)"
+            )
     return indices
 
 

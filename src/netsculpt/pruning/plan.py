@@ -9,6 +9,7 @@ replayed on a freshly built model by :func:`netsculpt.apply`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import keyword
 import re
@@ -63,8 +64,14 @@ _PLAN_KEYS = frozenset(
         "lowrank",
         "norms",
         "slices",
+        "precision",
+        "quantize",
     }
 )
+#: the precisions a plan may give a layer (``ns.quantize`` quantizes or keeps it float)
+PRECISIONS = ("int8", "float")
+#: the precision entry that covers every layer no other entry names
+EVERY_LAYER = "*"
 REMOVED_KINDS = ("zeros", "identity")
 
 
@@ -269,6 +276,7 @@ def check_plan_data(
         _int(item[1], where + "[1]", 1, MAX_DIM)
     _check_norms(data.get("norms", []))
     _check_slices(data.get("slices", []))
+    _check_precision(data.get("precision", []), data.get("quantize"))
     meta = _dict(data.get("meta", {}), "meta")
     _check_stored_configs(meta)
     return declared
@@ -287,6 +295,32 @@ def _check_norms(norms: Any) -> None:
         seen.add(module)
         before = _int(item[1], where + "[1]", 1, MAX_DIM)
         _int(item[2], where + "[2]", 1, before)
+
+
+def _check_precision(precision: Any, quantize: Any) -> None:
+    """``[[module, "int8" | "float"], ...]`` and the ``QuantizeConfig`` fields as data."""
+    from netsculpt.quantization.config import QuantizeConfig
+
+    seen: set[str] = set()
+    for k, item in enumerate(_list(precision, "precision")):
+        where = f"precision[{k}]"
+        if not isinstance(item, list) or len(item) != 2:
+            raise _fail(where, f"expected [module, precision], got {_short(item)}")
+        module = _str(item[0], where + "[0]")
+        if not module or module in seen:
+            raise _fail(where + "[0]", f"module {_short(module)} is empty or listed twice")
+        seen.add(module)
+        if item[1] not in PRECISIONS:
+            raise _fail(
+                where + "[1]", f"precision {_short(item[1])} is not one of {list(PRECISIONS)}"
+            )
+    if quantize is not None:
+        try:
+            QuantizeConfig.from_dict(_dict(quantize, "quantize"))
+        except PlanError:
+            raise
+        except NetsculptError as exc:
+            raise _fail("quantize", str(exc)) from None
 
 
 def _check_slices(slices: Any) -> None:
@@ -437,6 +471,12 @@ class Plan:
             module's code that take a whole piece of a concatenation: applying the plan
             rewrites the bounds (``start:end`` as the code writes them) in that module's
             forward (:mod:`netsculpt.pruning._rewrite`).
+        precision: ``(module, "int8" | "float")``: how :func:`netsculpt.quantize` treats
+            each layer of the pruned model (``"*"``: every layer no other entry names); a
+            module marked float joins the quantizer's ``float_layers``. Empty for a float
+            plan. Weights are not touched by it: only ``ns.quantize`` reads it.
+        quantize: the :class:`~netsculpt.QuantizeConfig` fields the precision goes with
+            (mode, calibration, types), as a dict; None for a float plan.
     """
 
     tensors: Mapping[str, Mapping[int, tuple[int, ...]]]
@@ -448,6 +488,8 @@ class Plan:
     lowrank: tuple[tuple[str, int], ...] = ()
     norms: tuple[tuple[str, int, int], ...] = ()
     slices: tuple[tuple[str, int, int, int, int, int], ...] = ()
+    precision: tuple[tuple[str, str], ...] = ()
+    quantize: Mapping[str, Any] | None = None
 
     @property
     def widths(self) -> dict[str, tuple[int, int]]:
@@ -493,6 +535,8 @@ class Plan:
             "lowrank": [list(r) for r in self.lowrank],
             **({"norms": [list(n) for n in self.norms]} if self.norms else {}),
             **({"slices": [list(r) for r in self.slices]} if self.slices else {}),
+            **({"precision": [list(p) for p in self.precision]} if self.precision else {}),
+            **({"quantize": dict(self.quantize)} if self.quantize is not None else {}),
         }
 
     def to_json(self, *, indent: int | None = None) -> str:
@@ -527,6 +571,8 @@ class Plan:
             lowrank=tuple((m, r) for m, r in data.get("lowrank", [])),
             norms=tuple((m, b, a) for m, b, a in data.get("norms", [])),
             slices=tuple((m, d, s, e, ns_, ne) for m, d, s, e, ns_, ne in data.get("slices", [])),
+            precision=tuple((m, p) for m, p in data.get("precision", [])),
+            quantize=dict(data["quantize"]) if data.get("quantize") is not None else None,
         )
 
     @classmethod
@@ -588,7 +634,59 @@ class Plan:
             slices=tuple(
                 {(r[0], r[1], r[2], r[3]): r for r in self.slices + second.slices}.values()
             ),
+            # a precision given later wins, layer by layer
+            precision=tuple({**dict(self.precision), **dict(second.precision)}.items()),
+            quantize=second.quantize if second.quantize is not None else self.quantize,
         )
+
+    def with_precision(self, precision: Mapping[str, str], config: Any = None) -> Plan:
+        """This plan with a precision per layer for :func:`netsculpt.quantize`.
+
+        Args:
+            precision: module name -> ``"int8"`` or ``"float"``; ``"*"`` covers every layer
+                no other entry names (``{"*": "int8"}``: the whole model in int8).
+            config: the :class:`~netsculpt.QuantizeConfig` the precision goes with (mode,
+                calibration); None keeps the plan's, or the default config.
+
+        Raises:
+            PlanError: a precision other than ``"int8"`` / ``"float"``, or an empty name.
+        """
+        from netsculpt.quantization.config import QuantizeConfig
+
+        if config is not None and not isinstance(config, QuantizeConfig):
+            raise PlanError(
+                f"Plan.with_precision needs a QuantizeConfig as config, got "
+                f"{type(config).__name__}; pass ns.QuantizeConfig(mode=...)"
+            )
+        if not isinstance(precision, Mapping):
+            raise PlanError(
+                f"Plan.with_precision needs a dict of module -> 'int8' | 'float', got "
+                f"{type(precision).__name__}"
+            )
+        entries = [[str(m), p] for m, p in precision.items()]
+        quantize = config.to_dict() if config is not None else self.quantize
+        _check_precision(entries, quantize)
+        return dataclasses.replace(
+            self, precision=tuple((m, p) for m, p in entries), quantize=quantize
+        )
+
+    @property
+    def quantize_config(self) -> Any:
+        """The :class:`~netsculpt.QuantizeConfig` that quantizes the pruned model as this
+        plan says: its ``quantize`` fields, with every module marked ``"float"`` added to
+        ``float_layers``. None for a plan without precision (a float plan)."""
+        from netsculpt.quantization.config import QuantizeConfig
+
+        if not self.precision and self.quantize is None:
+            return None
+        config = QuantizeConfig.from_dict(self.quantize or {})
+        floats = tuple(m for m, p in self.precision if p == "float" and m != EVERY_LAYER)
+        if dict(self.precision).get(EVERY_LAYER) == "float":
+            raise PlanError(
+                "the plan keeps every layer ('*') in float; it has no int8 layer to quantize"
+            )
+        layers = config.float_layers + tuple(m for m in floats if m not in config.float_layers)
+        return dataclasses.replace(config, float_layers=layers)
 
     def describe(self) -> str:
         lines = [f"plan ({self.meta.get('importance', '?')}, ratio {self.meta.get('ratio')})"]
@@ -602,6 +700,8 @@ class Plan:
         for module, dim, start, end, new_start, new_end in self.slices:
             where = f"{module or '<top>'} [{start}:{end}] (dim {dim})"
             lines.append(f"  {where:<48} slice rewritten to [{new_start}:{new_end}]")
+        for module, precision in self.precision:
+            lines.append(f"  {module or '<top>':<48} {precision} (ns.quantize)")
         for step in _approximate_steps(self.meta):
             lines.append(f"  {step}: approximate, not verified against the original (see meta)")
         return "\n".join(lines)

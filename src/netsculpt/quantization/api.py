@@ -21,6 +21,7 @@ float model, and the ONNX file or folder it came from, are never modified.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -40,6 +41,7 @@ from netsculpt._checks import check_finite_inputs, check_model
 from netsculpt._inputs import ExampleInputs
 from netsculpt.errors import ExportError, InputError
 from netsculpt.export.onnx import _output_path, export_onnx, onnx_feeds, onnxruntime_session
+from netsculpt.export.save import MANIFEST
 from netsculpt.measurement.api import count_macs, count_params
 from netsculpt.quantization._graph import (
     LayerChoice,
@@ -235,12 +237,28 @@ def _check_batch(index: int, got: dict[str, np.ndarray], want: dict[str, np.ndar
             )
 
 
+def _plan_precision(model: nn.Module, config: QuantizeConfig, *, given: bool) -> QuantizeConfig:
+    """``config`` as the model's plan asks: a plan with a precision per layer
+    (:meth:`Plan.with_precision`, or a search's int8 trial) gives the options when the
+    caller gave none, and its float layers join ``float_layers`` either way."""
+    from netsculpt.pruning.apply import plan_of
+
+    plan = plan_of(model)
+    planned = plan.quantize_config if plan is not None else None
+    if planned is None:
+        return config
+    if not given:
+        return cast(QuantizeConfig, planned)
+    extra = tuple(m for m in planned.float_layers if m not in config.float_layers)
+    return dataclasses.replace(config, float_layers=config.float_layers + extra)
+
+
 def _source_file(source: Any) -> Path:
     path = Path(source)
     if path.is_dir():
         raise InputError(
-            f"{str(path)!r} is a folder; ns.quantize takes a model or an .onnx file: pass "
-            f"ns.load({str(path)!r}) (or the .onnx file inside it)"
+            f"{str(path)!r} is a folder without netsculpt.json; ns.quantize takes a model, a "
+            f"folder written by ns.save, or an .onnx file: pass one of those"
         )
     if not path.is_file() or path.suffix.lower() != ".onnx":
         raise InputError(
@@ -264,11 +282,15 @@ def quantize(
     """Quantize a model to int8 with onnxruntime and return the quantized ONNX model.
 
     Args:
-        model_or_onnx_path: a ``torch.nn.Module`` (exported with ``ns.export_onnx``), or
+        model_or_onnx_path: a ``torch.nn.Module`` (exported with ``ns.export_onnx``), a
+            save folder written by ``ns.save`` (read with ``ns.load``; never modified), or
             the path of an ``.onnx`` file exported by netsculpt (read, never modified).
         example_inputs: what the model is called with; names the ONNX inputs and is the
             reference that calibration batches are checked against.
-        config: a :class:`QuantizeConfig`; by default static int8 with per-channel weights.
+        config: a :class:`QuantizeConfig`; by default the options the model's plan records
+            (``Plan.with_precision``, an int8 trial of a search), else static int8 with
+            per-channel weights. Layers the plan marks ``"float"`` join ``float_layers``
+            in either case.
         calib: static mode: a list (or iterable) of input batches shaped like the example
             inputs (the batch size may differ), or a task (its ``calib_batches``); at most
             ``config.calib_batches`` are read. Dynamic mode takes none.
@@ -283,7 +305,17 @@ def quantize(
         ExportError: the model does not export to ONNX, or onnxruntime cannot quantize or
             run it.
     """
+    if (
+        isinstance(model_or_onnx_path, (str, PathLike))
+        and (Path(model_or_onnx_path) / MANIFEST).is_file()
+    ):
+        from netsculpt.export.save import load
+
+        model_or_onnx_path = load(model_or_onnx_path)  # data only: nothing it names runs
+    config_given = config is not None
     config = _check_config(config)
+    if isinstance(model_or_onnx_path, nn.Module):
+        config = _plan_precision(model_or_onnx_path, config, given=config_given)
     check_finite_inputs(example_inputs)
     example = onnx_feeds(example_inputs)
     calib_feeds = _calibration_feeds(calib, config, example)

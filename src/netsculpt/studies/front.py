@@ -507,6 +507,14 @@ def _trial_from_frozen(
             f"({type(exc).__name__}); the study was edited or not written by netsculpt: pick "
             f"another study"
         ) from None
+    precision = _precision_of(attrs, bad)
+    if precision["quantize"] is not None:
+        # the int8 trial's precision per layer is part of its plan: a model built from it
+        # (trial.model, ns.save) quantizes the same way with ns.quantize
+        try:
+            plan = plan.with_precision(precision["precision"], precision["quantize"])
+        except NetsculptError:
+            raise bad("precision", precision["precision"]) from None
     return FrontTrial(
         number=t.number,
         plan=plan,
@@ -518,7 +526,7 @@ def _trial_from_frozen(
         test_score=number(TEST_SCORE) if attrs.get(TEST_SCORE) is not None else None,
         params_dict=dict(t.params),
         arch=_arch_of(t, bad) if supernet else None,
-        **_precision_of(attrs, bad),
+        **precision,
         size_bytes=number("size_bytes", integer=True, minimum=0)
         if attrs.get("size_bytes") is not None
         else None,
