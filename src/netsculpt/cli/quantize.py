@@ -55,9 +55,7 @@ def quantize_command(
     ] = None,
     per_channel: Annotated[
         bool | None,
-        typer.Option(
-            "--per-channel/--per-tensor", help="weight scales per channel (the default)"
-        ),
+        typer.Option("--per-channel/--per-tensor", help="weight scales per channel (the default)"),
     ] = None,
     trust_code: TrustCode = False,
 ) -> None:
