@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 from collections.abc import Mapping
 from typing import Any, TypeAlias
 
@@ -72,3 +74,23 @@ def inputs_to(example_inputs: ExampleInputs, device: torch.device | str) -> Exam
     return torch.utils._pytree.tree_map(
         lambda x: x.to(device) if isinstance(x, torch.Tensor) else x, example_inputs
     )
+
+
+def without_cache(model: nn.Module, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` for tracing ``model``: ``use_cache=False`` added for a transformers model
+    that would return its key/value cache (``config.use_cache``), unless the caller set it.
+
+    torch.export cannot return a ``Cache`` object, and the cache is no output whose width
+    must be kept: a pruned model's cache holds its own, fewer heads.
+    """
+    config = getattr(model, "config", None)
+    if "use_cache" in kwargs or getattr(config, "use_cache", None) is not True:
+        return kwargs
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return kwargs
+    takes = "use_cache" in params or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
+    )
+    return {**kwargs, "use_cache": False} if takes else kwargs

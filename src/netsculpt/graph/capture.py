@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from netsculpt._inputs import describe_inputs, split_inputs
+from netsculpt._inputs import describe_inputs, split_inputs, without_cache
 from netsculpt.errors import CaptureError, ExampleInputsError
 
 __all__ = ["capture"]
@@ -56,6 +56,7 @@ def capture(
         CaptureError: ``torch.export`` cannot trace the model, or the limit passed.
     """
     args, kwargs = split_inputs(example_inputs)
+    kwargs = without_cache(model, kwargs) if isinstance(model, nn.Module) else kwargs
     if not isinstance(model, nn.Module):
         raise ExampleInputsError(
             f"netsculpt works on torch.nn.Module objects, got {type(model).__name__}"
