@@ -145,3 +145,34 @@ def test_weight_norm_layers_lose_inputs_and_keep_rows() -> None:
     small = ns.prune(model, x, ratio=0.5)
     assert small.b.weight.shape == (16, 8, 3)
     assert small.b.parametrizations.weight.original1.shape == (16, 8, 3)
+
+
+def test_weight_standardised_convolution_keeps_its_inputs() -> None:
+    class WSConv(nn.Conv2d):
+        """BiT's weight standardisation: batch statistics of the weight over its inputs."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            flat = self.weight.reshape(1, self.out_channels, -1)
+            w = F.batch_norm(flat, None, None, training=True, momentum=0.0, eps=1e-6)
+            return F.conv2d(x, w.reshape_as(self.weight), self.bias, padding=1)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 3, padding=1)
+            self.ws = WSConv(8, 8, 3, padding=1)
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = F.relu(self.ws(F.relu(self.a(x))))
+            return self.head(h.mean((2, 3)))
+
+    torch.manual_seed(0)
+    model, x = Net().eval(), torch.randn(2, 3, 8, 8)
+    graph = ns.analyze(model, x)
+    inputs = graph.group("a")
+    assert not inputs.prunable and "batch statistics" in inputs.reason
+    assert graph.group("ws").prunable  # one standardised row per output channel
+    report = check_model(model, x, ratio=0.5)
+    assert report.params_after < report.params_before
+    assert report.zero_units_max_diff < 1e-5 and report.reload_max_diff == 0.0

@@ -170,6 +170,16 @@ def _batch_norm(p: Propagator, node: fx.Node) -> Any:
         w = p.desc(a)
         if w is not None and len(w) == 1:
             c = p.unify(c, w[0])
+    if _batch_statistics(node):
+        # statistics over every other dimension, computed from the input itself (a weight
+        # standardised this way, as BiT's convolutions are): their sizes count
+        reason = (
+            f"statistics over it in a batch norm with batch statistics in module "
+            f"'{p.module_of(node) or '<top>'}'"
+        )
+        for i, s in enumerate(d):
+            if i != (1 if len(d) > 1 else 0) and s.size > 1:
+                p.taint_desc([s], reason)
     val = node.meta.get("val")
     out = list(d)
     if isinstance(val, (list, tuple)):
@@ -183,6 +193,18 @@ def _batch_norm(p: Propagator, node: fx.Node) -> Any:
                 )
         return res
     return out
+
+
+def _batch_statistics(node: fx.Node) -> bool:
+    """Whether a batch-norm call normalises with statistics of its input (training mode,
+    instance norm) rather than running statistics."""
+    name = short_name(node.target)
+    if name in ("_batch_norm_with_update", "instance_norm"):
+        return True
+    if name in ("_native_batch_norm_legit_no_training", "_batch_norm_no_update"):
+        return False
+    flags = [a for a in node.args[3:6] if isinstance(a, bool)]
+    return bool(flags and flags[0])
 
 
 @handles("group_norm", "native_group_norm")
