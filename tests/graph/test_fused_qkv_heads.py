@@ -3,6 +3,8 @@ many hand-written attentions): its heads are a prunable group, pruned exactly.""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -73,8 +75,8 @@ def test_head_dimension_of_a_fused_projection_stays_whole() -> None:
 
 
 def test_multihead_attention_heads_are_not_offered() -> None:
-    # nn.MultiheadAttention reads its head width off its input's width: only the
-    # feed-forward neurons and the hidden width around it can go
+    # nn.MultiheadAttention checks its input width against embed_dim and reads its head
+    # width off it: only the feed-forward neurons can go, and the analysis says why
     class Net(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -91,9 +93,24 @@ def test_multihead_attention_heads_are_not_offered() -> None:
     torch.manual_seed(0)
     model, x = Net().eval(), torch.randn(2, 5, 6)
     graph = ns.analyze(model, x)
-    assert [(g.name, g.kind) for g in graph.groups if g.prunable] == [
-        ("inp", "neurons"),
-        ("ff.0", "neurons"),
-    ]
-    report = check_model(model, x, ratio=0.5)
+    assert [(g.name, g.kind) for g in graph.groups if g.prunable] == [("ff.0", "neurons")]
+    assert "nn.MultiheadAttention" in graph.group("inp").reason
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing offered that fails verification
+        report = check_model(model, x, ratio=0.5)
     assert report.zero_units_max_diff < 1e-5 and report.reload_max_diff == 0.0
+
+
+def test_fused_qkv_heads_are_elastic_and_slices_match_extraction() -> None:
+    torch.manual_seed(0)
+    model, x = _Net(unbind=True).eval(), torch.randn(2, 5, 6)
+    supernet = ns.elastic(model, x).eval()
+    (choice,) = supernet.space.choices
+    assert (choice.name, choice.options, choice.unit_width) == ("attn", (1, 2, 3, 4), 8)
+    for arch in ({"attn": 1}, {"attn": 3}):
+        small = supernet.extract(arch)
+        with torch.no_grad(), supernet.use(arch):
+            sliced = supernet(x)
+        torch.testing.assert_close(sliced, small(x))
+        assert small.attn.num_heads == arch["attn"]
+        assert small.attn.qkv.out_features == 3 * 8 * arch["attn"]

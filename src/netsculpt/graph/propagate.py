@@ -165,12 +165,15 @@ class Propagator:
     def release_next_factor(self, node: fx.Node, space: Space) -> None:
         """``node`` takes the outer factor ``space`` of a reshape apart (see
         :meth:`SpaceTable.release_next_factor`)."""
-        stack = node.meta.get("nn_module_stack") or {}
-        owner = str(list(stack.values())[-1][1]) if stack else ""
         # nn.MultiheadAttention computes its head width from the width of its input, so its
         # heads cannot be removed: they stay an inner factor (not a group)
-        if not owner.endswith("MultiheadAttention"):
+        if not self.in_multihead_attention(node):
             self.table.release_next_factor(space)
+
+    def in_multihead_attention(self, node: fx.Node) -> bool:
+        """Whether ``node`` runs inside an ``nn.MultiheadAttention``."""
+        stack = node.meta.get("nn_module_stack") or {}
+        return any(str(v[1]).endswith("MultiheadAttention") for v in stack.values())
 
     def module_stack(self, node: fx.Node) -> list[str]:
         stack = node.meta.get("nn_module_stack") or {}

@@ -13,7 +13,7 @@ import dataclasses
 import json
 import keyword
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -264,15 +264,7 @@ def check_plan_data(
         if not _str(item[0], where + "[0]"):
             raise _fail(where + "[0]", "the whole model cannot be removed")
         _removed_kind(item[1], where + "[1]")
-    seen: set[str] = set()
-    for k, item in enumerate(_list(data.get("lowrank", []), "lowrank")):
-        where = f"lowrank[{k}]"
-        if not isinstance(item, list) or len(item) != 2:
-            raise _fail(where, f"expected [module, rank], got {_short(item)}")
-        module = _str(item[0], where + "[0]")
-        if not module or module in seen:
-            raise _fail(where + "[0]", f"module {_short(module)} is empty or listed twice")
-        seen.add(module)
+    for where, item in _entries(data.get("lowrank", []), "lowrank", "[module, rank]"):
         _int(item[1], where + "[1]", 1, MAX_DIM)
     _check_norms(data.get("norms", []))
     _check_slices(data.get("slices", []))
@@ -282,17 +274,25 @@ def check_plan_data(
     return declared
 
 
-def _check_norms(norms: Any) -> None:
-    """``[[module, width before, width after], ...]``: norms over a pruned residual width."""
+def _entries(items: Any, field: str, layout: str) -> Iterator[tuple[str, list[Any]]]:
+    """Each ``[module, ...]`` entry of the plan field ``field`` (laid out as ``layout``),
+    with its place for messages; a module may be named once and never be empty."""
+    size = layout.count(",") + 1
     seen: set[str] = set()
-    for k, item in enumerate(_list(norms, "norms")):
-        where = f"norms[{k}]"
-        if not isinstance(item, list) or len(item) != 3:
-            raise _fail(where, f"expected [module, width before, width after], got {_short(item)}")
+    for k, item in enumerate(_list(items, field)):
+        where = f"{field}[{k}]"
+        if not isinstance(item, list) or len(item) != size:
+            raise _fail(where, f"expected {layout}, got {_short(item)}")
         module = _str(item[0], where + "[0]")
         if not module or module in seen:
             raise _fail(where + "[0]", f"module {_short(module)} is empty or listed twice")
         seen.add(module)
+        yield where, item
+
+
+def _check_norms(norms: Any) -> None:
+    """``[[module, width before, width after], ...]``: norms over a pruned residual width."""
+    for where, item in _entries(norms, "norms", "[module, width before, width after]"):
         before = _int(item[1], where + "[1]", 1, MAX_DIM)
         _int(item[2], where + "[2]", 1, before)
 
@@ -301,15 +301,7 @@ def _check_precision(precision: Any, quantize: Any) -> None:
     """``[[module, "int8" | "float"], ...]`` and the ``QuantizeConfig`` fields as data."""
     from netsculpt.quantization.config import QuantizeConfig
 
-    seen: set[str] = set()
-    for k, item in enumerate(_list(precision, "precision")):
-        where = f"precision[{k}]"
-        if not isinstance(item, list) or len(item) != 2:
-            raise _fail(where, f"expected [module, precision], got {_short(item)}")
-        module = _str(item[0], where + "[0]")
-        if not module or module in seen:
-            raise _fail(where + "[0]", f"module {_short(module)} is empty or listed twice")
-        seen.add(module)
+    for where, item in _entries(precision, "precision", "[module, precision]"):
         if item[1] not in PRECISIONS:
             raise _fail(
                 where + "[1]", f"precision {_short(item[1])} is not one of {list(PRECISIONS)}"

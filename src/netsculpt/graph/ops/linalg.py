@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 
 __all__: list[str] = []
 
+MHA_WIDTH = (
+    "a width of nn.MultiheadAttention, which checks its input against embed_dim and derives "
+    "its head width from it; write the attention with nn.Linear projections to prune it"
+)
+
 
 @handles("linear")
 def _linear(p: Propagator, node: fx.Node) -> Any:
@@ -29,6 +34,8 @@ def _linear(p: Propagator, node: fx.Node) -> Any:
     if x is None or w is None:
         return p.unsupported(node)
     p.unify(x[-1], w[-1])
+    if p.in_multihead_attention(node):
+        p.taint_desc([x[-1], w[0]], MHA_WIDTH)
     p.mark_output(node.args[1], 0)
     out = list(x[:-1]) + [w[0]] if len(w) == 2 else list(x[:-1])
     if b is not None and len(w) == 2:
