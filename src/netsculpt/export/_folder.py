@@ -20,6 +20,7 @@ checks are these, so every folder is read as data the same way:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import json
@@ -301,9 +302,36 @@ def load_weights(
     check_weights(table, model, path, strict)
     device = next((t.device for t in model.parameters()), torch.device("cpu"))
     try:
-        load_model(model, str(path), strict=strict, device=str(device))
+        with _module_versions(model):
+            load_model(model, str(path), strict=strict, device=str(device))
     except _LOAD_ERRORS as exc:
         raise SaveLoadError(misfit(exc)) from exc
+
+
+@contextlib.contextmanager
+def _module_versions(model: nn.Module) -> Iterator[None]:
+    """Load with each module's state-dict version, as ``torch.save`` keeps it.
+
+    A safetensors file holds tensors only; some modules read their version while loading
+    (torchvision's MNASNet refuses a state dict without one), so the rebuilt model's own
+    versions (``state_dict()._metadata``) go with the tensors safetensors hands over.
+    """
+    versions = getattr(model.state_dict(), "_metadata", None)
+    load = model.load_state_dict
+
+    def with_versions(
+        state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        state = collections.OrderedDict(state_dict)
+        if versions is not None:
+            state._metadata = versions  # type: ignore[attr-defined]
+        return load(state, strict=strict, assign=assign)
+
+    model.__dict__["load_state_dict"] = with_versions
+    try:
+        yield
+    finally:
+        del model.__dict__["load_state_dict"]
 
 
 # ---------------------------------------------------------------------------------------------
