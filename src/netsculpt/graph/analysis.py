@@ -13,6 +13,7 @@ attention, whole key/value groups with the query heads that share them).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,7 @@ from torch import nn
 
 from netsculpt._checks import check_number
 from netsculpt._inputs import ExampleInputs
-from netsculpt.errors import InputError
+from netsculpt.errors import InputError, NetsculptError
 from netsculpt.graph._arguments import (
     check_bool,
     check_model_and_inputs,
@@ -190,9 +191,6 @@ def analyze(
         residual=residual,
     )
     prop.run()
-    norm_sites = settle_norm_sites(model, prop) if residual else []
-    table = prop.table
-
     # tied weights: every name of one tensor shares its spaces
     by_id: dict[int, list[str]] = {}
     for name, t in [
@@ -200,6 +198,9 @@ def analyze(
         *model.named_buffers(remove_duplicate=False),
     ]:
         by_id.setdefault(id(t), []).append(name)
+    _add_training_graph(model, example_inputs, prop, by_id, timeout_s)
+    norm_sites = settle_norm_sites(model, prop) if residual else []
+    table = prop.table
     for names in by_id.values():
         known = [n for n in names if n in prop.param_slots or n in prop.buffer_slots]
         for other in known[1:]:
@@ -250,6 +251,44 @@ def analyze(
         residual=residual,
         norm_sites=norm_sites,
     )
+
+
+def _add_training_graph(
+    model: nn.Module,
+    example_inputs: Any,
+    prop: Propagator,
+    by_id: Mapping[int, list[str]],
+    timeout_s: float | None,
+) -> None:
+    """Walk the training-mode forward too when eval mode leaves parameters unread.
+
+    Auxiliary heads (GoogLeNet's, Inception v3's) run only in training mode: they read
+    channels the eval graph prunes, so a pruned copy would fail to train. Their graph is
+    walked into the same spaces, so what they read is pruned with its producer. A model
+    whose training-mode forward cannot be captured keeps the eval analysis, with a warning.
+    """
+    read = {n for n in [*prop.param_slots, *prop.buffer_slots] if n not in prop.unread}
+    unread = [
+        name
+        for name in prop.unread
+        if name in prop.param_slots
+        and not any(other in read for other in by_id.get(id(_tensor(model, name)), []))
+    ]
+    if not unread:
+        return
+    try:
+        program, _ = capture(model, example_inputs, timeout_s=timeout_s, training=True)
+    except NetsculptError as exc:
+        warnings.warn(
+            f"netsculpt could not capture {type(model).__name__} in training mode ({exc}); "
+            f"parameters its eval-mode forward never reads ({', '.join(unread[:4])}"
+            f"{', ...' if len(unread) > 4 else ''}) keep their size, and modules only "
+            f"training mode runs may not fit the pruned widths: exclude them, or switch them "
+            f"off before pruning",
+            stacklevel=3,
+        )
+        return
+    prop.add_program(program)
 
 
 _IDENTITY_OPS = {

@@ -43,9 +43,14 @@ class _Status:
 
 
 def capture(
-    model: nn.Module, example_inputs: Any, *, timeout_s: float | None = 120.0
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    timeout_s: float | None = 120.0,
+    training: bool = False,
 ) -> tuple[torch.export.ExportedProgram, float]:
-    """Export ``model`` non-strictly in eval mode; returns the program and the seconds taken.
+    """Export ``model`` non-strictly in eval mode (``training=True``: in training mode);
+    returns the program and the seconds taken.
 
     ``timeout_s`` bounds the whole capture, including the plain call that runs when the
     export fails; ``None`` means no bound. The model's training flag is restored afterwards;
@@ -76,7 +81,7 @@ def capture(
 
     def job() -> torch.export.ExportedProgram:
         try:
-            return _capture(model, args, kwargs, example_inputs, status)
+            return _capture(model, args, kwargs, example_inputs, status, training=training)
         finally:
             _CAPTURE_LOCK.release()
 
@@ -136,10 +141,12 @@ def _capture(
     kwargs: dict[str, Any],
     example_inputs: Any,
     status: _Status,
+    *,
+    training: bool = False,
 ) -> torch.export.ExportedProgram:
     name = type(model).__name__
     was_training = model.training
-    model.eval()
+    model.train(training)
     try:
         with torch.no_grad(), warnings.catch_warnings():
             # nn.LSTM / nn.GRU re-point their cached weight list (_flat_weights) while

@@ -203,25 +203,29 @@ class Propagator:
         return out
 
     # -- the walk -------------------------------------------------------------------
-    def run(self) -> None:
+    def run(self, *, more: bool = False) -> None:
+        """Walk :attr:`program`. With ``more``, a second capture of the same model is walked
+        into the same spaces: each parameter and buffer keeps the description the first walk
+        gave it, so the constraints of both graphs hold (:meth:`add_program`)."""
         sig = self.program.graph_signature
         params = dict(sig.inputs_to_parameters)
         buffers = dict(sig.inputs_to_buffers)
         user_inputs = set(sig.user_inputs)
+        unread_before = list(self.unread)
+        self.unread = []
         for i, node in enumerate(self.program.graph.nodes):
-            self.node_order[node.name] = i
+            if not more:
+                self.node_order[node.name] = i
             if node.op == "placeholder":
                 shape = self.shape(node)
                 if shape is None:
                     self.values[node] = None
                     continue
                 if node.name in params:
-                    desc = self.fresh(shape, "")
-                    self.param_slots[params[node.name]] = desc
+                    desc = self._slot(self.param_slots, params[node.name], shape)
                     self.param_nodes[node.name] = params[node.name]
                 elif node.name in buffers:
-                    desc = self.fresh(shape, "")
-                    self.buffer_slots[buffers[node.name]] = desc
+                    desc = self._slot(self.buffer_slots, buffers[node.name], shape)
                 elif node.name in user_inputs:
                     desc = self.fresh(shape, "a model input's dimension")
                 else:
@@ -241,6 +245,8 @@ class Propagator:
         for node in self.program.graph.nodes:
             if node.op == "placeholder" and not node.users and node.name in {**params, **buffers}:
                 self.unread.append({**params, **buffers}[node.name])
+        if more:  # unread only when neither graph reads it
+            self.unread = [n for n in unread_before if n in self.unread]
         # remember which ops read each parameter
         for node in self.program.graph.nodes:
             if node.op != "call_function":
@@ -250,6 +256,25 @@ class Propagator:
                     self.consumers.setdefault(self.param_nodes[a.name], []).append(
                         (op_name(node.target), self.module_of(node), pos)
                     )
+
+    def _slot(self, slots: dict[str, Desc], name: str, shape: Sequence[int]) -> Desc:
+        """The description of parameter or buffer ``name``: the one an earlier walk gave
+        it, else fresh spaces of ``shape``."""
+        known = slots.get(name)
+        if known is not None and tuple(s.size for s in known) == tuple(shape):
+            return known
+        slots[name] = self.fresh(shape, "")
+        return slots[name]
+
+    def add_program(self, program: torch.export.ExportedProgram) -> None:
+        """Walk ``program``, another capture of the same model (its training-mode forward),
+        into these spaces. The first program stays :attr:`program` (blocks, node order)."""
+        first = self.program
+        self.program = program
+        try:
+            self.run(more=True)
+        finally:
+            self.program = first
 
     def call(self, node: fx.Node) -> Any:
         name = op_name(node.target)
