@@ -118,3 +118,17 @@ def test_quantize_follows_the_plan_of_a_model_and_of_a_save_folder(tmp_path: Pat
     assert result.exit_code == 0, result.output
     recipe = json.loads(out.with_suffix(".json").read_text())
     assert recipe["config"]["float_layers"] == ["fc"] and recipe["config"]["calib_batches"] == 2
+
+
+def test_dynamic_mode_keeps_a_gemm_layer_float() -> None:
+    # onnxruntime's dynamic quantizer splits a Gemm into <name>_MatMul + <name>_Add before
+    # it reads the exclusions: the layer kept float must stay float under its new name
+    import onnx
+
+    model, x = _mlp()
+    q = ns.quantize(model, x, ns.QuantizeConfig(mode="dynamic", float_layers=("2",)))
+    by_module = {c.module: c for c in q.layers}
+    assert not by_module["2"].quantized and by_module["0"].quantized and by_module["4"].quantized
+    integer = [n.name for n in onnx.load(str(q.path)).graph.node if n.op_type == "MatMulInteger"]
+    assert len(integer) == 2 and not any(n.startswith(by_module["2"].node + "_") for n in integer)
+    torch.testing.assert_close(torch.as_tensor(q.run(x)), model(x).detach(), atol=0.1, rtol=0.1)

@@ -3,6 +3,7 @@ running the quantized ONNX model, timed in onnxruntime, and kept apart in the fr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import warnings
@@ -99,6 +100,20 @@ def test_bound_space_names_one_precision_per_model_or_stage() -> None:
     config = bound.quantize_config(params)
     assert config is not None
     assert config.float_layers == ("out", bound.precision_stages[first])
+
+    # one precision per prunable group, for the layer that produces it (APQ's policy)
+    per_group = build_space(graph, dataclasses.replace(staged, precision_tie="group"))
+    layers = sorted({g.module for g in graph.prunable_groups})
+    assert list(per_group.precision_stages.values()) == layers
+    params = dict.fromkeys(per_group.precision_stages, "int8")
+    params[f"precision:{layers[-1]}"] = "float"
+    assert per_group.precision(params) == {**dict.fromkeys(layers, "int8"), layers[-1]: "float"}
+    config = per_group.quantize_config(params)
+    assert config is not None and config.float_layers == ("out", layers[-1])
+    # the plan a trial of it would carry names real layers: ns.apply accepts it
+    plan = ns.plan_of(ns.prune(model, x, ratio=0.25))
+    assert plan is not None
+    ns.apply(model, plan.with_precision(per_group.precision(params), config))
 
 
 # --------------------------------------------------------------------------- the search
@@ -250,6 +265,27 @@ def test_precision_only_int8_quantizes_every_trial(tmp_path: Path) -> None:
     front = precision_search(task, tmp_path / "study.db", n_trials=2, space=space)
     assert front.completed and all(t.quantized for t in front.completed)
     assert all(t.quantize.mode == "dynamic" for t in front.completed)
+
+
+def test_a_per_layer_precision_search_keeps_the_chosen_layers_float(tmp_path: Path) -> None:
+    task = AgreementTask()
+    space = SearchSpace(
+        tie="uniform", step=0.5, min_keep=0.5, importance=("magnitude",), round_to=(1,),
+        precision=("float", "int8"), precision_tie="group",
+        quantize=ns.QuantizeConfig(mode="dynamic"),
+    )  # fmt: skip
+    front = precision_search(task, tmp_path / "study.db", n_trials=6, space=space, seed=1)
+    mixed = [
+        t for t in front.completed if t.quantized and set(t.precision.values()) == {"float", "int8"}
+    ]
+    assert mixed, [t.precision for t in front.completed]
+    trial = mixed[0]
+    floats = sorted(m for m, p in trial.precision.items() if p == "float")
+    assert sorted(trial.quantize.float_layers) == floats
+    assert dict(trial.plan.precision) == trial.precision  # carried by the plan, as data
+    q = trial.quantized_model(tmp_path / "again.onnx")
+    assert {c.module for c in q.kept_float} >= set(floats)
+    assert task.evaluate(q.as_module(), "validation") == pytest.approx(trial.score)
 
 
 def test_the_predictor_sees_the_precision() -> None:

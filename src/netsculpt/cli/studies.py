@@ -237,7 +237,9 @@ def search_command(
     precision_tie: Annotated[
         str,
         typer.Option(
-            "--precision-tie", help="one precision per trial (model) or per stage (stage)"
+            "--precision-tie",
+            help="one precision per trial (model), per stage (stage) or per prunable "
+            "group's layer (group)",
         ),
     ] = "model",
     predictor: Annotated[

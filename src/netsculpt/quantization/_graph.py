@@ -171,6 +171,12 @@ def quantized_names(proto: Any, layers: list[Layer]) -> set[str]:
                 ):
                     done.add(layer.node)
             continue
-        if any(n.name.startswith(layer.node) for n in integer_nodes):
-            done.add(layer.node)
+    # an integer node is named after the node it replaced ("<node>_quant", a Gemm split
+    # first: "<node>_MatMul_quant"): it belongs to the longest layer name it starts with, so
+    # "node_linear_1_MatMul_quant" is node_linear_1's, not node_linear's
+    names = sorted((layer.node for layer in layers), key=len, reverse=True)
+    for n in integer_nodes:
+        owner = next((name for name in names if n.name.startswith(name)), None)
+        if owner is not None:
+            done.add(owner)
     return done

@@ -434,11 +434,15 @@ def _quantize_file(
         )
     layers = find_layers(proto)
     kept = match_float_layers(config.float_layers, layers)
+    # onnxruntime's dynamic quantizer splits a Gemm into "<name>_MatMul" and "<name>_Add"
+    # before it reads nodes_to_exclude: a Gemm kept float is excluded under both names
+    gemms = {layer.node for layer in layers if layer.op_type == "Gemm"}
+    exclude = sorted({*kept, *(f"{name}_MatMul" for name in kept if name in gemms)})
     _run_quantizer(
         prepared,
         out,
         config,
-        sorted(kept),
+        exclude,
         [{name: feeds[name] for name in needed} for feeds in calib_feeds],
     )
     quantized = quantized_names(onnx.load(str(out)), layers)

@@ -44,8 +44,8 @@ __all__ = ["PRECISIONS", "BoundSpace", "SearchSpace", "build_space", "plan_hash"
 
 Tie = Literal["stage", "layer", "uniform"]
 _TIES = ("stage", "layer", "uniform")
-PrecisionTie = Literal["model", "stage"]
-_PRECISION_TIES = ("model", "stage")
+PrecisionTie = Literal["model", "stage", "group"]
+_PRECISION_TIES = ("model", "stage", "group")
 #: What a trial's precision may be: the float model, or int8 through ``ns.quantize``.
 PRECISIONS: tuple[str, ...] = ("float", "int8")
 #: Most choices one categorical knob may list.
@@ -80,11 +80,13 @@ class SearchSpace:
             as any trial, then quantized with :func:`netsculpt.quantize` (``quantize``),
             scored by running the quantized ONNX model on the task and timed in
             onnxruntime, so a study that offers int8 needs ``backend="onnxruntime"``.
-        precision_tie: ``"model"`` (one precision per trial) or ``"stage"`` (one per stage
-            of the prunable groups, ``Group.stage``; a stage chosen float is passed to
-            ``ns.quantize`` as ``float_layers``; layers outside every stage, such as a stem
-            or a head, are quantized when any stage is; keep them in float with
-            ``quantize=QuantizeConfig(float_layers=(...))``).
+        precision_tie: ``"model"`` (one precision per trial), ``"stage"`` (one per stage
+            of the prunable groups, ``Group.stage``) or ``"group"`` (one per prunable
+            group, for the layer that produces it, ``Group.module``: APQ's per-layer
+            policy). A stage or layer chosen float is passed to ``ns.quantize`` as
+            ``float_layers``; layers outside every choice, such as a stem or a head, are
+            quantized when any choice is int8; keep them in float with
+            ``quantize=QuantizeConfig(float_layers=(...))``.
         quantize: how int8 trials are quantized (``mode``, ``per_channel``,
             ``calib_batches``, ``float_layers``, ...); ``None`` is ``QuantizeConfig()``:
             static int8, per-channel weights, calibration batches from the task. Transformer
@@ -259,7 +261,7 @@ class BoundSpace:
         signature: a hash of the prunable groups and blocks; a study started on one model
             refuses another.
         group_sizes: group name -> (units, unit width), for :meth:`encode`.
-        precision_stages: precision parameter name -> the stage (module path) it sets, or
+        precision_stages: precision parameter name -> the stage or layer (module path) it sets, or
             ``""`` for the one model-wide parameter; empty when the space offers one
             precision.
     """
@@ -464,7 +466,8 @@ def build_space(graph: Any, space: SearchSpace) -> BoundSpace:
         if space.precision_tie == "model":
             precision_stages[PRECISION] = ""
         else:
-            for stage in sorted({g.stage for g in groups if g.stage}):
+            by_group = space.precision_tie == "group"
+            for stage in sorted({g.module if by_group else g.stage for g in groups} - {""}):
                 precision_stages[f"{PRECISION}:{stage}"] = stage
             if not precision_stages:  # no group has a stage: one choice for the model
                 precision_stages[PRECISION] = ""
