@@ -132,3 +132,9 @@ def test_dynamic_mode_keeps_a_gemm_layer_float() -> None:
     integer = [n.name for n in onnx.load(str(q.path)).graph.node if n.op_type == "MatMulInteger"]
     assert len(integer) == 2 and not any(n.startswith(by_module["2"].node + "_") for n in integer)
     torch.testing.assert_close(torch.as_tensor(q.run(x)), model(x).detach(), atol=0.1, rtol=0.1)
+
+
+def test_keeping_float_adds_each_layer_once() -> None:
+    config = ns.QuantizeConfig(float_layers=("fc",))
+    assert config.keeping_float(("head", "fc", "head")).float_layers == ("fc", "head")
+    assert config.keeping_float(()) is config

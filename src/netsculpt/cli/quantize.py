@@ -13,8 +13,9 @@ from with ``--task``; with a task, both models are scored on its validation spli
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -70,17 +71,15 @@ def quantize_command(
     # the options the command line leaves out; its float layers are kept float either way
     plan = plan_of(module)
     planned = plan.quantize_config if plan is not None else None
+    given: dict[str, Any] = {}
+    if mode is not None:  # checked by QuantizeConfig; the activation type follows the mode
+        given.update(mode=mode, activation_type=None)
+    if calib is not None:
+        given["calib_batches"] = calib
+    if per_channel is not None:
+        given["per_channel"] = per_channel
     base = planned if planned is not None else QuantizeConfig()
-    config = QuantizeConfig(
-        mode=mode if mode is not None else base.mode,  # type: ignore[arg-type]  # checked
-        calib_batches=calib if calib is not None else base.calib_batches,
-        per_channel=per_channel if per_channel is not None else base.per_channel,
-        calibration_method=base.calibration_method,
-        weight_type=base.weight_type,
-        activation_type=base.activation_type if mode is None else None,
-        op_types=base.op_types,
-        float_layers=tuple(float_layers or ()),
-    )
+    config = dataclasses.replace(base, **given).keeping_float(tuple(float_layers or ()))
     if config.mode == "static" and task is None:
         raise InputError(
             "static mode needs calibration batches, and a model or save folder names no task; "

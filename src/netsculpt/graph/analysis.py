@@ -209,12 +209,9 @@ def analyze(
             for x, y in zip(a, b, strict=False):
                 table.unify(x, y)
     # a tensor no name of which the graph reads keeps its size
-    read = {n for n in [*prop.param_slots, *prop.buffer_slots] if n not in prop.unread}
-    for name in prop.unread:
-        if not any(other in read for other in by_id.get(id(_tensor(model, name)), [])):
-            desc = prop.param_slots.get(name) or prop.buffer_slots.get(name) or []
-            for s in desc:
-                table.taint(s, "not read by the captured graph")
+    for name in _never_read(model, prop, by_id):
+        for s in prop.param_slots.get(name) or prop.buffer_slots.get(name) or []:
+            table.taint(s, "not read by the captured graph")
     slot_spaces: dict[tuple[str, int], Space] = {}
     for name, desc in prop.param_slots.items():
         for d, s in enumerate(desc):
@@ -253,6 +250,17 @@ def analyze(
     )
 
 
+def _never_read(model: nn.Module, prop: Propagator, by_id: Mapping[int, list[str]]) -> list[str]:
+    """The parameters and buffers no name of which the captured graphs read (the second
+    name of a tied weight is never read, but its first is)."""
+    read = {n for n in [*prop.param_slots, *prop.buffer_slots] if n not in prop.unread}
+    return [
+        name
+        for name in prop.unread
+        if not any(other in read for other in by_id.get(id(_tensor(model, name)), []))
+    ]
+
+
 def _add_training_graph(
     model: nn.Module,
     example_inputs: Any,
@@ -267,13 +275,7 @@ def _add_training_graph(
     walked into the same spaces, so what they read is pruned with its producer. A model
     whose training-mode forward cannot be captured keeps the eval analysis, with a warning.
     """
-    read = {n for n in [*prop.param_slots, *prop.buffer_slots] if n not in prop.unread}
-    unread = [
-        name
-        for name in prop.unread
-        if name in prop.param_slots
-        and not any(other in read for other in by_id.get(id(_tensor(model, name)), []))
-    ]
+    unread = [name for name in _never_read(model, prop, by_id) if name in prop.param_slots]
     if not unread:
         return
     try:

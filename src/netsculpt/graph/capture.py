@@ -61,11 +61,11 @@ def capture(
         CaptureError: ``torch.export`` cannot trace the model, or the limit passed.
     """
     args, kwargs = split_inputs(example_inputs)
-    kwargs = without_cache(model, kwargs) if isinstance(model, nn.Module) else kwargs
     if not isinstance(model, nn.Module):
         raise ExampleInputsError(
             f"netsculpt works on torch.nn.Module objects, got {type(model).__name__}"
         )
+    kwargs = without_cache(model, kwargs)
     name = type(model).__name__
     start = time.perf_counter()
     deadline = None if timeout_s is None else time.monotonic() + float(timeout_s)

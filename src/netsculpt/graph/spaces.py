@@ -72,8 +72,8 @@ class SpaceTable:
     def __init__(self) -> None:
         self._next = 0
         self.conflicts: list[str] = []
-        # child uid -> (the space split_prod refined, the child's position, the inner taint)
-        self._split_of: dict[int, tuple[Space, int, str]] = {}
+        # outer child uid -> (the space split_prod refined, the taint of its inner factors)
+        self._outer_of: dict[int, tuple[Space, str]] = {}
 
     # -- creation -------------------------------------------------------------------
     def new(self, size: object, taint: str = "") -> Space:
@@ -195,8 +195,7 @@ class SpaceTable:
         children = [self.new(s) for s in sizes]
         root.kind = "prod"
         root.children = children
-        for i, child in enumerate(children):
-            self._split_of[child.uid] = (root, i, "" if root.taint else inner_taint)
+        self._outer_of[children[0].uid] = (root, "" if root.taint else inner_taint)
         if root.taint:
             for c in children:
                 c.taint = root.taint
@@ -212,11 +211,11 @@ class SpaceTable:
         is the case: the heads, an inner factor of the reshape, become prunable units (the
         same heads in the three pieces); the head dimension stays an inner factor.
         """
-        info = self._split_of.get(space.uid) or self._split_of.get(self.find(space).uid)
+        info = self._outer_of.get(space.uid) or self._outer_of.get(self.find(space).uid)
         if info is None:
             return
-        root, index, inner = info
-        if index != 0 or not inner or len(root.children) < 2:
+        root, inner = info
+        if not inner:
             return
         nxt: Space | None = root.children[1]
         while nxt is not None:

@@ -307,10 +307,9 @@ def _check_precision(precision: Any, quantize: Any) -> None:
                 where + "[1]", f"precision {_short(item[1])} is not one of {list(PRECISIONS)}"
             )
     if quantize is not None:
+        fields = _dict(quantize, "quantize")
         try:
-            QuantizeConfig.from_dict(_dict(quantize, "quantize"))
-        except PlanError:
-            raise
+            QuantizeConfig.from_dict(fields)
         except NetsculptError as exc:
             raise _fail("quantize", str(exc)) from None
 
@@ -671,14 +670,12 @@ class Plan:
 
         if not self.precision and self.quantize is None:
             return None
-        config = QuantizeConfig.from_dict(self.quantize or {})
-        floats = tuple(m for m, p in self.precision if p == "float" and m != EVERY_LAYER)
         if dict(self.precision).get(EVERY_LAYER) == "float":
             raise PlanError(
                 "the plan keeps every layer ('*') in float; it has no int8 layer to quantize"
             )
-        layers = config.float_layers + tuple(m for m in floats if m not in config.float_layers)
-        return dataclasses.replace(config, float_layers=layers)
+        floats = tuple(m for m, p in self.precision if p == "float" and m != EVERY_LAYER)
+        return QuantizeConfig.from_dict(self.quantize or {}).keeping_float(floats)
 
     def describe(self) -> str:
         lines = [f"plan ({self.meta.get('importance', '?')}, ratio {self.meta.get('ratio')})"]

@@ -170,7 +170,6 @@ def quantized_names(proto: Any, layers: list[Layer]) -> set[str]:
                     and source.input[0] in integer_inits
                 ):
                     done.add(layer.node)
-            continue
     # an integer node is named after the node it replaced ("<node>_quant", a Gemm split
     # first: "<node>_MatMul_quant"): it belongs to the longest layer name it starts with, so
     # "node_linear_1_MatMul_quant" is node_linear_1's, not node_linear's

@@ -21,7 +21,6 @@ float model, and the ONNX file or folder it came from, are never modified.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import json
 import logging
@@ -247,10 +246,7 @@ def _plan_precision(model: nn.Module, config: QuantizeConfig, *, given: bool) ->
     planned = plan.quantize_config if plan is not None else None
     if planned is None:
         return config
-    if not given:
-        return cast(QuantizeConfig, planned)
-    extra = tuple(m for m in planned.float_layers if m not in config.float_layers)
-    return dataclasses.replace(config, float_layers=config.float_layers + extra)
+    return config.keeping_float(planned.float_layers) if given else cast(QuantizeConfig, planned)
 
 
 def _source_file(source: Any) -> Path:

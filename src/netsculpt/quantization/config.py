@@ -124,6 +124,11 @@ class QuantizeConfig:
             )
         object.__setattr__(self, "float_layers", float_layers)
 
+    def keeping_float(self, layers: tuple[str, ...]) -> QuantizeConfig:
+        """This config with ``layers`` added to :attr:`float_layers` (each once, in order)."""
+        extra = tuple(dict.fromkeys(m for m in layers if m not in self.float_layers))
+        return dataclasses.replace(self, float_layers=self.float_layers + extra) if extra else self
+
     # -- JSON ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""

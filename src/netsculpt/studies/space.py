@@ -261,9 +261,9 @@ class BoundSpace:
         signature: a hash of the prunable groups and blocks; a study started on one model
             refuses another.
         group_sizes: group name -> (units, unit width), for :meth:`encode`.
-        precision_stages: precision parameter name -> the stage or layer (module path) it sets, or
-            ``""`` for the one model-wide parameter; empty when the space offers one
-            precision.
+        precision_stages: precision parameter name -> the stage or layer (module path) it
+            sets, or ``""`` for the one model-wide parameter; empty when the space offers
+            one precision.
     """
 
     space: SearchSpace
@@ -332,21 +332,13 @@ class BoundSpace:
     def quantize_config(self, params: Mapping[str, Any]) -> QuantizeConfig | None:
         """The ``ns.quantize`` options of the trial, or None for a float trial.
 
-        Stages chosen float join the space's ``float_layers``.
+        Stages (or layers) chosen float join the space's ``float_layers``.
         """
-        import dataclasses
-
         chosen = self.precision(params)
         if "int8" not in chosen.values():
             return None
-        config = self.space.quantize_config()
         float_stages = tuple(s for s, p in chosen.items() if p == "float" and s != "*")
-        if not float_stages:
-            return config
-        layers = config.float_layers + tuple(
-            s for s in float_stages if s not in config.float_layers
-        )
-        return dataclasses.replace(config, float_layers=layers)
+        return self.space.quantize_config().keeping_float(float_stages)
 
     def to_plan(
         self,
