@@ -30,10 +30,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 import netsculpt as ns
 from netsculpt._inputs import call_model
+from netsculpt.testing.experts import removed_experts_masked
 from netsculpt.testing.zoo import MOE, ZOO
 
 RESULTS = Path(__file__).parent / "results"
@@ -48,23 +48,9 @@ def _logits(model: nn.Module, inputs: Any) -> torch.Tensor:
         return call_model(model, inputs).logits
 
 
-class _MaskRouterLogits(TorchFunctionMode):
-    def __init__(self, removed: dict[int, list[int]]) -> None:
-        super().__init__()
-        self.removed = removed
-
-    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None):
-        out = func(*args, **(kwargs or {}))
-        if func is torch.nn.functional.linear and len(args) > 1 and id(args[1]) in self.removed:
-            out = out.clone()
-            out[..., self.removed[id(args[1])]] = float("-inf")
-        return out
-
-
 def _masked_reference(original: nn.Module, plan_meta: dict[str, Any], inputs: Any) -> Any:
     removed = plan_meta["removed_experts"]
-    masks = {id(original.get_submodule(b).gate.weight): ids for b, ids in removed.items()}
-    with _MaskRouterLogits(masks):
+    with removed_experts_masked(original, removed):
         return _logits(original, inputs)
 
 

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 import netsculpt as ns
 from netsculpt._inputs import call_model
 from netsculpt.errors import ExportError, InputError, UnsupportedOperationError
 from netsculpt.pruning._experts import find_moe_blocks
+from netsculpt.testing.experts import removed_experts_masked
 from netsculpt.testing.zoo import MOE, ZOO
 
 pytest.importorskip("transformers")
@@ -147,21 +147,6 @@ def test_ratio_03_with_experts_removes_a_quarter_of_the_parameters(name: str) ->
     assert "prune_experts: approximate, not verified" in plan.describe()
 
 
-class _MaskRouterLogits(TorchFunctionMode):
-    """Set chosen experts' router logits to -inf wherever a router weight is applied."""
-
-    def __init__(self, removed: dict[int, list[int]]) -> None:
-        super().__init__()
-        self.removed = removed  # id(router weight) -> experts
-
-    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None):
-        out = func(*args, **(kwargs or {}))
-        if func is torch.nn.functional.linear and len(args) > 1 and id(args[1]) in self.removed:
-            out = out.clone()
-            out[..., self.removed[id(args[1])]] = float("-inf")
-        return out
-
-
 @pytest.mark.parametrize(("name", "norm_topk"), [("hf_mixtral", None), ("hf_qwen2_moe", False)])
 def test_expert_removal_equals_masked_router_logits(name: str, norm_topk: Any) -> None:
     # Mixtral: softmax over all experts, top-2, renormalised over the two. Qwen2-MoE with
@@ -181,8 +166,7 @@ def test_expert_removal_equals_masked_router_logits(name: str, norm_topk: Any) -
         assert max(usage[i] for i in ids) <= min(u for i, u in enumerate(usage) if i not in ids)
         assert small.get_submodule(block).experts.num_experts == 2
         assert small.get_submodule(block).gate.weight.shape[0] == 2
-    masks = {id(model.get_submodule(b).gate.weight): ids for b, ids in removed.items()}
-    with _MaskRouterLogits(masks):
+    with removed_experts_masked(model, removed):
         reference = _logits(model, inputs)
     torch.testing.assert_close(_logits(small, inputs), reference)
     assert not torch.allclose(_logits(model, inputs), reference)  # approximate: it changed

@@ -425,7 +425,9 @@ def load(
     else:
         model = _rebuild(manifest["base"], data, table, folder=folder, trust_code=trust_code)
     the_plan = Plan.from_dict(data, shapes=_shapes_of(model))
-    changes = the_plan.tensors or the_plan.attrs or the_plan.removed or the_plan.lowrank
+    changes = (
+        the_plan.tensors or the_plan.attrs or the_plan.removed or the_plan.lowrank or the_plan.lists
+    )
     small = apply(model, the_plan, inplace=base is None) if changes else model
     load_weights(
         small,

@@ -3,7 +3,9 @@ config that must follow.
 
 An expert layer (transformers 5.x: ``MixtralSparseMoeBlock``, ``Qwen2MoeSparseMoeBlock``, ...)
 is a block with a router (``gate``: one logit per expert, top-k routing) and ``experts``
-whose weights are stacked 3-D parameters ``[num_experts, ...]``. The experts' neurons are
+whose weights are stacked 3-D parameters ``[num_experts, ...]``, or, in hand-written layers
+and transformers 4.x, an ``nn.ModuleList`` with one module per expert (a plan then keeps
+some of its entries: :attr:`netsculpt.Plan.lists`). The experts' neurons are
 pruned exactly by :func:`netsculpt.prune` (:mod:`netsculpt.graph.ops.experts`); removing a
 whole expert is not exact, because the tokens it served are routed to other experts. So it
 is its own, explicit step, :func:`prune_experts`: it counts, on calibration batches, how often
@@ -48,7 +50,8 @@ class MoeBlock:
     """One expert layer: where its router and experts are, and how many experts it routes to.
 
     ``expert_tensors`` and ``router_tensors`` are the parameters and buffers whose first
-    dimension is the expert dimension.
+    dimension is the expert dimension; ``in_list``: the experts are the entries of an
+    ``nn.ModuleList`` (one module each) rather than stacked weights.
     """
 
     path: str
@@ -58,6 +61,7 @@ class MoeBlock:
     top_k: int
     expert_tensors: tuple[str, ...]
     router_tensors: tuple[str, ...]
+    in_list: bool = False
 
 
 def _join(*parts: str) -> str:
@@ -78,12 +82,13 @@ def _first_dim_tensors(module: nn.Module, prefix: str, size: int) -> tuple[str, 
 
 
 def find_moe_blocks(model: nn.Module) -> list[MoeBlock]:
-    """Every expert layer of ``model``: a module with an ``experts`` child that keeps a
-    ``num_experts`` count and stacked ``[num_experts, ...]`` weights, and a router child
-    (``gate`` or ``router``) with one weight row per expert.
+    """Every expert layer of ``model``: a module with an ``experts`` child, either an
+    ``nn.ModuleList`` of experts or a module that keeps a ``num_experts`` count and stacked
+    ``[num_experts, ...]`` weights, and a router child (``gate`` or ``router``) with one
+    weight row per expert.
 
     Raises :class:`UnsupportedOperationError` naming the module for an expert layer netsculpt
-    cannot follow: experts kept in a ``ModuleList``, or no router with one row per expert.
+    cannot follow: no router with one row per expert, or no top-k it can read.
     """
     config = getattr(model, "config", None)
     blocks: list[MoeBlock] = []
@@ -92,19 +97,17 @@ def find_moe_blocks(model: nn.Module) -> list[MoeBlock]:
         if experts is None:
             continue
         where = _join(path, "experts")
-        if isinstance(experts, nn.ModuleList):
-            raise UnsupportedOperationError(
-                f"module {where!r} keeps its experts in a ModuleList; netsculpt removes whole "
-                f"experts only where they are stacked [num_experts, ...] weights (transformers "
-                f"5.x layout); prune each expert's neurons with netsculpt.prune instead (every "
-                f"expert of a ModuleList is its own group), or exclude {path or '<top>'!r}"
-            )
-        n = _int_attr(experts, "num_experts")
-        if n is None:
-            continue
-        stacked = _first_dim_tensors(experts, where, n)
-        if not any(model.get_parameter(t).dim() == 3 for t in stacked if _is_param(model, t)):
-            continue
+        in_list = isinstance(experts, nn.ModuleList)
+        if in_list:  # one module per expert (hand-written layers, transformers 4.x)
+            n: int | None = len(experts)
+            stacked: tuple[str, ...] = ()
+        else:
+            n = _int_attr(experts, "num_experts")
+            if n is None:
+                continue
+            stacked = _first_dim_tensors(experts, where, n)
+            if not any(model.get_parameter(t).dim() == 3 for t in stacked if _is_param(model, t)):
+                continue
         router_name = next((r for r in _ROUTER_NAMES if r in module._modules), None)
         router = module._modules.get(router_name) if router_name else None
         weight = getattr(router, "weight", None)
@@ -135,6 +138,7 @@ def find_moe_blocks(model: nn.Module) -> list[MoeBlock]:
                 top_k=int(top_k),
                 expert_tensors=stacked,
                 router_tensors=_first_dim_tensors(router, _join(path, router_name or ""), n),
+                in_list=in_list,
             )
         )
     return blocks
@@ -232,9 +236,10 @@ def prune_experts(
 
     On the calibration batches ``calib``, the router of each expert layer is observed and
     every time it puts an expert among a token's top k counts as one use. In each layer the
-    ``floor(num_experts * ratio)`` least used experts are removed, with their router rows; the
-    layer's ``num_experts`` and the transformers config (``num_local_experts`` /
-    ``num_experts``) follow. ``model`` is not modified.
+    ``floor(num_experts * ratio)`` least used experts are removed, with their router rows
+    (experts in an ``nn.ModuleList`` leave the list, the rest move up); the layer's
+    ``num_experts`` and the transformers config (``num_local_experts`` / ``num_experts``)
+    follow. ``model`` is not modified.
 
     **Approximate.** Unlike :func:`netsculpt.prune`, this step is not exact: the tokens a
     removed expert served are routed to others. The pruned model computes exactly what the
@@ -253,8 +258,8 @@ def prune_experts(
         exclude: expert layers (module names or ``"re:"`` patterns) left whole.
 
     Raises:
-        UnsupportedOperationError: an expert layer whose router cannot be traced, or whose
-            experts are not stacked weights; names the module.
+        UnsupportedOperationError: an expert layer whose router cannot be traced; names the
+            module.
         InputError: a bad ratio, no expert layer, or a ratio leaving fewer than top_k experts.
     """
     check_model(model)
@@ -265,8 +270,8 @@ def prune_experts(
     if not blocks:
         raise InputError(
             f"model {type(model).__name__} has no expert layer netsculpt can prune (a module "
-            f"with a router and an 'experts' child holding stacked [num_experts, ...] weights)"
-            + (" outside exclude" if exclude else "")
+            f"with a router and an 'experts' child: a ModuleList of experts, or stacked "
+            f"[num_experts, ...] weights)" + (" outside exclude" if exclude else "")
         )
     removes = {b.path: math.floor(b.num_experts * ratio + 1e-9) for b in blocks}
     for b in blocks:
@@ -295,6 +300,7 @@ def _plan(
     attrs: list[tuple[str, str, Any]] = []
     groups: list[GroupDecision] = []
     removed: dict[str, list[int]] = {}
+    lists: list[tuple[str, int, tuple[int, ...]]] = []
     for b in blocks:
         counts = usage[b.path]
         order = np.argsort(counts, kind="stable")  # least used first; ties: lower index
@@ -304,6 +310,8 @@ def _plan(
         groups.append(GroupDecision(_join(b.path, "experts"), "experts", b.num_experts, kept))
         if not gone:
             continue
+        if b.in_list:
+            lists.append((b.experts, b.num_experts, kept))
         for name in (*b.expert_tensors, *b.router_tensors):
             tensors[name] = {0: kept}
             shapes[name] = tuple(state[name].shape)
@@ -321,4 +329,11 @@ def _plan(
         "removed_experts": removed,
         "expert_usage": {path: [int(c) for c in counts] for path, counts in usage.items()},
     }
-    return Plan(tensors=tensors, shapes=shapes, attrs=tuple(attrs), groups=tuple(groups), meta=meta)
+    return Plan(
+        tensors=tensors,
+        shapes=shapes,
+        attrs=tuple(attrs),
+        groups=tuple(groups),
+        meta=meta,
+        lists=tuple(lists),
+    )

@@ -35,6 +35,9 @@ def _config_updates(model: nn.Module, config: Any) -> dict[str, int]:
     widths: set[int] = set()
     for module in model.modules():
         experts = module._modules.get("experts")
+        if isinstance(experts, nn.ModuleList):  # one module per expert: count them
+            counts.add(len(experts))
+            continue
         n = _int_attr(experts, "num_experts") if experts is not None else None
         down = getattr(experts, "down_proj", None)
         if n is None or not isinstance(down, torch.Tensor) or down.dim() != 3:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import torch
@@ -221,6 +221,7 @@ def check_plan(model: nn.Module, plan: Plan) -> dict[str, dict[int, torch.Tensor
         factorised.add(module_path)
         _check_rank(module_path, module, rank, plan, indices)
     _check_norms(plan, modules, removed_paths, indices)
+    _check_lists(plan, modules)
     for module_path, _precision in plan.precision:
         if module_path != EVERY_LAYER and module_path not in modules:
             raise PlanError(
@@ -228,6 +229,44 @@ def check_plan(model: nn.Module, plan: Plan) -> dict[str, dict[int, torch.Tensor
                 f"does not have; name the model's modules (or '*' for every layer)"
             )
     return indices
+
+
+def _check_lists(plan: Plan, modules: Mapping[str, nn.Module]) -> None:
+    """Each module list a plan shortens exists once, as an ``nn.ModuleList`` of the length
+    the plan was made for, and keeps at least one entry, by sorted unique positions."""
+    seen: set[str] = set()
+    for entry in plan.lists:
+        if not isinstance(entry, (tuple, list)) or len(entry) != 3:
+            raise PlanError(
+                f"the plan keeps list entries as {_short(entry)}, not (module, size, kept)"
+            )
+        module_path, size, kept = entry
+        module = modules.get(module_path) if isinstance(module_path, str) else None
+        if not isinstance(module, nn.ModuleList) or module_path in seen:
+            raise PlanError(
+                f"the plan keeps entries of {_short(module_path)}, which is not a ModuleList of "
+                f"the model (or the plan names it twice); apply a plan to the architecture it "
+                f"was made for"
+            )
+        seen.add(module_path)
+        if size != len(module):
+            raise _mismatch(
+                f"the plan expects {module_path!r} to hold {_short(size)} entries, the model's "
+                f"holds {len(module)}"
+            )
+        _index_tensor(module_path, 0, kept, len(module))
+        if not kept:
+            raise PlanError(f"the plan keeps no entry of {module_path!r}; keep at least one")
+
+
+def _keep_entries(model: nn.Module, lists: Sequence[tuple[str, int, tuple[int, ...]]]) -> None:
+    """Shorten each module list to its kept entries, renumbered from 0; lists nested in an
+    entry of another are shortened first, while their recorded (original) paths hold."""
+    for module_path, _size, kept in sorted(lists, key=lambda e: -e[0].count(".")):
+        entries = model.get_submodule(module_path)._modules
+        entries_kept = [entries[str(i)] for i in kept]
+        entries.clear()
+        entries.update((str(j), module) for j, module in enumerate(entries_kept))
 
 
 def _check_norms(
@@ -375,13 +414,14 @@ def apply(model: nn.Module, plan: Plan, *, inplace: bool = False) -> nn.Module:
         parent = new.get_submodule(parent_path)
         setattr(parent, child, Removed(how, int(arity or 1)))
     _fix_module_attributes(new)
-    sync_config(model, new)  # a transformers config says how many experts are left
-    sync_hidden_size(new, plan)  # and how wide its residual stream now is
     if plan.lowrank:
         for module_path, rank in plan.lowrank:
             parent_path, _, child = module_path.rpartition(".")
             parent = new.get_submodule(parent_path)
             setattr(parent, child, factorize_module(getattr(parent, child), int(rank)))
+    _keep_entries(new, plan.lists)
+    sync_config(model, new)  # a transformers config says how many experts are left
+    sync_hidden_size(new, plan)  # and how wide its residual stream now is
     previous = plan_of(model)
     setattr(new, _PLAN_ATTR, previous.then(plan) if previous is not None else plan)
     return new

@@ -13,7 +13,7 @@ import dataclasses
 import json
 import keyword
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -66,8 +66,11 @@ _PLAN_KEYS = frozenset(
         "slices",
         "precision",
         "quantize",
+        "lists",
     }
 )
+#: entries a ``nn.ModuleList`` may hold for a plan to keep some of them
+MAX_ENTRIES = 2**16
 #: the precisions a plan may give a layer (``ns.quantize`` quantizes or keeps it float)
 PRECISIONS = ("int8", "float")
 #: the precision entry that covers every layer no other entry names
@@ -269,6 +272,7 @@ def check_plan_data(
     _check_norms(data.get("norms", []))
     _check_slices(data.get("slices", []))
     _check_precision(data.get("precision", []), data.get("quantize"))
+    _check_lists(data.get("lists", []))
     meta = _dict(data.get("meta", {}), "meta")
     _check_stored_configs(meta)
     return declared
@@ -312,6 +316,15 @@ def _check_precision(precision: Any, quantize: Any) -> None:
             QuantizeConfig.from_dict(fields)
         except NetsculptError as exc:
             raise _fail("quantize", str(exc)) from None
+
+
+def _check_lists(lists: Any) -> None:
+    """``[[module list, entries before, kept runs], ...]``: entries of a ``ModuleList`` kept
+    (whole experts removed); at least one entry stays."""
+    for where, item in _entries(lists, "lists", "[module list, entries, kept]"):
+        size = _int(item[1], where + "[1]", 1, MAX_ENTRIES)
+        if _runs_length(item[2], where + "[2]", size) < 1:
+            raise _fail(where + "[2]", "a module list must keep at least one entry")
 
 
 def _check_slices(slices: Any) -> None:
@@ -468,6 +481,11 @@ class Plan:
             plan. Weights are not touched by it: only ``ns.quantize`` reads it.
         quantize: the :class:`~netsculpt.QuantizeConfig` fields the precision goes with
             (mode, calibration, types), as a dict; None for a float plan.
+        lists: ``(module list, entries before, kept entries)`` of ``nn.ModuleList`` modules that
+            lose entries (whole experts removed by :func:`netsculpt.prune_experts`): the
+            kept entries move up to positions ``0, 1, ...``, so their parameters are named
+            by their new positions in the pruned model. Every other field names modules and
+            tensors of the original model.
     """
 
     tensors: Mapping[str, Mapping[int, tuple[int, ...]]]
@@ -481,6 +499,7 @@ class Plan:
     slices: tuple[tuple[str, int, int, int, int, int], ...] = ()
     precision: tuple[tuple[str, str], ...] = ()
     quantize: Mapping[str, Any] | None = None
+    lists: tuple[tuple[str, int, tuple[int, ...]], ...] = ()
 
     @property
     def widths(self) -> dict[str, tuple[int, int]]:
@@ -501,6 +520,7 @@ class Plan:
         return (
             not self.removed
             and not self.lowrank
+            and all(len(kept) == size for _, size, kept in self.lists)
             and all(
                 len(idx) == self.shapes[name][dim]
                 for name, dims in self.tensors.items()
@@ -528,6 +548,11 @@ class Plan:
             **({"slices": [list(r) for r in self.slices]} if self.slices else {}),
             **({"precision": [list(p) for p in self.precision]} if self.precision else {}),
             **({"quantize": dict(self.quantize)} if self.quantize is not None else {}),
+            **(
+                {"lists": [[m, n, encode_indices(kept)] for m, n, kept in self.lists]}
+                if self.lists
+                else {}
+            ),
         }
 
     def to_json(self, *, indent: int | None = None) -> str:
@@ -564,6 +589,7 @@ class Plan:
             slices=tuple((m, d, s, e, ns_, ne) for m, d, s, e, ns_, ne in data.get("slices", [])),
             precision=tuple((m, p) for m, p in data.get("precision", [])),
             quantize=dict(data["quantize"]) if data.get("quantize") is not None else None,
+            lists=tuple((m, n, decode_indices(runs)) for m, n, runs in data.get("lists", [])),
         )
 
     @classmethod
@@ -577,8 +603,13 @@ class Plan:
         """The plan that does ``self`` and then ``second`` (made on the pruned model).
 
         Iterative pruning applies several plans in turn; the composed plan replays all of
-        them on the original architecture at once, so the result saves and reloads.
+        them on the original architecture at once, so the result saves and reloads. Where
+        ``self`` removed entries of a ``ModuleList`` (:attr:`lists`), the names ``second``
+        gives modules and tensors in the renumbered entries are mapped back to the
+        original's.
         """
+        if self.lists:
+            second = _renamed(second, _original_names(self.lists))
         factored = [m for m, _ in self.lowrank]
         for name in second.tensors:
             if any(name.startswith(m + ".") for m in factored):
@@ -628,6 +659,7 @@ class Plan:
             # a precision given later wins, layer by layer
             precision=tuple({**dict(self.precision), **dict(second.precision)}.items()),
             quantize=second.quantize if second.quantize is not None else self.quantize,
+            lists=_compose_lists(self.lists, second.lists),
         )
 
     def with_precision(self, precision: Mapping[str, str], config: Any = None) -> Plan:
@@ -689,11 +721,68 @@ class Plan:
         for module, dim, start, end, new_start, new_end in self.slices:
             where = f"{module or '<top>'} [{start}:{end}] (dim {dim})"
             lines.append(f"  {where:<48} slice rewritten to [{new_start}:{new_end}]")
+        grouped = {g.name for g in self.groups}
+        for module, size, kept in self.lists:
+            if len(kept) != size and module not in grouped:
+                lines.append(f"  {module:<48} entries  {size:>6} -> {len(kept)}")
         for module, precision in self.precision:
             lines.append(f"  {module or '<top>':<48} {precision} (ns.quantize)")
         for step in _approximate_steps(self.meta):
             lines.append(f"  {step}: approximate, not verified against the original (see meta)")
         return "\n".join(lines)
+
+
+def _original_names(
+    lists: Sequence[tuple[str, int, tuple[int, ...]]],
+) -> Callable[[str], str]:
+    """Maps a module or tensor name of the model ``lists`` were applied to back to the
+    original model's name: ``experts.1.w`` is ``experts.3.w`` when entries 0 and 3 were kept.
+    Outer lists come first, so the path of a list nested in a renumbered entry (recorded with
+    original names) matches once the outer index is mapped back."""
+    order = sorted(lists, key=lambda entry: entry[0].count("."))
+
+    def original(name: str) -> str:
+        for path, _size, kept in order:
+            prefix = f"{path}." if path else ""
+            if not name.startswith(prefix):
+                continue
+            index, dot, rest = name[len(prefix) :].partition(".")
+            if index.isdigit() and int(index) < len(kept):
+                name = f"{prefix}{kept[int(index)]}{dot}{rest}"
+        return name
+
+    return original
+
+
+def _renamed(plan: Plan, original: Callable[[str], str]) -> Plan:
+    """``plan`` with every module and tensor name passed through ``original``."""
+    return dataclasses.replace(
+        plan,
+        tensors={original(n): dims for n, dims in plan.tensors.items()},
+        shapes={original(n): shape for n, shape in plan.shapes.items()},
+        attrs=tuple((original(m), a, v) for m, a, v in plan.attrs),
+        groups=tuple(dataclasses.replace(g, name=original(g.name)) for g in plan.groups),
+        removed=tuple((original(m), k) for m, k in plan.removed),
+        lowrank=tuple((original(m), r) for m, r in plan.lowrank),
+        norms=tuple((original(m), b, a) for m, b, a in plan.norms),
+        slices=tuple((original(r[0]), *r[1:]) for r in plan.slices),
+        precision=tuple((m if m == EVERY_LAYER else original(m), p) for m, p in plan.precision),
+        lists=tuple((original(m), n, kept) for m, n, kept in plan.lists),
+    )
+
+
+def _compose_lists(
+    first: Sequence[tuple[str, int, tuple[int, ...]]],
+    second: Sequence[tuple[str, int, tuple[int, ...]]],
+) -> tuple[tuple[str, int, tuple[int, ...]], ...]:
+    """The entries kept by ``first`` and then ``second`` (both named as in the original)."""
+    out = {path: (size, kept) for path, size, kept in first}
+    for path, size, kept in second:
+        before = out.get(path)
+        if before is not None:
+            size, kept = before[0], tuple(before[1][i] for i in kept)
+        out[path] = (size, kept)
+    return tuple((path, size, kept) for path, (size, kept) in out.items())
 
 
 def _approximate_steps(meta: Any) -> list[str]:
