@@ -295,15 +295,59 @@ def test_pruning_twice_composes_into_one_plan() -> None:
     _assert_exact(model, twice, ids)
 
 
+class ExpRms(HandRms):
+    """An RMS norm that scales by ``exp(weight)``: not a form netsculpt resizes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        variance = x.pow(2).mean(-1, keepdim=True)
+        return self.weight.exp() * (x * torch.rsqrt(variance + self.variance_epsilon))
+
+
 def test_a_norm_netsculpt_cannot_resize_is_named() -> None:
-    model, inputs = build("hf_gemma")  # scales by 1 + weight
+    model = PreNormBlocks().eval()
+    model.norm1 = ExpRms(32)
+    ids = torch.randint(0, 50, (3, 7))
     with pytest.raises(UnsupportedOperationError) as info:
-        ns.plan(model, inputs, RESIDUAL)
+        ns.plan(model, ids, RESIDUAL)
     message = str(info.value)
-    assert "model.layers.0.input_layernorm" in message and "residual=False" in message
-    assert "1 + weight" in message
+    assert "'norm1'" in message and "residual=False" in message
+    assert "directly or as 1 + weight" in message
     # without the option the model prunes as before
-    assert ns.plan(model, inputs, ratio=0.3).tensors
+    assert ns.plan(model, ids, ratio=0.3).tensors
+
+
+def test_gemma_norms_scale_by_one_plus_weight(tmp_path: object) -> None:
+    torch.manual_seed(0)
+    model, inputs = build("hf_gemma")  # (1 + weight) * x / rms(x), embeddings * sqrt(64)
+    with torch.no_grad():  # trained weights are not the zeros Gemma starts from
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.uniform_(-0.5, 0.5)
+    small = ns.prune(model, inputs, RESIDUAL)
+    plan = ns.plan_of(small)
+    assert ("model.layers.0.input_layernorm", 64, 45) in plan.norms
+    assert "kept_whole" not in plan.meta
+    assert 1 - _params(small) / _params(model) >= 0.25
+    kept = torch.tensor(plan.tensors["model.layers.0.input_layernorm.weight"][0])
+    before = model.model.layers[0].input_layernorm.weight[kept]
+    after = small.model.layers[0].input_layernorm.weight
+    torch.testing.assert_close(1 + after, (64 / 45) ** 0.5 * (1 + before))
+    _assert_exact(model, small, inputs)
+    back = ns.load(ns.save(small, tmp_path / "gemma"))  # type: ignore[operator]
+    for a, b in zip(_outputs(back, inputs), _outputs(small, inputs), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_norms_inside_heads_do_not_decide_the_residual_width() -> None:
+    # Qwen3 normalises each head's queries and keys (q_norm / k_norm): those keep their width
+    # and are not why a hidden stream that is the model's output stays whole
+    model, inputs = build("hf_qwen3_gqa")
+    with pytest.raises(UnsupportedOperationError, match=r"feeds a model output.*protect_outputs"):
+        ns.plan(model.model, inputs, RESIDUAL)
+    small = ns.prune(model, inputs, RESIDUAL)
+    assert small.model.layers[0].self_attn.q_norm.weight.shape == (16,)
+    assert small.model.embed_tokens.weight.shape[1] < 64
+    _assert_exact(model, small, inputs)
 
 
 def test_a_model_without_norms_is_refused() -> None:
@@ -425,6 +469,7 @@ RESIDUAL_ZOO = [
     "hf_gpt_neox",
     "hf_opt",
     "hf_qwen3_gqa",
+    "hf_gemma",
     "hf_phi",
     "hf_falcon",
     "hf_beit",

@@ -38,6 +38,8 @@ EPSILON_ATTRIBUTES = ("variance_epsilon", "eps")
 
 #: ops between an RMS norm's weight and the multiplication that applies it
 _PASS_THROUGH = {"to", "_to_copy", "type_as", "clone", "alias", "contiguous"}
+#: ops that read a weight only to check its dtype or shape (``weight.float()`` adds one)
+_CHECKS_ONLY = {"_assert_tensor_metadata"}
 
 
 def norm_kind(module: nn.Module) -> str | None:
@@ -70,8 +72,10 @@ def settle_norm_sites(model: nn.Module, p: Propagator) -> list[NormSite]:
     A site is resizable when its module is an ``nn.LayerNorm`` or ``nn.RMSNorm`` over one
     dimension, or an RMS norm of the form ``weight * x / sqrt(mean(x^2) + eps)`` (as the
     transformers Llama, Mistral and Qwen2 norms compute it) whose weight multiplies the
-    result directly (a ``1 + weight`` scale, as in Gemma, is not resized), and when the
+    result directly or as ``1 + weight`` (as in Gemma), and when the
     dimension it normalises is a whole hidden size, not the inside of attention heads.
+    A norm that scales by ``1 + weight`` (Gemma) is resized too: its weight is rescaled so
+    that ``1 + weight`` takes the factor.
     """
     inner = _inside_products(p)
     nodes = {n.name: n for n in p.program.graph.nodes}
@@ -105,35 +109,51 @@ def _why_not(
     if kind is None or kind != site.kind:
         return (
             f"{type(module).__name__} is not nn.LayerNorm, nn.RMSNorm or an RMS norm "
-            f"weight * x / sqrt(mean(x^2) + eps) with its epsilon in "
+            f"(weight or 1 + weight) * x / sqrt(mean(x^2) + eps) with its epsilon in "
             f"{' or '.join(EPSILON_ATTRIBUTES)}"
         )
     if p.table.find(site.space).uid in inner:
+        site.in_heads = True
         return "it normalises inside attention heads (a head dimension keeps its size)"
     weight = getattr(module, "weight", None)
     weight_node = params.get(f"{site.module}.weight" if site.module else "weight")
     if isinstance(weight, torch.Tensor) and site.op == "mean":
         node = nodes.get(weight_node or "")
         if node is None or not _scales_directly(node):
-            return "its weight does not multiply the normalised input directly (1 + weight?)"
+            return "its weight does not multiply the normalised input, directly or as 1 + weight"
     elif site.weight_node and weight_node and site.weight_node != weight_node:
         return "it normalises with another module's weight"
     return ""
 
 
-def _scales_directly(node: fx.Node) -> bool:
-    """Every use of the weight ``node`` is a multiplication (through dtype casts)."""
+def _scales_directly(node: fx.Node, offset: bool = True) -> bool:
+    """Every use of the weight ``node`` is a multiplication (through dtype casts), by the
+    weight or, with ``offset``, by ``1 + weight`` (Gemma's norms)."""
     users = list(node.users)
     if not users:
         return False
     for user in users:
         name = short_name(user.target)
+        if name in _CHECKS_ONLY:
+            continue
         if name in _PASS_THROUGH:
-            if not _scales_directly(user):
+            if not _scales_directly(user, offset):
+                return False
+        elif offset and name in ("add", "add_") and _plus_one(user, node):
+            if not _scales_directly(user, offset=False):
                 return False
         elif name not in ("mul", "mul_"):
             return False
     return True
+
+
+def _plus_one(add: fx.Node, operand: fx.Node) -> bool:
+    """``add`` computes ``operand + 1`` (either order, no ``alpha``)."""
+    others = [a for a in add.args if a is not operand]
+    if len(add.args) != 2 or len(others) != 1 or add.kwargs.get("alpha", 1) != 1:
+        return False
+    other = others[0]
+    return isinstance(other, (int, float)) and not isinstance(other, bool) and other == 1
 
 
 def _inside_products(p: Propagator) -> set[int]:

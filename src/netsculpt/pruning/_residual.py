@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from netsculpt.errors import PlanError, UnsupportedOperationError
-from netsculpt.graph._norms import EPSILON_ATTRIBUTES, norm_kind
+from netsculpt.graph._norms import EPSILON_ATTRIBUTES, NormSite, norm_kind
 from netsculpt.graph.analysis import Graph, Group
 from netsculpt.pruning._moe_config import BASE_CONFIG_ATTR, base_config_values
 
@@ -88,9 +88,14 @@ class WidthLayerNorm(nn.LayerNorm):
 def residual_groups(graph: Graph) -> list[Group]:
     """The groups a norm over a hidden size reaches (prunable or not), in graph order."""
     uids: set[int] = set()
-    for site in graph.norm_sites:
+    for site in _hidden_sites(graph):
         uids.update(graph.table.index_map(site.space))
     return [g for g in graph.groups if g.uid in uids]
+
+
+def _hidden_sites(graph: Graph) -> list[NormSite]:
+    """The norm sites over a hidden size (not inside attention heads)."""
+    return [s for s in graph.norm_sites if not s.in_heads]
 
 
 def require_residual(graph: Graph, exclude: Sequence[str] = ()) -> None:
@@ -103,13 +108,14 @@ def require_residual(graph: Graph, exclude: Sequence[str] = ()) -> None:
     groups = residual_groups(graph)
     if any(g.prunable for g in groups):
         return
-    if not graph.norm_sites:
+    sites = _hidden_sites(graph)
+    if not sites:
         raise UnsupportedOperationError(
             f"PruneConfig(residual=True): model {graph.model_name} has no nn.LayerNorm or "
             f"RMS norm over a hidden size, so there is no residual width to prune; leave "
             f"residual=False (the default) for this model"
         )
-    blocked = next((s for s in graph.norm_sites if s.reason), None)
+    blocked = next((s for s in sites if s.reason), None)
     why = blocked.reason if blocked is not None else (groups[0].reason if groups else "")
     module = blocked.module if blocked is not None else (groups[0].module if groups else "?")
     fix = (
@@ -121,7 +127,7 @@ def require_residual(graph: Graph, exclude: Sequence[str] = ()) -> None:
     raise UnsupportedOperationError(
         f"PruneConfig(residual=True): the residual width of {graph.model_name} cannot be "
         f"pruned: {why or 'it is protected'}; netsculpt resizes nn.LayerNorm, nn.RMSNorm and "
-        f"RMS norms weight * x / sqrt(mean(x^2) + eps) exactly; {fix}"
+        f"RMS norms (weight or 1 + weight) * x / sqrt(mean(x^2) + eps) exactly; {fix}"
     )
 
 
@@ -215,10 +221,33 @@ def resize_norm(model: nn.Module, path: str, before: int, after: int) -> None:
     if eps is None:  # nn.RMSNorm: the machine epsilon of the input's dtype
         dtype = scale_weight.dtype if isinstance(scale_weight, torch.Tensor) else torch.float32
         eps = torch.finfo(dtype).eps
+    offset = isinstance(scale_weight, torch.Tensor) and _scales_by_one_plus_weight(module, eps)
     setattr(module, attr, float(eps) * scale)
     if isinstance(scale_weight, torch.Tensor):
         with torch.no_grad():
-            scale_weight.mul_(math.sqrt(scale))
+            if offset:  # Gemma: 1 + weight takes the factor
+                scale_weight.add_(1.0).mul_(math.sqrt(scale)).sub_(1.0)
+            else:
+                scale_weight.mul_(math.sqrt(scale))
+
+
+def _scales_by_one_plus_weight(module: nn.Module, eps: float) -> bool:
+    """Whether the RMS norm ``module`` computes ``(1 + weight) * x / rms(x)`` (Gemma's
+    norms) rather than ``weight * x / rms(x)``: run once on a fixed input and compared with
+    both."""
+    weight = cast(torch.Tensor, module.weight).detach()
+    x = torch.randn(2, weight.shape[0], generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            out = module(x.to(weight.dtype)).float()
+    except Exception:  # noqa: BLE001 - a norm that needs more than its input: not Gemma's
+        return False
+    normed = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    if out.shape != normed.shape:
+        return False
+    offset = torch.allclose(out, normed * (1 + weight.float()), rtol=1e-2, atol=1e-3)
+    direct = torch.allclose(out, normed * weight.float(), rtol=1e-2, atol=1e-3)
+    return offset and not direct
 
 
 def sync_hidden_size(model: nn.Module, plan: Any) -> None:

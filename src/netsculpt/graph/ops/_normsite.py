@@ -27,7 +27,10 @@ class NormSite:
 
     ``kind`` is ``"layer_norm"`` or ``"rms"``; ``op`` the ATen operation that normalises
     (``layer_norm``, ``rms_norm``, or ``mean`` of ``x ** 2`` in an RMS norm's own code);
-    ``reason`` is empty when netsculpt can resize the module, else why not.
+    ``reason`` is empty when netsculpt can resize the module, else why not; ``in_heads``:
+    the norm normalises inside attention heads (Qwen3's and Gemma 3's ``q_norm`` /
+    ``k_norm``), not over a hidden size, so it keeps its width and never decides whether
+    the residual width can be pruned.
     """
 
     module: str
@@ -36,6 +39,7 @@ class NormSite:
     space: Space
     weight_node: str = ""
     reason: str = ""
+    in_heads: bool = False
 
 
 def record_norm_site(p: Propagator, node: fx.Node, space: Space, kind: str) -> None:
