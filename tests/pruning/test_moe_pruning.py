@@ -17,7 +17,7 @@ from torch import nn
 
 import netsculpt as ns
 from netsculpt._inputs import call_model
-from netsculpt.errors import ExportError, InputError, UnsupportedOperationError
+from netsculpt.errors import ExportError, InputError, PlanError, UnsupportedOperationError
 from netsculpt.pruning._experts import find_moe_blocks
 from netsculpt.testing.experts import removed_experts_masked
 from netsculpt.testing.zoo import MOE, ZOO
@@ -80,10 +80,15 @@ def test_neuron_pruning_equals_zeroed_original(name: str) -> None:
     plan = ns.plan_of(small)
     assert plan is not None and "kept_whole" not in plan.meta
     layer = "model.layers.0.mlp.experts"
-    kept = plan.tensors[f"{layer}.down_proj"][2]
+    # each expert keeps its own neurons, as many in every expert
+    gathers = {(t, d): (by, rows) for t, d, by, rows in plan.gathers}
+    by, rows = gathers[(f"{layer}.down_proj", 2)]
     width = model.get_submodule(layer).down_proj.shape[2]
-    assert len(kept) % 4 == 0 and len(kept) < width
-    # the same neurons set to zero in the original, in every expert
+    assert by == 0 and len(rows) == 4 and len({len(r) for r in rows}) == 1
+    assert len(rows[0]) % 4 == 0 and len(rows[0]) < width
+    assert len(set(rows)) > 1  # not the same positions everywhere
+    assert f"{layer}.down_proj" not in plan.tensors  # sliced there by the gather alone
+    # those neurons set to zero in the original, expert by expert
     zeroed = copy.deepcopy(model)
     with torch.no_grad():
         for name_, dims in plan.tensors.items():
@@ -91,8 +96,75 @@ def test_neuron_pruning_equals_zeroed_original(name: str) -> None:
             for dim, idx in dims.items():
                 gone = sorted(set(range(t.shape[dim])) - set(idx))
                 t.index_fill_(dim, torch.tensor(gone, dtype=torch.long), 0.0)
+        for name_, dim, _by, kept in plan.gathers:
+            t = zeroed.get_parameter(name_)
+            for e, idx in enumerate(kept):
+                gone = sorted(set(range(t.shape[dim])) - set(idx))
+                t[e].index_fill_(dim - 1, torch.tensor(gone, dtype=torch.long), 0.0)
     torch.testing.assert_close(_logits(small, inputs), _logits(zeroed, inputs))
-    assert small.get_submodule(layer).gate_up_proj.shape[1] == 2 * len(kept)
+    assert small.get_submodule(layer).gate_up_proj.shape[1] == 2 * len(rows[0])
+
+
+def test_each_stacked_expert_keeps_its_own_best_neurons() -> None:
+    torch.manual_seed(0)
+    model, inputs = ZOO["hf_qwen2_moe"]()
+    experts = model.get_submodule("model.layers.0.mlp.experts")
+    with torch.no_grad():  # expert 0's strong neurons are the ones expert 1 finds weakest
+        for e, weak in ((0, slice(0, 32)), (1, slice(32, 64))):
+            experts.down_proj[e][:, weak] *= 0.01
+            experts.gate_up_proj[e][weak] *= 0.01
+            experts.gate_up_proj[e][64:][weak] *= 0.01
+    small = ns.prune(model, inputs, ratio=0.5)
+    plan = ns.plan_of(small)
+    assert plan is not None
+    rows = {(t, d): r for t, d, _by, r in plan.gathers}
+    down = rows[("model.layers.0.mlp.experts.down_proj", 2)]
+    assert len(down[0]) == len(down[1]) == 32
+    assert min(down[0]) >= 32 and max(down[1]) < 32
+    # gate and up halves of the fused projection follow the same neurons
+    gate_up = rows[("model.layers.0.mlp.experts.gate_up_proj", 1)]
+    assert gate_up[1] == (*down[1], *(64 + i for i in down[1]))
+    kept = torch.tensor(down[1])
+    torch.testing.assert_close(
+        small.get_submodule("model.layers.0.mlp.experts").down_proj[1],
+        experts.down_proj[1][:, kept],
+    )
+
+
+@pytest.mark.parametrize("name", MOE)
+def test_per_expert_plans_compose_replay_and_reload(name: str, tmp_path: Path) -> None:
+    model, inputs, small = _pruned(name)
+    # neurons per expert, then whole experts, then neurons per expert again: one plan
+    smaller = ns.prune(ns.prune_experts(small, _calib(inputs), ratio=0.25), inputs, ratio=0.3)
+    plan = ns.plan_of(smaller)
+    assert plan is not None and plan.gathers
+    replayed = ns.apply(model, ns.Plan.from_json(plan.to_json()))
+    torch.testing.assert_close(_logits(replayed, inputs), _logits(smaller, inputs), rtol=0, atol=0)
+    ns.save(smaller, tmp_path)
+    again = ns.load(tmp_path)
+    torch.testing.assert_close(_logits(again, inputs), _logits(smaller, inputs), rtol=0, atol=0)
+
+
+def test_gather_entries_are_checked_as_data() -> None:
+    model, inputs, small = _pruned("hf_mixtral")
+    plan = ns.plan_of(small)
+    assert plan is not None
+    data = json.loads(plan.to_json())
+    name, dim, by, rows = data["gathers"][0]
+    bad = [
+        ([name, dim, by, rows[:3]], r"gathers\[0\]\[3\]: 3 lists of kept indices for the 4"),
+        ([name, dim, dim, rows], r"gathers\[0\].*by itself"),
+        ([name, dim, by, [rows[0], rows[1], rows[2], [[0, 1]]]], r"the same number"),
+        (["model.nothing", dim, by, rows], r"gathers\[0\]\[0\].*original shape"),
+        ([name, 9, by, rows], r"gathers\[0\]\[1\]"),
+    ]
+    for entry, message in bad:
+        with pytest.raises(PlanError, match=message):
+            ns.Plan.from_dict({**data, "gathers": [entry, *data["gathers"][1:]]})
+    sliced = copy.deepcopy(data)
+    sliced["tensors"].setdefault(name, {})[str(dim)] = [[0, 4]]
+    with pytest.raises(PlanError, match=r"sliced along dimension .* in 'tensors' too"):
+        ns.Plan.from_dict(sliced)
 
 
 class _GroupedMatmulMoe(nn.Module):

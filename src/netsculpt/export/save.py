@@ -277,12 +277,12 @@ def load_inputs(path: str | os.PathLike[str]) -> Any:
 def _check_plan_fits(model: nn.Module, plan: Plan) -> None:
     """The plan's kept counts give the shapes ``model`` has (tensors still present)."""
     state = model.state_dict(keep_vars=True)
-    for name, dims in plan.tensors.items():
+    for name in dict.fromkeys([*plan.tensors, *(g[0] for g in plan.gathers)]):
         t = state.get(name)
         original = plan.shapes.get(name)
         if t is None or original is None or len(original) != t.dim():
             continue
-        expected = tuple(len(dims[d]) if d in dims else s for d, s in enumerate(original))
+        expected = plan.kept_shape(name)
         if tuple(t.shape) != expected:
             raise InputError(
                 f"the plan makes {name!r} of shape {expected}, but the model has "
@@ -426,7 +426,12 @@ def load(
         model = _rebuild(manifest["base"], data, table, folder=folder, trust_code=trust_code)
     the_plan = Plan.from_dict(data, shapes=_shapes_of(model))
     changes = (
-        the_plan.tensors or the_plan.attrs or the_plan.removed or the_plan.lowrank or the_plan.lists
+        the_plan.tensors
+        or the_plan.attrs
+        or the_plan.removed
+        or the_plan.lowrank
+        or the_plan.lists
+        or the_plan.gathers
     )
     small = apply(model, the_plan, inplace=base is None) if changes else model
     load_weights(

@@ -19,6 +19,7 @@ from torch import nn
 from netsculpt.graph.analysis import Graph, Group
 from netsculpt.graph.propagate import ShapeSite
 from netsculpt.graph.spaces import Space
+from netsculpt.pruning._per_expert import per_expert_rows
 from netsculpt.pruning._rewrite import SliceRewrite, current_bounds
 from netsculpt.pruning.plan import NOT_SIZE_ATTRIBUTE, SIZE_ATTRIBUTE, GroupDecision, Plan
 
@@ -51,13 +52,24 @@ def build(
     keep: Mapping[int, np.ndarray],
     removed: Sequence[tuple[str, str]],
     meta: Mapping[str, Any],
+    per_expert: Mapping[int, np.ndarray] | None = None,
 ) -> Built:
-    """The plan that keeps the units ``keep`` marks and removes the blocks ``removed``."""
+    """The plan that keeps the units ``keep`` marks and removes the blocks ``removed``;
+    the groups in ``per_expert`` keep, in each expert, the units its row marks."""
     decided = [
         GroupDecision(g.name, g.kind, g.size, tuple(int(i) for i in np.nonzero(keep[g.uid])[0]))
         for g in groups
     ]
     tensors, shapes = _slice_tensors(model, graph, keep)
+    gathers = []
+    for g in groups:
+        mask = (per_expert or {}).get(g.uid)
+        if mask is None or keep[g.uid].all():
+            continue
+        for tensor, dim, rows in per_expert_rows(graph, g, mask):
+            gathers.append((tensor, dim, 0, rows))
+            tensors.get(tensor, {}).pop(dim, None)
+    tensors = {name: dims for name, dims in tensors.items() if dims}
     group_attrs, shape_attrs, unresolved, slices = _attribute_updates(model, graph, keep)
     plan = Plan(
         tensors=tensors,
@@ -68,6 +80,7 @@ def build(
         meta=dict(meta),
         norms=tuple(_resized_norms(graph, keep)),
         slices=tuple(slices),
+        gathers=tuple(gathers),
     )
     return Built(plan, tuple(shape_attrs), frozenset(unresolved))
 

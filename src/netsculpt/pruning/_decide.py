@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ from netsculpt._inputs import ExampleInputs, call_model
 from netsculpt.errors import InputError, NothingToPruneError
 from netsculpt.graph._arguments import match_names
 from netsculpt.graph.analysis import Graph, Group
+from netsculpt.pruning._per_expert import expert_groups, kept_per_expert
 from netsculpt.pruning.config import PruneConfig, check_ratio
 from netsculpt.pruning.importance import ImportanceContext, criterion_info, get_importance
 
@@ -36,12 +37,16 @@ class Decision:
         keep: group uid -> boolean mask of the units kept (every group in ``groups``).
         removed: ``(module, kind)`` of the blocks removed whole (``"zeros:2"``, ...).
         global_ranking: whether units were ranked across groups.
+        per_expert: group uid -> ``[experts, units]`` mask of the units each expert keeps,
+            for the neurons of stacked expert weights (:mod:`netsculpt.pruning._per_expert`);
+            ``keep`` still says how many.
     """
 
     groups: tuple[Group, ...]
     keep: Mapping[int, np.ndarray]
     removed: tuple[tuple[str, str], ...]
     global_ranking: bool
+    per_expert: Mapping[int, np.ndarray] = field(default_factory=dict)
 
 
 def decide(
@@ -97,7 +102,11 @@ def decide(
             mask[:] = False
             mask[order[: keep_counts[g.name]]] = True
         keep[g.uid] = mask
-    return Decision(tuple(groups), keep, tuple(removed), global_ranking)
+    experts = expert_groups(graph, active, ctx)
+    per_expert = kept_per_expert(
+        get_importance(config.importance), config.importance, active, keep_counts, experts, ctx
+    )
+    return Decision(tuple(groups), keep, tuple(removed), global_ranking, per_expert)
 
 
 def _scores(

@@ -9,6 +9,7 @@ both through :func:`verify`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -73,7 +74,7 @@ def verify(
     was_training = model.training
     model.eval()
     try:
-        reference = _zeroed_reference(model, example_inputs, graph, keep, plan.removed)
+        reference = _zeroed_reference(model, example_inputs, graph, keep, plan)
     finally:
         model.train(was_training)
     _check_finite_reference(graph.model_name, reference)
@@ -108,17 +109,7 @@ def verify(
 
 
 def _with_attrs(plan: Plan, attrs: Sequence[Attr]) -> Plan:
-    return Plan(
-        tensors=plan.tensors,
-        shapes=plan.shapes,
-        attrs=plan.attrs + tuple(attrs),
-        groups=plan.groups,
-        removed=plan.removed,
-        meta=plan.meta,
-        lowrank=plan.lowrank,
-        norms=plan.norms,
-        slices=plan.slices,
-    )
+    return dataclasses.replace(plan, attrs=plan.attrs + tuple(attrs))
 
 
 def _run(
@@ -182,23 +173,36 @@ def _zeroed_reference(
     example_inputs: ExampleInputs,
     graph: Graph,
     keep: Mapping[int, np.ndarray],
-    removed: Sequence[tuple[str, str]],
+    plan: Plan,
 ) -> list[torch.Tensor] | None:
     """Outputs of ``model`` with every unit the plan removes set to zero, in place and restored.
 
     Removing all-zero units must not change the outputs, so these are exactly what the
     pruned model has to produce. None when a removed block becomes the identity (zeroing
-    weights cannot express that).
+    weights cannot express that). Positions the plan gathers per index (each expert's own
+    neurons) are zeroed per index.
     """
+    removed = plan.removed
     if any(kind.startswith("identity") for _m, kind in removed):
         return None
     params = dict(model.named_parameters(remove_duplicate=False))
+    gathered = {(t, d) for t, d, _by, _rows in plan.gathers}
     saved: list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]] = []
     try:
         with torch.no_grad():
+            for tensor, dim, by, rows in plan.gathers:
+                stacked = params[tensor]
+                everything = torch.arange(stacked.shape[0], device=stacked.device)
+                saved.append((stacked, 0, everything, stacked.detach().clone()))
+                inner = dim - 1 if dim > by else dim
+                for e, row in enumerate(rows):
+                    gone = sorted(set(range(stacked.shape[dim])) - set(row))
+                    if gone:
+                        idx = torch.as_tensor(gone, dtype=torch.long, device=stacked.device)
+                        stacked.select(by, e).index_fill_(inner, idx, 0.0)
             for tensor, dim in graph.slot_spaces:
                 t = params.get(tensor)
-                if t is None:
+                if t is None or (tensor, dim) in gathered:
                     continue
                 mask = kept_positions(graph, tensor, dim, keep)
                 if mask is None or mask.all():

@@ -222,6 +222,7 @@ def check_plan(model: nn.Module, plan: Plan) -> dict[str, dict[int, torch.Tensor
         _check_rank(module_path, module, rank, plan, indices)
     _check_norms(plan, modules, removed_paths, indices)
     _check_lists(plan, modules)
+    _check_gathers(plan, shapes, indices)
     for module_path, _precision in plan.precision:
         if module_path != EVERY_LAYER and module_path not in modules:
             raise PlanError(
@@ -229,6 +230,63 @@ def check_plan(model: nn.Module, plan: Plan) -> dict[str, dict[int, torch.Tensor
                 f"does not have; name the model's modules (or '*' for every layer)"
             )
     return indices
+
+
+def _check_gathers(
+    plan: Plan,
+    shapes: Mapping[str, tuple[int, ...]],
+    indices: dict[str, dict[int, torch.Tensor | None]],
+) -> None:
+    """Each gather names a tensor of the plan, two distinct dimensions, one list of kept
+    positions per index along ``by``, all as long; ``indices`` gains the tensors gathered."""
+    seen: set[tuple[str, int]] = set()
+    for entry in plan.gathers:
+        if not isinstance(entry, (tuple, list)) or len(entry) != 4:
+            raise PlanError(f"the plan gathers {_short(entry)}, not (tensor, dim, by, kept)")
+        name, dim, by, rows = entry
+        shape = shapes.get(name) if isinstance(name, str) else None
+        if shape is None:
+            raise PlanError(
+                f"the plan gathers {_short(name)} without giving its original shape; build "
+                f"plans with netsculpt.plan or Plan.from_json"
+            )
+        if not (_is_int(dim) and _is_int(by) and 0 <= dim < len(shape) and 0 <= by < len(shape)):
+            raise _mismatch(
+                f"the plan gathers {name!r} (shape {shape}) along dimension {_short(dim)} by "
+                f"{_short(by)}, outside its rank {len(shape)}"
+            )
+        if dim == by or (name, dim) in seen or indices.get(name, {}).get(int(dim)) is not None:
+            raise PlanError(
+                f"the plan gathers {name!r} along dimension {dim} by {by}: by itself, twice, or "
+                f"as well as slicing it there; write the plan again with netsculpt.plan"
+            )
+        seen.add((name, int(dim)))
+        if not isinstance(rows, (tuple, list)) or len(rows) != shape[by]:
+            raise _mismatch(
+                f"the plan gathers {name!r} with {_short(rows)} lists of kept positions, not "
+                f"one per index of dimension {by} ({shape[by]})"
+            )
+        where = f"{name}[by {by}]"
+        counts = set()
+        for row in rows:
+            idx = _index_tensor(where, int(dim), row, shape[dim])
+            counts.add(shape[dim] if idx is None else int(idx.numel()))
+        if len(counts) != 1 or 0 in counts:
+            raise PlanError(
+                f"the plan gathers {name!r} keeping {sorted(counts)} positions along dimension "
+                f"{dim}; every index of dimension {by} must keep the same number, at least one"
+            )
+        indices.setdefault(name, {})
+
+
+def _gather(t: torch.Tensor, dim: int, by: int, rows: Sequence[Sequence[int]]) -> torch.Tensor:
+    """``t`` with, for each index ``e`` along ``by``, the positions ``rows[e]`` along ``dim``."""
+    inner = dim - 1 if dim > by else dim
+    parts = [
+        t.select(by, e).index_select(inner, torch.as_tensor(row, dtype=torch.long, device=t.device))
+        for e, row in enumerate(rows)
+    ]
+    return torch.stack(parts, dim=by)
 
 
 def _check_lists(plan: Plan, modules: Mapping[str, nn.Module]) -> None:
@@ -363,7 +421,7 @@ def apply(model: nn.Module, plan: Plan, *, inplace: bool = False) -> nn.Module:
     else:
         # do not copy tensors that are about to be replaced: saves a full model of memory
         memo: dict[int, Any] = {}
-        for name in plan.tensors:
+        for name in indices:
             t = params.get(name, buffers.get(name))
             if t is not None and id(t) not in memo:
                 memo[id(t)] = (
@@ -380,6 +438,9 @@ def apply(model: nn.Module, plan: Plan, *, inplace: bool = False) -> nn.Module:
         orig = params[name] if is_param else buffers[name]
         t = orig.detach()
         changed = False
+        for _name, dim, by, rows in (g for g in plan.gathers if g[0] == name):
+            t = _gather(t, int(dim), int(by), rows)
+            changed = True
         for dim, idx in sorted(dims.items()):
             if idx is not None:
                 t = t.index_select(dim, idx.to(t.device))

@@ -67,6 +67,7 @@ _PLAN_KEYS = frozenset(
         "precision",
         "quantize",
         "lists",
+        "gathers",
     }
 )
 #: entries a ``nn.ModuleList`` may hold for a plan to keep some of them
@@ -273,6 +274,11 @@ def check_plan_data(
     _check_slices(data.get("slices", []))
     _check_precision(data.get("precision", []), data.get("quantize"))
     _check_lists(data.get("lists", []))
+    total += _check_gathers(data.get("gathers", []), declared, data["tensors"])
+    if shapes is None and limit is not None and total > limit:
+        raise _fail(
+            "gathers", f"{total} kept indices in all, more than the {limit} a plan may hold"
+        )
     meta = _dict(data.get("meta", {}), "meta")
     _check_stored_configs(meta)
     return declared
@@ -316,6 +322,44 @@ def _check_precision(precision: Any, quantize: Any) -> None:
             QuantizeConfig.from_dict(fields)
         except NetsculptError as exc:
             raise _fail("quantize", str(exc)) from None
+
+
+def _check_gathers(
+    gathers: Any, declared: Mapping[str, tuple[int, ...]], tensors: Mapping[str, Any]
+) -> int:
+    """``[[tensor, dim, by, [kept runs per index of by], ...], ...]``: positions kept along
+    ``dim`` chosen separately for each index along ``by`` (each expert of stacked expert
+    weights), the same number for each. Returns how many indices they hold."""
+    total = 0
+    seen: set[tuple[str, int]] = set()
+    for k, item in enumerate(_list(gathers, "gathers")):
+        where = f"gathers[{k}]"
+        if not isinstance(item, list) or len(item) != 4:
+            raise _fail(where, f"expected [tensor, dim, by, kept per index], got {_short(item)}")
+        name = _str(item[0], where + "[0]")
+        shape = declared.get(name)
+        if shape is None:
+            raise _fail(where + "[0]", "names a tensor without its original shape in 'shapes'")
+        dim = _int(item[1], where + "[1]", 0, len(shape) - 1)
+        by = _int(item[2], where + "[2]", 0, len(shape) - 1)
+        if by == dim or (name, dim) in seen:
+            raise _fail(
+                where, f"gathers {name!r} along dimension {dim} by {by} (twice, or by itself)"
+            )
+        seen.add((name, dim))
+        if str(dim) in _dict(tensors.get(name, {}), f"tensors[{_short(name)}]"):
+            raise _fail(where, f"{name!r} is sliced along dimension {dim} in 'tensors' too")
+        rows = _list(item[3], where + "[3]")
+        if len(rows) != shape[by]:
+            raise _fail(
+                where + "[3]",
+                f"{len(rows)} lists of kept indices for the {shape[by]} along dimension {by}",
+            )
+        counts = {_runs_length(r, f"{where}[3][{e}]", shape[dim]) for e, r in enumerate(rows)}
+        if len(counts) > 1 or 0 in counts:
+            raise _fail(where + "[3]", "each index must keep the same number (at least one)")
+        total += sum(counts) * len(rows)
+    return total
 
 
 def _check_lists(lists: Any) -> None:
@@ -486,6 +530,11 @@ class Plan:
             kept entries move up to positions ``0, 1, ...``, so their parameters are named
             by their new positions in the pruned model. Every other field names modules and
             tensors of the original model.
+        gathers: ``(tensor, dim, by, kept per index of by)``: positions kept along ``dim``
+            chosen separately for each index along ``by``, the same number for each (the
+            neurons each expert of stacked ``[num_experts, ...]`` weights keeps by its own
+            importance). Applied before ``tensors`` (which may still remove indices along
+            ``by``, whole experts); a ``(tensor, dim)`` is in one of the two, not both.
     """
 
     tensors: Mapping[str, Mapping[int, tuple[int, ...]]]
@@ -500,11 +549,22 @@ class Plan:
     precision: tuple[tuple[str, str], ...] = ()
     quantize: Mapping[str, Any] | None = None
     lists: tuple[tuple[str, int, tuple[int, ...]], ...] = ()
+    gathers: tuple[tuple[str, int, int, tuple[tuple[int, ...], ...]], ...] = ()
 
     @property
     def widths(self) -> dict[str, tuple[int, int]]:
         """Group name -> (original units, kept units)."""
         return {g.name: (g.size, g.n_kept) for g in self.groups}
+
+    def kept_shape(self, name: str) -> tuple[int, ...]:
+        """The shape the plan gives the tensor ``name`` (one of :attr:`shapes`)."""
+        shape = list(self.shapes[name])
+        for dim, idx in self.tensors.get(name, {}).items():
+            shape[dim] = len(idx)
+        for tensor, dim, _by, rows in self.gathers:
+            if tensor == name:
+                shape[dim] = len(rows[0])
+        return tuple(shape)
 
     @property
     def config(self) -> PruneConfig | None:
@@ -521,6 +581,7 @@ class Plan:
             not self.removed
             and not self.lowrank
             and all(len(kept) == size for _, size, kept in self.lists)
+            and all(len(rows[0]) == self.shapes[name][dim] for name, dim, _by, rows in self.gathers)
             and all(
                 len(idx) == self.shapes[name][dim]
                 for name, dims in self.tensors.items()
@@ -551,6 +612,16 @@ class Plan:
             **(
                 {"lists": [[m, n, encode_indices(kept)] for m, n, kept in self.lists]}
                 if self.lists
+                else {}
+            ),
+            **(
+                {
+                    "gathers": [
+                        [name, dim, by, [encode_indices(r) for r in rows]]
+                        for name, dim, by, rows in self.gathers
+                    ]
+                }
+                if self.gathers
                 else {}
             ),
         }
@@ -590,6 +661,10 @@ class Plan:
             precision=tuple((m, p) for m, p in data.get("precision", [])),
             quantize=dict(data["quantize"]) if data.get("quantize") is not None else None,
             lists=tuple((m, n, decode_indices(runs)) for m, n, runs in data.get("lists", [])),
+            gathers=tuple(
+                (name, dim, by, tuple(decode_indices(r) for r in rows))
+                for name, dim, by, rows in data.get("gathers", [])
+            ),
         )
 
     @classmethod
@@ -621,13 +696,21 @@ class Plan:
             n: dict(d) for n, d in self.tensors.items()
         }
         shapes = dict(self.shapes)
+        per_index = {(t, d) for t, d, _by, _rows in (*self.gathers, *second.gathers)}
         for name, dims in second.tensors.items():
             base_shape = self.shapes.get(name, second.shapes[name])
             shapes.setdefault(name, tuple(base_shape))
             first = tensors.setdefault(name, {})
             for dim, idx in dims.items():
+                if (name, dim) in per_index:
+                    continue  # composed with the gathers below
                 before = first.get(dim, tuple(range(base_shape[dim])))
                 first[dim] = tuple(before[i] for i in idx)
+        gathers = _compose_gathers(self, second, per_index)
+        for name, dim, _by, _rows in gathers:
+            shapes.setdefault(name, tuple(second.shapes[name]))  # first left it whole
+            tensors.get(name, {}).pop(dim, None)
+        tensors = {name: dims for name, dims in tensors.items() if dims}
         by_name = {g.name: g for g in self.groups}
         groups = []
         for g in second.groups:
@@ -660,6 +743,7 @@ class Plan:
             precision=tuple({**dict(self.precision), **dict(second.precision)}.items()),
             quantize=second.quantize if second.quantize is not None else self.quantize,
             lists=_compose_lists(self.lists, second.lists),
+            gathers=gathers,
         )
 
     def with_precision(self, precision: Mapping[str, str], config: Any = None) -> Plan:
@@ -768,7 +852,42 @@ def _renamed(plan: Plan, original: Callable[[str], str]) -> Plan:
         slices=tuple((original(r[0]), *r[1:]) for r in plan.slices),
         precision=tuple((m if m == EVERY_LAYER else original(m), p) for m, p in plan.precision),
         lists=tuple((original(m), n, kept) for m, n, kept in plan.lists),
+        gathers=tuple((original(t), d, by, rows) for t, d, by, rows in plan.gathers),
     )
+
+
+def _compose_gathers(
+    first: Plan, second: Plan, pairs: set[tuple[str, int]]
+) -> tuple[tuple[str, int, int, tuple[tuple[int, ...], ...]], ...]:
+    """Per-index kept positions of ``first`` then ``second`` (named as in the original) for
+    every ``(tensor, dim)`` either gathers: each index along ``by`` (an expert) keeps what
+    ``first`` kept for it, narrowed by what ``second`` kept for the same index, which
+    ``second`` numbers among the indices ``first`` kept. An index ``first`` removed along
+    ``by`` gets any rows of the right length (they are sliced away)."""
+    g1 = {(t, d): (by, rows) for t, d, by, rows in first.gathers}
+    g2 = {(t, d): (by, rows) for t, d, by, rows in second.gathers}
+    out = []
+    for name, dim in sorted(pairs):
+        by = (g1.get((name, dim)) or g2[(name, dim)])[0]
+        shape = first.shapes.get(name, second.shapes.get(name, ()))
+        kept_by = first.tensors.get(name, {}).get(by, tuple(range(shape[by])))
+        position = {e: j for j, e in enumerate(kept_by)}
+        rows = []
+        for e in range(shape[by]):
+            before = (
+                g1[(name, dim)][1][e]
+                if (name, dim) in g1
+                else first.tensors.get(name, {}).get(dim, tuple(range(shape[dim])))
+            )
+            j = position.get(e, 0)
+            then = (
+                g2[(name, dim)][1][j]
+                if (name, dim) in g2
+                else second.tensors.get(name, {}).get(dim, tuple(range(len(before))))
+            )
+            rows.append(tuple(before[i] for i in then))
+        out.append((name, dim, by, tuple(rows)))
+    return tuple(out)
 
 
 def _compose_lists(

@@ -234,7 +234,9 @@ def _decide_and_build(
         "remove_blocks": [m for m, _ in decision.removed],
         "config": config.to_dict(),
     }
-    built = build(model, graph, decision.groups, decision.keep, decision.removed, meta)
+    built = build(
+        model, graph, decision.groups, decision.keep, decision.removed, meta, decision.per_expert
+    )
     return graph, decision, built
 
 
@@ -282,7 +284,8 @@ def _plan(
         relaxed = {uid: (np.ones_like(m) if uid in keep_whole else m) for uid, m in keep.items()}
         names = [g.name for g in decision.groups if g.uid in keep_whole]
         meta = {**built.plan.meta, "kept_whole": names}
-        retry = build(model, graph, decision.groups, relaxed, decision.removed, meta)
+        per_expert = {u: m for u, m in decision.per_expert.items() if u not in keep_whole}
+        retry = build(model, graph, decision.groups, relaxed, decision.removed, meta, per_expert)
         outcome = verify(
             model, example_inputs, graph, relaxed, retry.plan, shape_attrs=retry.shape_attrs
         )
