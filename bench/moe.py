@@ -34,7 +34,7 @@ from torch import nn
 import netsculpt as ns
 from netsculpt._inputs import call_model
 from netsculpt.testing.experts import removed_experts_masked
-from netsculpt.testing.zoo import MOE, ZOO
+from netsculpt.testing.zoo import MOE, ZOO, token_batches
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -63,11 +63,7 @@ def _reload_diff(model: nn.Module, inputs: Any) -> float:
 
 def run(name: str, *, onnx: bool) -> dict[str, Any]:
     model, inputs = ZOO[name]()
-    g = torch.Generator().manual_seed(1)
-    calib = [
-        {**inputs, "input_ids": torch.randint(3, 128, inputs["input_ids"].shape, generator=g)}
-        for _ in range(8)
-    ]
+    calib = token_batches(inputs, 8)
     n0 = _params(model)
     row: dict[str, Any] = {"model": name, "params": n0}
     for label, config in (

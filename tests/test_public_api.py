@@ -44,7 +44,7 @@ PUBLIC = {
     "Callback", "Graph", "Group", "Plan", "Measurement", "Front", "Task",
     # verbs
     "analyze", "plan", "apply", "prune", "iterative_prune", "plan_of", "register_importance",
-    "prune_experts",
+    "prune_experts", "rotate_residual",
     "save", "load", "measure", "compare_latency", "count_macs", "count_params",
     "register_backend", "export_onnx", "check_onnx", "finetune", "distill", "get_task",
     "search", "report", "sparsify", "factorize",

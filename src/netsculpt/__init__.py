@@ -32,6 +32,7 @@ _LAZY: dict[str, str] = {
     "PruneConfig": "netsculpt.pruning.config",
     "iterative_prune": "netsculpt.pruning.iterative",
     "prune_experts": "netsculpt.pruning._experts",
+    "rotate_residual": "netsculpt.pruning.rotate",
     "factorize": "netsculpt.pruning.lowrank",
     "FactorizeConfig": "netsculpt.pruning.lowrank",
     "register_importance": "netsculpt.pruning.importance",

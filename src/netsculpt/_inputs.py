@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
 import torch
@@ -40,6 +40,18 @@ def call_model(model: nn.Module, example_inputs: ExampleInputs) -> Any:
             f"({describe_inputs(example_inputs)}): {type(exc).__name__}: {exc}; pass inputs the "
             f"model accepts, e.g. the batch you would give it at inference"
         ) from exc
+
+
+def run_hooked(model: nn.Module, hooks: Sequence[Any], batches: Sequence[ExampleInputs]) -> None:
+    """Run ``model`` on each of ``batches`` without gradients, then remove ``hooks`` (the
+    handles of hooks registered to watch the run), also when the model fails."""
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                call_model(model, batch)
+    finally:
+        for h in hooks:
+            h.remove()
 
 
 def describe_inputs(example_inputs: ExampleInputs) -> str:

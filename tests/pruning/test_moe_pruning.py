@@ -20,7 +20,7 @@ from netsculpt._inputs import call_model
 from netsculpt.errors import ExportError, InputError, PlanError, UnsupportedOperationError
 from netsculpt.pruning._experts import find_moe_blocks
 from netsculpt.testing.experts import removed_experts_masked
-from netsculpt.testing.zoo import MOE, ZOO
+from netsculpt.testing.zoo import MOE, ZOO, token_batches
 
 pytest.importorskip("transformers")
 
@@ -38,11 +38,7 @@ def _logits(model: nn.Module, inputs: Any) -> torch.Tensor:
 
 
 def _calib(inputs: dict[str, Any], n: int = 4) -> list[dict[str, Any]]:
-    g = torch.Generator().manual_seed(1)
-    return [
-        {**inputs, "input_ids": torch.randint(3, 128, inputs["input_ids"].shape, generator=g)}
-        for _ in range(n)
-    ]
+    return token_batches(inputs, n)
 
 
 def _pruned(name: str) -> tuple[nn.Module, Any, nn.Module]:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from netsculpt._inputs import ExampleInputs, call_model
+from netsculpt._inputs import ExampleInputs, run_hooked
 from netsculpt.errors import InputError, NothingToPruneError
 from netsculpt.graph._arguments import match_names
 from netsculpt.graph.analysis import Graph, Group
@@ -243,12 +243,7 @@ def _removed_blocks(
                 arity[name] = -1
 
         hooks.append(model.get_submodule(name).register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            call_model(model, example_inputs)
-    finally:
-        for h in hooks:
-            h.remove()
+    run_hooked(model, hooks, [example_inputs])
     out: list[tuple[str, str]] = []
     for name in names:
         if arity.get(name, -1) < 1:

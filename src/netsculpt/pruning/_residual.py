@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,6 +40,8 @@ __all__ = [
     "require_residual",
     "residual_groups",
     "resize_norm",
+    "rms_epsilon",
+    "scales_by_one_plus_weight",
     "sync_hidden_size",
 ]
 
@@ -215,14 +217,10 @@ def resize_norm(model: nn.Module, path: str, before: int, after: int) -> None:
         setattr(model.get_submodule(parent_path), child, new)
         return
     scale = before / after
-    attr = "eps" if isinstance(module, nn.RMSNorm) else _epsilon_attribute(module)
+    attr, eps = rms_epsilon(module)
     scale_weight = getattr(module, "weight", None)
-    eps = getattr(module, attr)
-    if eps is None:  # nn.RMSNorm: the machine epsilon of the input's dtype
-        dtype = scale_weight.dtype if isinstance(scale_weight, torch.Tensor) else torch.float32
-        eps = torch.finfo(dtype).eps
-    offset = isinstance(scale_weight, torch.Tensor) and _scales_by_one_plus_weight(module, eps)
-    setattr(module, attr, float(eps) * scale)
+    offset = scales_by_one_plus_weight(module)
+    setattr(module, attr, eps * scale)
     if isinstance(scale_weight, torch.Tensor):
         with torch.no_grad():
             if offset:  # Gemma: 1 + weight takes the factor
@@ -231,11 +229,26 @@ def resize_norm(model: nn.Module, path: str, before: int, after: int) -> None:
                 scale_weight.mul_(math.sqrt(scale))
 
 
-def _scales_by_one_plus_weight(module: nn.Module, eps: float) -> bool:
+def rms_epsilon(module: nn.Module) -> tuple[str, float]:
+    """Where an RMS norm keeps its epsilon, and its value (``nn.RMSNorm(eps=None)``: the
+    machine epsilon of its weight's dtype, as it computes)."""
+    attr = "eps" if isinstance(module, nn.RMSNorm) else _epsilon_attribute(module)
+    eps = getattr(module, attr)
+    if eps is None:
+        weight = getattr(module, "weight", None)
+        eps = torch.finfo(weight.dtype if isinstance(weight, torch.Tensor) else torch.float32).eps
+    return attr, float(eps)
+
+
+def scales_by_one_plus_weight(module: nn.Module) -> bool:
     """Whether the RMS norm ``module`` computes ``(1 + weight) * x / rms(x)`` (Gemma's
     norms) rather than ``weight * x / rms(x)``: run once on a fixed input and compared with
-    both."""
-    weight = cast(torch.Tensor, module.weight).detach()
+    both. False for a norm without a weight."""
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        return False
+    weight = weight.detach()
+    eps = rms_epsilon(module)[1]
     x = torch.randn(2, weight.shape[0], generator=torch.Generator().manual_seed(0))
     try:
         with torch.no_grad():

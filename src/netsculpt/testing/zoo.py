@@ -19,7 +19,7 @@ GQA, ViT-, Swin-, ResNet-, ConvNeXt-, MobileNet-style) used to report coverage.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -58,6 +58,14 @@ def build(name: str) -> tuple[nn.Module, ExampleInputs]:
             f"no zoo model named {name!r}; choose one of {', '.join(sorted(ZOO))}"
         )
     return factory()
+
+
+def token_batches(inputs: Mapping[str, Any], n: int = 4, seed: int = 1) -> list[dict[str, Any]]:
+    """``n`` calibration batches for a zoo transformers model: its inputs with other token
+    ids (3 to ``VOCAB - 1``, seeded), the attention mask kept."""
+    g = torch.Generator().manual_seed(seed)
+    shape = inputs["input_ids"].shape
+    return [{**inputs, "input_ids": torch.randint(3, VOCAB, shape, generator=g)} for _ in range(n)]
 
 
 def _image(channels: int = 3, size: int = IMAGE) -> torch.Tensor:
