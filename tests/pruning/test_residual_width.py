@@ -512,3 +512,16 @@ def test_the_command_line_prunes_the_residual_width(tmp_path: object) -> None:
     assert ns.load(out, base=blocks()[0]).embed.weight.shape == (50, 23)
     result = runner.invoke(app, ["prune", "test_cli:tiny", "--residual"])
     assert result.exit_code != 0 and "no nn.LayerNorm or RMS norm" in result.output
+    # rotated first: the same widths, other weights, and the folder reloads what was pruned
+    rotated = tmp_path / "rotated"  # type: ignore[operator]
+    args = ["prune", "test_residual_width:blocks", "--residual", "--rotate"]
+    result = runner.invoke(app, [*args, "--out", str(rotated)])
+    assert result.exit_code == 0, result.output
+    assert "32 -> 23" in result.output
+    model, ids = blocks()
+    small = ns.load(rotated, base=model)
+    again = ns.load(out, base=blocks()[0])
+    assert small.embed.weight.shape == (50, 23)
+    assert not torch.allclose(small.embed.weight, again.embed.weight)
+    result = runner.invoke(app, ["prune", "test_residual_width:blocks", "--rotate"])
+    assert result.exit_code != 0 and "pass --residual" in result.output

@@ -37,7 +37,7 @@ from netsculpt.cli._output import (
     print_table,
 )
 from netsculpt.cli._output import fail as _fail
-from netsculpt.errors import NetsculptError
+from netsculpt.errors import InputError, NetsculptError
 
 if TYPE_CHECKING:
     from netsculpt.measurement.api import Measurement
@@ -162,6 +162,14 @@ def prune(
             help="also prune the residual width (a transformer's hidden size and its norms)",
         ),
     ] = False,
+    rotate: Annotated[
+        bool,
+        typer.Option(
+            "--rotate/--no-rotate",
+            help="with --residual: first rotate the residual stream onto its principal axes "
+            "(SliceGPT), measured on the example inputs",
+        ),
+    ] = False,
     out: Annotated[Path | None, typer.Option("--out", help="save folder")] = None,
     onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="also write model.onnx")] = False,
     backend: Annotated[str, typer.Option("--backend", help="torch or onnxruntime")] = "torch",
@@ -176,6 +184,7 @@ def prune(
     from netsculpt.pruning.config import PruneConfig
     from netsculpt.pruning.importance import criterion_info
     from netsculpt.pruning.planner import plan
+    from netsculpt.pruning.rotate import rotate_residual
 
     try:
         config = PruneConfig(
@@ -185,12 +194,18 @@ def prune(
             exclude=tuple(exclude or ()),
             residual=residual,
         )
+        if rotate and not residual:
+            raise InputError(
+                "--rotate rotates the residual stream so that --residual prunes its weakest "
+                "directions; pass --residual with it"
+            )
         module, inputs = load_model_spec(model, trust_code=trust_code)
         calib = [inputs] if criterion_info(importance).needs_calib else None
         with console.status("planning"):
             start = time.perf_counter()
-            the_plan = plan(module, inputs, config, calib=calib)
-            small = apply(module, the_plan)
+            base = rotate_residual(module, inputs, [inputs]) if rotate else module
+            the_plan = plan(base, inputs, config, calib=calib)
+            small = apply(base, the_plan)
             seconds = time.perf_counter() - start
         with console.status("measuring"):
             before = _counts(module, inputs)

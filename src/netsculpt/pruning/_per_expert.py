@@ -21,7 +21,7 @@ from netsculpt.graph.analysis import Graph, Group
 from netsculpt.pruning._experts import find_moe_blocks
 from netsculpt.pruning.importance import ImportanceContext
 
-__all__ = ["expert_groups", "kept_per_expert", "per_expert_rows"]
+__all__ = ["expert_groups", "expert_scores", "kept_per_expert", "per_expert_rows"]
 
 
 def expert_groups(graph: Graph, groups: Sequence[Group], ctx: ImportanceContext) -> dict[int, int]:
@@ -64,6 +64,29 @@ def _expert_view(ctx: ImportanceContext, tensors: set[str], e: int) -> Importanc
     return view
 
 
+def expert_scores(
+    score_fn: Callable[[Group, ImportanceContext], np.ndarray],
+    importance: str,
+    group: Group,
+    n: int,
+    ctx: ImportanceContext,
+) -> np.ndarray:
+    """``[n, units]``: the scores of ``group``'s units in each of its ``n`` experts, each
+    from that expert's own slices."""
+    tensors = {s.tensor for s in group.slots}
+    out = np.empty((n, group.size))
+    for e in range(n):
+        scores = np.asarray(score_fn(group, _expert_view(ctx, tensors, e)), dtype=np.float64)
+        if scores.shape != (group.size,) or not np.isfinite(scores).all():
+            raise InputError(
+                f"importance {importance!r} returned {scores.shape} scores (or NaN) for "
+                f"expert {e} of group {group.name!r} of {group.size} units; return one finite "
+                f"score per unit"
+            )
+        out[e] = scores
+    return out
+
+
 def kept_per_expert(
     score_fn: Callable[[Group, ImportanceContext], np.ndarray],
     importance: str,
@@ -80,17 +103,10 @@ def kept_per_expert(
         k = counts.get(g.name, g.size)
         if n is None or k >= g.size:
             continue
-        tensors = {s.tensor for s in g.slots}
+        scores = expert_scores(score_fn, importance, g, n, ctx)
         mask = np.zeros((n, g.size), dtype=bool)
         for e in range(n):
-            scores = np.asarray(score_fn(g, _expert_view(ctx, tensors, e)), dtype=np.float64)
-            if scores.shape != (g.size,) or not np.isfinite(scores).all():
-                raise InputError(
-                    f"importance {importance!r} returned {scores.shape} scores (or NaN) for "
-                    f"expert {e} of group {g.name!r} of {g.size} units; return one finite "
-                    f"score per unit"
-                )
-            mask[e, np.argsort(-scores, kind="stable")[:k]] = True
+            mask[e, np.argsort(-scores[e], kind="stable")[:k]] = True
         out[g.uid] = mask
     return out
 

@@ -2,9 +2,10 @@
 
 A super-network folder holds three files::
 
-    elastic.json           format, the ElasticConfig, the unit orders, the space, the fixed
-                           groups, the base model's signature and how to rebuild it, and the
-                           SHA-256 of the two other files
+    elastic.json           format, the ElasticConfig, the unit orders (each expert's own
+                           for stacked expert neurons), the space, the fixed groups, the base
+                           model's signature and how to rebuild it, and the SHA-256 of the
+                           two other files
     supernet.safetensors   the super-network's weights (units in importance order; tied
                            weights stored once)
     inputs.safetensors     the example inputs
@@ -68,7 +69,9 @@ from netsculpt.export._folder import (
     write_atomic,
 )
 from netsculpt.export.save import base_reference
-from netsculpt.graph.analysis import analyze
+from netsculpt.graph.analysis import Graph, Group, analyze
+from netsculpt.pruning._per_expert import expert_groups
+from netsculpt.pruning.importance import ImportanceContext
 from netsculpt.pruning.plan import MAX_JSON_BYTES, parse_json
 from netsculpt.supernets.config import ElasticConfig
 from netsculpt.supernets.space import BLOCK
@@ -98,6 +101,8 @@ _KEYS = frozenset(
         "inputs",
     }
 )
+#: fields a description may hold (written only where they apply)
+_OPTIONAL_KEYS = frozenset({"expert_orders"})
 #: longest name (group, class, choice) read from a folder
 _MAX_NAME = 1000
 
@@ -173,6 +178,16 @@ def save_supernet(
         "torch": torch.__version__,
         "config": supernet.config.to_dict(),
         "orders": {name: [int(i) for i in order] for name, order in supernet.orders.items()},
+        **(
+            {
+                "expert_orders": {
+                    name: [[int(i) for i in row] for row in rows]
+                    for name, rows in supernet.expert_orders.items()
+                }
+            }
+            if supernet.expert_orders
+            else {}
+        ),
         "space": supernet.space.to_dict(),
         "fixed": dict(supernet.fixed),
         "model": {
@@ -240,6 +255,18 @@ def _check_orders(orders: Any, path: Path) -> None:
                 f"is not a permutation of 0..{len(order) - 1} (every unit once); it cannot "
                 f"order the group's {len(order)} units",
             )
+
+
+def _check_expert_orders(expert_orders: Any, path: Path) -> None:
+    """Per group, one order (a permutation of the group's units) per expert."""
+    if not isinstance(expert_orders, dict):
+        raise _bad(path, "'expert_orders'", f"must be an object, got {short(expert_orders)}")
+    for name, rows in expert_orders.items():
+        if not isinstance(rows, list) or not rows:
+            raise _bad(
+                path, f"'expert_orders'[{short(name)}]", "must be a non-empty array of orders"
+            )
+        _check_orders({f"{name}[{e}]": row for e, row in enumerate(rows)}, path)
 
 
 def _check_choice(choice: Any, index: int, path: Path) -> str:
@@ -343,7 +370,7 @@ def read_description(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"{str(file)!r} has format {short(data.get('format'))}, expected {FORMAT!r}; it "
             f"was not written by this version of ns.save_supernet"
         )
-    unknown = sorted(str(k) for k in data if k not in _KEYS)
+    unknown = sorted(str(k) for k in data if k not in _KEYS | _OPTIONAL_KEYS)
     if unknown:
         raise _bad(file, short(unknown[0]), "is not a field of a super-network description")
     missing = sorted(_KEYS - set(data))
@@ -357,6 +384,7 @@ def read_description(path: str | os.PathLike[str]) -> dict[str, Any]:
     except InputError as exc:
         raise _bad(file, "'config'", f"is not an ElasticConfig ({exc})") from exc
     _check_orders(data["orders"], file)
+    _check_expert_orders(data.get("expert_orders", {}), file)
     _check_space(data["space"], file)
     fixed = data["fixed"]
     if not isinstance(fixed, dict) or not all(
@@ -523,7 +551,9 @@ def load_supernet(
             f"architecture the super-network was made from"
         ) from exc
     _check_orders_fit(data["orders"], {g.name: g.size for g in groups}, description)
-    supernet = Supernet(model, example_inputs, config, graph, data["orders"], blocks)
+    expert_orders = data.get("expert_orders", {})
+    _check_expert_orders_fit(expert_orders, model, graph, groups, description)
+    supernet = Supernet(model, example_inputs, config, graph, data["orders"], blocks, expert_orders)
     _check_space_fits(supernet, data, description)
     return supernet.eval()
 
@@ -552,6 +582,28 @@ def _check_orders_fit(
                 f"{str(path)!r}: 'orders'[{name!r}] orders {len(orders[name])} units, but the "
                 f"group has {size} in the base model; the folder does not belong to this base "
                 f"model (save the super-network again)"
+            )
+
+
+def _check_expert_orders_fit(
+    expert_orders: Mapping[str, Sequence[Sequence[int]]],
+    model: nn.Module,
+    graph: Graph,
+    groups: Sequence[Group],
+    path: Path,
+) -> None:
+    """The groups ordered per expert are the base model's expert-neuron groups, with one
+    order per expert, each of the group's size."""
+    experts = expert_groups(graph, groups, ImportanceContext(model=model, graph=graph))
+    by_name = {g.name: g for g in groups}
+    for name, rows in expert_orders.items():
+        group = by_name.get(name)
+        n = experts.get(group.uid) if group is not None else None
+        if group is None or len(rows) != n or any(len(r) != group.size for r in rows):
+            raise SaveLoadError(
+                f"{str(path)!r}: 'expert_orders'[{name!r}] does not fit the base model (not "
+                f"a group of stacked expert neurons with one order per expert of its size); "
+                f"the folder does not belong to this base model (save the super-network again)"
             )
 
 

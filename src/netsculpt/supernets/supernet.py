@@ -33,6 +33,7 @@ from netsculpt.graph._arguments import match_names
 from netsculpt.graph.analysis import Graph, Group, analyze
 from netsculpt.pruning._build import build, in_shape_sites
 from netsculpt.pruning._decide import _removed_blocks, _round_keep, granularity
+from netsculpt.pruning._per_expert import expert_groups, expert_scores
 from netsculpt.pruning._verify import verify
 from netsculpt.pruning.apply import _aliases, _fix_module_attributes, apply, plan_of
 from netsculpt.pruning.importance import IMPORTANCE, ImportanceContext, criterion_info
@@ -135,12 +136,23 @@ def elastic(
                     f"finite score per unit"
                 )
             orders[g.name] = [int(i) for i in np.argsort(-scores, kind="stable")]
+        # the neurons of stacked expert weights: each expert in its own order
+        expert_orders: dict[str, list[list[int]]] = {}
+        for g in groups:
+            n = expert_groups(graph, [g], ctx).get(g.uid)
+            if n is not None:
+                per = expert_scores(score, config.importance, g, n, ctx)
+                expert_orders[g.name] = [
+                    [int(i) for i in np.argsort(-r, kind="stable")] for r in per
+                ]
+                orders[g.name] = list(range(g.size))  # no shared order on top
         ordered = copy.deepcopy(model)
         permute_units(ordered, graph, groups, orders)
+        permute_experts(ordered, graph, groups, expert_orders)
         _check_same_function(model, ordered, example_inputs, graph.model_name)
     finally:
         model.train(was_training)
-    supernet = Supernet(ordered, example_inputs, config, graph, orders, blocks)
+    supernet = Supernet(ordered, example_inputs, config, graph, orders, blocks, expert_orders)
     return supernet.train(was_training)  # in the mode the model was in
 
 
@@ -238,6 +250,43 @@ def permute_units(
     return sources
 
 
+def permute_experts(
+    model: nn.Module,
+    graph: Graph,
+    groups: Sequence[Group],
+    expert_orders: Mapping[str, Sequence[Sequence[int]]],
+) -> None:
+    """Move the neurons of each expert of the groups in ``expert_orders`` (stacked
+    ``[experts, ...]`` weights) into that expert's own order, in place."""
+    tensors = dict(model.named_parameters(remove_duplicate=False))
+    with torch.no_grad():
+        for (name, dim), src in expert_sources(graph, groups, expert_orders).items():
+            t = tensors[name]
+            rows = [
+                t.data[e].index_select(dim - 1, torch.as_tensor(r, device=t.device))
+                for e, r in enumerate(src)
+            ]
+            t.data = torch.stack(rows)
+
+
+def expert_sources(
+    graph: Graph, groups: Sequence[Group], expert_orders: Mapping[str, Sequence[Sequence[int]]]
+) -> dict[tuple[str, int], np.ndarray]:
+    """Per (tensor, dimension) of those groups, ``[experts, positions]``: the source
+    position of every position of each expert once its neurons are in its own order."""
+    out: dict[tuple[str, int], np.ndarray] = {}
+    for g in groups:
+        rows = expert_orders.get(g.name)
+        if rows is None:
+            continue
+        for slot in g.slots:
+            _leaf, arr = graph.index_map(slot.tensor, slot.dim)[g.uid]
+            identity = np.arange(arr.shape[0], dtype=np.int64)
+            per = [_source_positions([(np.asarray(r, dtype=np.int64), arr)]) for r in rows]
+            out[(slot.tensor, slot.dim)] = np.stack([identity if p is None else p for p in per])
+    return out
+
+
 def _source_positions(relevant: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray | None:
     """Per position of one dimension, where its new content comes from."""
     units = np.stack([arr for _order, arr in relevant])  # (groups, positions)
@@ -294,6 +343,8 @@ class Supernet(nn.Module):
         space: the choices (:class:`~netsculpt.supernets.space.ElasticSpace`).
         config: the :class:`~netsculpt.supernets.config.ElasticConfig` it was made with.
         orders: per elastic group, the original unit at each position.
+        expert_orders: per elastic group of stacked expert neurons, each expert's own
+            order (its ``orders`` entry is then the identity).
         graph: the analysis the plans are built from.
         fixed: groups left at full width because the model's code needs their size, with
             the reason.
@@ -307,12 +358,14 @@ class Supernet(nn.Module):
         graph: Graph,
         orders: Mapping[str, Sequence[int]],
         blocks: Sequence[str],
+        expert_orders: Mapping[str, Sequence[Sequence[int]]] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.config = config
         self.graph = graph
         self.orders = {k: list(v) for k, v in orders.items()}
+        self.expert_orders = {k: [list(r) for r in v] for k, v in (expert_orders or {}).items()}
         self.example_inputs = example_inputs
         self.fixed: dict[str, str] = {}
         self._groups = [g for g in graph.prunable_groups if g.name in self.orders]
@@ -598,10 +651,17 @@ class Supernet(nn.Module):
         arch = self.space.check(arch)
         plan = self.plan(arch)
         sources = self._position_sources()
+        per_expert = expert_sources(self.graph, self._groups, self.expert_orders)
         tensors: dict[str, dict[int, tuple[int, ...]]] = {}
+        gathers = []
         for name, dims in plan.tensors.items():
             tensors[name] = {}
             for dim, idx in dims.items():
+                rows = per_expert.get((name, dim))
+                if rows is not None:  # each expert kept a prefix of its own order
+                    kept_rows = tuple(tuple(int(i) for i in np.sort(r[list(idx)])) for r in rows)
+                    gathers.append((name, dim, 0, kept_rows))
+                    continue
                 src = sources.get((name, dim))
                 kept = np.asarray(idx) if src is None else src[np.asarray(idx)]
                 tensors[name][dim] = tuple(int(i) for i in np.sort(kept))
@@ -615,12 +675,13 @@ class Supernet(nn.Module):
             "model_class": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
         }
         return Plan(
-            tensors=tensors,
+            tensors={name: dims for name, dims in tensors.items() if dims},
             shapes=plan.shapes,
             attrs=plan.attrs,
             groups=tuple(groups),
             removed=plan.removed,
             meta=meta,
+            gathers=tuple(gathers),
         )
 
     def extract(
