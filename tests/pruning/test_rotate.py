@@ -40,7 +40,11 @@ def _llama() -> tuple[nn.Module, dict[str, Any]]:
 def test_the_rotated_model_computes_the_same() -> None:
     model, inputs = _llama()
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
     rotated = ns.rotate_residual(model, inputs, _calib(inputs))
+    assert model.training and rotated.training  # modes left as they were
+    model.eval()
+    rotated.eval()
     torch.testing.assert_close(
         _logits(rotated, inputs), _logits(model, inputs), atol=1e-5, rtol=1e-4
     )

@@ -124,7 +124,7 @@ def rotate_residual(
             moved = t.detach().double().movedim(slot.dim, -1) @ q
             t.copy_(moved.movedim(-1, slot.dim).to(t.dtype))
     _check_same_function(model, rotated, example_inputs, graph.model_name)
-    return rotated
+    return rotated.train(model.training)  # in the mode the model was in
 
 
 def _rms_norms(model: nn.Module, graph: Graph) -> dict[str, nn.Module]:
@@ -241,9 +241,13 @@ def _principal_axes(
 def _check_same_function(
     model: nn.Module, rotated: nn.Module, example_inputs: ExampleInputs, name: str
 ) -> None:
-    with torch.no_grad():
-        before = [t.float() for t in flatten_outputs(call_model(model.eval(), example_inputs))]
-        after = [t.float() for t in flatten_outputs(call_model(rotated, example_inputs))]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            before = [t.float() for t in flatten_outputs(call_model(model.eval(), example_inputs))]
+            after = [t.float() for t in flatten_outputs(call_model(rotated, example_inputs))]
+    finally:
+        model.train(was_training)
     for a, b in zip(after, before, strict=False):
         if a.shape != b.shape or not a.numel():
             continue
