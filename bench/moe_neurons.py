@@ -24,14 +24,12 @@ row is reported). Tables go to ``bench/results/moe_neurons.md`` (+ ``.json``).
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import time
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import torch
+from _report import begin, finish, options
 from rich.console import Console
 
 import netsculpt as ns
@@ -66,13 +64,9 @@ def build(quick: bool) -> torch.nn.Module:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=5.0, help="training wall time")
-    parser.add_argument("--calib", type=int, default=8, help="calibration batches of 16")
-    parser.add_argument("--quick", action="store_true", help="tiny model, short training")
-    parser.add_argument("--out", type=Path, default=None, help="results folder")
+    options(parser)
     args = parser.parse_args()
-    out = args.out if args.out is not None else (None if args.quick else RESULTS)
-    torch.set_num_threads(1)
-    started = time.perf_counter()
+    out, started = begin(args, RESULTS)
     task = TinyLMTask(n_eval=32 if args.quick else 256)
     model = build(args.quick)
     minutes = 0.2 if args.quick else args.minutes
@@ -130,17 +124,8 @@ def main() -> None:
             f"| {own['ratio']} | {own['importance']} | {own['neurons']} | "
             f"{own['val']:.3f} / {own['test']:.3f} | {shared['val']:.3f} / {shared['test']:.3f} |"
         )
-    lines += [
-        "",
-        f"{platform.platform()}, torch {torch.__version__}, 1 thread; total "
-        f"{(time.perf_counter() - started) / 60:.1f} min.",
-    ]
-    text = "\n".join(lines) + "\n"
-    console.print(text)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "moe_neurons.md").write_text(text)
-        (out / "moe_neurons.json").write_text(json.dumps({"dense": dense, "rows": rows}, indent=1))
+    data = {"dense": dense, "rows": rows}
+    finish(lines, started, console=console, out=out, name="moe_neurons", data=data)
 
 
 if __name__ == "__main__":

@@ -19,14 +19,12 @@ batches, SliceGPT's rotation; the rotated model computes the same function). Tab
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
+from _report import begin, finish, options
 from llm import QUICK_CONFIG, bisect_ratio, netsculpt_config, widths
 from rich.console import Console
 
@@ -41,13 +39,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", type=float, default=2.0, help="MACs reduction to reach")
     parser.add_argument("--n-eval", type=int, default=256, help="windows per scored split")
-    parser.add_argument("--calib", type=int, default=8, help="calibration batches of 16")
-    parser.add_argument("--quick", action="store_true", help="tiny model: a smoke run")
-    parser.add_argument("--out", type=Path, default=None, help="results folder")
+    options(parser)
     args = parser.parse_args()
-    out = args.out if args.out is not None else (None if args.quick else RESULTS)
-    torch.set_num_threads(1)
-    started = time.perf_counter()
+    out, started = begin(args, RESULTS)
     if args.quick:
         cache = tempfile.mkdtemp(prefix="netsculpt-rotate-")
         task = TinyLMTask(QUICK_CONFIG, n_eval=16, cache_dir=cache)
@@ -125,18 +119,9 @@ def main() -> None:
         f"Best on validation: {best['importance']}, reconstruct "
         f"{'on' if best['reconstruct'] else 'off'}, rotated {best['rotate']}: test perplexity "
         f"{best['test_ppl']:.3f} (dense {dense_test:.3f}).",
-        "",
-        f"{platform.platform()}, torch {torch.__version__}, 1 thread; total "
-        f"{(time.perf_counter() - started) / 60:.1f} min.",
     ]
-    text = "\n".join(lines) + "\n"
-    console.print(text)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "rotate.md").write_text(text)
-        (out / "rotate.json").write_text(
-            json.dumps({"rows": rows, "dense_test": dense_test}, indent=1)
-        )
+    data = {"rows": rows, "dense_test": dense_test}
+    finish(lines, started, console=console, out=out, name="rotate", data=data)
 
 
 if __name__ == "__main__":
