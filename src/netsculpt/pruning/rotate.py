@@ -33,6 +33,7 @@ returned.
 from __future__ import annotations
 
 import copy
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -153,24 +154,27 @@ def _norm_readers(
     model: nn.Module, norms: Mapping[str, nn.Module], example_inputs: ExampleInputs
 ) -> dict[str, list[str]]:
     """Norm -> the ``nn.Linear`` layers that read its output (matched by storage, so that a
-    slice of the output, as an LM head takes one, counts)."""
-    written: dict[int, str] = {}
+    slice of the output, as an LM head takes one, counts). Only outputs still alive count:
+    once a norm's output is freed, its memory may hold another layer's input."""
+    written: dict[int, tuple[str, weakref.ref[torch.Tensor]]] = {}
     read: dict[str, list[str]] = {path: [] for path in norms}
     hooks = []
 
     def norm_hook(path: str) -> Any:
         def hook(_m: nn.Module, _args: Any, out: Any) -> None:
             if isinstance(out, torch.Tensor):
-                written[out.untyped_storage().data_ptr()] = path
+                written[out.untyped_storage().data_ptr()] = (path, weakref.ref(out))
 
         return hook
 
     def linear_hook(path: str) -> Any:
         def hook(_m: nn.Module, args: Any) -> None:
             x = args[0] if args else None
-            source = written.get(x.untyped_storage().data_ptr()) if torch.is_tensor(x) else None
-            if source is not None and path not in read[source]:
-                read[source].append(path)
+            entry = written.get(x.untyped_storage().data_ptr()) if torch.is_tensor(x) else None
+            if entry is None or entry[1]() is None:
+                return
+            if path not in read[entry[0]]:
+                read[entry[0]].append(path)
 
         return hook
 
