@@ -80,6 +80,22 @@ def flatten_outputs(outputs: Any) -> list[torch.Tensor]:
     return found
 
 
+def output_difference(
+    model: nn.Module, other: nn.Module, example_inputs: ExampleInputs
+) -> float | None:
+    """The largest difference between the floating-point outputs of ``model`` and ``other``
+    (a rewrite that should compute the same function) on ``example_inputs``, when any pair
+    is not close (``rtol=1e-3``, ``atol=1e-4``); None when they all are. Both run in the
+    mode they are in, without gradients."""
+    with torch.no_grad():
+        before = flatten_outputs(call_model(model, example_inputs))
+        after = flatten_outputs(call_model(other, example_inputs))
+    for a, b in zip(before, after, strict=True):
+        if a.is_floating_point() and not torch.allclose(a, b, rtol=1e-3, atol=1e-4):
+            return float((a.float() - b.float()).abs().max())
+    return None
+
+
 def inputs_to(example_inputs: ExampleInputs, device: torch.device | str) -> ExampleInputs:
     """Move every tensor in the example inputs to ``device``."""
     return torch.utils._pytree.tree_map(

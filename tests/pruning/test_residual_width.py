@@ -525,3 +525,22 @@ def test_the_command_line_prunes_the_residual_width(tmp_path: object) -> None:
     assert not torch.allclose(small.embed.weight, again.embed.weight)
     result = runner.invoke(app, ["prune", "test_residual_width:blocks", "--rotate"])
     assert result.exit_code != 0 and "pass --residual" in result.output
+
+
+@pytest.mark.parametrize(
+    ("model_type", "cls"), [("gemma2", "Gemma2ForCausalLM"), ("gemma3_text", "Gemma3ForCausalLM")]
+)
+def test_later_gemma_decoders_prune_their_residual_width(model_type: str, cls: str) -> None:
+    import transformers
+
+    from netsculpt.testing.wild import tiny_config
+
+    torch.manual_seed(0)
+    model = getattr(transformers, cls)(tiny_config(model_type)).eval()
+    ids = torch.randint(3, 100, (2, 16))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    small = ns.prune(model, inputs, RESIDUAL)
+    plan = ns.plan_of(small)
+    assert plan is not None and plan.norms and "kept_whole" not in plan.meta
+    assert small.config.hidden_size < model.config.hidden_size
+    _assert_exact(model, small, inputs)

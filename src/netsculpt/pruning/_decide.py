@@ -102,7 +102,7 @@ def decide(
             mask[:] = False
             mask[order[: keep_counts[g.name]]] = True
         keep[g.uid] = mask
-    experts = expert_groups(graph, active, ctx)
+    experts = expert_groups(model, graph, active)
     per_expert = kept_per_expert(
         get_importance(config.importance), config.importance, active, keep_counts, experts, ctx
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
+from torch import nn
 
 from netsculpt.errors import InputError, UnsupportedOperationError
 from netsculpt.graph.analysis import Graph, Group
@@ -24,24 +25,24 @@ from netsculpt.pruning.importance import ImportanceContext
 __all__ = ["expert_groups", "expert_scores", "kept_per_expert", "per_expert_rows"]
 
 
-def expert_groups(graph: Graph, groups: Sequence[Group], ctx: ImportanceContext) -> dict[int, int]:
+def expert_groups(model: nn.Module, graph: Graph, groups: Sequence[Group]) -> dict[int, int]:
     """Group uid -> number of experts, for the groups made only of the neurons of one expert
     layer's stacked weights (never their expert dimension, nothing shared with other layers)."""
     try:
-        blocks = find_moe_blocks(ctx.model)
+        blocks = find_moe_blocks(model)
     except UnsupportedOperationError:
         return {}  # an expert layer netsculpt cannot follow: its neurons stay shared
-    owner = {t: b.num_experts for b in blocks if not b.in_list for t in b.expert_tensors}
+    owner = {t: b for b in blocks if not b.in_list for t in b.expert_tensors}
     out: dict[int, int] = {}
     for g in groups:
         slots = g.slots
         if not slots or any(s.is_buffer or s.dim == 0 or s.tensor not in owner for s in slots):
             continue
-        if len({owner[s.tensor] for s in slots}) != 1:
+        if len({owner[s.tensor].path for s in slots}) != 1:
             continue
         if any(set(graph.index_map(s.tensor, s.dim)) != {g.uid} for s in slots):
             continue
-        out[g.uid] = owner[slots[0].tensor]
+        out[g.uid] = owner[slots[0].tensor].num_experts
     return out
 
 

@@ -40,7 +40,6 @@ __all__ = [
     "require_residual",
     "residual_groups",
     "resize_norm",
-    "rms_epsilon",
     "scales_by_one_plus_weight",
     "sync_hidden_size",
 ]

@@ -244,6 +244,7 @@ def check_plan_data(
             _str(group.get(key), f"{where}.{key}")
         size = _int(group.get("size"), f"{where}.size", 0, biggest)
         total += _runs_length(group.get("kept"), f"{where}.kept", size)
+    total += _check_gathers(data.get("gathers", []), declared, data["tensors"])
     if shapes is None and limit is not None and total > limit:
         raise _fail(
             "tensors", f"{total} kept indices in all, more than the {limit} a plan may hold"
@@ -274,11 +275,6 @@ def check_plan_data(
     _check_slices(data.get("slices", []))
     _check_precision(data.get("precision", []), data.get("quantize"))
     _check_lists(data.get("lists", []))
-    total += _check_gathers(data.get("gathers", []), declared, data["tensors"])
-    if shapes is None and limit is not None and total > limit:
-        raise _fail(
-            "gathers", f"{total} kept indices in all, more than the {limit} a plan may hold"
-        )
     meta = _dict(data.get("meta", {}), "meta")
     _check_stored_configs(meta)
     return declared

@@ -41,17 +41,15 @@ import torch
 from torch import nn
 
 from netsculpt._checks import check_model
-from netsculpt._inputs import ExampleInputs, call_model, flatten_outputs, run_hooked
+from netsculpt._inputs import ExampleInputs, output_difference, run_hooked
 from netsculpt.errors import InputError, UnsupportedOperationError
 from netsculpt.graph._norms import norm_kind
 from netsculpt.graph.analysis import Graph, analyze
 from netsculpt.pruning._residual import residual_groups, scales_by_one_plus_weight
+from netsculpt.pruning.apply import _aliases
 from netsculpt.pruning.importance import check_calib
 
 __all__ = ["rotate_residual"]
-
-#: relative difference allowed between the rotated and the original outputs
-TOLERANCE = 1e-3
 
 
 def rotate_residual(
@@ -192,7 +190,7 @@ def _fold_scales(
 ) -> None:
     """Move each norm's per-channel scale into the layers that read it; the norm keeps a
     scale of one (a weight of one, or of zero for a ``1 + weight`` norm)."""
-    tied = _tied_weights(model)
+    places = _aliases(model, buffers=False)
     with torch.no_grad():
         for path, norm in norms.items():
             weight = getattr(norm, "weight", None)
@@ -209,7 +207,7 @@ def _fold_scales(
                 )
             for reader in readers[path]:
                 linear = cast(nn.Linear, model.get_submodule(reader))
-                if tied.get(id(linear.weight), 1) > 1:
+                if len(places[f"{reader}.weight"]) > 1:
                     raise UnsupportedOperationError(
                         f"the norm {path!r} scales what {reader!r} reads, whose weight is tied "
                         f"to another module (tied embeddings); folding the scale would untie "
@@ -217,13 +215,6 @@ def _fold_scales(
                     )
                 linear.weight.copy_((linear.weight.double() * scale).to(linear.weight.dtype))
             weight.fill_(0.0 if offset else 1.0)
-
-
-def _tied_weights(model: nn.Module) -> dict[int, int]:
-    counts: dict[int, int] = {}
-    for _name, p in model.named_parameters(remove_duplicate=False):
-        counts[id(p)] = counts.get(id(p), 0) + 1
-    return counts
 
 
 def _principal_axes(
@@ -247,18 +238,12 @@ def _check_same_function(
 ) -> None:
     was_training = model.training
     try:
-        with torch.no_grad():
-            before = [t.float() for t in flatten_outputs(call_model(model.eval(), example_inputs))]
-            after = [t.float() for t in flatten_outputs(call_model(rotated, example_inputs))]
+        diff = output_difference(model.eval(), rotated, example_inputs)
     finally:
         model.train(was_training)
-    for a, b in zip(after, before, strict=False):
-        if a.shape != b.shape or not a.numel():
-            continue
-        diff = float((a - b).abs().max())
-        if not diff <= TOLERANCE * max(1.0, float(b.abs().max())):
-            raise UnsupportedOperationError(
-                f"rotating the residual stream of {name} changed its outputs (max difference "
-                f"{diff:.3g}): something reads the stream other than through RMS norms and "
-                f"nn.Linear layers; prune its residual width without rotate_residual"
-            )
+    if diff is not None:
+        raise UnsupportedOperationError(
+            f"rotating the residual stream of {name} changed its outputs (max difference "
+            f"{diff:.3g}): something reads the stream other than through RMS norms and "
+            f"nn.Linear layers; prune its residual width without rotate_residual"
+        )

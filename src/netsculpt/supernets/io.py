@@ -71,7 +71,6 @@ from netsculpt.export._folder import (
 from netsculpt.export.save import base_reference
 from netsculpt.graph.analysis import Graph, Group, analyze
 from netsculpt.pruning._per_expert import expert_groups
-from netsculpt.pruning.importance import ImportanceContext
 from netsculpt.pruning.plan import MAX_JSON_BYTES, parse_json
 from netsculpt.supernets.config import ElasticConfig
 from netsculpt.supernets.space import BLOCK
@@ -594,7 +593,7 @@ def _check_expert_orders_fit(
 ) -> None:
     """The groups ordered per expert are the base model's expert-neuron groups, with one
     order per expert, each of the group's size."""
-    experts = expert_groups(graph, groups, ImportanceContext(model=model, graph=graph))
+    experts = expert_groups(model, graph, groups)
     by_name = {g.name: g for g in groups}
     for name, rows in expert_orders.items():
         group = by_name.get(name)
